@@ -1,0 +1,31 @@
+# Front door. `make run` sets up .venv and runs the quick workflow; `make test` sets up
+# .venv and runs every test (cargo and pytest). Both are safe to repeat.
+VENV      := .venv
+STAMP     := $(VENV)/.trainmap-installed
+RUST_SRC  := $(shell find rust_metrics/src -name '*.rs') rust_metrics/Cargo.toml rust_metrics/Cargo.lock
+CARGO_TEST := cargo test --release --manifest-path rust_metrics/Cargo.toml
+
+.PHONY: setup test test-rust test-python run bench clean
+
+$(STAMP): pyproject.toml scripts/setup.sh $(RUST_SRC)
+	scripts/setup.sh
+	touch $@
+
+setup: $(STAMP)
+
+test: setup test-rust test-python
+
+test-rust:
+	$(CARGO_TEST)
+
+test-python: setup
+	$(VENV)/bin/python -m pytest
+
+run: setup
+	$(VENV)/bin/snakemake --cores 2 --configfile workflow/presets/quick.yaml all
+
+bench: setup
+	$(VENV)/bin/python benchmarks/metrics.py
+
+clean:
+	rm -rf $(VENV) rust_metrics/target

@@ -1,0 +1,9 @@
+"""trainmap: latent state models of training dynamics.
+
+Implements *Latent State Models of Training Dynamics* (Hu, Chen, Saphra, Cho; TMLR 2023):
+train many seeds, compute weight statistics per checkpoint (``trainmap.metrics``, a Rust
+engine), fit a Gaussian HMM over the standardised trajectories, and read the resulting
+training map and detour states.
+"""
+
+__version__ = "0.1.0"

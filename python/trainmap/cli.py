@@ -1,0 +1,94 @@
+"""Command-line interface: ``trainmap <command> ...``.
+
+Each command parses its arguments and calls the package's functions; no logic lives here.
+User errors (bad input files, bad options) print one line and exit with status 2; set
+``TRAINMAP_DEBUG=1`` to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _add_metrics(subparsers) -> None:
+    p = subparsers.add_parser(
+        "metrics",
+        help="compute the 14 weight statistics of checkpoints",
+        description="Compute the 14 weight statistics of safetensors checkpoints with the Rust "
+        "engine and write one CSV row per checkpoint. A directory stands for all its "
+        "*.safetensors files, ordered by step.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="CHECKPOINT_OR_DIR")
+    p.add_argument("-o", "--output", required=True, type=Path, help="CSV file to write (atomically)")
+    p.add_argument("--threads", type=int, default=None, help="worker threads (default: all available CPUs)")
+    p.add_argument("--svd", choices=("auto", "exact", "randomized"), default="auto")
+    p.add_argument("--exact-max-dim", type=int, default=None,
+                   help="with --svd auto, matrices whose smaller side exceeds this use randomized SVD")
+    p.add_argument("--rank", type=int, default=None, help="singular values computed in randomized mode")
+    p.add_argument("--include", default=None, help="regex: only tensors whose name matches count")
+    p.add_argument("--exclude", default=None,
+                   help="regex replacing the default exclusion of embeddings and norm layers ('' excludes nothing)")
+    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    p.set_defaults(run=_run_metrics)
+
+
+def _run_metrics(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from trainmap import atomic
+    from trainmap.metrics import checkpoint_paths, trajectory_metrics
+
+    paths: list[Path] = []
+    for item in map(Path, args.inputs):
+        paths.extend(checkpoint_paths(item) if item.is_dir() else [item])
+    with tqdm(total=len(paths), unit="ckpt", desc="metrics", disable=args.no_progress, file=sys.stderr) as bar:
+        frame = trajectory_metrics(
+            paths,
+            threads=args.threads,
+            svd=args.svd,
+            include=args.include,
+            exclude=args.exclude,
+            exact_max_dim=args.exact_max_dim,
+            rank=args.rank,
+            progress=lambda done: bar.update(done - bar.n),
+        )
+    atomic.write_csv(args.output, frame)
+    print(f"wrote {len(frame)} rows to {args.output}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trainmap", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_metrics(subparsers)
+    return parser
+
+
+def _version() -> str:
+    from trainmap import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `trainmap` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, OSError) as exc:
+        if os.environ.get("TRAINMAP_DEBUG"):
+            raise
+        print(f"trainmap {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"trainmap {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

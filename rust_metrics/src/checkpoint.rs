@@ -1,0 +1,330 @@
+//! Memory-mapped safetensors checkpoints: header validation and tensor decoding.
+//!
+//! The header is parsed and validated by the `safetensors` crate (so the engine accepts
+//! exactly the files the reference implementation accepts); its errors are translated
+//! into messages that name the file and, where possible, the tensor. Tensor data is
+//! never copied as a whole: callers decode one tensor at a time, straight from the map.
+
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors};
+
+use crate::error::{MetricsError, Result};
+
+/// Element types the engine decodes. All arithmetic happens in f64.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueType {
+    F64,
+    F32,
+    F16,
+    BF16,
+}
+
+impl ValueType {
+    pub fn from_dtype(dtype: Dtype) -> Option<Self> {
+        match dtype {
+            Dtype::F64 => Some(ValueType::F64),
+            Dtype::F32 => Some(ValueType::F32),
+            Dtype::F16 => Some(ValueType::F16),
+            Dtype::BF16 => Some(ValueType::BF16),
+            _ => None,
+        }
+    }
+
+    pub fn size(self) -> usize {
+        match self {
+            ValueType::F64 => 8,
+            ValueType::F32 => 4,
+            ValueType::F16 | ValueType::BF16 => 2,
+        }
+    }
+}
+
+/// One tensor's header entry. `data` is the absolute byte range in the file.
+#[derive(Clone, Debug)]
+pub struct TensorEntry {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub data: Range<usize>,
+}
+
+impl TensorEntry {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// An open, validated checkpoint.
+pub struct Checkpoint {
+    path: PathBuf,
+    map: Mmap,
+    tensors: Vec<TensorEntry>,
+}
+
+const HEADER_LEN_BYTES: usize = 8;
+
+impl Checkpoint {
+    /// Map `path` and validate its header and data layout.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => MetricsError::NotFound { path: path.to_owned() },
+            _ => MetricsError::Io { path: path.to_owned(), source },
+        })?;
+        let meta = file
+            .metadata()
+            .map_err(|source| MetricsError::Io { path: path.to_owned(), source })?;
+        if meta.is_dir() {
+            return Err(MetricsError::format(path, "is a directory, not a .safetensors file"));
+        }
+        let file_len = meta.len() as usize;
+        if file_len == 0 {
+            return Err(MetricsError::format(path, "file is empty"));
+        }
+        if file_len < HEADER_LEN_BYTES {
+            return Err(MetricsError::format(
+                path,
+                format!("file is truncated: {file_len} bytes, too short for the 8-byte header length"),
+            ));
+        }
+        // SAFETY: the map is read-only; a file truncated by another process while mapped
+        // would fault, which no reader of memory-mapped files can prevent.
+        let map = unsafe { Mmap::map(&file) }
+            .map_err(|source| MetricsError::Io { path: path.to_owned(), source })?;
+
+        let header_len = u64::from_le_bytes(map[..HEADER_LEN_BYTES].try_into().unwrap());
+        let (header_size, metadata) =
+            SafeTensors::read_metadata(&map).map_err(|e| describe(path, &map, header_len, e))?;
+        let data_start = HEADER_LEN_BYTES + header_size;
+
+        let mut tensors: Vec<TensorEntry> = metadata
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| TensorEntry {
+                name,
+                dtype: info.dtype,
+                shape: info.shape.clone(),
+                data: data_start + info.data_offsets.0..data_start + info.data_offsets.1,
+            })
+            .collect();
+        // File order: deterministic, and sequential through the map.
+        tensors.sort_by_key(|t| t.data.start);
+        Ok(Checkpoint { path: path.to_owned(), map, tensors })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn tensors(&self) -> &[TensorEntry] {
+        &self.tensors
+    }
+
+    pub fn bytes(&self, tensor: &TensorEntry) -> &[u8] {
+        &self.map[tensor.data.clone()]
+    }
+}
+
+/// Translate a `safetensors` validation error into a message for people.
+fn describe(path: &Path, map: &[u8], header_len: u64, error: SafeTensorError) -> MetricsError {
+    let file_len = map.len();
+    let message = match error {
+        SafeTensorError::HeaderTooLarge => format!(
+            "header length field says {header_len} bytes, over the 100 MB limit: not a safetensors file"
+        ),
+        SafeTensorError::InvalidHeaderLength | SafeTensorError::HeaderTooSmall => format!(
+            "header length {header_len} bytes runs past the end of the file ({file_len} bytes): \
+             truncated or not a safetensors file"
+        ),
+        SafeTensorError::InvalidHeader(e) => format!("header is not valid UTF-8: {e}"),
+        SafeTensorError::InvalidHeaderDeserialization(e) | SafeTensorError::JsonError(e) => {
+            format!("header is not valid safetensors JSON: {e}")
+        }
+        SafeTensorError::InvalidOffset(name) => format!(
+            "data offsets of tensor '{name}' overlap another tensor or leave a gap"
+        ),
+        SafeTensorError::TensorInvalidInfo => match mismatched_tensor(map, header_len) {
+            Some(detail) => detail,
+            None => "a tensor's shape and dtype do not match its data offsets".to_owned(),
+        },
+        SafeTensorError::MetadataIncompleteBuffer => format!(
+            "tensor data does not end where the file ends ({file_len} bytes): \
+             the file is truncated, has trailing bytes, or declares offsets out of range"
+        ),
+        SafeTensorError::ValidationOverflow => "a tensor's shape overflows the address space".to_owned(),
+        SafeTensorError::MisalignedSlice => "a tensor of sub-byte dtype does not fill whole bytes".to_owned(),
+        other => format!("invalid safetensors file: {other}"),
+    };
+    MetricsError::format(path, message)
+}
+
+/// Name the tensor whose byte range disagrees with shape × dtype size (for the error message).
+fn mismatched_tensor(map: &[u8], header_len: u64) -> Option<String> {
+    let header = map.get(HEADER_LEN_BYTES..HEADER_LEN_BYTES + header_len as usize)?;
+    let json: serde_json::Value = serde_json::from_slice(header).ok()?;
+    for (name, entry) in json.as_object()? {
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype: Dtype = serde_json::from_value(entry.get("dtype")?.clone()).ok()?;
+        let shape: Vec<usize> = serde_json::from_value(entry.get("shape")?.clone()).ok()?;
+        let offsets: (usize, usize) = serde_json::from_value(entry.get("data_offsets")?.clone()).ok()?;
+        let expected = shape.iter().product::<usize>() * dtype.bitsize() / 8;
+        let actual = offsets.1.saturating_sub(offsets.0);
+        if expected != actual {
+            return Some(format!(
+                "tensor '{name}' has shape {shape:?} and dtype {dtype} ({expected} bytes) \
+                 but its data offsets span {actual} bytes"
+            ));
+        }
+    }
+    None
+}
+
+/// Decode little-endian `bytes` of type `vt` into `out` (which must have the right length).
+pub fn decode_into(bytes: &[u8], vt: ValueType, out: &mut [f64]) {
+    debug_assert_eq!(bytes.len(), out.len() * vt.size());
+    match vt {
+        ValueType::F64 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+                *o = f64::from_le_bytes(c.try_into().unwrap());
+            }
+        }
+        ValueType::F32 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes(c.try_into().unwrap()) as f64;
+            }
+        }
+        ValueType::F16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64();
+            }
+        }
+        ValueType::BF16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64();
+            }
+        }
+    }
+}
+
+/// Decode a whole tensor into a new f64 vector.
+pub fn decode(bytes: &[u8], vt: ValueType) -> Vec<f64> {
+    let mut out = vec![0.0; bytes.len() / vt.size()];
+    decode_into(bytes, vt, &mut out);
+    out
+}
+
+/// Call `f` on consecutive decoded chunks of a tensor, without materialising it.
+pub fn for_each_chunk(bytes: &[u8], vt: ValueType, mut f: impl FnMut(&[f64])) {
+    const CHUNK: usize = 4096;
+    let mut buf = [0.0f64; CHUNK];
+    for raw in bytes.chunks(CHUNK * vt.size()) {
+        let n = raw.len() / vt.size();
+        decode_into(raw, vt, &mut buf[..n]);
+        f(&buf[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Write a safetensors file from (name, dtype, shape, raw bytes) with a given header.
+    fn write_raw(dir: &tempfile::TempDir, name: &str, header: &str, data: &[u8]) -> PathBuf {
+        let path = dir.path().join(name);
+        let mut f = File::create(&path).unwrap();
+        f.write_all(&(header.len() as u64).to_le_bytes()).unwrap();
+        f.write_all(header.as_bytes()).unwrap();
+        f.write_all(data).unwrap();
+        path
+    }
+
+    fn f32_bytes(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn reads_tensors_in_file_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let header = r#"{"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+        let path = write_raw(&dir, "x.safetensors", header, &f32_bytes(&[1.0, 2.0, 3.0, 4.0]));
+        let ck = Checkpoint::open(&path).unwrap();
+        let names: Vec<_> = ck.tensors().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        let b = &ck.tensors()[1];
+        assert_eq!(decode(ck.bytes(b), ValueType::F32), vec![3.0, 4.0]);
+    }
+
+    #[test]
+    fn decodes_half_precision() {
+        let h: Vec<u8> = [half::f16::from_f32(1.5), half::f16::from_f32(-2.0)]
+            .iter()
+            .flat_map(|v| v.to_bits().to_le_bytes())
+            .collect();
+        assert_eq!(decode(&h, ValueType::F16), vec![1.5, -2.0]);
+        let b: Vec<u8> = [half::bf16::from_f32(0.25), half::bf16::from_f32(3.0)]
+            .iter()
+            .flat_map(|v| v.to_bits().to_le_bytes())
+            .collect();
+        assert_eq!(decode(&b, ValueType::BF16), vec![0.25, 3.0]);
+    }
+
+    #[test]
+    fn chunks_cover_the_tensor() {
+        let values: Vec<f64> = (0..10_000).map(|i| i as f64).collect();
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut seen = Vec::new();
+        for_each_chunk(&bytes, ValueType::F64, |c| seen.extend_from_slice(c));
+        assert_eq!(seen, values);
+    }
+
+    fn open_err(path: &Path) -> String {
+        match Checkpoint::open(path) {
+            Ok(_) => panic!("expected an error for {}", path.display()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn bad_files_give_messages_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.safetensors");
+        File::create(&empty).unwrap();
+        let msg = open_err(&empty);
+        assert!(msg.contains("empty.safetensors") && msg.contains("empty"), "{msg}");
+
+        let short = dir.path().join("short.safetensors");
+        std::fs::write(&short, [1u8, 2, 3]).unwrap();
+        assert!(open_err(&short).contains("truncated"));
+
+        let long_header = dir.path().join("long.safetensors");
+        let mut bytes = 1000u64.to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"{}");
+        std::fs::write(&long_header, bytes).unwrap();
+        assert!(open_err(&long_header).contains("runs past the end"));
+
+        let bad_json = write_raw(&dir, "json.safetensors", "{not json", &[]);
+        assert!(open_err(&bad_json).contains("JSON"));
+
+        let overlap = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#;
+        let p = write_raw(&dir, "overlap.safetensors", overlap, &[0u8; 12]);
+        assert!(open_err(&p).contains("overlap"));
+
+        let mismatch = r#"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#;
+        let p = write_raw(&dir, "mismatch.safetensors", mismatch, &[0u8; 8]);
+        let msg = open_err(&p);
+        assert!(msg.contains("'w'") && msg.contains("12 bytes"), "{msg}");
+
+        let beyond = r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#;
+        let p = write_raw(&dir, "beyond.safetensors", beyond, &[0u8; 8]);
+        assert!(open_err(&p).contains("does not end where the file ends"));
+
+        let missing = dir.path().join("missing.safetensors");
+        assert!(matches!(Checkpoint::open(&missing), Err(MetricsError::NotFound { .. })));
+    }
+}

@@ -1,0 +1,317 @@
+//! The 14 statistics of one checkpoint, and of a trajectory of checkpoints.
+//!
+//! One checkpoint is processed in one parallel pass over its selected tensors (each
+//! matrix decoded to f64 once: norms, trace, moments, top-digit histogram for the median,
+//! singular values), then, for each median, a short radix-selection rescan of the map.
+//! Per-tensor results are combined in file order, so the numbers do not depend on the
+//! number of threads. Peak memory is a few copies of the largest matrix per thread.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use faer::MatRef;
+use rayon::prelude::*;
+
+use crate::checkpoint::{decode, for_each_chunk, Checkpoint, TensorEntry, ValueType};
+use crate::error::{MetricsError, Result};
+use crate::median::{self, Rescan, TopHistogram};
+use crate::selection::{Role, Selection};
+use crate::spectrum::{spectrum, Method, Spectrum, SvdOptions};
+use crate::stats::{mean_of, sum_map, Moments};
+
+/// Column names, in DESIGN.md order (kept from the authors' code).
+pub const METRIC_NAMES: [&str; 14] = [
+    "l1",
+    "l2",
+    "code_sparsity",
+    "trace",
+    "spectral",
+    "computational_sparsity",
+    "mean_lambda",
+    "variance_lambda",
+    "mean_w",
+    "median_w",
+    "var_w",
+    "mean_b",
+    "median_b",
+    "var_b",
+];
+
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub svd: SvdOptions,
+    pub selection: Selection,
+}
+
+/// Statistics of one checkpoint, with how they were obtained.
+#[derive(Clone, Debug)]
+pub struct CheckpointReport {
+    pub values: [f64; 14],
+    pub n_matrices: usize,
+    pub n_biases: usize,
+    pub exact_matrices: usize,
+    pub randomized_matrices: usize,
+    pub warnings: Vec<String>,
+}
+
+impl CheckpointReport {
+    /// "exact", "randomized", "mixed" or "none" (no matrices).
+    pub fn svd_label(&self) -> &'static str {
+        match (self.exact_matrices, self.randomized_matrices) {
+            (0, 0) => "none",
+            (_, 0) => "exact",
+            (0, _) => "randomized",
+            _ => "mixed",
+        }
+    }
+}
+
+struct MatrixSummary {
+    index: usize,
+    l1: f64,
+    frobenius: f64,
+    trace: f64,
+    spectrum: Spectrum,
+    moments: Moments,
+}
+
+struct BiasSummary {
+    index: usize,
+    moments: Moments,
+}
+
+/// What a parallel fold over tensors accumulates.
+#[derive(Default)]
+struct Partial {
+    matrices: Vec<MatrixSummary>,
+    biases: Vec<BiasSummary>,
+    weight_hist: Option<TopHistogram>,
+    bias_hist: Option<TopHistogram>,
+    /// (file index, tensor name, is bias)
+    non_finite: Vec<(usize, String, bool)>,
+}
+
+impl Partial {
+    fn merge(mut self, other: Partial) -> Partial {
+        self.matrices.extend(other.matrices);
+        self.biases.extend(other.biases);
+        self.non_finite.extend(other.non_finite);
+        self.weight_hist = merge_hist(self.weight_hist, other.weight_hist);
+        self.bias_hist = merge_hist(self.bias_hist, other.bias_hist);
+        self
+    }
+}
+
+fn merge_hist(a: Option<TopHistogram>, b: Option<TopHistogram>) -> Option<TopHistogram> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.merge(&b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// A selected tensor: its entry, decoded type and role.
+struct Unit<'a> {
+    index: usize,
+    tensor: &'a TensorEntry,
+    value_type: ValueType,
+    role: Role,
+}
+
+/// Seed of the randomized SVD for a tensor: FNV-1a of its name, so the same tensor uses
+/// the same draws in every checkpoint of a trajectory.
+fn seed_for(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn select<'a>(checkpoint: &'a Checkpoint, selection: &Selection) -> Result<Vec<Unit<'a>>> {
+    let mut units = Vec::new();
+    for (index, tensor) in checkpoint.tensors().iter().enumerate() {
+        let role = selection.role(&tensor.name, &tensor.shape);
+        if role == Role::Ignored {
+            continue;
+        }
+        let value_type = ValueType::from_dtype(tensor.dtype).ok_or_else(|| MetricsError::Dtype {
+            path: checkpoint.path().to_owned(),
+            tensor: tensor.name.clone(),
+            dtype: format!("{:?}", tensor.dtype),
+        })?;
+        units.push(Unit { index, tensor, value_type, role });
+    }
+    Ok(units)
+}
+
+fn process(checkpoint: &Checkpoint, unit: &Unit<'_>, svd: &SvdOptions, mut acc: Partial) -> Partial {
+    let bytes = checkpoint.bytes(unit.tensor);
+    match unit.role {
+        Role::Matrix { rows, cols } => {
+            let values = decode(bytes, unit.value_type);
+            if !values.iter().all(|x| x.is_finite()) {
+                acc.non_finite.push((unit.index, unit.tensor.name.clone(), false));
+                return acc;
+            }
+            let l1 = sum_map(&values, f64::abs);
+            let frobenius_sq = sum_map(&values, |x| x * x);
+            let trace = (0..rows.min(cols)).map(|i| values[i * cols + i]).sum();
+            acc.weight_hist.get_or_insert_with(TopHistogram::new).add(&values);
+            let view = MatRef::from_row_major_slice(&values, rows, cols);
+            acc.matrices.push(MatrixSummary {
+                index: unit.index,
+                l1,
+                frobenius: frobenius_sq.sqrt(),
+                trace,
+                spectrum: spectrum(view, frobenius_sq, svd, seed_for(&unit.tensor.name)),
+                moments: Moments::of(&values),
+            });
+        }
+        Role::Bias => {
+            let mut moments = Moments::default();
+            let mut finite = true;
+            let hist = acc.bias_hist.get_or_insert_with(TopHistogram::new);
+            for_each_chunk(bytes, unit.value_type, |chunk| {
+                if finite && chunk.iter().all(|x| x.is_finite()) {
+                    moments = moments.merge(Moments::of(chunk));
+                    hist.add(chunk);
+                } else {
+                    finite = false;
+                }
+            });
+            if finite {
+                acc.biases.push(BiasSummary { index: unit.index, moments });
+            } else {
+                acc.non_finite.push((unit.index, unit.tensor.name.clone(), true));
+            }
+        }
+        Role::Ignored => {}
+    }
+    acc
+}
+
+/// Rescans of one group (weights or biases) for the median.
+struct GroupScan<'a> {
+    checkpoint: &'a Checkpoint,
+    tensors: Vec<(&'a TensorEntry, ValueType)>,
+}
+
+impl Rescan for GroupScan<'_> {
+    fn parts(&self) -> usize {
+        self.tensors.len()
+    }
+    fn scan(&self, i: usize, f: &mut dyn FnMut(&[f64])) {
+        let (tensor, vt) = self.tensors[i];
+        for_each_chunk(self.checkpoint.bytes(tensor), vt, f);
+    }
+}
+
+/// Compute the 14 statistics of the checkpoint at `path`.
+pub fn checkpoint_metrics(path: &Path, options: &Options, cancel: &AtomicBool) -> Result<CheckpointReport> {
+    let checkpoint = Checkpoint::open(path)?;
+    let units = select(&checkpoint, &options.selection)?;
+
+    let partial = units
+        .par_iter()
+        .try_fold(Partial::default, |acc, unit| {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(MetricsError::Cancelled);
+            }
+            Ok(process(&checkpoint, unit, &options.svd, acc))
+        })
+        .try_reduce(Partial::default, |a, b| Ok(a.merge(b)))?;
+
+    let Partial { mut matrices, mut biases, weight_hist, bias_hist, mut non_finite } = partial;
+    matrices.sort_by_key(|m| m.index);
+    biases.sort_by_key(|b| b.index);
+    non_finite.sort_by_key(|(index, _, _)| *index);
+
+    let mut warnings = Vec::new();
+    for (_, name, is_bias) in &non_finite {
+        let affected = if *is_bias { "bias statistics" } else { "weight statistics" };
+        warnings.push(format!("{}: tensor '{name}' has non-finite values; its {affected} are NaN", path.display()));
+    }
+    for m in matrices.iter().filter(|m| !m.spectrum.is_finite()) {
+        let name = &checkpoint.tensors()[m.index].name;
+        warnings.push(format!("{}: singular values of tensor '{name}' did not converge", path.display()));
+    }
+
+    let weights_ok = !non_finite.iter().any(|(_, _, is_bias)| !is_bias);
+    let biases_ok = !non_finite.iter().any(|(_, _, is_bias)| *is_bias);
+    let group = |role_is_bias: bool| GroupScan {
+        checkpoint: &checkpoint,
+        tensors: units
+            .iter()
+            .filter(|u| matches!(u.role, Role::Bias) == role_is_bias)
+            .map(|u| (u.tensor, u.value_type))
+            .collect(),
+    };
+
+    let nan = f64::NAN;
+    let mut values = [nan; 14];
+    if weights_ok && !matrices.is_empty() {
+        let weights = matrices.iter().fold(Moments::default(), |m, x| m.merge(x.moments));
+        values[0] = mean_of(matrices.iter().map(|m| m.l1));
+        values[1] = mean_of(matrices.iter().map(|m| m.frobenius));
+        values[2] = mean_of(matrices.iter().filter(|m| m.frobenius > 0.0).map(|m| m.l1 / m.frobenius));
+        values[3] = mean_of(matrices.iter().map(|m| m.trace));
+        values[4] = mean_of(matrices.iter().map(|m| m.spectrum.sigma_max));
+        values[5] = mean_of(
+            matrices.iter().filter(|m| m.spectrum.sigma_max > 0.0).map(|m| m.trace / m.spectrum.sigma_max),
+        );
+        values[6] = mean_of(matrices.iter().map(|m| m.spectrum.mean));
+        values[7] = mean_of(matrices.iter().map(|m| m.spectrum.variance));
+        values[8] = weights.mean();
+        values[9] = median::median(&group(false), weight_hist.as_ref().expect("matrices were seen"));
+        values[10] = weights.variance();
+    }
+    if biases_ok && !biases.is_empty() {
+        let moments = biases.iter().fold(Moments::default(), |m, x| m.merge(x.moments));
+        values[11] = moments.mean();
+        values[12] = median::median(&group(true), bias_hist.as_ref().expect("biases were seen"));
+        values[13] = moments.variance();
+    }
+
+    let count = |method| matrices.iter().filter(|m| m.spectrum.method == method).count();
+    Ok(CheckpointReport {
+        values,
+        n_matrices: matrices.len() + non_finite.iter().filter(|(_, _, b)| !b).count(),
+        n_biases: biases.len() + non_finite.iter().filter(|(_, _, b)| *b).count(),
+        exact_matrices: count(Method::Exact),
+        randomized_matrices: count(Method::Randomized),
+        warnings,
+    })
+}
+
+/// Statistics of many checkpoints, in the given order, processed in parallel.
+/// `on_done` is called once per finished checkpoint (from worker threads). The first
+/// failure stops the remaining work and is returned.
+pub fn trajectory_metrics(
+    paths: &[PathBuf],
+    options: &Options,
+    cancel: &AtomicBool,
+    on_done: &(dyn Fn() + Sync),
+) -> Result<Vec<CheckpointReport>> {
+    let results: Vec<Result<CheckpointReport>> = paths
+        .par_iter()
+        .map(|path| {
+            let report = checkpoint_metrics(path, options, cancel);
+            if report.is_err() {
+                cancel.store(true, Ordering::Relaxed);
+            }
+            on_done();
+            report
+        })
+        .collect();
+    // A failure cancels the checkpoints in flight; report the failure, not those.
+    let is_cause = |r: &Result<CheckpointReport>| matches!(r, Err(e) if !matches!(e, MetricsError::Cancelled));
+    if let Some(index) = results.iter().position(is_cause) {
+        return Err(results.into_iter().nth(index).unwrap().unwrap_err());
+    }
+    results.into_iter().collect()
+}
+
+/// Run `work` on a pool of `threads` threads (0: one per CPU).
+pub fn with_threads<T: Send>(threads: usize, work: impl FnOnce() -> T + Send) -> Result<T> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| MetricsError::Option { message: format!("cannot start {threads} threads: {e}") })?;
+    Ok(pool.install(work))
+}

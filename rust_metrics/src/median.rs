@@ -1,0 +1,268 @@
+//! Exact median of values spread over many tensors, without gathering them all.
+//!
+//! Values are mapped to order-preserving 64-bit keys and the middle ranks are found by
+//! radix selection: a histogram of the top 16 key bits (built during the statistics pass),
+//! then, per pass over the data, either the keys of the one bin that holds the rank are
+//! collected and selected in memory (when few enough) or the next 16 bits are histogrammed.
+//! Memory stays bounded by [`COLLECT_LIMIT`] keys however large the checkpoint.
+
+use rayon::prelude::*;
+
+pub const DIGIT_BITS: u32 = 16;
+pub const BINS: usize = 1 << DIGIT_BITS;
+/// Most keys gathered in memory at once (32 MiB).
+pub const COLLECT_LIMIT: u64 = 1 << 22;
+
+/// Order-preserving key: `a < b` ⇔ `key(a) < key(b)` for non-NaN floats.
+#[inline]
+pub fn key(x: f64) -> u64 {
+    let bits = x.to_bits();
+    if bits >> 63 == 1 { !bits } else { bits | (1 << 63) }
+}
+
+#[inline]
+pub fn value(key: u64) -> f64 {
+    if key >> 63 == 1 { f64::from_bits(key & !(1 << 63)) } else { f64::from_bits(!key) }
+}
+
+/// Histogram of the top 16 key bits of some values.
+#[derive(Clone)]
+pub struct TopHistogram(pub Vec<u64>);
+
+impl TopHistogram {
+    pub fn new() -> Self {
+        TopHistogram(vec![0; BINS])
+    }
+
+    pub fn add(&mut self, values: &[f64]) {
+        for &x in values {
+            self.0[(key(x) >> (64 - DIGIT_BITS)) as usize] += 1;
+        }
+    }
+
+    pub fn merge(mut self, other: &TopHistogram) -> Self {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a += b;
+        }
+        self
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+}
+
+impl Default for TopHistogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Data that can be scanned again, in independent parts (tensors) scanned in parallel.
+pub trait Rescan: Sync {
+    fn parts(&self) -> usize;
+    /// Call `f` on decoded chunks of part `i`.
+    fn scan(&self, i: usize, f: &mut dyn FnMut(&[f64]));
+}
+
+/// State of the search for one rank: the key prefix found so far and the rank within it.
+#[derive(Clone, Copy, Debug)]
+struct Search {
+    prefix: u64,
+    bits: u32,
+    rank: u64,
+    count: u64,
+    found: Option<f64>,
+}
+
+impl Search {
+    fn matches(&self, k: u64) -> bool {
+        self.bits == 0 || k >> (64 - self.bits) == self.prefix
+    }
+
+    /// Narrow to the bin holding `rank` in a histogram of the next digit.
+    fn descend(&mut self, hist: &[u64]) {
+        let mut below = 0;
+        for (digit, &c) in hist.iter().enumerate() {
+            if self.rank < below + c {
+                self.prefix = (self.prefix << DIGIT_BITS) | digit as u64;
+                self.bits += DIGIT_BITS;
+                self.rank -= below;
+                self.count = c;
+                return;
+            }
+            below += c;
+        }
+        unreachable!("rank beyond histogram total");
+    }
+}
+
+enum Pass {
+    Histogram(Vec<u64>),
+    Collect(Vec<u64>),
+}
+
+/// Median (numpy convention: mean of the two middle values for an even count) of all
+/// values in `data`, whose top-digit histogram is `top`. NaN when there are no values.
+/// The values must be free of NaN.
+pub fn median(data: &impl Rescan, top: &TopHistogram) -> f64 {
+    let n = top.total();
+    if n == 0 {
+        return f64::NAN;
+    }
+    let ranks = if n % 2 == 1 { vec![n / 2] } else { vec![n / 2 - 1, n / 2] };
+    let mut searches: Vec<Search> = ranks
+        .iter()
+        .map(|&rank| {
+            let mut s = Search { prefix: 0, bits: 0, rank, count: n, found: None };
+            s.descend(&top.0);
+            s
+        })
+        .collect();
+
+    loop {
+        for s in searches.iter_mut().filter(|s| s.found.is_none() && s.bits == 64) {
+            s.found = Some(value(s.prefix));
+        }
+        let pending: Vec<usize> = (0..searches.len()).filter(|&i| searches[i].found.is_none()).collect();
+        if pending.is_empty() {
+            break;
+        }
+        let plan: Vec<(Search, bool)> =
+            pending.iter().map(|&i| (searches[i], searches[i].count <= COLLECT_LIMIT)).collect();
+        let passes = scan_pass(data, &plan);
+        for (&i, pass) in pending.iter().zip(passes) {
+            let s = &mut searches[i];
+            match pass {
+                Pass::Collect(mut keys) => {
+                    let r = s.rank as usize;
+                    let (_, k, _) = keys.select_nth_unstable(r);
+                    s.found = Some(value(*k));
+                }
+                Pass::Histogram(hist) => s.descend(&hist),
+            }
+        }
+    }
+    let found: Vec<f64> = searches.iter().map(|s| s.found.unwrap()).collect();
+    found.iter().sum::<f64>() / found.len() as f64
+}
+
+/// One parallel pass over the data serving every pending search.
+fn scan_pass(data: &impl Rescan, plan: &[(Search, bool)]) -> Vec<Pass> {
+    let empty = || -> Vec<Pass> {
+        plan.iter()
+            .map(|(_, collect)| if *collect { Pass::Collect(Vec::new()) } else { Pass::Histogram(vec![0; BINS]) })
+            .collect()
+    };
+    (0..data.parts())
+        .into_par_iter()
+        .map(|part| {
+            let mut acc = empty();
+            data.scan(part, &mut |chunk| {
+                for &x in chunk {
+                    let k = key(x);
+                    for ((search, _), pass) in plan.iter().zip(acc.iter_mut()) {
+                        if !search.matches(k) {
+                            continue;
+                        }
+                        match pass {
+                            Pass::Collect(keys) => keys.push(k),
+                            Pass::Histogram(h) => {
+                                let shift = 64 - search.bits - DIGIT_BITS;
+                                h[((k >> shift) & (BINS as u64 - 1)) as usize] += 1;
+                            }
+                        }
+                    }
+                }
+            });
+            acc
+        })
+        .reduce(empty, |mut a, b| {
+            for (x, y) in a.iter_mut().zip(b) {
+                match (x, y) {
+                    (Pass::Collect(u), Pass::Collect(v)) => u.extend(v),
+                    (Pass::Histogram(u), Pass::Histogram(v)) => {
+                        for (p, q) in u.iter_mut().zip(v) {
+                            *p += q;
+                        }
+                    }
+                    _ => unreachable!("passes follow the same plan"),
+                }
+            }
+            a
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Parts(Vec<Vec<f64>>);
+
+    impl Rescan for Parts {
+        fn parts(&self) -> usize {
+            self.0.len()
+        }
+        fn scan(&self, i: usize, f: &mut dyn FnMut(&[f64])) {
+            for chunk in self.0[i].chunks(7) {
+                f(chunk);
+            }
+        }
+    }
+
+    fn reference(parts: &[Vec<f64>]) -> f64 {
+        let mut all: Vec<f64> = parts.iter().flatten().copied().collect();
+        all.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let n = all.len();
+        if n % 2 == 1 { all[n / 2] } else { (all[n / 2 - 1] + all[n / 2]) / 2.0 }
+    }
+
+    fn check(parts: Vec<Vec<f64>>) {
+        let mut top = TopHistogram::new();
+        for p in &parts {
+            top.add(p);
+        }
+        let expected = reference(&parts);
+        assert_eq!(median(&Parts(parts), &top), expected);
+    }
+
+    #[test]
+    fn keys_preserve_order() {
+        let xs = [-f64::INFINITY, -1e300, -1.0, -1e-300, -0.0, 0.0, 1e-300, 1.0, 1e300, f64::INFINITY];
+        for w in xs.windows(2) {
+            assert!(key(w[0]) < key(w[1]), "{:?}", w);
+        }
+        for x in xs {
+            assert_eq!(value(key(x)).to_bits(), x.to_bits());
+        }
+    }
+
+    #[test]
+    fn odd_and_even_counts() {
+        check(vec![vec![3.0, -1.0, 2.0], vec![10.0, -7.0]]);
+        check(vec![vec![3.0, -1.0, 2.0], vec![10.0]]);
+        check(vec![vec![0.5]]);
+    }
+
+    #[test]
+    fn spread_values_across_parts() {
+        let parts: Vec<Vec<f64>> = (0..5)
+            .map(|p| (0..1000).map(|i| ((i * 7919 + p * 104729) as f64 * 0.001).sin() * 1e-3).collect())
+            .collect();
+        check(parts);
+    }
+
+    #[test]
+    fn many_equal_values_descend_to_the_full_key() {
+        // 5M identical values exceed COLLECT_LIMIT: the search must refine to 64 bits.
+        let mut big = vec![0.25; 5_000_000];
+        big.push(1.0);
+        big.push(-1.0);
+        check(vec![big]);
+    }
+
+    #[test]
+    fn empty_is_nan() {
+        assert!(median(&Parts(vec![]), &TopHistogram::new()).is_nan());
+    }
+}
