@@ -315,3 +315,141 @@ pub fn with_threads<T: Send>(threads: usize, work: impl FnOnce() -> T + Send) ->
         .map_err(|e| MetricsError::Option { message: format!("cannot start {threads} threads: {e}") })?;
     Ok(pool.install(work))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::tensor::{Dtype, TensorView};
+
+    fn f32_bytes(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    /// Write (name, dtype, shape, bytes) tensors with the reference serializer.
+    fn write(dir: &tempfile::TempDir, file: &str, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) -> PathBuf {
+        let views: Vec<(String, TensorView<'_>)> = tensors
+            .iter()
+            .map(|(name, dtype, shape, bytes)| (name.to_string(), TensorView::new(*dtype, shape.clone(), bytes).unwrap()))
+            .collect();
+        let path = dir.path().join(file);
+        safetensors::serialize_to_file(views, None, &path).unwrap();
+        path
+    }
+
+    fn sample(dir: &tempfile::TempDir, file: &str, poison: Option<f32>) -> PathBuf {
+        let mut w: Vec<f32> = (0..12).map(|i| (i as f32 - 5.5) * 0.5).collect(); // 3×4
+        if let Some(x) = poison {
+            w[7] = x;
+        }
+        let conv: Vec<f32> = (0..16).map(|i| ((i * 7 % 5) as f32) - 2.0).collect(); // 2×2×2×2 → 2×8
+        write(
+            dir,
+            file,
+            &[
+                ("fc.weight", Dtype::F32, vec![3, 4], f32_bytes(&w)),
+                ("fc.bias", Dtype::F32, vec![3], f32_bytes(&[1.0, -2.0, 4.0])),
+                ("conv.weight", Dtype::F32, vec![2, 2, 2, 2], f32_bytes(&conv)),
+                ("embed.weight", Dtype::F32, vec![2, 2], f32_bytes(&[100.0; 4])),
+                ("ln.weight", Dtype::F32, vec![2], f32_bytes(&[9.0, 9.0])),
+                ("position_ids", Dtype::I64, vec![2], vec![0u8; 16]),
+            ],
+        )
+    }
+
+    fn run(path: &Path) -> CheckpointReport {
+        checkpoint_metrics(path, &Options::default(), &AtomicBool::new(false)).unwrap()
+    }
+
+    #[test]
+    fn statistics_match_direct_formulas() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = run(&sample(&dir, "a.safetensors", None));
+        let w: Vec<f64> = (0..12).map(|i| (i as f64 - 5.5) * 0.5).collect();
+        let conv: Vec<f64> = (0..16).map(|i| ((i * 7 % 5) as f64) - 2.0).collect();
+        let l1 = (w.iter().map(|x| x.abs()).sum::<f64>() + conv.iter().map(|x| x.abs()).sum::<f64>()) / 2.0;
+        let trace_w = w[0] + w[5] + w[10];
+        let trace_conv = conv[0] + conv[9];
+        let all: Vec<f64> = w.iter().chain(&conv).copied().collect();
+        let mean_w = all.iter().sum::<f64>() / 28.0;
+        let v = &report.values;
+        assert_eq!(report.n_matrices, 2);
+        assert_eq!(report.n_biases, 1);
+        assert!((v[0] - l1).abs() < 1e-12);
+        assert!((v[3] - (trace_w + trace_conv) / 2.0).abs() < 1e-12);
+        assert!((v[8] - mean_w).abs() < 1e-12);
+        let mut sorted = all.clone();
+        sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        assert_eq!(v[9], (sorted[13] + sorted[14]) / 2.0);
+        assert_eq!((v[11], v[12]), (1.0, 1.0));
+        assert!((v[13] - 6.0).abs() < 1e-12); // var of [1, -2, 4]
+        assert_eq!(report.svd_label(), "exact");
+    }
+
+    #[test]
+    fn thread_count_does_not_change_the_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = sample(&dir, "a.safetensors", None);
+        let one = with_threads(1, || run(&path)).unwrap();
+        let three = with_threads(3, || run(&path)).unwrap();
+        for (a, b) in one.values.iter().zip(&three.values) {
+            assert_eq!(a.to_bits(), b.to_bits());
+        }
+    }
+
+    #[test]
+    fn non_finite_weights_give_nan_and_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = run(&sample(&dir, "nan.safetensors", Some(f32::NAN)));
+        assert!(report.values[..11].iter().all(|x| x.is_nan()));
+        assert!(report.values[11..].iter().all(|x| x.is_finite()));
+        assert_eq!(report.warnings.len(), 1);
+        assert!(report.warnings[0].contains("fc.weight") && report.warnings[0].contains("nan.safetensors"));
+        let inf = run(&sample(&dir, "inf.safetensors", Some(f32::INFINITY)));
+        assert!(inf.values[0].is_nan());
+    }
+
+    #[test]
+    fn unsupported_dtype_of_a_counted_tensor_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "int.safetensors", &[("fc.weight", Dtype::I32, vec![2, 2], vec![0u8; 16])]);
+        let err = checkpoint_metrics(&path, &Options::default(), &AtomicBool::new(false)).unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, MetricsError::Dtype { .. }));
+        assert!(message.contains("int.safetensors") && message.contains("fc.weight") && message.contains("I32"), "{message}");
+    }
+
+    #[test]
+    fn a_model_without_matrices_or_biases_gives_nan() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "b.safetensors", &[("fc.bias", Dtype::F32, vec![2], f32_bytes(&[1.0, 3.0]))]);
+        let report = run(&path);
+        assert!(report.values[..11].iter().all(|x| x.is_nan()));
+        assert_eq!(report.values[11], 2.0);
+        assert_eq!(report.svd_label(), "none");
+    }
+
+    #[test]
+    fn trajectory_reports_the_failing_file_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = sample(&dir, "step1.safetensors", None);
+        let bad = dir.path().join("step2.safetensors");
+        std::fs::write(&bad, b"not a checkpoint").unwrap();
+        let paths = vec![good.clone(), bad, good.clone(), good];
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let err = with_threads(2, || {
+            trajectory_metrics(&paths, &Options::default(), &AtomicBool::new(false), &|| {
+                done.fetch_add(1, Ordering::Relaxed);
+            })
+        })
+        .unwrap()
+        .unwrap_err();
+        assert!(err.to_string().contains("step2.safetensors"), "{err}");
+
+        let ok = with_threads(2, || {
+            trajectory_metrics(&paths[..1], &Options::default(), &AtomicBool::new(false), &|| {})
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(ok.len(), 1);
+    }
+}

@@ -10,21 +10,23 @@
 //! faer's bidiagonal SVD. Exact mode therefore agrees with LAPACK's SVD to ~1e-9 relative
 //! on every statistic.
 //!
-//! **Randomized** (`SvdMode::Randomized`, or `Auto` above `exact_max_dim`): the Halko,
-//! Martinsson & Tropp range finder with oversampling and power iterations gives the top-k
-//! singular values (σ₁ and the head of the spectrum). The mean needs Σσ over *all*
-//! singular values, so the tail Σ_{i>k} σᵢ = tr(P √G P), with P the projector off the top-k
-//! subspace, is estimated by Hutchinson's estimator with Rademacher probes and Lanczos
-//! quadrature (the Hutch++ construction of Meyer et al., 2021, with the matrix function
-//! applied through stochastic Lanczos quadrature). The variance uses the exact
-//! Σσ² = ‖A‖_F². Random draws are seeded per tensor, so estimates along a training
-//! trajectory vary smoothly with the weights. Measured errors are in `docs/metrics.md`
-//! and tested in `tests/test_metrics_randomized.py`.
+//! **Randomized** (`SvdMode::Randomized`, or `Auto` above `exact_max_dim`): a
+//! Halko–Martinsson–Tropp sketch with oversampling p and q power iterations, keeping every
+//! iterate (randomized block Krylov, Musco & Musco 2015), gives the top-k singular values
+//! by Rayleigh–Ritz: σ₁ and the head Σ_{i≤k} σᵢ. The mean needs Σσ over *all* r singular
+//! values, so the tail tr(P √G P), with P the projector off the top-k Ritz vectors, is
+//! estimated as in Hutch++ (Meyer et al., 2021): Hutchinson's estimator with Rademacher
+//! probes projected by P, each quadratic form by Lanczos (Gauss) quadrature, with xᵀ G x as
+//! a control variate whose mean tr(P G P) = ‖A‖²_F − Σθᵢ is known exactly. The variance
+//! uses the exact Σσ² = ‖A‖²_F, so its error is −2·mean·(error of the mean). Random draws
+//! are seeded per tensor, so estimates along a training trajectory vary smoothly with the
+//! weights. Measured errors and costs are in `docs/metrics.md`; the tolerances are tested
+//! in `tests/test_metrics_randomized.py`.
 
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::matmul::triangular::{self, BlockStructure};
-use faer::linalg::{evd, matmul, qr, svd};
 use faer::diag::Diag;
+use faer::linalg::{evd, matmul, qr, svd};
 use faer::{Accum, Conj, Mat, MatRef, Par};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -45,15 +47,15 @@ pub struct SvdOptions {
     pub mode: SvdMode,
     /// In `Auto` mode, matrices whose smaller side is at most this are computed exactly.
     pub exact_max_dim: usize,
-    /// Randomized mode: number of leading singular values computed (k).
+    /// Randomized mode: leading singular values resolved by the sketch (k).
     pub rank: usize,
-    /// Randomized mode: extra sample vectors of the range finder (p).
+    /// Randomized mode: extra sketch vectors (p); the Krylov space has (q+1)(k+p) columns.
     pub oversample: usize,
-    /// Randomized mode: power iterations of the range finder (q).
+    /// Randomized mode: power iterations (q), i.e. depth of the block Krylov space.
     pub power_iters: usize,
-    /// Randomized mode: Hutchinson probe vectors for the tail.
+    /// Randomized mode: Hutchinson probe vectors for the tail of the spectrum.
     pub probes: usize,
-    /// Randomized mode: Lanczos steps per probe.
+    /// Randomized mode: Lanczos quadrature steps per probe.
     pub lanczos_steps: usize,
 }
 
@@ -61,12 +63,12 @@ impl Default for SvdOptions {
     fn default() -> Self {
         SvdOptions {
             mode: SvdMode::Auto,
-            exact_max_dim: 1024,
+            exact_max_dim: 2048,
             rank: 64,
             oversample: 10,
             power_iters: 2,
             probes: 8,
-            lanczos_steps: 24,
+            lanczos_steps: 32,
         }
     }
 }
@@ -114,23 +116,20 @@ pub fn spectrum(a: MatRef<'_, f64>, frobenius_sq: f64, options: &SvdOptions, see
         SvdMode::Randomized => true,
         SvdMode::Auto => a.nrows() > options.exact_max_dim,
     };
-    // A sketch as wide as the matrix is no cheaper than the exact computation.
-    if randomized && options.rank + options.oversample < a.nrows() {
+    // A Krylov space as wide as the matrix is no cheaper than the exact computation.
+    let krylov_width = (options.power_iters + 1) * (options.rank + options.oversample);
+    if randomized && krylov_width < a.nrows() {
         randomized_spectrum(a, frobenius_sq, options, seed)
     } else {
         exact_spectrum(a)
     }
 }
 
-fn stack(req: faer::dyn_stack::StackReq) -> MemBuffer {
-    MemBuffer::new(req)
-}
-
 /// Eigenvalues (ascending) of the symmetric matrix whose lower triangle is `g`.
 fn symmetric_eigenvalues(g: MatRef<'_, f64>) -> Option<Vec<f64>> {
     let n = g.nrows();
     let mut lambda = Diag::<f64>::zeros(n);
-    let mut buf = stack(evd::self_adjoint_evd_scratch::<f64>(
+    let mut buf = MemBuffer::new(evd::self_adjoint_evd_scratch::<f64>(
         n,
         evd::ComputeEigenvectors::No,
         Par::Seq,
@@ -146,7 +145,7 @@ fn symmetric_eigen(g: MatRef<'_, f64>) -> Option<(Vec<f64>, Mat<f64>)> {
     let n = g.nrows();
     let mut lambda = Diag::<f64>::zeros(n);
     let mut u = Mat::<f64>::zeros(n, n);
-    let mut buf = stack(evd::self_adjoint_evd_scratch::<f64>(
+    let mut buf = MemBuffer::new(evd::self_adjoint_evd_scratch::<f64>(
         n,
         evd::ComputeEigenvectors::Yes,
         Par::Seq,
@@ -192,7 +191,7 @@ fn product(lhs: MatRef<'_, f64>, rhs: MatRef<'_, f64>) -> Mat<f64> {
 fn svd_singular_values(a: MatRef<'_, f64>) -> Option<Vec<f64>> {
     let (m, n) = a.shape();
     let mut s = Diag::<f64>::zeros(m.min(n));
-    let mut buf = stack(svd::svd_scratch::<f64>(
+    let mut buf = MemBuffer::new(svd::svd_scratch::<f64>(
         m,
         n,
         svd::ComputeSvdVectors::No,
@@ -243,10 +242,10 @@ fn orthonormalize(mut y: Mat<f64>) -> Mat<f64> {
     let size = m.min(n);
     let bs = qr::no_pivoting::factor::recommended_block_size::<f64>(m, n);
     let mut coeff = Mat::<f64>::zeros(bs, size);
-    let mut buf = stack(qr::no_pivoting::factor::qr_in_place_scratch::<f64>(m, n, bs, Par::Seq, Default::default()));
+    let mut buf = MemBuffer::new(qr::no_pivoting::factor::qr_in_place_scratch::<f64>(m, n, bs, Par::Seq, Default::default()));
     qr::no_pivoting::factor::qr_in_place(y.as_mut(), coeff.as_mut(), Par::Seq, MemStack::new(&mut buf), Default::default());
     let mut q = Mat::<f64>::identity(m, size);
-    let mut buf = stack(
+    let mut buf = MemBuffer::new(
         faer::linalg::householder::apply_block_householder_sequence_on_the_left_in_place_scratch::<f64>(m, bs, size),
     );
     faer::linalg::householder::apply_block_householder_sequence_on_the_left_in_place_with_conj(
@@ -262,51 +261,96 @@ fn orthonormalize(mut y: Mat<f64>) -> Mat<f64> {
 
 fn randomized_spectrum(a: MatRef<'_, f64>, frobenius_sq: f64, options: &SvdOptions, seed: u64) -> Spectrum {
     let (r, c) = a.shape();
-    let k = options.rank.min(r);
-    let l = (k + options.oversample).min(r);
+    let l = (options.rank + options.oversample).min(r);
+    let k = options.rank.min(l);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
 
-    // Range finder with power iterations, re-orthonormalising at every half step.
+    // Randomized block Krylov range finder: keep every power iterate, K = [Y₀, G Y₀, …,
+    // G^q Y₀] with Y₀ = A Ω (each block orthonormalised for stability), so Rayleigh–Ritz
+    // on K resolves the leading singular values far better than the last iterate alone.
     let omega = Mat::<f64>::from_fn(c, l, |_, _| rng.sample(StandardNormal));
-    let mut q = orthonormalize(product(a, omega.as_ref()));
+    let mut blocks = vec![orthonormalize(product(a, omega.as_ref()))];
     for _ in 0..options.power_iters {
-        let z = orthonormalize(product(a.transpose(), q.as_ref()));
-        q = orthonormalize(product(a, z.as_ref()));
+        let last = blocks.last().unwrap();
+        let next = product(a, product(a.transpose(), last.as_ref()).as_ref());
+        blocks.push(orthonormalize(next));
     }
-    // Ritz values of G = A Aᵀ on span(Q): eigenvalues of B Bᵀ, B = Qᵀ A.
-    let b = product(q.transpose(), a);
-    let bbt = product(b.as_ref(), b.transpose());
-    let Some((theta, vectors)) = symmetric_eigen(bbt.as_ref()) else {
+    let width: usize = blocks.iter().map(|b| b.ncols()).sum::<usize>().min(r);
+    let stacked = Mat::<f64>::from_fn(r, blocks.len() * l, |i, j| blocks[j / l][(i, j % l)]);
+    let krylov = orthonormalize(stacked).subcols(0, width).to_owned();
+
+    // Ritz pairs of G = A Aᵀ on span(K): eigenpairs of B Bᵀ, B = Kᵀ A (ascending).
+    let b = product(krylov.transpose(), a);
+    let Some((theta, vectors)) = symmetric_eigen(product(b.as_ref(), b.transpose()).as_ref()) else {
         return Spectrum::failed(Method::Randomized);
     };
-    // Keep the k leading Ritz pairs (the oversampled ones are less accurate).
-    let top: Vec<usize> = (l - k..l).rev().collect();
-    let sigma_max = theta[l - 1].max(0.0).sqrt();
-    let head: f64 = top.iter().map(|&i| theta[i].max(0.0).sqrt()).sum();
-    let u_k = product(q.as_ref(), vectors.subcols(l - k, k));
+    let top = width - k..width;
+    let head: f64 = theta[top.clone()].iter().map(|t| t.max(0.0).sqrt()).sum();
+    // Ritz vectors satisfy uᵢᵀ G uᵢ = θᵢ, so tr(P G P) = ‖A‖²_F − Σ θᵢ exactly.
+    let trace_pgp = frobenius_sq - theta[top.clone()].iter().sum::<f64>();
+    let ritz = product(krylov.as_ref(), vectors.subcols(width - k, k));
 
-    // Tail: Hutchinson estimate of tr(P √G P) with Rademacher probes z, P z = z − U Uᵀ z.
+    // Tail tr(P √G P), P = I − U Uᵀ: Hutchinson with Rademacher probes projected off the
+    // top-k Ritz vectors, each quadratic form by Lanczos quadrature, with a control variate.
     let p = options.probes.max(1);
     let z = Mat::<f64>::from_fn(r, p, |_, _| if rng.random::<bool>() { 1.0 } else { -1.0 });
-    let mut x = z.clone();
-    let coef = product(u_k.transpose(), z.as_ref());
-    matmul::matmul(x.as_mut(), Accum::Add, u_k.as_ref(), coef.as_ref(), -1.0, Par::Seq);
-    let Some(tail) = lanczos_sqrt_quadratic_forms(a, x, options.lanczos_steps) else {
+    let coef = product(ritz.transpose(), z.as_ref());
+    let mut probes = z;
+    matmul::matmul(probes.as_mut(), Accum::Add, ritz.as_ref(), coef.as_ref(), -1.0, Par::Seq);
+    let Some(quadrature) = lanczos_sqrt_quadrature(a, probes, &vec![options.lanczos_steps; p]) else {
         return Spectrum::failed(Method::Randomized);
     };
-    let tail = tail.iter().sum::<f64>() / p as f64;
+    let tail = control_variate_tail(&quadrature, trace_pgp);
 
-    let total = head + tail.max(0.0);
-    let mean = total / r as f64;
+    // Ritz values and Lanczos nodes are Rayleigh quotients of G, hence ≤ λ₁: take the largest.
+    let lambda_max = quadrature.iter().map(|q| q.largest_node).fold(theta[width - 1], f64::max);
+    let mean = (head + tail).max(0.0) / r as f64;
     let variance = (frobenius_sq / r as f64 - mean * mean).max(0.0);
-    Spectrum { sigma_max, mean, variance, method: Method::Randomized }
+    Spectrum { sigma_max: lambda_max.max(0.0).sqrt(), mean, variance, method: Method::Randomized }
 }
 
-/// For each column x of `x0`, Gauss–Lanczos quadrature of xᵀ √(A Aᵀ) x. The Lanczos
-/// recurrences of all columns advance together so each step is two matrix products.
-fn lanczos_sqrt_quadratic_forms(a: MatRef<'_, f64>, x0: Mat<f64>, steps: usize) -> Option<Vec<f64>> {
+/// Gauss–Lanczos quadrature of one start vector x: xᵀ √G x, xᵀ G x (exact: the first
+/// Lanczos coefficient), the quadrature's nodes and weights (a discrete estimate of the
+/// spectral measure seen from x), and the largest node.
+struct Quadrature {
+    form: f64,
+    linear: f64,
+    nodes: Vec<f64>,
+    weights: Vec<f64>,
+    largest_node: f64,
+}
+
+/// Hutchinson estimate of tr(P √G P) from probe quadratures, with xᵀ G x as a control
+/// variate whose mean tr(P G P) is known exactly. The coefficient is the slope of the
+/// weighted least-squares line through √θ on the probes' pooled quadrature measure: the
+/// best linear stand-in for √ on the tail spectrum, which removes most of the variance
+/// that a spread-out tail gives Hutchinson's estimator.
+fn control_variate_tail(probes: &[Quadrature], trace_pgp: f64) -> f64 {
+    let p = probes.len() as f64;
+    let mean_form = probes.iter().map(|q| q.form).sum::<f64>() / p;
+    let mean_linear = probes.iter().map(|q| q.linear).sum::<f64>() / p;
+    let (mut w, mut wx, mut wy, mut wxx, mut wxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for q in probes {
+        for (&theta, &weight) in q.nodes.iter().zip(&q.weights) {
+            let (x, y) = (theta.max(0.0), theta.max(0.0).sqrt());
+            w += weight;
+            wx += weight * x;
+            wy += weight * y;
+            wxx += weight * x * x;
+            wxy += weight * x * y;
+        }
+    }
+    let var = wxx / w - (wx / w).powi(2);
+    let slope = if w > 0.0 && var > 0.0 { (wxy / w - wx * wy / (w * w)) / var } else { 0.0 };
+    mean_form - slope * (mean_linear - trace_pgp.max(0.0))
+}
+
+/// For each column x of `x0`, Gauss–Lanczos quadrature of xᵀ √(A Aᵀ) x with `steps[j]`
+/// Lanczos steps for column j. The recurrences of all columns advance together, so each
+/// step costs two matrix products with a block of the still-active columns.
+fn lanczos_sqrt_quadrature(a: MatRef<'_, f64>, x0: Mat<f64>, steps: &[usize]) -> Option<Vec<Quadrature>> {
     let (r, p) = x0.shape();
-    let steps = steps.max(1).min(r);
+    debug_assert_eq!(steps.len(), p);
     let norms_sq: Vec<f64> = (0..p).map(|j| x0.col(j).squared_norm_l2()).collect();
     let mut v = x0;
     for j in 0..p {
@@ -318,57 +362,63 @@ fn lanczos_sqrt_quadratic_forms(a: MatRef<'_, f64>, x0: Mat<f64>, steps: usize) 
         }
     }
     let mut v_prev = Mat::<f64>::zeros(r, p);
-    let mut alphas: Vec<Vec<f64>> = vec![Vec::with_capacity(steps); p];
-    let mut betas: Vec<Vec<f64>> = vec![Vec::with_capacity(steps); p];
-    let mut active: Vec<bool> = norms_sq.iter().map(|&n| n > 0.0).collect();
+    let mut alphas: Vec<Vec<f64>> = vec![Vec::new(); p];
+    let mut betas: Vec<Vec<f64>> = vec![Vec::new(); p];
+    let limit: Vec<usize> = steps.iter().map(|&s| s.clamp(1, r)).collect();
+    let mut active: Vec<usize> = (0..p).filter(|&j| norms_sq[j] > 0.0).collect();
 
-    for step in 0..steps {
-        if !active.iter().any(|&a| a) {
+    for step in 0.. {
+        if active.is_empty() {
             break;
         }
-        let w_half = product(a.transpose(), v.as_ref());
-        let mut w = product(a, w_half.as_ref());
-        for j in 0..p {
-            if !active[j] {
-                continue;
-            }
+        // Gather the active columns so finished ones cost nothing.
+        let block = Mat::<f64>::from_fn(r, active.len(), |i, c| v[(i, active[c])]);
+        let w_half = product(a.transpose(), block.as_ref());
+        let w_block = product(a, w_half.as_ref());
+        let mut still_active = Vec::with_capacity(active.len());
+        for (c, &j) in active.iter().enumerate() {
             let beta_prev = betas[j].last().copied().unwrap_or(0.0);
-            let alpha: f64 = (0..r).map(|i| v[(i, j)] * w[(i, j)]).sum();
+            let mut w: Vec<f64> = (0..r).map(|i| w_block[(i, c)]).collect();
+            let alpha: f64 = (0..r).map(|i| v[(i, j)] * w[i]).sum();
             for i in 0..r {
-                w[(i, j)] -= alpha * v[(i, j)] + beta_prev * v_prev[(i, j)];
+                w[i] -= alpha * v[(i, j)] + beta_prev * v_prev[(i, j)];
             }
             alphas[j].push(alpha);
-            let beta = w.col(j).norm_l2();
-            if step + 1 == steps || beta <= 1e-12 * (alpha.abs() + beta_prev) {
-                active[j] = false;
+            let beta = w.iter().map(|x| x * x).sum::<f64>().sqrt();
+            // Done, or an invariant Krylov subspace (the rule so far is then exact).
+            if step + 1 == limit[j] || beta <= 1e-12 * (alpha.abs() + beta_prev) {
                 continue;
             }
             betas[j].push(beta);
             for i in 0..r {
                 v_prev[(i, j)] = v[(i, j)];
-                v[(i, j)] = w[(i, j)] / beta;
+                v[(i, j)] = w[i] / beta;
             }
+            still_active.push(j);
         }
+        active = still_active;
     }
 
     (0..p)
         .map(|j| {
             if norms_sq[j] == 0.0 {
-                return Some(0.0);
+                return Some(Quadrature { form: 0.0, linear: 0.0, nodes: vec![], weights: vec![], largest_node: 0.0 });
             }
-            let m = alphas[j].len();
+            let (alpha, beta) = (&alphas[j], &betas[j]);
+            let m = alpha.len();
             let t = Mat::<f64>::from_fn(m, m, |i, k| {
                 if i == k {
-                    alphas[j][i]
+                    alpha[i]
                 } else if i == k + 1 {
-                    betas[j][k]
+                    beta[k]
                 } else {
                     0.0
                 }
             });
             let (nodes, vectors) = symmetric_eigen(t.as_ref())?;
-            let quad: f64 = (0..m).map(|i| vectors[(0, i)].powi(2) * nodes[i].max(0.0).sqrt()).sum();
-            Some(norms_sq[j] * quad)
+            let weights: Vec<f64> = (0..m).map(|i| norms_sq[j] * vectors[(0, i)].powi(2)).collect();
+            let form = weights.iter().zip(&nodes).map(|(w, t)| w * t.max(0.0).sqrt()).sum();
+            Some(Quadrature { form, linear: norms_sq[j] * alpha[0], largest_node: nodes[m - 1], nodes, weights })
         })
         .collect()
 }
@@ -451,7 +501,8 @@ mod tests {
         // With as many steps as rows, Gauss quadrature of xᵀ√G x is exact.
         let a = pseudo_random(12, 30, 4);
         let x = pseudo_random(12, 3, 5);
-        let forms = lanczos_sqrt_quadratic_forms(a.as_ref(), x.clone(), 12).unwrap();
+        let forms: Vec<f64> =
+            lanczos_sqrt_quadrature(a.as_ref(), x.clone(), &[12; 3]).unwrap().iter().map(|q| q.form).collect();
         // Reference: √G through its eigendecomposition.
         let g = product(a.as_ref(), a.transpose());
         let (lambda, u) = symmetric_eigen(g.as_ref()).unwrap();
