@@ -114,6 +114,22 @@ mkdir -p "$DIR"/{etc,munge,state,spool,log,run}
 touch "$DIR/.trainmap-slurm"
 chmod 755 "$DIR"
 
+show_logs() {
+    local f
+    for f in "$DIR/munge/munged.log" "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log"; do
+        echo "----- $f (last 40 lines)" >&2
+        tail -n 40 "$f" >&2 2>/dev/null || echo "(missing)" >&2
+    done
+}
+
+# From here on a failure shows the daemons' logs and stops what did start (the logs
+# stay in $DIR), so a failed start leaves no daemon behind.
+fail() {
+    show_logs
+    TRAINMAP_SLURM_DIR=$DIR "$here/stop-slurm.sh" >&2 || true
+    die "$*"
+}
+
 # --- munge -----------------------------------------------------------------------------
 # A private key and socket: munged insists that its key, socket directory, log and pid
 # files belong to the user it runs as and are not writable by others.
@@ -130,11 +146,11 @@ runuser -u munge -- munged \
     --log-file="$DIR/munge/munged.log" \
     --seed-file="$DIR/munge/munged.seed" \
     --num-threads=2 \
-    || { cat "$DIR/munge/munged.log" >&2 2>/dev/null || true; die "munged failed to start"; }
+    || fail "munged failed to start"
 # The munge user owns its pid file; keep a root-owned copy with the others for stop-slurm.
 cp "$DIR/munge/munged.pid" "$DIR/run/munged.pid"
 munge --socket="$MUNGE_SOCKET" -n | unmunge --socket="$MUNGE_SOCKET" >/dev/null \
-    || { cat "$DIR/munge/munged.log" >&2; die "munge credential round trip failed"; }
+    || fail "munge credential round trip failed"
 
 # --- slurm.conf ------------------------------------------------------------------------
 # Memory: 90 % of what the kernel reports, so slurmd (which checks RealMemory against the
@@ -204,17 +220,9 @@ for cmd in srun sbatch salloc squeue sinfo scancel scontrol sacct sacctmgr sshar
 done
 
 # --- slurmctld and slurmd --------------------------------------------------------------
-show_logs() {
-    local f
-    for f in "$DIR/munge/munged.log" "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log"; do
-        echo "----- $f (last 40 lines)" >&2
-        tail -n 40 "$f" >&2 2>/dev/null || echo "(missing)" >&2
-    done
-}
-
 log "starting slurmctld and slurmd (ports $CTLD_PORT, $SLURMD_PORT)"
-SLURM_CONF=$CONF slurmctld -f "$CONF" || { show_logs; die "slurmctld failed to start"; }
-SLURM_CONF=$CONF slurmd -f "$CONF" || { show_logs; die "slurmd failed to start"; }
+SLURM_CONF=$CONF slurmctld -f "$CONF" || fail "slurmctld failed to start"
+SLURM_CONF=$CONF slurmd -f "$CONF" || fail "slurmd failed to start"
 
 log "waiting up to ${TIMEOUT}s for node $NODE to be idle"
 deadline=$((SECONDS + TIMEOUT))
@@ -224,14 +232,13 @@ while [ "$SECONDS" -lt "$deadline" ]; do
     [ "$state" = idle ] && break
     for d in slurmctld slurmd; do
         alive "$d" "$DIR/run/$d.pid" || { sleep 1; alive "$d" "$DIR/run/$d.pid"; } \
-            || { show_logs; die "$d exited while starting"; }
+            || fail "$d exited while starting"
     done
     sleep 1
 done
 if [ "$state" != idle ]; then
     SLURM_CONF=$CONF sinfo -R >&2 || true
-    show_logs
-    die "node $NODE is '${state:-unknown}', not idle, after ${TIMEOUT}s"
+    fail "node $NODE is '${state:-unknown}', not idle, after ${TIMEOUT}s"
 fi
 log "cluster up: node $NODE idle in partition $PARTITION ($CPUS CPUs, $MEM_MB MB)"
 print_env
