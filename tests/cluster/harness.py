@@ -266,7 +266,9 @@ def run_snakemake(
                 if job.state in ("PENDING", "RUNNING"):
                     cluster.command("scancel", job.job_id)
         raise TimeoutError(f"snakemake ran over {timeout}s in {workdir}:\n{output}")
-    (workdir / "snakemake-output.txt").write_text(output)
+    # Keep each run's output beside its results (snakemake-1.txt, -2.txt, ...) for a post-mortem.
+    n = 1 + sum(1 for _ in workdir.glob("snakemake-*.txt"))
+    (workdir / f"snakemake-{n}.txt").write_text(output)
     run_id = m.group(1) if (m := _RUN_ID.search(output)) else None
     submissions = {
         slurm_id: Submission(int(job), slurm_id, Path(log))
