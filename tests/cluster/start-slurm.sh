@@ -2,7 +2,8 @@
 # Start a real one-node SLURM cluster on this machine, on loopback, for the cluster test
 # (tests/test_cluster.py) and for trying `snakemake --profile workflow/profiles/slurm`.
 #
-#   eval "$(tests/cluster/start-slurm.sh)"     # starts (or reuses) it, exports SLURM_CONF
+#   eval "$(tests/cluster/start-slurm.sh)"     # starts (or reuses) it; exports SLURM_CONF
+#                                               # and PATH (client wrappers, see below)
 #   tests/cluster/stop-slurm.sh                 # ends the daemons this script started
 #
 # Needs root (slurmd runs jobs as their user; munged runs as the munge user). Installs
@@ -37,6 +38,13 @@ log() { echo "start-slurm: $*" >&2; }
 die() { echo "start-slurm: error: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "must run as root (slurmd and munged need it)"
+
+# One start at a time on this machine (two test sessions starting together would clear
+# each other's files and race for the ports): lock this script itself, which leaves no
+# lock file behind. The daemons get `9<&-`: one that inherited the descriptor would hold
+# the lock for as long as it runs (munged did, and the next start waited forever).
+exec 9<"$here/start-slurm.sh"
+flock 9
 
 CONF=$DIR/etc/slurm.conf
 MUNGE_SOCKET=$DIR/munge/munge.socket
@@ -139,7 +147,7 @@ dd if=/dev/urandom of="$DIR/munge/munge.key" bs=1024 count=1 status=none
 chown munge:munge "$DIR/munge/munge.key"
 chmod 400 "$DIR/munge/munge.key"
 log "starting munged"
-runuser -u munge -- munged \
+runuser -u munge -- munged 9<&- \
     --key-file="$DIR/munge/munge.key" \
     --socket="$MUNGE_SOCKET" \
     --pid-file="$DIR/munge/munged.pid" \
@@ -221,8 +229,8 @@ done
 
 # --- slurmctld and slurmd --------------------------------------------------------------
 log "starting slurmctld and slurmd (ports $CTLD_PORT, $SLURMD_PORT)"
-SLURM_CONF=$CONF slurmctld -f "$CONF" || fail "slurmctld failed to start"
-SLURM_CONF=$CONF slurmd -f "$CONF" || fail "slurmd failed to start"
+SLURM_CONF=$CONF slurmctld -f "$CONF" 9<&- || fail "slurmctld failed to start"
+SLURM_CONF=$CONF slurmd -f "$CONF" 9<&- || fail "slurmd failed to start"
 
 log "waiting up to ${TIMEOUT}s for node $NODE to be idle"
 deadline=$((SECONDS + TIMEOUT))
