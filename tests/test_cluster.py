@@ -140,7 +140,7 @@ def test_outputs_match_a_local_run(slurm_run, local_run):
     assert not local_result.submissions and local_result.run_id is None  # truly local
     for rel in CASE.compare:
         assert (slurm_dir / rel).is_file() and (local_dir / rel).is_file(), rel
-        assert files_differ(slurm_dir / rel, local_dir / rel) is None, files_differ(slurm_dir / rel, local_dir / rel)
+        assert (why := files_differ(slurm_dir / rel, local_dir / rel)) is None, why
 
 
 def test_failed_job_is_reported_with_its_slurm_log(cluster, failed_then_fixed):
@@ -155,6 +155,7 @@ def test_failed_job_is_reported_with_its_slurm_log(cluster, failed_then_fixed):
     assert others and all(j.state == "COMPLETED" for j in others), others
 
     log = failed.submissions[bad.job_id].slurm_log
+    assert "Error in rule" in failed.output, failed
     error_report = failed.output[failed.output.index("Error in rule") :]
     assert f"SLURM-job '{bad.job_id}' failed" in error_report, failed
     assert str(log) in error_report, f"the SLURM log {log} is not in Snakemake's error report"
@@ -182,4 +183,4 @@ def test_rerun_after_fix_resumes_without_redoing_completed_jobs(cluster, failed_
 
     local_dir, _ = local_run
     for rel in CASE.compare:
-        assert files_differ(workdir / rel, local_dir / rel) is None, files_differ(workdir / rel, local_dir / rel)
+        assert (why := files_differ(workdir / rel, local_dir / rel)) is None, why
