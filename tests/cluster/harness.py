@@ -57,7 +57,7 @@ class WorkflowCase:
     fail_message: text the failing job prints, expected in its SLURM log.
     local_rules: rules Snakemake may run without SLURM (input-only target rules like all).
     job_id_files: SLURM comment -> JSON output of that job holding ``slurm_job_id`` (the
-                 job's SLURM_JOB_ID), tying outputs to SLURM's records; may be empty.
+                 job's SLURM_JOB_ID), tying outputs to SLURM's records; the test needs one.
     """
 
     snakefile: Path
