@@ -5,7 +5,7 @@ STAMP     := $(VENV)/.trainmap-installed
 RUST_SRC  := $(shell find rust_metrics/src -name '*.rs') rust_metrics/Cargo.toml rust_metrics/Cargo.lock
 CARGO_TEST := cargo test --release --manifest-path rust_metrics/Cargo.toml
 
-.PHONY: setup test test-rust test-python run bench clean
+.PHONY: setup test test-rust test-python test-cluster run bench clean
 
 $(STAMP): pyproject.toml scripts/setup.sh $(RUST_SRC)
 	scripts/setup.sh
@@ -20,6 +20,10 @@ test-rust:
 
 test-python: setup
 	$(VENV)/bin/python -m pytest
+
+# Only the SLURM cluster test (root: it installs and starts a one-node SLURM; docs/slurm.md).
+test-cluster: setup
+	$(VENV)/bin/python -m pytest -m cluster
 
 run: setup
 	$(VENV)/bin/snakemake --cores 2 --configfile workflow/presets/quick.yaml all

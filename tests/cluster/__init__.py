@@ -1,0 +1,1 @@
+"""The one-node SLURM test cluster: start/stop scripts, the stand-in workflow, the harness."""
