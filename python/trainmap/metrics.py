@@ -27,6 +27,7 @@ __all__ = [
     "METRIC_NAMES",
     "DEFAULT_EXCLUDE",
     "DEFAULT_EXACT_MAX_DIM",
+    "ENGINE_FINGERPRINT",
     "CheckpointError",
     "checkpoint_metrics",
     "trajectory_metrics",
@@ -40,6 +41,9 @@ METRIC_NAMES: tuple[str, ...] = tuple(_engine.METRIC_NAMES)
 DEFAULT_EXCLUDE: str = _engine.DEFAULT_EXCLUDE
 #: In ``svd="auto"`` mode, matrices whose smaller side exceeds this use randomized SVD.
 DEFAULT_EXACT_MAX_DIM: int = _engine.DEFAULT_EXACT_MAX_DIM
+#: SHA-256 of the engine sources this extension was built from (see
+#: ``trainmap.workflow.engine_fingerprint``); the workflow's metrics jobs depend on it.
+ENGINE_FINGERPRINT: str = _engine.ENGINE_FINGERPRINT
 #: Raised (a ``ValueError``) for a file that is not a valid safetensors checkpoint, or a
 #: counted tensor of unsupported dtype. Missing files raise ``FileNotFoundError``.
 CheckpointError = _engine.CheckpointError

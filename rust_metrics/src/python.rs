@@ -208,6 +208,7 @@ fn _rust_metrics(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_EXCLUDE", DEFAULT_EXCLUDE)?;
     m.add("DEFAULT_EXACT_MAX_DIM", defaults.exact_max_dim)?;
     m.add("DEFAULT_RANK", defaults.rank)?;
+    m.add("ENGINE_FINGERPRINT", env!("TRAINMAP_ENGINE_FINGERPRINT"))?;
     m.add("CheckpointError", m.py().get_type::<CheckpointError>())?;
     m.add_class::<CheckpointStats>()?;
     m.add_function(wrap_pyfunction!(checkpoint_stats, m)?)?;

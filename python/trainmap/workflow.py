@@ -1,0 +1,239 @@
+"""The Snakemake workflow's configuration: validation with one clear message per problem,
+and the plain data each rule needs (run names, command-line options, fingerprints).
+
+The rules in ``workflow/rules/*.smk`` stay thin: they ask this module for an experiment's
+settings and call the ``trainmap`` command line. Everything a rule depends on comes from
+here as a plain string, so Snakemake's ``params`` rerun trigger sees every change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "Experiment",
+    "DEFAULT_THRESHOLDS",
+    "load_schema",
+    "validate_config",
+    "experiments",
+    "data_problems",
+    "engine_fingerprint",
+]
+
+#: Convergence thresholds of DESIGN.md's experiment table, used when a config gives none.
+DEFAULT_THRESHOLDS: dict[str, float] = {
+    "modular": 0.9,
+    "modular_stable": 0.9,
+    "parities": 0.9,
+    "mnist": 0.97,
+    "cifar100": 0.6,
+    "cifar100_unstable": 0.4,
+    "digits": 0.9,
+}
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the config key."""
+
+
+def load_schema(path: str | Path) -> dict[str, Any]:
+    """The JSON schema (YAML) of the workflow configuration."""
+    return yaml.safe_load(Path(path).read_text())
+
+
+def _with_defaults(validator_class):
+    """A validator class that fills in schema defaults of absent properties (as
+    ``snakemake.utils.validate`` does), so rules see every setting explicitly."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = json.loads(json.dumps(subschema["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _key(path) -> str:
+    return ".".join(str(part) for part in path) or "(top level)"
+
+
+def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``config`` against ``schema`` and fill in defaults, in place.
+
+    Raises :class:`ConfigError` naming the offending key, e.g.
+    ``config key experiments.modular.hmm.restarts: 0 is less than the minimum of 1``.
+    """
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None:
+        if error.validator == "additionalProperties":
+            extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+            raise ConfigError(f"config key {_key(error.absolute_path)}: unknown key {', '.join(map(repr, extra))}")
+        if error.validator == "propertyNames":
+            raise ConfigError(f"config key {_key(error.absolute_path)}: bad name {error.instance!r} "
+                              f"(letters, digits and _ only)")
+        raise ConfigError(f"config key {_key(error.absolute_path)}: {error.message}")
+    return config
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment of the configuration, resolved: what its rules need, as plain data."""
+
+    name: str
+    runs: tuple[str, ...]
+    task: str | None = None  # None for imported checkpoint series
+    sources: Mapping[str, str] = field(default_factory=dict)
+    train_overrides: Mapping[str, Any] = field(default_factory=dict)
+    train_settings: Mapping[str, Any] = field(default_factory=dict)
+    threshold: float | None = None
+    resources: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    hmm: Mapping[str, Any] = field(default_factory=dict)
+    baselines: Mapping[str, Any] = field(default_factory=dict)
+    figures: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def imported(self) -> bool:
+        return self.task is None
+
+    def run_dir(self, run: str) -> str:
+        return f"results/{self.name}/runs/{run}"
+
+    def run_dirs(self) -> list[str]:
+        return [self.run_dir(run) for run in self.runs]
+
+    # Command-line options of each stage, as shell-quoted strings (also the params that
+    # Snakemake compares to decide what is stale).
+
+    def train_args(self) -> str:
+        return " ".join(f"--set {shlex.quote(f'{key}={_cli_value(value)}')}" for key, value in self.train_overrides.items())
+
+    def train_fingerprint(self) -> str:
+        """Every resolved training setting, defaults included: retrain when any changes."""
+        return json.dumps(self.train_settings, sort_keys=True)
+
+    def metrics_args(self) -> str:
+        m = self.metrics
+        args = [f"--svd {m['svd']}", f"--exact-max-dim {m['exact_max_dim']}", f"--rank {m['rank']}"]
+        if m["include"] is not None:
+            args.append(f"--include {shlex.quote(m['include'])}")
+        if m["exclude"] is not None:
+            args.append(f"--exclude {shlex.quote(m['exclude'])}")
+        return " ".join(args)
+
+    def hmm_args(self) -> str:
+        h = self.hmm
+        return " ".join([
+            f"--max-components {h['max_components']}", f"--restarts {h['restarts']}",
+            f"--covariance {h['covariance']}", f"--zscore-first-n {h['zscore_first_n']}",
+            f"--test-fraction {h['test_fraction']}", f"--seed {h['seed']}",
+            f"--n-iter {h['n_iter']}", f"--tol {h['tol']}", f"--min-runs {h['min_runs']}",
+        ])
+
+    def threshold_arg(self) -> str:
+        return "" if self.threshold is None else f"--threshold {self.threshold}"
+
+
+def _cli_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _runs(name: str, spec: Mapping[str, Any]) -> tuple[str, ...]:
+    seeds = spec["seeds"]
+    return tuple(str(s) for s in (range(seeds) if isinstance(seeds, int) else seeds))
+
+
+def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
+    """Resolve the (schema-validated) configuration into :class:`Experiment` records.
+
+    Training settings are checked against each task's defaults; the top-level ``data_dir``
+    and ``download`` apply to tasks that read data files unless an experiment sets them.
+    """
+    from trainmap.train import SettingsError, default_settings, resolve_settings
+
+    resolved = {}
+    for name, spec in config["experiments"].items():
+        key = f"experiments.{name}"
+        common = dict(
+            name=name,
+            threshold=spec.get("threshold"),
+            resources=spec["resources"],
+            metrics=spec["metrics"],
+            hmm=spec["hmm"],
+            baselines=spec["baselines"],
+            figures=spec["figures"],
+        )
+        if "sources" in spec:
+            clash = [k for k in ("task", "seeds", "train") if k in spec and spec[k] != {}]
+            if clash:
+                raise ConfigError(f"config key {key}: an imported experiment (sources) cannot also set {', '.join(clash)}")
+            resolved[name] = Experiment(runs=tuple(spec["sources"]), sources=dict(spec["sources"]), **common)
+            continue
+        missing = [k for k in ("task", "seeds") if k not in spec]
+        if missing:
+            raise ConfigError(f"config key {key}: needs {' and '.join(missing)} (or sources, to import checkpoint series)")
+        task = spec["task"]
+        overrides = dict(spec["train"])
+        defaults = default_settings(task)
+        for shared in ("data_dir", "download"):
+            if shared in defaults and shared not in overrides:
+                overrides[shared] = config[shared]
+        try:
+            settings = resolve_settings(task, overrides)
+        except SettingsError as exc:
+            raise ConfigError(f"config key {key}.train: {exc}") from None
+        if common["threshold"] is None:
+            common["threshold"] = DEFAULT_THRESHOLDS[task]
+        resolved[name] = Experiment(
+            runs=_runs(name, spec), task=task, train_overrides=overrides, train_settings=settings, **common
+        )
+    return resolved
+
+
+def data_problems(experiments: Mapping[str, Experiment]) -> list[str]:
+    """Messages for experiments whose data files are missing (and may not be downloaded).
+
+    Checked before anything runs, so a missing dataset stops the workflow at the start
+    instead of failing forty training jobs.
+    """
+    from trainmap.train.datafiles import missing_data
+
+    problems = []
+    for exp in experiments.values():
+        if exp.imported:
+            for run, source in exp.sources.items():
+                if not Path(source).is_dir():
+                    problems.append(f"experiment {exp.name}: sources.{run}: {source} is not a directory")
+            continue
+        message = missing_data(exp.task, exp.train_settings)
+        if message:
+            problems.append(f"experiment {exp.name} (config key data_dir): {message}")
+    return problems
+
+
+def engine_fingerprint(crate_dir: str | Path) -> str:
+    """SHA-256 of the metrics engine's sources (``Cargo.toml``, ``Cargo.lock``, ``src/**.rs``),
+    computed exactly as ``rust_metrics/build.rs`` computes the fingerprint it compiles into
+    the engine (``trainmap.metrics.ENGINE_FINGERPRINT``)."""
+    crate_dir = Path(crate_dir)
+    files = [crate_dir / "Cargo.toml", crate_dir / "Cargo.lock", *sorted((crate_dir / "src").rglob("*.rs"))]
+    digest = hashlib.sha256()
+    for path in sorted(files, key=lambda p: p.relative_to(crate_dir).as_posix()):
+        digest.update(path.relative_to(crate_dir).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()

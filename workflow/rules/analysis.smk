@@ -1,0 +1,118 @@
+# Per experiment: the training map, the detour regression, the baselines and the figures.
+
+
+rule training_map:
+    input:
+        unpack(run_inputs),
+        model="results/{exp}/hmm/model.npz",
+        states="results/{exp}/hmm/states.csv",
+    output:
+        edges=report(
+            "results/{exp}/map/edges.csv",
+            caption="../report/edges.rst",
+            category="{exp}",
+            subcategory="training map",
+        ),
+        svg=report(
+            "results/{exp}/map/training_map.svg",
+            caption="../report/training_map.rst",
+            category="{exp}",
+            subcategory="training map",
+        ),
+        png="results/{exp}/map/training_map.png",
+    params:
+        runs=lambda w: exp_of(w).run_dirs(),
+        threshold=lambda w: exp_of(w).threshold_arg(),
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    log:
+        "results/{exp}/logs/training_map.log",
+    conda:
+        "../../envs/trainmap.yaml"
+    shell:
+        "trainmap map {params.runs} --model {input.model} --states {input.states} {params.threshold}"
+        " --edges {output.edges} --svg {output.svg} --png {output.png} --experiment {wildcards.exp} > {log} 2>&1"
+
+
+rule regress:
+    input:
+        unpack(run_inputs),
+        model="results/{exp}/hmm/model.npz",
+        states="results/{exp}/hmm/states.csv",
+        edges="results/{exp}/map/edges.csv",
+    output:
+        regression="results/{exp}/regression.json",
+        coefficients=report(
+            "results/{exp}/coefficients.csv",
+            caption="../report/coefficients.rst",
+            category="{exp}",
+            subcategory="detour states",
+        ),
+    params:
+        runs=lambda w: exp_of(w).run_dirs(),
+        threshold=lambda w: exp_of(w).threshold_arg(),
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    log:
+        "results/{exp}/logs/regress.log",
+    conda:
+        "../../envs/trainmap.yaml"
+    shell:
+        "trainmap regress {params.runs} --model {input.model} --states {input.states} --edges {input.edges}"
+        " {params.threshold} --out {output.regression} --coefficients {output.coefficients}"
+        " --experiment {wildcards.exp} > {log} 2>&1"
+
+
+rule baselines:
+    input:
+        unpack(run_inputs),
+    output:
+        "results/{exp}/baselines.csv",
+    params:
+        runs=lambda w: exp_of(w).run_dirs(),
+        options=lambda w: (
+            f"--max-components {exp_of(w).baselines['max_components']}"
+            f" --zscore-first-n {exp_of(w).hmm['zscore_first_n']}"
+            f" --test-fraction {exp_of(w).hmm['test_fraction']} --seed {exp_of(w).hmm['seed']}"
+        ),
+    threads: config["threads"]["hmm"]
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    log:
+        "results/{exp}/logs/baselines.log",
+    conda:
+        "../../envs/trainmap.yaml"
+    shell:
+        "trainmap baselines {params.runs} --out {output} {params.options} --threads {threads} > {log} 2>&1"
+
+
+rule figures:
+    input:
+        unpack(run_inputs),
+        selection="results/{exp}/hmm/selection.csv",
+        states="results/{exp}/hmm/states.csv",
+    output:
+        report(
+            expand("results/{{exp}}/figures/{fig}.{ext}", fig=FIGURES, ext=("png", "svg")),
+            caption="../report/figures.rst",
+            category="{exp}",
+            subcategory="figures",
+        ),
+    params:
+        runs=lambda w: exp_of(w).run_dirs(),
+        threshold=lambda w: exp_of(w).threshold_arg(),
+        out_dir="results/{exp}/figures",
+        shown=lambda w: f"--fast {exp_of(w).figures['fast']} --slow {exp_of(w).figures['slow']}",
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    log:
+        "results/{exp}/logs/figures.log",
+    conda:
+        "../../envs/trainmap.yaml"
+    shell:
+        "trainmap figures {params.runs} --selection {input.selection} --states {input.states}"
+        " {params.threshold} {params.shown} --out-dir {params.out_dir} --experiment {wildcards.exp} > {log} 2>&1"

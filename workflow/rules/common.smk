@@ -1,0 +1,59 @@
+# Configuration: validated against workflow/schemas/config.schema.yaml when the DAG is
+# built, then resolved by trainmap.workflow into per-experiment settings.
+
+import os
+
+from snakemake.exceptions import WorkflowError
+
+import trainmap.metrics
+import trainmap.workflow as tw
+
+try:
+    tw.validate_config(config, tw.load_schema(workflow.source_path("../schemas/config.schema.yaml")))
+    EXPERIMENTS = tw.experiments(config)
+except tw.ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+
+_problems = tw.data_problems(EXPERIMENTS)
+if _problems:
+    raise WorkflowError("missing input data:\n  " + "\n  ".join(_problems))
+
+# The engine that will compute the metrics; a metrics job is stale when it changes.
+ENGINE = trainmap.metrics.ENGINE_FINGERPRINT
+_crate = os.path.join(workflow.basedir, "rust_metrics")
+if os.path.isdir(_crate) and tw.engine_fingerprint(_crate) != ENGINE:
+    raise WorkflowError(
+        "rust_metrics/ has changed since the installed metrics engine was built: "
+        "run `make setup` (or pip install -e .) to rebuild it"
+    )
+
+TABLES = expand("results/table{n}.{ext}", n=(1, 2, 4), ext=("csv", "md"))
+FIGURES = ("selection_curves", "convergence_histogram", "trajectories")
+
+
+wildcard_constraints:
+    exp="|".join(EXPERIMENTS) or "(?!)",
+    run=r"[A-Za-z0-9_.-]+",
+
+
+def exp_of(wildcards):
+    return EXPERIMENTS[wildcards.exp]
+
+
+def run_inputs(wildcards):
+    """Every run of an experiment: its run record and its metrics."""
+    exp = exp_of(wildcards)
+    return {
+        "records": [f"{d}/run.json" for d in exp.run_dirs()],
+        "metrics": [f"{d}/metrics.csv" for d in exp.run_dirs()],
+    }
+
+
+def experiment_outputs(name):
+    """Everything `all` wants of one experiment besides the tables."""
+    return [
+        f"results/{name}/map/edges.csv",
+        f"results/{name}/map/training_map.svg",
+        f"results/{name}/map/training_map.png",
+        *expand("results/{name}/figures/{fig}.{ext}", name=name, fig=FIGURES, ext=("png", "svg")),
+    ]

@@ -1,0 +1,47 @@
+# HMM model selection by held-out BIC, and Viterbi decoding of every run.
+
+
+rule hmm_select:
+    input:
+        unpack(run_inputs),
+    output:
+        selection=report(
+            "results/{exp}/hmm/selection.csv",
+            caption="../report/selection.rst",
+            category="{exp}",
+            subcategory="model selection",
+        ),
+        model="results/{exp}/hmm/model.npz",
+    params:
+        runs=lambda w: exp_of(w).run_dirs(),
+        options=lambda w: exp_of(w).hmm_args(),
+    threads: config["threads"]["hmm"]
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    log:
+        "results/{exp}/logs/hmm_select.log",
+    conda:
+        "../../envs/trainmap.yaml"
+    shell:
+        "trainmap hmm-select {params.runs} --selection {output.selection} --model {output.model}"
+        " {params.options} --threads {threads} > {log} 2>&1"
+
+
+rule hmm_decode:
+    input:
+        unpack(run_inputs),
+        model="results/{exp}/hmm/model.npz",
+    output:
+        states="results/{exp}/hmm/states.csv",
+    params:
+        runs=lambda w: exp_of(w).run_dirs(),
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    log:
+        "results/{exp}/logs/hmm_decode.log",
+    conda:
+        "../../envs/trainmap.yaml"
+    shell:
+        "trainmap hmm-decode {params.runs} --model {input.model} --states {output.states} > {log} 2>&1"

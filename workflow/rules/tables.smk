@@ -1,0 +1,32 @@
+# The paper's Tables 1, 2 and 4 across all experiments, as CSV and Markdown.
+
+
+def table_inputs(wildcards):
+    return {
+        "regression": expand("results/{exp}/regression.json", exp=EXPERIMENTS),
+        "coefficients": expand("results/{exp}/coefficients.csv", exp=EXPERIMENTS),
+        "selection": expand("results/{exp}/hmm/selection.csv", exp=EXPERIMENTS),
+        "baselines": expand("results/{exp}/baselines.csv", exp=EXPERIMENTS),
+    }
+
+
+rule tables:
+    input:
+        unpack(table_inputs),
+    output:
+        report(
+            expand("results/table{n}.{ext}", n=(1, 2, 4), ext=("csv", "md")),
+            caption="../report/tables.rst",
+            category="tables",
+        ),
+    params:
+        experiments=" ".join(f"--experiment {name}=results/{name}" for name in EXPERIMENTS),
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    log:
+        "results/logs/tables.log",
+    conda:
+        "../../envs/trainmap.yaml"
+    shell:
+        "trainmap tables {params.experiments} --out-dir results > {log} 2>&1"
