@@ -107,12 +107,36 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_import(subparsers) -> None:
+    p = subparsers.add_parser(
+        "import",
+        help="turn a series of released checkpoints into a run directory",
+        description="Import released checkpoints (one sub-directory per step, e.g. step_20k/ or "
+        "step143000/, holding model.safetensors or pytorch_model.bin) as DIR/checkpoints/"
+        "step*.safetensors, DIR/log.csv (the metrics the source has) and DIR/run.json.",
+    )
+    p.add_argument("source", type=Path, metavar="SRC", help="directory of per-step checkpoint directories")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="run directory to write")
+    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    p.set_defaults(run=_run_import)
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    from trainmap.train import import_series
+
+    record = import_series(args.source, args.out, progress=not args.no_progress)
+    print(f"{args.out}: imported {record['checkpoints']} checkpoints "
+          f"(steps {min(map(int, record['source_files']))}..{record['last_checkpoint_step']})", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainmap", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_metrics(subparsers)
     _add_train(subparsers)
+    _add_import(subparsers)
     return parser
 
 

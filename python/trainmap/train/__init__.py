@@ -11,6 +11,7 @@ and resume guarantees.
 """
 
 from trainmap.train.datafiles import DataFileError, MissingDataError
+from trainmap.train.importer import import_series
 from trainmap.train.layout import LOG_COLUMNS, ResumeError
 from trainmap.train.loop import train_run
 from trainmap.train.tasks import TASKS, SettingsError, default_settings, resolve_settings, task_description
@@ -19,6 +20,7 @@ __all__ = [
     "TASKS",
     "LOG_COLUMNS",
     "train_run",
+    "import_series",
     "default_settings",
     "resolve_settings",
     "task_description",
