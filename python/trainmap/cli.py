@@ -79,8 +79,8 @@ def _add_train(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--resume-interval", type=float, default=10.0, metavar="SECONDS",
-                   help="refresh the resume state at a checkpoint when this many seconds have passed since "
-                   "the last refresh (0: at every checkpoint); bounds the work a kill can lose (default: 10)")
+                   help="write checkpoints that come faster than this in batches, with the log and the resume "
+                   "state, every SECONDS (0: each at once); bounds the work a kill can lose (default: 10)")
     p.add_argument("--show-settings", action="store_true",
                    help="print the task's settings (with --set applied) as JSON and exit without training")
     p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
