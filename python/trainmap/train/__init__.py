@@ -7,14 +7,24 @@ into run directories of safetensors checkpoints, a log and a run record.
 'complete'
 
 See docs/training.md for the tasks, their settings, the run layout and the determinism
-and resume guarantees.
+and resume guarantees. The task registry is imported eagerly (it needs no torch, so the
+command line and the workflow can validate settings quickly); everything else on first use.
 """
 
-from trainmap.train.datafiles import DataFileError, MissingDataError
-from trainmap.train.importer import import_series
-from trainmap.train.layout import LOG_COLUMNS, ResumeError
-from trainmap.train.loop import train_run
+from importlib import import_module
+from typing import Any
+
 from trainmap.train.tasks import TASKS, SettingsError, default_settings, resolve_settings, task_description
+
+# Public names defined in modules that import torch, loaded when first used.
+_LAZY = {
+    "train_run": "trainmap.train.loop",
+    "import_series": "trainmap.train.importer",
+    "LOG_COLUMNS": "trainmap.train.layout",
+    "ResumeError": "trainmap.train.layout",
+    "DataFileError": "trainmap.train.datafiles",
+    "MissingDataError": "trainmap.train.datafiles",
+}
 
 __all__ = [
     "TASKS",
@@ -29,3 +39,9 @@ __all__ = [
     "MissingDataError",
     "ResumeError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
