@@ -31,8 +31,12 @@ def make_mnist(folder: Path, n_train: int = 48, n_test: int = 16, *, gzipped: bo
     }
     folder.mkdir(parents=True, exist_ok=True)
     suffix = ".gz" if gzipped else ""
-    for key, stem in (("train_images", "train-images-idx3-ubyte"), ("train_labels", "train-labels-idx1-ubyte"),
-                      ("test_images", "t10k-images-idx3-ubyte"), ("test_labels", "t10k-labels-idx1-ubyte")):
+    for key, stem in (
+        ("train_images", "train-images-idx3-ubyte"),
+        ("train_labels", "train-labels-idx1-ubyte"),
+        ("test_images", "t10k-images-idx3-ubyte"),
+        ("test_labels", "t10k-labels-idx1-ubyte"),
+    ):
         write_idx(folder / f"{stem}{suffix}", arrays[key], gzipped=gzipped)
     return arrays
 

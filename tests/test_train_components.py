@@ -51,7 +51,7 @@ def test_random_crop_flip_matches_a_direct_crop():
     flip = torch.rand(6, generator=g) < 0.5
     padded = F.pad(images, (4, 4, 4, 4), mode="reflect")
     for i in range(6):
-        crop = padded[i, :, top[i]:top[i] + 32, left[i]:left[i] + 32]
+        crop = padded[i, :, top[i] : top[i] + 32, left[i] : left[i] + 32]
         assert torch.equal(out[i], crop.flip(-1) if flip[i] else crop)
     assert flip.any() and not flip.all()
 

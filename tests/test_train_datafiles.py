@@ -13,7 +13,12 @@ import pytest
 
 from trainmap.train import DataFileError, MissingDataError, datafiles, train_run
 
-MNIST_NAMES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+MNIST_NAMES = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+]
 
 
 @pytest.mark.parametrize("gzipped", [True, False])
@@ -77,7 +82,9 @@ def test_broken_gzip_and_inconsistent_mnist_files_are_named(tmp_path, mnist_make
     with pytest.raises(DataFileError, match=f"{labels}: label 12 outside"):
         datafiles.load_mnist(tmp_path)
     images = tmp_path / "train-images-idx3-ubyte.gz"
-    images.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"".join(d.to_bytes(4, "big") for d in (4, 8, 8)) + bytes(256)))
+    images.write_bytes(
+        gzip.compress(b"\x00\x00\x08\x03" + b"".join(d.to_bytes(4, "big") for d in (4, 8, 8)) + bytes(256))
+    )
     with pytest.raises(DataFileError, match=f"{images}: expected 28×28 uint8 images"):
         datafiles.load_mnist(tmp_path)
 
@@ -135,8 +142,14 @@ def test_cifar_unpickler_refuses_anything_but_arrays(tmp_path, cifar_maker, prot
         (b"garbage", "not a readable CIFAR pickle"),
         (pickle.dumps([1, 2, 3], protocol=2), "expected a dict"),
         (pickle.dumps({"data": np.zeros((2, 3072), np.uint8)}, protocol=2), "no 'data' and 'fine_labels'"),
-        (pickle.dumps({"data": np.zeros((2, 100), np.uint8), "fine_labels": [1, 2]}, protocol=2), "shape \\(N, 3072\\)"),
-        (pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "fine_labels": [1]}, protocol=2), "1 fine labels for 2 images"),
+        (
+            pickle.dumps({"data": np.zeros((2, 100), np.uint8), "fine_labels": [1, 2]}, protocol=2),
+            "shape \\(N, 3072\\)",
+        ),
+        (
+            pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "fine_labels": [1]}, protocol=2),
+            "1 fine labels for 2 images",
+        ),
         (pickle.dumps({"data": np.zeros((1, 3072), np.uint8), "fine_labels": [100]}, protocol=2), "outside 0–99"),
     ],
 )
@@ -180,8 +193,14 @@ def test_download_true_fetches_mnist_from_the_mirror(tmp_path, mnist_maker, monk
     monkeypatch.setattr(datafiles, "MNIST_MIRRORS", (mirror.as_uri() + "/",))
     monkeypatch.setattr(datafiles, "MNIST_FILES", checksums)
     data_dir = tmp_path / "data"
-    record = train_run("mnist", 0, tmp_path / "run", {"data_dir": str(data_dir), "download": True, "hidden": 4,
-                                                       "epochs": 1, "batch_size": 10}, threads=1, progress=False)
+    record = train_run(
+        "mnist",
+        0,
+        tmp_path / "run",
+        {"data_dir": str(data_dir), "download": True, "hidden": 4, "epochs": 1, "batch_size": 10},
+        threads=1,
+        progress=False,
+    )
     assert record["status"] == "complete" and record["data"]["n_train"] == 20
     assert sorted(p.name for p in data_dir.iterdir()) == sorted(MNIST_NAMES)
 

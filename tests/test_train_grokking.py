@@ -31,4 +31,6 @@ def test_parities_groks_on_its_default_settings(tmp_path):
             assert generalised["epoch"] <= defaults["epochs"]
             assert rows[-1]["eval_accuracy"] >= 0.9 and rows[-1]["train_accuracy"] >= 0.99
             return
-    raise AssertionError(f"no seed grokked within {defaults['epochs']} epochs: (seed, memorised, generalised) = {outcomes}")
+    raise AssertionError(
+        f"no seed grokked within {defaults['epochs']} epochs: (seed, memorised, generalised) = {outcomes}"
+    )

@@ -41,8 +41,11 @@ def released(tmp_path):
     state["cls.predictions.decoder.weight"] = state["bert.embeddings.word_embeddings.weight"]  # tied: shared storage
     torch.save(state, src / "step40000" / "pytorch_model.bin")
     for name, step, loss in (("step_0k", 0, 10.5), ("step_20k", 20000, 2.25), ("step40000", 40000, 1.75)):
-        history = [{"step": step, "loss": loss, "learning_rate": 1e-4}, {"step": step, "eval_loss": loss + 0.5},
-                   {"step": step + 1, "loss": 99.0}]
+        history = [
+            {"step": step, "loss": loss, "learning_rate": 1e-4},
+            {"step": step, "eval_loss": loss + 0.5},
+            {"step": step + 1, "loss": 99.0},
+        ]
         (src / name / "trainer_state.json").write_text(json.dumps({"log_history": history}))
     (src / "tokenizer").mkdir()  # no step in its name: ignored
     return src
@@ -50,8 +53,16 @@ def released(tmp_path):
 
 @pytest.mark.parametrize(
     ("name", "step"),
-    [("step_20k", 20000), ("multiberts-seed_1-step_2000k", 2000000), ("step143000", 143000), ("checkpoint-500", 500),
-     ("1200", 1200), ("step-7", 7), ("tokenizer", None), ("seed_3", None)],
+    [
+        ("step_20k", 20000),
+        ("multiberts-seed_1-step_2000k", 2000000),
+        ("step143000", 143000),
+        ("checkpoint-500", 500),
+        ("1200", 1200),
+        ("step-7", 7),
+        ("tokenizer", None),
+        ("seed_3", None),
+    ],
 )
 def test_step_is_read_from_directory_names(name, step):
     assert step_of(name) == step
@@ -72,13 +83,19 @@ def test_a_released_series_becomes_a_run(released, tmp_path):
                     continue
                 assert torch.equal(handle.get_tensor(name), expected[name])  # same values, same dtype
     with safe_open(str(out / "checkpoints" / "step00040000.safetensors"), framework="pt") as handle:
-        assert torch.equal(handle.get_tensor("cls.predictions.decoder.weight"), fake_state(40000)["bert.embeddings.word_embeddings.weight"])
+        assert torch.equal(
+            handle.get_tensor("cls.predictions.decoder.weight"),
+            fake_state(40000)["bert.embeddings.word_embeddings.weight"],
+        )
     with open(out / "log.csv", newline="") as handle:
         reader = csv.DictReader(handle)
         assert reader.fieldnames == ["step", "train_loss", "eval_loss", "learning_rate"]
         rows = list(reader)
     assert [(r["step"], r["train_loss"], r["eval_loss"]) for r in rows] == [
-        ("0", "10.5", "11.0"), ("20000", "2.25", "2.75"), ("40000", "1.75", "2.25")]
+        ("0", "10.5", "11.0"),
+        ("20000", "2.25", "2.75"),
+        ("40000", "1.75", "2.25"),
+    ]
     assert record["status"] == "complete" and record["checkpoints"] == 3
     assert record["dropped_tensors"] == ["bert.embeddings.position_ids"]
     assert json.loads((out / "run.json").read_text()) == record
@@ -88,7 +105,10 @@ def test_log_has_only_step_when_the_source_has_no_metrics(tmp_path):
     src = tmp_path / "pythia"
     for step in (1000, 0):
         (src / f"step{step}").mkdir(parents=True)
-        save_file({"gpt_neox.layers.0.mlp.dense_h_to_4h.weight": torch.ones(2, 2) * step}, str(src / f"step{step}" / "model.safetensors"))
+        save_file(
+            {"gpt_neox.layers.0.mlp.dense_h_to_4h.weight": torch.ones(2, 2) * step},
+            str(src / f"step{step}" / "model.safetensors"),
+        )
     import_series(src, tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "log.csv").read_text() == "step\n0\n1000\n"
 
@@ -108,8 +128,9 @@ def test_sharded_checkpoints_are_merged(tmp_path):
     folder.mkdir(parents=True)
     save_file({"a": torch.ones(2)}, str(folder / "model-00001-of-00002.safetensors"))
     save_file({"b": torch.zeros(3)}, str(folder / "model-00002-of-00002.safetensors"))
-    (folder / "model.safetensors.index.json").write_text(json.dumps(
-        {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}})
+    )
     import_series(tmp_path / "src", tmp_path / "run", progress=False)
     with safe_open(str(tmp_path / "run" / "checkpoints" / "step00000005.safetensors"), framework="pt") as handle:
         assert sorted(handle.keys()) == ["a", "b"]
@@ -124,7 +145,9 @@ def test_an_interrupted_import_continues_and_a_finished_one_does_nothing(release
     (out / "checkpoints" / "step00040000.safetensors").unlink()  # as if killed before the last one
     again = import_series(released, out, progress=False)
     assert kept.stat().st_mtime_ns == kept_time and (out / "checkpoints" / "step00040000.safetensors").exists()
-    assert {k: v for k, v in again.items() if k != "wall_time_s"} == {k: v for k, v in first.items() if k != "wall_time_s"}
+    assert {k: v for k, v in again.items() if k != "wall_time_s"} == {
+        k: v for k, v in first.items() if k != "wall_time_s"
+    }
     stamp = (out / "run.json").stat().st_mtime_ns
     assert import_series(released, out, progress=False) == again and (out / "run.json").stat().st_mtime_ns == stamp
 

@@ -14,8 +14,15 @@ import pytest
 
 from trainmap.train import ResumeError, SettingsError, layout, train_run
 
-SMALL = {"n_train": 200, "n_test": 50, "hidden": 16, "batch_size": 32, "epochs": 6, "checkpoint_every": 3,
-         "checkpoint_unit": "step"}
+SMALL = {
+    "n_train": 200,
+    "n_test": 50,
+    "hidden": 16,
+    "batch_size": 32,
+    "epochs": 6,
+    "checkpoint_every": 3,
+    "checkpoint_unit": "step",
+}
 
 
 def run_bytes(out: Path) -> dict[str, bytes]:
@@ -51,8 +58,9 @@ class Killed(BaseException):
 
 @pytest.mark.parametrize("kill_at_rename", [1, 2, 5, 9, 14])
 @pytest.mark.parametrize("resume_interval_s", [0.0, 3600.0])
-def test_a_run_interrupted_while_writing_resumes_byte_identical(tmp_path, monkeypatch, reference, kill_at_rename,
-                                                                resume_interval_s):
+def test_a_run_interrupted_while_writing_resumes_byte_identical(
+    tmp_path, monkeypatch, reference, kill_at_rename, resume_interval_s
+):
     """Interrupt the n-th file rename (checkpoint, log and resume state are renamed in turn),
     then start again: same final bytes. With a long interval no resume state exists yet and
     the run starts over, clearing what the killed session left."""
@@ -74,13 +82,30 @@ def test_a_run_interrupted_while_writing_resumes_byte_identical(tmp_path, monkey
     monkeypatch.setattr(os, "replace", real_replace)
     record = train_run("parities", 5, out, SMALL, threads=1, progress=False, resume_interval_s=resume_interval_s)
     assert run_bytes(out) == reference
-    assert record["status"] == "complete" and record["timing"]["sessions"] == (2 if resume_interval_s == 0 and kill_at_rename > 3 else 1)
+    assert record["status"] == "complete" and record["timing"]["sessions"] == (
+        2 if resume_interval_s == 0 and kill_at_rename > 3 else 1
+    )
 
 
 def _train_command(out: Path, settings: dict) -> list[str]:
     sets = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
-    return [sys.executable, "-m", "trainmap.cli", "train", "parities", "--seed", "5", "--out", str(out),
-            "--threads", "1", "--no-progress", "--resume-interval", "0", *sets]
+    return [
+        sys.executable,
+        "-m",
+        "trainmap.cli",
+        "train",
+        "parities",
+        "--seed",
+        "5",
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        "--no-progress",
+        "--resume-interval",
+        "0",
+        *sets,
+    ]
 
 
 def _kill_when(process: subprocess.Popen, out: Path, checkpoints: int, timeout: float = 120.0) -> None:
@@ -117,7 +142,9 @@ def test_resume_state_of_other_settings_is_refused(tmp_path, monkeypatch):
     with pytest.raises(Killed):
         train_run("parities", 5, out, SMALL, threads=1, progress=False, resume_interval_s=0)
     monkeypatch.undo()
-    with pytest.raises(SettingsError, match=r"resume/state.safetensors belongs to a different run \(lr: 0.1 there, 0.2 now"):
+    with pytest.raises(
+        SettingsError, match=r"resume/state.safetensors belongs to a different run \(lr: 0.1 there, 0.2 now"
+    ):
         train_run("parities", 5, out, {**SMALL, "lr": 0.2}, threads=1, progress=False)
 
 

@@ -13,18 +13,37 @@ from trainmap.train import layout
 from trainmap.train.components import build_model
 from trainmap.train.tasks import resolve_settings
 
-_TRANSFORMER = {"blocks.0.attn.W_Q", "blocks.0.attn.W_K", "blocks.0.attn.W_V", "blocks.0.attn.W_O",
-                "blocks.0.mlp.fc_in.weight", "blocks.0.mlp.fc_in.bias", "blocks.0.mlp.fc_out.weight", "blocks.0.mlp.fc_out.bias"}
+_TRANSFORMER = {
+    "blocks.0.attn.W_Q",
+    "blocks.0.attn.W_K",
+    "blocks.0.attn.W_V",
+    "blocks.0.attn.W_O",
+    "blocks.0.mlp.fc_in.weight",
+    "blocks.0.mlp.fc_in.bias",
+    "blocks.0.mlp.fc_out.weight",
+    "blocks.0.mlp.fc_out.bias",
+}
 _MLP = {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
 _CONVS = {"conv1.weight", "fc.weight", "fc.bias"} | {
-    f"layer{stage}.{block}.conv{i}.weight" for stage in range(1, 5) for block in range(2) for i in (1, 2)}
+    f"layer{stage}.{block}.conv{i}.weight" for stage in range(1, 5) for block in range(2) for i in (1, 2)
+}
 _SHORTCUTS = {f"layer{stage}.0.shortcut_conv.weight" for stage in (2, 3, 4)}
 
 #: Per task: the tensors DESIGN.md says count, and those it says must not.
 EXPECTED = {
     "modular": (_TRANSFORMER, {"embed.W_E", "pos_embed.W_pos", "unembed.W_U"}),
-    "modular_stable": (_TRANSFORMER, {"embed.W_E", "pos_embed.W_pos", "unembed.W_U", "blocks.0.ln1.weight",
-                                      "blocks.0.ln1.bias", "blocks.0.ln2.weight", "blocks.0.ln2.bias"}),
+    "modular_stable": (
+        _TRANSFORMER,
+        {
+            "embed.W_E",
+            "pos_embed.W_pos",
+            "unembed.W_U",
+            "blocks.0.ln1.weight",
+            "blocks.0.ln1.bias",
+            "blocks.0.ln2.weight",
+            "blocks.0.ln2.bias",
+        },
+    ),
     "parities": (_MLP, set()),
     "mnist": (_MLP, set()),
     "digits": (_MLP, set()),

@@ -19,19 +19,55 @@ def test_the_paper_tasks_and_digits_are_registered():
 
 
 def test_defaults_follow_appendix_d():
-    modular, stable, parities = default_settings("modular"), default_settings("modular_stable"), default_settings("parities")
-    assert (modular["modulus"], modular["train_fraction"], modular["lr"], modular["weight_decay"], modular["batch_size"]) == (113, 0.3, 1e-3, 1.0, 2048)
-    assert (modular["d_model"], modular["n_heads"], modular["d_head"], modular["d_mlp"], modular["layer_norm"]) == (128, 4, 32, 512, False)
+    modular, stable, parities = (
+        default_settings("modular"),
+        default_settings("modular_stable"),
+        default_settings("parities"),
+    )
+    assert (
+        modular["modulus"],
+        modular["train_fraction"],
+        modular["lr"],
+        modular["weight_decay"],
+        modular["batch_size"],
+    ) == (113, 0.3, 1e-3, 1.0, 2048)
+    assert (modular["d_model"], modular["n_heads"], modular["d_head"], modular["d_mlp"], modular["layer_norm"]) == (
+        128,
+        4,
+        32,
+        512,
+        False,
+    )
     assert (modular["adam_beta1"], modular["adam_beta2"], modular["optimizer"]) == (0.9, 0.98, "adamw")
     assert (stable["layer_norm"], stable["batch_size"]) == (True, 256)
-    assert (parities["n_bits"], parities["k_bits"], parities["n_train"], parities["n_test"], parities["hidden"]) == (40, 3, 1000, 100, 128)
-    assert (parities["optimizer"], parities["lr"], parities["weight_decay"], parities["batch_size"]) == ("sgd", 0.1, 0.01, 32)
+    assert (parities["n_bits"], parities["k_bits"], parities["n_train"], parities["n_test"], parities["hidden"]) == (
+        40,
+        3,
+        1000,
+        100,
+        128,
+    )
+    assert (parities["optimizer"], parities["lr"], parities["weight_decay"], parities["batch_size"]) == (
+        "sgd",
+        0.1,
+        0.01,
+        32,
+    )
     for task in ("mnist", "cifar100", "cifar100_unstable"):
         s = default_settings(task)
-        assert (s["optimizer"], s["lr"], s["weight_decay"], s["batch_size"], s["download"]) == ("adamw", 1e-3, 1.0, 256, False)
+        assert (s["optimizer"], s["lr"], s["weight_decay"], s["batch_size"], s["download"]) == (
+            "adamw",
+            1e-3,
+            1.0,
+            256,
+            False,
+        )
     assert default_settings("mnist")["hidden"] == 800
     assert (default_settings("cifar100")["batch_norm"], default_settings("cifar100")["residual"]) == (True, True)
-    assert (default_settings("cifar100_unstable")["batch_norm"], default_settings("cifar100_unstable")["residual"]) == (False, False)
+    assert (default_settings("cifar100_unstable")["batch_norm"], default_settings("cifar100_unstable")["residual"]) == (
+        False,
+        False,
+    )
 
 
 def test_default_settings_is_a_fresh_plain_dict():
@@ -44,8 +80,13 @@ def test_default_settings_is_a_fresh_plain_dict():
 
 @pytest.mark.parametrize(
     ("key", "text", "expected"),
-    [("epochs", "7", 7), ("lr", "1e-2", 0.01), ("lr", "3", 3.0), ("loss", "cross_entropy", "cross_entropy"),
-     ("checkpoint_unit", "step", "step")],
+    [
+        ("epochs", "7", 7),
+        ("lr", "1e-2", 0.01),
+        ("lr", "3", 3.0),
+        ("loss", "cross_entropy", "cross_entropy"),
+        ("checkpoint_unit", "step", "step"),
+    ],
 )
 def test_string_overrides_are_parsed_to_the_default_type(key, text, expected):
     value = resolve_settings("parities", {key: text})[key]
@@ -64,9 +105,15 @@ def test_python_values_keep_their_type_and_ints_widen_to_float():
 
 @pytest.mark.parametrize(
     ("task", "key", "value", "kind"),
-    [("parities", "epochs", "2.5", "int"), ("parities", "lr", "fast", "float"), ("parities", "epochs", True, "int"),
-     ("parities", "epochs", 1.0, "int"), ("cifar100", "augment", "maybe", "bool"), ("modular", "layer_norm", 1, "bool"),
-     ("mnist", "data_dir", 3, "str")],
+    [
+        ("parities", "epochs", "2.5", "int"),
+        ("parities", "lr", "fast", "float"),
+        ("parities", "epochs", True, "int"),
+        ("parities", "epochs", 1.0, "int"),
+        ("cifar100", "augment", "maybe", "bool"),
+        ("modular", "layer_norm", 1, "bool"),
+        ("mnist", "data_dir", 3, "str"),
+    ],
 )
 def test_wrong_types_are_rejected_naming_the_key_and_type(task, key, value, kind):
     with pytest.raises(SettingsError, match=f"setting '{key}' needs a value of type {kind}"):
@@ -75,8 +122,14 @@ def test_wrong_types_are_rejected_naming_the_key_and_type(task, key, value, kind
 
 @pytest.mark.parametrize(
     ("overrides", "named"),
-    [({"epochs": 0}, "epochs"), ({"checkpoint_unit": "hour"}, "checkpoint_unit"), ({"lr": "nan"}, "lr"),
-     ({"k_bits": 50}, "k_bits"), ({"optimizer": "adam"}, "optimizer"), ({"stop_at_eval_accuracy": 2.0}, "stop_at_eval_accuracy")],
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"checkpoint_unit": "hour"}, "checkpoint_unit"),
+        ({"lr": "nan"}, "lr"),
+        ({"k_bits": 50}, "k_bits"),
+        ({"optimizer": "adam"}, "optimizer"),
+        ({"stop_at_eval_accuracy": 2.0}, "stop_at_eval_accuracy"),
+    ],
 )
 def test_out_of_range_values_are_rejected_naming_the_key(overrides, named):
     with pytest.raises(SettingsError, match=repr(named)):
@@ -135,6 +188,8 @@ def test_trainmap_command_is_installed_and_lists_settings_without_torch():
     result = subprocess.run([command, "train", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--set KEY=VALUE" in result.stdout
     # the registry is plain Python: validating settings does not import torch
-    probe = ("import sys, trainmap.cli, trainmap.train; trainmap.train.resolve_settings('cifar100', {'lr': '0.1'}); "
-             "trainmap.cli.build_parser(); print('torch' in sys.modules)")
+    probe = (
+        "import sys, trainmap.cli, trainmap.train; trainmap.train.resolve_settings('cifar100', {'lr': '0.1'}); "
+        "trainmap.cli.build_parser(); print('torch' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"

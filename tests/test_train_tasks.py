@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 
 import pytest
 import torch
@@ -16,15 +15,46 @@ from trainmap.train.components import build_model
 from trainmap.train.tasks import resolve_settings
 
 TINY = {
-    "modular": {"modulus": 11, "d_model": 8, "n_heads": 2, "d_head": 4, "d_mlp": 16, "batch_size": 16, "epochs": 2,
-                "checkpoint_every": 1, "checkpoint_unit": "epoch"},
-    "parities": {"n_bits": 10, "k_bits": 2, "n_train": 64, "n_test": 16, "hidden": 8, "batch_size": 16, "epochs": 2,
-                 "checkpoint_every": 3, "checkpoint_unit": "step"},
+    "modular": {
+        "modulus": 11,
+        "d_model": 8,
+        "n_heads": 2,
+        "d_head": 4,
+        "d_mlp": 16,
+        "batch_size": 16,
+        "epochs": 2,
+        "checkpoint_every": 1,
+        "checkpoint_unit": "epoch",
+    },
+    "parities": {
+        "n_bits": 10,
+        "k_bits": 2,
+        "n_train": 64,
+        "n_test": 16,
+        "hidden": 8,
+        "batch_size": 16,
+        "epochs": 2,
+        "checkpoint_every": 3,
+        "checkpoint_unit": "step",
+    },
     "digits": {"hidden": 8, "epochs": 1, "checkpoint_every": 10, "checkpoint_unit": "step"},
-    "mnist": {"hidden": 8, "batch_size": 16, "epochs": 1, "checkpoint_every": 2, "checkpoint_unit": "step",
-              "train_eval_size": 20},
-    "cifar100": {"width": 2, "batch_size": 4, "epochs": 1, "checkpoint_every": 2, "checkpoint_unit": "step",
-                 "train_eval_size": 6, "eval_batch_size": 4},
+    "mnist": {
+        "hidden": 8,
+        "batch_size": 16,
+        "epochs": 1,
+        "checkpoint_every": 2,
+        "checkpoint_unit": "step",
+        "train_eval_size": 20,
+    },
+    "cifar100": {
+        "width": 2,
+        "batch_size": 4,
+        "epochs": 1,
+        "checkpoint_every": 2,
+        "checkpoint_unit": "step",
+        "train_eval_size": 6,
+        "eval_batch_size": 4,
+    },
 }
 TINY["modular_stable"] = TINY["modular"]
 TINY["cifar100_unstable"] = TINY["cifar100"]
@@ -110,19 +140,37 @@ def test_a_finished_run_refuses_other_settings(tmp_path):
 
 
 def test_checkpoint_every_counts_epochs_or_steps(tmp_path):
-    by_epoch = train_run("parities", 0, tmp_path / "e", {**TINY["parities"], "epochs": 3, "checkpoint_every": 2,
-                                                          "checkpoint_unit": "epoch"}, threads=1, progress=False)
+    by_epoch = train_run(
+        "parities",
+        0,
+        tmp_path / "e",
+        {**TINY["parities"], "epochs": 3, "checkpoint_every": 2, "checkpoint_unit": "epoch"},
+        threads=1,
+        progress=False,
+    )
     assert by_epoch["steps_per_epoch"] == 4
     assert [int(r["step"]) for r in read_log(tmp_path / "e" / "log.csv")] == [0, 8, 12]
-    by_step = train_run("parities", 0, tmp_path / "s", {**TINY["parities"], "max_steps": 7, "checkpoint_every": 5,
-                                                         "checkpoint_unit": "step"}, threads=1, progress=False)
+    by_step = train_run(
+        "parities",
+        0,
+        tmp_path / "s",
+        {**TINY["parities"], "max_steps": 7, "checkpoint_every": 5, "checkpoint_unit": "step"},
+        threads=1,
+        progress=False,
+    )
     assert by_step["final_step"] == 7
     assert [int(r["step"]) for r in read_log(tmp_path / "s" / "log.csv")] == [0, 5, 7]
 
 
 def test_stop_at_eval_accuracy_ends_the_run_early(tmp_path):
-    record = train_run("digits", 0, tmp_path, {"epochs": 20, "checkpoint_every": 5, "stop_at_eval_accuracy": 0.5},
-                       threads=1, progress=False)
+    record = train_run(
+        "digits",
+        0,
+        tmp_path,
+        {"epochs": 20, "checkpoint_every": 5, "stop_at_eval_accuracy": 0.5},
+        threads=1,
+        progress=False,
+    )
     assert record["status"] == "complete" and record["stopped_at_eval_accuracy"]
     assert record["final"]["eval_accuracy"] >= 0.5 > read_log(tmp_path / "log.csv")[-2]["eval_accuracy"]
     assert record["final_step"] < record["planned_steps"]
@@ -130,8 +178,14 @@ def test_stop_at_eval_accuracy_ends_the_run_early(tmp_path):
 
 def test_a_diverging_run_is_marked_and_keeps_its_checkpoints(tmp_path):
     out = tmp_path / "run"
-    record = train_run("digits", 0, out, {"lr": 1e30, "weight_decay": 0.0, "epochs": 3, "checkpoint_every": 1},
-                       threads=1, progress=False)
+    record = train_run(
+        "digits",
+        0,
+        out,
+        {"lr": 1e30, "weight_decay": 0.0, "epochs": 3, "checkpoint_every": 1},
+        threads=1,
+        progress=False,
+    )
     assert record["status"] == "diverged"
     diverged_at = record["diverged_at_step"]
     assert diverged_at is not None and 0 < diverged_at < record["planned_steps"]
@@ -140,8 +194,17 @@ def test_a_diverging_run_is_marked_and_keeps_its_checkpoints(tmp_path):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"step{s:08d}.safetensors" for s in steps]
     assert json.loads((out / "run.json").read_text())["status"] == "diverged"
     # a diverged run is finished: starting it again changes nothing
-    assert train_run("digits", 0, out, {"lr": 1e30, "weight_decay": 0.0, "epochs": 3, "checkpoint_every": 1},
-                     threads=1, progress=False) == record
+    assert (
+        train_run(
+            "digits",
+            0,
+            out,
+            {"lr": 1e30, "weight_decay": 0.0, "epochs": 3, "checkpoint_every": 1},
+            threads=1,
+            progress=False,
+        )
+        == record
+    )
 
 
 def test_progress_is_shown_on_stderr(tmp_path, capfd):

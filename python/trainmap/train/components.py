@@ -86,8 +86,12 @@ def load_splits(task: str, settings: Mapping[str, Any]) -> tuple[data.Split, dat
         return train, held_out, {"source": "generated", "data_seed": settings["data_seed"]}
     if task == "parities":
         train, held_out = data.sparse_parity(
-            settings["n_bits"], settings["k_bits"], settings["n_train"], settings["n_test"],
-            settings["data_seed"], signed_targets=settings["loss"] == "hinge",
+            settings["n_bits"],
+            settings["k_bits"],
+            settings["n_train"],
+            settings["n_test"],
+            settings["data_seed"],
+            signed_targets=settings["loss"] == "hinge",
         )
         return train, held_out, {"source": "generated", "data_seed": settings["data_seed"]}
     if task == "digits":
@@ -114,8 +118,12 @@ def build_model(task: str, settings: Mapping[str, Any], seed: int) -> nn.Module:
         torch.default_generator.manual_seed(seed)
         if task in ("modular", "modular_stable"):
             return ModularTransformer(
-                settings["modulus"], settings["d_model"], settings["n_heads"], settings["d_head"],
-                settings["d_mlp"], settings["layer_norm"],
+                settings["modulus"],
+                settings["d_model"],
+                settings["n_heads"],
+                settings["d_head"],
+                settings["d_mlp"],
+                settings["layer_norm"],
             )
         if task == "parities":
             return MLP(settings["n_bits"], settings["hidden"], 1 if settings["loss"] == "hinge" else 2)
@@ -132,7 +140,9 @@ def build_optimizer(model: nn.Module, settings: Mapping[str, Any]) -> torch.opti
     """AdamW or SGD over all parameters, with the settings' learning rate and weight decay."""
     if settings["optimizer"] == "adamw":
         return torch.optim.AdamW(
-            model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"],
+            model.parameters(),
+            lr=settings["lr"],
+            weight_decay=settings["weight_decay"],
             betas=(settings["adam_beta1"], settings["adam_beta2"]),
         )
     return torch.optim.SGD(

@@ -65,7 +65,11 @@ def sparse_parity(
     bits = rng.integers(0, 2, size=(n_train + n_test, n_bits), dtype=np.int64) * 2 - 1
     parity = np.prod(bits[:, :k_bits], axis=1)
     inputs = torch.from_numpy(bits.astype(np.float32))
-    targets = torch.from_numpy(parity.astype(np.float32)) if signed_targets else torch.from_numpy((parity < 0).astype(np.int64))
+    targets = (
+        torch.from_numpy(parity.astype(np.float32))
+        if signed_targets
+        else torch.from_numpy((parity < 0).astype(np.int64))
+    )
     return Split(inputs[:n_train], targets[:n_train]), Split(inputs[n_train:], targets[n_train:])
 
 

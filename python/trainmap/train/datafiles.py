@@ -65,8 +65,14 @@ MNIST_MIRRORS: tuple[str, ...] = (
 CIFAR100_ARCHIVE: tuple[str, str] = ("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85")
 CIFAR100_URL: str = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_DTYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 # --------------------------------------------------------------------------- downloads
@@ -125,7 +131,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     header = 4 + 4 * ndim
     if ndim == 0 or len(data) < header:
         raise DataFileError(f"{path}: truncated IDX header")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(data) - header != expected:
@@ -164,16 +170,22 @@ def load_mnist(data_dir: str | os.PathLike, download: bool = False) -> dict[str,
         )
     for name in missing:
         found[name] = download_file([mirror + name for mirror in MNIST_MIRRORS], data_dir / name, MNIST_FILES[name])
-    arrays = {key: read_idx(found[name]) for key, name in zip(
-        ("train_images", "train_labels", "test_images", "test_labels"), MNIST_FILES)}
+    arrays = {
+        key: read_idx(found[name])
+        for key, name in zip(("train_images", "train_labels", "test_images", "test_labels"), MNIST_FILES, strict=True)
+    }
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         images_file = found[f"{'t10k' if split == 'test' else 'train'}-images-idx3-ubyte.gz"]
         labels_file = found[f"{'t10k' if split == 'test' else 'train'}-labels-idx1-ubyte.gz"]
         if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
-            raise DataFileError(f"{images_file}: expected 28×28 uint8 images, got {images.dtype} of shape {images.shape}")
+            raise DataFileError(
+                f"{images_file}: expected 28×28 uint8 images, got {images.dtype} of shape {images.shape}"
+            )
         if labels.ndim != 1 or labels.dtype != np.uint8:
-            raise DataFileError(f"{labels_file}: expected a vector of uint8 labels, got {labels.dtype} of shape {labels.shape}")
+            raise DataFileError(
+                f"{labels_file}: expected a vector of uint8 labels, got {labels.dtype} of shape {labels.shape}"
+            )
         if len(labels) != len(images):
             raise DataFileError(f"{labels_file}: {len(labels)} labels for the {len(images)} images of {images_file}")
         if len(labels) and labels.max() > 9:
@@ -266,8 +278,10 @@ def _cifar_sources(data_dir: Path) -> dict[str, Callable[[], tuple[bytes, str]]]
         return {split: (lambda p=folder / split: (p.read_bytes(), str(p))) for split in ("train", "test")}
     archive = data_dir / CIFAR100_ARCHIVE[0]
     if archive.is_file():
-        return {split: (lambda s=split: (_read_member(archive, f"cifar-100-python/{s}"), f"{archive}:cifar-100-python/{s}"))
-                for split in ("train", "test")}
+        return {
+            split: (lambda s=split: (_read_member(archive, f"cifar-100-python/{s}"), f"{archive}:cifar-100-python/{s}"))
+            for split in ("train", "test")
+        }
     return None
 
 

@@ -40,10 +40,20 @@ _STEP_PATTERNS = (
     re.compile(r"checkpoint[_-](\d+)()(?![0-9])", re.IGNORECASE),
     re.compile(r"^(\d+)()$"),
 )
-_MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_MODEL_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 _SOURCE_LOGS = ("log.csv", "metrics.csv")
 # Source metric names that mean our log columns.
-_RENAME = {"loss": "train_loss", "accuracy": "train_accuracy", "train_acc": "train_accuracy", "eval_acc": "eval_accuracy"}
+_RENAME = {
+    "loss": "train_loss",
+    "accuracy": "train_accuracy",
+    "train_acc": "train_accuracy",
+    "eval_acc": "eval_accuracy",
+}
 
 
 def step_of(name: str) -> int | None:
@@ -132,7 +142,11 @@ def load_released_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
 def _write_imported(path: Path, tensors: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str]]:
     """Write the floating-point tensors (original dtype, keys sorted) atomically; return
     (kept names, dropped names)."""
-    kept = {name: tensors[name].detach().contiguous().clone() for name in sorted(tensors) if tensors[name].is_floating_point()}
+    kept = {
+        name: tensors[name].detach().contiguous().clone()
+        for name in sorted(tensors)
+        if tensors[name].is_floating_point()
+    }
     atomic.write_bytes(path, safetensors_bytes(kept))
     return list(kept), sorted(set(tensors) - set(kept))
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -147,7 +146,7 @@ def write_together(files: Sequence[tuple[Path, bytes]]) -> None:
     with contextlib.ExitStack() as stack:
         # ExitStack finishes (flushes and renames) in reverse order of entry: enter the last first.
         temporaries = [stack.enter_context(atomic.atomic_path(path)) for path, _ in reversed(files)]
-        for tmp, (_, data) in zip(temporaries, reversed(files)):
+        for tmp, (_, data) in zip(temporaries, reversed(files), strict=True):
             tmp.write_bytes(data)
 
 
@@ -162,8 +161,7 @@ def read_resume(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | N
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except (SafetensorError, KeyError, json.JSONDecodeError, OSError) as exc:
         raise ResumeError(
-            f"{path}: unreadable resume state ({type(exc).__name__}: {exc}); "
-            f"delete {path.parent} to start the run over"
+            f"{path}: unreadable resume state ({type(exc).__name__}: {exc}); delete {path.parent} to start the run over"
         ) from None
     return tensors, state
 

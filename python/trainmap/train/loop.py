@@ -85,8 +85,13 @@ class _Clock:
 
     def as_dict(self) -> dict[str, float]:
         wall = self.wall_s + time.perf_counter() - self._started
-        return {"wall_s": wall, "train_s": self.train_s, "eval_s": self.eval_s,
-                "checkpoint_io_s": self.checkpoint_io_s, "sessions": self.sessions}
+        return {
+            "wall_s": wall,
+            "train_s": self.train_s,
+            "eval_s": self.eval_s,
+            "checkpoint_io_s": self.checkpoint_io_s,
+            "sessions": self.sessions,
+        }
 
     def restore(self, saved: Mapping[str, float]) -> None:
         self.train_s, self.eval_s = saved["train_s"], saved["eval_s"]
@@ -111,8 +116,11 @@ def resolve_device(device: str) -> torch.device:
 def _torch_configured(threads: int | None, device: torch.device) -> Iterator[None]:
     """Thread count and deterministic algorithms for the run; torch's previous global
     settings are put back afterwards."""
-    previous = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
-                torch.is_deterministic_algorithms_warn_only_enabled())
+    previous = (
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     if device.type == "cuda":
         # cuBLAS is deterministic only with a fixed workspace; must be set before its first use.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -139,7 +147,9 @@ def _set_deterministic(mode: bool, warn_only: bool) -> None:
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, split, parts: components.Components, batch_size: int, limit: int = 0) -> tuple[float, float]:
+def _evaluate(
+    model: nn.Module, split, parts: components.Components, batch_size: int, limit: int = 0
+) -> tuple[float, float]:
     """Mean loss and accuracy of ``model`` (in eval mode) on the first ``limit`` examples of
     ``split`` (all when 0)."""
     n = len(split) if limit <= 0 else min(limit, len(split))
@@ -168,7 +178,9 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
     return tensors, scalars
 
 
-def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], scalars: Mapping[str, Any]) -> None:
+def _load_optimizer(
+    optimizer: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], scalars: Mapping[str, Any]
+) -> None:
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         if name.startswith("optimizer/"):
@@ -204,8 +216,9 @@ def _check_same_run(record: Mapping[str, Any], task: str, seed: int, settings: M
 class _Run:
     """The mutable state of one training session."""
 
-    def __init__(self, task: str, seed: int, settings: dict[str, Any], out: Path, device: torch.device,
-                 resume_interval_s: float):
+    def __init__(
+        self, task: str, seed: int, settings: dict[str, Any], out: Path, device: torch.device, resume_interval_s: float
+    ):
         self.task, self.seed, self.settings, self.out, self.device = task, seed, settings, out, device
         self.parts = components.build(task, settings, seed)
         self.model = self.parts.model.to(device)
@@ -246,7 +259,9 @@ class _Run:
         self.clock.restore(state["clock"])
         self.clock.sessions += 1
         # Checkpoints after the resume point come from a session killed mid-checkpoint.
-        layout.remove_files(layout.checkpoint_path(self.out, s) for s in layout.checkpoint_steps(self.out) if s > self.step)
+        layout.remove_files(
+            layout.checkpoint_path(self.out, s) for s in layout.checkpoint_steps(self.out) if s > self.step
+        )
         layout.write_log(self.out / "log.csv", self.rows)
 
     # ---------------------------------------------------------------- checkpoint
@@ -256,10 +271,18 @@ class _Run:
         resume state when :meth:`due` says so."""
         with self.clock.measure("eval_s"):
             s = self.settings
-            train_loss, train_acc = _evaluate(self.model, self.train, self.parts, s["eval_batch_size"], s["train_eval_size"])
+            train_loss, train_acc = _evaluate(
+                self.model, self.train, self.parts, s["eval_batch_size"], s["train_eval_size"]
+            )
             eval_loss, eval_acc = _evaluate(self.model, self.eval, self.parts, s["eval_batch_size"])
-        row = {"step": self.step, "epoch": self.step / self.schedule.steps_per_epoch,
-               "train_loss": train_loss, "train_accuracy": train_acc, "eval_loss": eval_loss, "eval_accuracy": eval_acc}
+        row = {
+            "step": self.step,
+            "epoch": self.step / self.schedule.steps_per_epoch,
+            "train_loss": train_loss,
+            "train_accuracy": train_acc,
+            "eval_loss": eval_loss,
+            "eval_accuracy": eval_acc,
+        }
         self.rows.append(row)
         with self.clock.measure("checkpoint_io_s"):
             data = layout.checkpoint_bytes(dict(self.model.named_parameters()))
@@ -304,9 +327,16 @@ class _Run:
         tensors["rng/augment"] = self.augment.get_state()
         epoch, position = divmod(self.step, self.schedule.steps_per_epoch)
         state = {
-            "format": _RESUME_FORMAT, "task": self.task, "seed": self.seed, "settings": self.settings,
-            "step": self.step, "epoch": epoch, "batch_in_epoch": position,
-            "log": self.rows, "optimizer_scalars": optimizer_scalars, "clock": self.clock.as_dict(),
+            "format": _RESUME_FORMAT,
+            "task": self.task,
+            "seed": self.seed,
+            "settings": self.settings,
+            "step": self.step,
+            "epoch": epoch,
+            "batch_in_epoch": position,
+            "log": self.rows,
+            "optimizer_scalars": optimizer_scalars,
+            "clock": self.clock.as_dict(),
         }
         return layout.resume_bytes(tensors, state)
 
@@ -327,9 +357,11 @@ class _Run:
                 if epoch != order_epoch:
                     order = torch.from_numpy(components.epoch_order(self.seed, epoch, len(self.train))).to(self.device)
                     order_epoch = epoch
-                batch = order[position * batch_size:(position + 1) * batch_size]
+                batch = order[position * batch_size : (position + 1) * batch_size]
                 inputs = self.parts.prepare(self.train.inputs.index_select(0, batch), self.augment)
-                losses, _ = components.batch_loss(self.model(inputs), self.train.targets.index_select(0, batch), self.parts.loss)
+                losses, _ = components.batch_loss(
+                    self.model(inputs), self.train.targets.index_select(0, batch), self.parts.loss
+                )
                 loss = losses.mean()
                 if not math.isfinite(loss.item()):  # (a GPU sync per step; cheap next to the step)
                     return "diverged", self.step, False
@@ -363,8 +395,13 @@ def _progress_bar(run: _Run):
 
     interactive = sys.stderr.isatty()
     return tqdm(
-        total=run.schedule.total_steps, initial=run.step, desc=f"{run.task} seed {run.seed}", unit="step",
-        file=sys.stderr, mininterval=0.5 if interactive else 30.0, dynamic_ncols=interactive,
+        total=run.schedule.total_steps,
+        initial=run.step,
+        desc=f"{run.task} seed {run.seed}",
+        unit="step",
+        file=sys.stderr,
+        mininterval=0.5 if interactive else 30.0,
+        dynamic_ncols=interactive,
     )
 
 
@@ -426,7 +463,9 @@ def train_run(
     return layout.read_run_json(out)  # exactly what was written (NaN became null)
 
 
-def _run_record(run: _Run, status: str, diverged_at: int | None, stopped_early: bool, device: torch.device) -> dict[str, Any]:
+def _run_record(
+    run: _Run, status: str, diverged_at: int | None, stopped_early: bool, device: torch.device
+) -> dict[str, Any]:
     """run.json's content."""
     from trainmap import __version__
 

@@ -193,10 +193,12 @@ class ResNet18(nn.Module):
         stages, channels = [], width
         for multiplier, stride in ((1, 1), (2, 2), (4, 2), (8, 2)):
             out = width * multiplier
-            stages.append(nn.Sequential(
-                BasicBlock(channels, out, stride, batch_norm, residual),
-                BasicBlock(out, out, 1, batch_norm, residual),
-            ))
+            stages.append(
+                nn.Sequential(
+                    BasicBlock(channels, out, stride, batch_norm, residual),
+                    BasicBlock(out, out, 1, batch_norm, residual),
+                )
+            )
             channels = out
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.fc = nn.Linear(channels, num_classes)

@@ -161,11 +161,29 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 
 # Lower bounds of numeric settings (inclusive); settings not named here only need their type.
 _AT_LEAST: dict[str, float] = {
-    "epochs": 1, "max_steps": 0, "checkpoint_every": 1, "eval_batch_size": 1,
-    "train_eval_size": 0, "batch_size": 1, "modulus": 2, "d_model": 1, "n_heads": 1,
-    "d_head": 1, "d_mlp": 1, "n_bits": 1, "k_bits": 1, "n_train": 1, "n_test": 1,
-    "hidden": 1, "width": 1, "lr": 0.0, "weight_decay": 0.0, "momentum": 0.0,
-    "adam_beta1": 0.0, "adam_beta2": 0.0, "stop_at_eval_accuracy": 0.0,
+    "epochs": 1,
+    "max_steps": 0,
+    "checkpoint_every": 1,
+    "eval_batch_size": 1,
+    "train_eval_size": 0,
+    "batch_size": 1,
+    "modulus": 2,
+    "d_model": 1,
+    "n_heads": 1,
+    "d_head": 1,
+    "d_mlp": 1,
+    "n_bits": 1,
+    "k_bits": 1,
+    "n_train": 1,
+    "n_test": 1,
+    "hidden": 1,
+    "width": 1,
+    "lr": 0.0,
+    "weight_decay": 0.0,
+    "momentum": 0.0,
+    "adam_beta1": 0.0,
+    "adam_beta2": 0.0,
+    "stop_at_eval_accuracy": 0.0,
 }
 # Settings that must lie strictly between 0 and 1.
 _OPEN_UNIT_INTERVAL = ("train_fraction", "test_fraction")
@@ -211,15 +229,12 @@ def parse_value(key: str, value: Any, default: Any) -> Any:
                 raise ValueError(text)
             return kind(text)
         except ValueError:
-            raise SettingsError(
-                f"setting {key!r} needs a value of type {kind.__name__}, got {value!r}"
-            ) from None
+            raise SettingsError(f"setting {key!r} needs a value of type {kind.__name__}, got {value!r}") from None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if type(value) is not kind:
         raise SettingsError(
-            f"setting {key!r} needs a value of type {kind.__name__}, "
-            f"got {value!r} of type {type(value).__name__}"
+            f"setting {key!r} needs a value of type {kind.__name__}, got {value!r} of type {type(value).__name__}"
         )
     return value
 
@@ -238,9 +253,7 @@ def _check_range(task: str, settings: Mapping[str, Any]) -> None:
     if settings.get("stop_at_eval_accuracy", 0.0) > 1.0:
         raise SettingsError("setting 'stop_at_eval_accuracy' must be at most 1 (it is an accuracy)")
     if "k_bits" in settings and settings["k_bits"] > settings["n_bits"]:
-        raise SettingsError(
-            f"setting 'k_bits' ({settings['k_bits']}) cannot exceed 'n_bits' ({settings['n_bits']})"
-        )
+        raise SettingsError(f"setting 'k_bits' ({settings['k_bits']}) cannot exceed 'n_bits' ({settings['n_bits']})")
 
 
 def resolve_settings(task: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -252,9 +265,7 @@ def resolve_settings(task: str, overrides: Mapping[str, Any] | None = None) -> d
     settings = default_settings(task)
     for key, value in (overrides or {}).items():
         if key not in settings:
-            raise SettingsError(
-                f"unknown setting {key!r} for task {task!r}; known settings: {', '.join(settings)}"
-            )
+            raise SettingsError(f"unknown setting {key!r} for task {task!r}; known settings: {', '.join(settings)}")
         settings[key] = parse_value(key, value, settings[key])
     _check_range(task, settings)
     return settings
