@@ -170,3 +170,14 @@ def _die_after(n: int):
         real_replace(src, dst)
 
     return replace
+
+
+def test_resuming_with_another_thread_count_warns(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    monkeypatch.setattr(os, "replace", _die_after(12))
+    with pytest.raises(Killed):
+        train_run("parities", 5, out, SMALL, threads=1, progress=False, resume_interval_s=0)
+    monkeypatch.undo()
+    with pytest.warns(RuntimeWarning, match="resuming with threads 1 → 2; the run will not be byte-identical"):
+        record = train_run("parities", 5, out, SMALL, threads=2, progress=False)
+    assert record["status"] == "complete" and record["threads"] == 2

@@ -40,7 +40,6 @@ __all__ = [
     "write_run_json",
     "resume_path",
     "resume_bytes",
-    "write_resume",
     "read_resume",
     "ensure_writable",
 ]
@@ -130,11 +129,6 @@ def resume_bytes(tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]) 
     return safetensors_bytes(payload, metadata={_RESUME_KEY: json.dumps(state, sort_keys=True)})
 
 
-def write_resume(out: Path, tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> None:
-    """Atomically write the resume state (:func:`resume_bytes`)."""
-    atomic.write_bytes(resume_path(out), resume_bytes(tensors, state))
-
-
 def write_together(files: Sequence[tuple[Path, bytes]]) -> None:
     """Atomically write several files, made visible in the given order.
 
@@ -151,7 +145,7 @@ def write_together(files: Sequence[tuple[Path, bytes]]) -> None:
 
 
 def read_resume(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-    """The resume state written by :func:`write_resume`, or None when there is none."""
+    """The resume state (:func:`resume_bytes`) as (tensors, state), or None when there is none."""
     path = resume_path(out)
     if not path.is_file():
         return None

@@ -23,6 +23,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -258,6 +259,9 @@ class _Run:
         self.step, self.rows = state["step"], state["log"]
         self.clock.restore(state["clock"])
         self.clock.sessions += 1
+        _warn_if_environment_changed(
+            state.get("environment", {}), _environment(self.device), layout.resume_path(self.out)
+        )
         # Checkpoints after the resume point come from a session killed mid-checkpoint.
         layout.remove_files(
             layout.checkpoint_path(self.out, s) for s in layout.checkpoint_steps(self.out) if s > self.step
@@ -337,6 +341,7 @@ class _Run:
             "log": self.rows,
             "optimizer_scalars": optimizer_scalars,
             "clock": self.clock.as_dict(),
+            "environment": _environment(self.device),
         }
         return layout.resume_bytes(tensors, state)
 
@@ -376,6 +381,23 @@ class _Run:
                 if goal and row["eval_accuracy"] >= goal:
                     return "complete", None, True
         return "complete", None, False
+
+
+def _environment(device: torch.device) -> dict[str, Any]:
+    """What byte-identity depends on besides task, seed and settings."""
+    return {"torch_version": torch.__version__, "device_type": device.type, "threads": torch.get_num_threads()}
+
+
+def _warn_if_environment_changed(saved: Mapping[str, Any], now: Mapping[str, Any], where: Path) -> None:
+    """Resuming elsewhere is allowed, but the result may then differ in the last bits."""
+    changed = [f"{key} {saved[key]!r} → {now[key]!r}" for key in now if key in saved and saved[key] != now[key]]
+    if changed:
+        warnings.warn(
+            f"{where}: resuming with {', '.join(changed)}; the run will not be byte-identical "
+            "to an uninterrupted one (floating-point reductions depend on these)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _to(split, device: torch.device):
