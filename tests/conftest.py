@@ -84,20 +84,6 @@ def make_cifar100(folder: Path, n_train: int = 12, n_test: int = 6, *, archive: 
 
 
 @pytest.fixture
-def tiny_mnist(tmp_path: Path) -> Path:
-    """A data directory holding tiny gzipped MNIST IDX files."""
-    make_mnist(tmp_path / "data")
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def tiny_cifar(tmp_path: Path) -> Path:
-    """A data directory holding a tiny cifar-100-python.tar.gz."""
-    make_cifar100(tmp_path / "data")
-    return tmp_path / "data"
-
-
-@pytest.fixture
 def mnist_maker():
     """``make_mnist(folder, n_train, n_test, gzipped=…)``: write tiny MNIST files anywhere."""
     return make_mnist
