@@ -60,11 +60,83 @@ def _run_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train(subparsers) -> None:
+    from trainmap.train.tasks import TASKS
+
+    p = subparsers.add_parser(
+        "train",
+        help="train one seed of a task into a run directory",
+        description="Train one seed of a task and write DIR/checkpoints/step*.safetensors, DIR/log.csv "
+        "and, when the run ends, DIR/run.json. A killed run started again with the same command "
+        f"continues where it stopped; a finished one is left alone. Tasks: {', '.join(TASKS)}. "
+        "See docs/training.md for every task's settings.",
+    )
+    p.add_argument("task", metavar="TASK", help=f"one of: {', '.join(TASKS)}")
+    p.add_argument("--seed", type=int, required=True, help="random seed (initialisation and data order)")
+    p.add_argument("--out", type=Path, required=False, metavar="DIR", help="run directory to write")
+    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting (repeatable), e.g. --set epochs=5 --set lr=0.01")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--resume-interval", type=float, default=10.0, metavar="SECONDS",
+                   help="write checkpoints that come faster than this in batches, with the log and the resume "
+                   "state, every SECONDS (0: each at once); bounds the work a kill can lose (default: 10)")
+    p.add_argument("--show-settings", action="store_true",
+                   help="print the task's settings (with --set applied) as JSON and exit without training")
+    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import json
+
+    from trainmap.train import resolve_settings, train_run
+    from trainmap.train.tasks import parse_assignments
+
+    overrides = parse_assignments(args.assignments)
+    if args.show_settings:
+        print(json.dumps(resolve_settings(args.task, overrides), indent=2))
+        return 0
+    if args.out is None:
+        raise ValueError("--out DIR is required to train")
+    record = train_run(args.task, args.seed, args.out, overrides, threads=args.threads, device=args.device,
+                       progress=not args.no_progress, resume_interval_s=args.resume_interval)
+    final = record["final"]
+    print(f"{args.out}: {record['status']} at step {record['final_step']}, {record['checkpoints']} checkpoints, "
+          f"eval accuracy {final['eval_accuracy']:.4f}", file=sys.stderr)
+    return 0
+
+
+def _add_import(subparsers) -> None:
+    p = subparsers.add_parser(
+        "import",
+        help="turn a series of released checkpoints into a run directory",
+        description="Import released checkpoints (one sub-directory per step, e.g. step_20k/ or "
+        "step143000/, holding model.safetensors or pytorch_model.bin) as DIR/checkpoints/"
+        "step*.safetensors, DIR/log.csv (the metrics the source has) and DIR/run.json.",
+    )
+    p.add_argument("source", type=Path, metavar="SRC", help="directory of per-step checkpoint directories")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="run directory to write")
+    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    p.set_defaults(run=_run_import)
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    from trainmap.train import import_series
+
+    record = import_series(args.source, args.out, progress=not args.no_progress)
+    print(f"{args.out}: imported {record['checkpoints']} checkpoints "
+          f"(steps {min(map(int, record['source_files']))}..{record['last_checkpoint_step']})", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainmap", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_metrics(subparsers)
+    _add_train(subparsers)
+    _add_import(subparsers)
     return parser
 
 

@@ -1,0 +1,178 @@
+"""The files of a run directory, and how each is written (atomically) and read back.
+
+::
+
+    DIR/checkpoints/step{N:08d}.safetensors   model parameters at step N (float32, keys sorted)
+    DIR/log.csv                               one row per checkpoint
+    DIR/run.json                              written last, only when the run has ended
+    DIR/resume/state.safetensors              resume state while the run is unfinished
+
+Nothing here is pickled: tensors go to safetensors, everything else to JSON or CSV.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
+
+from trainmap import atomic
+
+__all__ = [
+    "LOG_COLUMNS",
+    "ResumeError",
+    "checkpoint_path",
+    "checkpoint_steps",
+    "checkpoint_bytes",
+    "write_checkpoint",
+    "log_text",
+    "write_log",
+    "write_together",
+    "read_run_json",
+    "write_run_json",
+    "resume_path",
+    "resume_bytes",
+    "read_resume",
+    "ensure_writable",
+]
+
+#: Columns of a training run's log.csv, in order.
+LOG_COLUMNS: tuple[str, ...] = ("step", "epoch", "train_loss", "train_accuracy", "eval_loss", "eval_accuracy")
+
+_STEP_FILE = re.compile(r"^step(\d{8,})\.safetensors$")
+_RESUME_KEY = "trainmap_resume"
+
+
+class ResumeError(ValueError):
+    """A resume state that cannot be used (unreadable, or of another run)."""
+
+
+def checkpoint_path(out: Path, step: int) -> Path:
+    """``out/checkpoints/step{step:08d}.safetensors``."""
+    return Path(out) / "checkpoints" / f"step{step:08d}.safetensors"
+
+
+def checkpoint_steps(out: Path) -> list[int]:
+    """Steps of the checkpoint files present in ``out/checkpoints``, ascending."""
+    folder = Path(out) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _STEP_FILE.match(p.name)))
+
+
+def checkpoint_bytes(tensors: Mapping[str, torch.Tensor]) -> bytes:
+    """``tensors`` as float32 safetensors, keys sorted, no metadata: equal tensors give
+    equal bytes."""
+    as_f32 = {name: tensors[name].detach().to("cpu", torch.float32).contiguous() for name in sorted(tensors)}
+    return safetensors_bytes(as_f32)
+
+
+def write_checkpoint(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Atomically write a checkpoint file (:func:`checkpoint_bytes`)."""
+    atomic.write_bytes(path, checkpoint_bytes(tensors))
+
+
+def _csv_field(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(value)
+    return str(value)
+
+
+def log_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] = LOG_COLUMNS) -> str:
+    """CSV text: a header of ``columns`` and one line per row (floats in their shortest
+    exact form, missing values empty)."""
+    lines = [",".join(columns)]
+    lines += [",".join(_csv_field(row.get(column)) for column in columns) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_log(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] = LOG_COLUMNS) -> None:
+    """Atomically (re)write the CSV log (:func:`log_text`)."""
+    atomic.write_text(path, log_text(rows, columns))
+
+
+def read_run_json(out: Path) -> dict[str, Any] | None:
+    """The finished run's run.json, or None when the run has not finished."""
+    path = Path(out) / "run.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable run.json ({exc}); delete it to train the run again") from None
+
+
+def write_run_json(out: Path, record: Mapping[str, Any]) -> None:
+    """Atomically write run.json (the marker of a finished run)."""
+    atomic.write_json(Path(out) / "run.json", dict(record))
+
+
+def resume_path(out: Path) -> Path:
+    """``out/resume/state.safetensors``."""
+    return Path(out) / "resume" / "state.safetensors"
+
+
+def resume_bytes(tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> bytes:
+    """The resume state as one safetensors file: ``tensors`` (model, optimiser, RNG) and the
+    JSON ``state`` (step, log rows, settings…) in its metadata, so the two never disagree."""
+    payload = {name: tensors[name].detach().cpu().contiguous() for name in sorted(tensors)}
+    return safetensors_bytes(payload, metadata={_RESUME_KEY: json.dumps(state, sort_keys=True)})
+
+
+def write_together(files: Sequence[tuple[Path, bytes]]) -> None:
+    """Atomically write several files, made visible in the given order.
+
+    All temporary files are written first, then each is flushed to disk and renamed, first
+    to last: a reader (or a restarted run) that sees file k also sees files before it.
+    Writing all data before the first flush lets the file system flush it in one go, which
+    costs much less than one full atomic write per file.
+    """
+    with contextlib.ExitStack() as stack:
+        # ExitStack finishes (flushes and renames) in reverse order of entry: enter the last first.
+        temporaries = [stack.enter_context(atomic.atomic_path(path)) for path, _ in reversed(files)]
+        for tmp, (_, data) in zip(temporaries, reversed(files), strict=True):
+            tmp.write_bytes(data)
+
+
+def read_resume(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """The resume state (:func:`resume_bytes`) as (tensors, state), or None when there is none."""
+    path = resume_path(out)
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            state = json.loads((handle.metadata() or {})[_RESUME_KEY])
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, KeyError, json.JSONDecodeError, OSError) as exc:
+        raise ResumeError(
+            f"{path}: unreadable resume state ({type(exc).__name__}: {exc}); delete {path.parent} to start the run over"
+        ) from None
+    return tensors, state
+
+
+def remove_files(paths: Iterable[Path]) -> None:
+    """Delete ``paths`` that exist."""
+    for path in paths:
+        Path(path).unlink(missing_ok=True)
+
+
+def ensure_writable(out: Path) -> None:
+    """Create ``out`` and prove that files can be written in it, or raise an
+    :class:`OSError` that names it."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise OSError(f"{out}: output directory cannot be written ({exc.strerror or exc})") from None

@@ -1,0 +1,24 @@
+"""docs/training.md documents every task and every setting the code has."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trainmap.train import TASKS, default_settings
+
+DOC = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_and_setting_is_documented(task):
+    assert f"`{task}`" in DOC
+    missing = [key for key in default_settings(task) if f"`{key}`" not in DOC]
+    assert not missing, f"settings of {task} missing from docs/training.md: {missing}"
+
+
+def test_documented_defaults_match_the_code():
+    assert "| `parities` | 500 | 1 epoch | 501 |" in DOC and default_settings("parities")["epochs"] == 500
+    assert "| `modular_stable` | 300 | 5 epochs | 61 |" in DOC and default_settings("modular_stable")["epochs"] == 300
+    assert "| `modular` | 10 000 | 10 epochs | 1 001 |" in DOC and default_settings("modular")["epochs"] == 10000
