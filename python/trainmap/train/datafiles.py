@@ -20,7 +20,7 @@ import tarfile
 import urllib.request
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -38,6 +38,7 @@ __all__ = [
     "load_cifar100",
     "read_cifar_batch",
     "download_file",
+    "missing_data",
 ]
 
 
@@ -153,6 +154,13 @@ def _find_mnist_file(data_dir: Path, gz_name: str) -> Path | None:
     return None
 
 
+def _mnist_missing_message(data_dir: Path, missing: Sequence[str]) -> str:
+    return (
+        f"MNIST files missing in {data_dir}/: {', '.join(missing)}. Put the four MNIST IDX "
+        f"files (gzipped or not) from {MNIST_MIRRORS[0]} there, or set download=true to fetch them"
+    )
+
+
 def load_mnist(data_dir: str | os.PathLike, download: bool = False) -> dict[str, np.ndarray]:
     """MNIST from its four IDX files in ``data_dir``: ``train_images`` (60000×28×28 uint8),
     ``train_labels``, ``test_images``, ``test_labels`` (int64).
@@ -164,10 +172,7 @@ def load_mnist(data_dir: str | os.PathLike, download: bool = False) -> dict[str,
     found = {name: _find_mnist_file(data_dir, name) for name in MNIST_FILES}
     missing = [name for name, path in found.items() if path is None]
     if missing and not download:
-        raise MissingDataError(
-            f"MNIST files missing in {data_dir}/: {', '.join(missing)}. Put the four MNIST IDX "
-            f"files (gzipped or not) from {MNIST_MIRRORS[0]} there, or set download=true to fetch them"
-        )
+        raise MissingDataError(_mnist_missing_message(data_dir, missing))
     for name in missing:
         found[name] = download_file([mirror + name for mirror in MNIST_MIRRORS], data_dir / name, MNIST_FILES[name])
     arrays = {
@@ -298,6 +303,14 @@ def _read_member(archive: Path, member: str) -> bytes:
         raise DataFileError(f"{archive}: corrupt archive ({exc})") from None
 
 
+def _cifar_missing_message(data_dir: Path) -> str:
+    return (
+        f"CIFAR-100 missing in {data_dir}/: put {CIFAR100_ARCHIVE[0]} (from {CIFAR100_URL}) "
+        f"or its extracted folder cifar-100-python/ (with files train and test) there, "
+        "or set download=true to fetch it"
+    )
+
+
 def load_cifar100(data_dir: str | os.PathLike, download: bool = False) -> dict[str, np.ndarray]:
     """CIFAR-100 from ``data_dir``: ``cifar-100-python/{train,test}`` (the extracted archive)
     or ``cifar-100-python.tar.gz`` itself. Returns ``train_images`` (50000×3×32×32 uint8),
@@ -310,11 +323,7 @@ def load_cifar100(data_dir: str | os.PathLike, download: bool = False) -> dict[s
     sources = _cifar_sources(data_dir)
     if sources is None:
         if not download:
-            raise MissingDataError(
-                f"CIFAR-100 missing in {data_dir}/: put {CIFAR100_ARCHIVE[0]} (from {CIFAR100_URL}) "
-                f"or its extracted folder cifar-100-python/ (with files train and test) there, "
-                "or set download=true to fetch it"
-            )
+            raise MissingDataError(_cifar_missing_message(data_dir))
         download_file([CIFAR100_URL], data_dir / CIFAR100_ARCHIVE[0], CIFAR100_ARCHIVE[1])
         sources = _cifar_sources(data_dir)
         assert sources is not None
@@ -323,3 +332,25 @@ def load_cifar100(data_dir: str | os.PathLike, download: bool = False) -> dict[s
         raw, name = read()
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = read_cifar_batch(raw, name)
     return arrays
+
+
+# --------------------------------------------------------------------------- up-front check
+
+
+def missing_data(task: str, settings: Mapping[str, Any]) -> str | None:
+    """What a task's data directory lacks, as the message its loader would raise; None when
+    the files are there, the task generates its data, or ``download`` is set.
+
+    Only looks for the files (it reads nothing), so the workflow can check every experiment
+    before the first job starts.
+    """
+    if settings.get("download"):
+        return None
+    if task == "mnist":
+        data_dir = Path(settings["data_dir"])
+        missing = [name for name in MNIST_FILES if _find_mnist_file(data_dir, name) is None]
+        return _mnist_missing_message(data_dir, missing) if missing else None
+    if task in ("cifar100", "cifar100_unstable"):
+        data_dir = Path(settings["data_dir"])
+        return None if _cifar_sources(data_dir) is not None else _cifar_missing_message(data_dir)
+    return None
