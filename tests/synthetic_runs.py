@@ -51,7 +51,7 @@ class SyntheticExperiment:
     run_dirs: list[Path]
     run_ids: list[str]
     true_states: dict[str, np.ndarray]
-    convergence: dict[str, int]
+    convergence: dict[str, int | None]
     detour_runs: list[str]
     steps: np.ndarray
     state_means: np.ndarray
@@ -83,6 +83,7 @@ def write_synthetic_runs(
     nan_runs: tuple[int, ...] = (),
     short_runs: tuple[int, ...] = (),
     drop_log_columns: tuple[str, ...] = (),
+    never_converge: tuple[int, ...] = (),
 ) -> SyntheticExperiment:
     """Write ``n_runs`` run directories ``root/<seed>/`` and return their ground truth.
 
@@ -100,6 +101,8 @@ def write_synthetic_runs(
     nan_runs : indices of runs given a NaN row (the HMM stage must leave them out).
     short_runs : indices of runs cut to a single checkpoint.
     drop_log_columns : columns left out of every log.csv (e.g. ``("eval_accuracy",)``).
+    never_converge : indices of runs that enter the detour state and stay there, their
+        accuracy never exceeding the threshold (``convergence`` truth None).
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -119,6 +122,9 @@ def write_synthetic_runs(
         run_seed = seed * 1000 + i
         t_init = int(rng.integers(n_checkpoints // 6, n_checkpoints // 4))
         t_detour = int(rng.integers(n_checkpoints // 5, n_checkpoints // 3)) if takes_detour[i] else 0
+        if i in never_converge:  # stuck in the detour state until the end
+            takes_detour[i] = True
+            t_detour = n_checkpoints - t_init
         path = np.full(n_checkpoints, CONVERGED)
         path[:t_init] = INIT
         path[t_init:t_init + t_detour] = DETOUR
@@ -137,6 +143,8 @@ def write_synthetic_runs(
         acc = np.clip(acc, 0.0, 1.0)
         acc[: converged_at] = np.minimum(acc[:converged_at], THRESHOLD - 0.05)
         acc[converged_at:] = np.maximum(acc[converged_at:], THRESHOLD + 0.01)
+        if i in never_converge:
+            acc = np.minimum(acc, THRESHOLD - 0.05)
         run_dir = root / str(run_seed)
         run_dir.mkdir(parents=True, exist_ok=True)
         metrics = pd.DataFrame(values[:n_keep], columns=list(METRICS))
@@ -157,7 +165,7 @@ def write_synthetic_runs(
         run_dirs.append(run_dir)
         run_ids.append(str(run_seed))
         truth[str(run_seed)] = path[:n_keep]
-        conv[str(run_seed)] = int(steps[converged_at])
+        conv[str(run_seed)] = None if i in never_converge else int(steps[converged_at])
         if takes_detour[i]:
             detours.append(str(run_seed))
     return SyntheticExperiment(

@@ -335,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `trainmap` command."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    default_format = warnings.formatwarning
     warnings.formatwarning = lambda message, category, *rest, **kw: (
         f"trainmap {args.command}: warning: {message}\n"
     )
@@ -348,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"trainmap {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = default_format
 
 
 if __name__ == "__main__":

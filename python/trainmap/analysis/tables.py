@@ -148,8 +148,9 @@ def markdown_table(frame: pd.DataFrame, formats: Mapping[str, Callable[[object],
     cols = list(frame.columns)
     lines = ["| " + " | ".join(headers.get(c, c) for c in cols) + " |",
              "|" + "|".join("---" for _ in cols) + "|"]
-    for i, (_, row) in enumerate(frame.iterrows()):
-        cells = [formats.get(c, _fmt_plain)(row[c]) for c in cols]
+    for i in range(len(frame)):
+        # column by column: iterrows would turn integers into floats in mixed frames
+        cells = [formats.get(c, _fmt_plain)(frame[c].iloc[i]) for c in cols]
         if bold_rows is not None and bool(bold_rows.iloc[i]):
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
