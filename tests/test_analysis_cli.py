@@ -205,6 +205,7 @@ def test_missing_eval_accuracy_gives_nan_results_not_a_crash(pipeline, tmp_path)
                      str(tmp_path / "c.csv"), "--threshold", "0.9"]) == 0
     reg = json.loads((tmp_path / "r.json").read_text())
     assert reg["r2"] is None and reg["p_value"] is None and reg["detour_states"] == []
+    assert reg["n_runs"] == 13 and reg["n_runs_regression"] == 0
     assert len(reg["undefined_convergence"]) == 13
     assert reg["dissimilarity"] is not None  # needs no convergence
     assert main(["figures", *copies, "--selection", str(d / "hmm" / "selection.csv"), "--states",

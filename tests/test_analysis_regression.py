@@ -104,6 +104,7 @@ def test_regression_leaves_out_runs_without_convergence_and_handles_no_data():
     with pytest.warns(RuntimeWarning, match="no run has a defined convergence step"):
         empty = state_regression(occ, pd.Series(np.nan, index=occ.index))
     assert np.isnan(empty.r2) and np.isnan(empty.p_value) and empty.detour_states == []
+    assert empty.n_runs == 0
     assert list(empty.coefficients["runs_visiting"]) == list((occ > 0).sum())
 
 

@@ -260,7 +260,14 @@ def trajectories_figure(
 
     run_ids = [r for r in states if r in logs]
     conv = convergence.reindex(run_ids)["convergence_step"].astype(float) if len(convergence) else pd.Series(np.nan, index=run_ids)
-    order = sorted(run_ids, key=lambda r: (not np.isfinite(conv.get(r, np.nan)), conv.get(r, np.nan), r))
+    def natural(r: str) -> tuple:
+        return (0, int(r), "") if r.isdigit() else (1, 0, r)
+
+    def order_key(r: str) -> tuple:
+        c = conv.get(r, np.nan)
+        return (not np.isfinite(c), c if np.isfinite(c) else 0.0, natural(r))
+
+    order = sorted(run_ids, key=order_key)
     defined = [r for r in order if np.isfinite(conv.get(r, np.nan))]
     if defined:
         fast = defined[:n_fast]

@@ -187,8 +187,6 @@ def _fit_one(
     min_covar: float,
 ) -> tuple[dict, dict | None]:
     """Fit and score one (n, restart); never raises for a failed fit (recorded instead)."""
-    from threadpoolctl import threadpool_limits
-
     row = {
         "n_components": n_components,
         "restart": restart,
@@ -204,7 +202,22 @@ def _fit_one(
         "bic": np.nan,
         "error": "",
     }
-    logging.getLogger("hmmlearn").setLevel(logging.ERROR)
+    # hmmlearn logs "not converging"/"zero-sum transmat" chatter per iteration; the
+    # selection table records what matters. Quiet it for this fit only.
+    hmm_logger = logging.getLogger("hmmlearn")
+    level = hmm_logger.level
+    hmm_logger.setLevel(logging.ERROR)
+    try:
+        return _fit_and_score(row, X_train, len_train, X_test, len_test, n_components, seed,
+                              covariance_type, n_iter, tol, min_covar)
+    finally:
+        hmm_logger.setLevel(level)
+
+
+def _fit_and_score(row, X_train, len_train, X_test, len_test, n_components, seed,
+                   covariance_type, n_iter, tol, min_covar) -> tuple[dict, dict | None]:
+    from threadpoolctl import threadpool_limits
+
     with threadpool_limits(limits=1), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -220,7 +233,7 @@ def _fit_one(
                 row["error"] = problem
                 return row, None
             test_ll = float(model.score(X_test, len_test))
-        except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any failed fit is a row, not a crash
             row["error"] = f"{type(exc).__name__}: {exc}".replace("\n", " ")
             return row, None
     if not np.isfinite(test_ll):

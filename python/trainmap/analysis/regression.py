@@ -201,7 +201,7 @@ class RegressionResult:
         }
 
 
-def _nan_result(occ: pd.DataFrame, note: str) -> RegressionResult:
+def _nan_result(occ: pd.DataFrame, note: str, n_runs: int) -> RegressionResult:
     K = occ.shape[1]
     visited = (occ > 0).sum(axis=0).to_numpy() if len(occ) else np.zeros(K, int)
     coef = pd.DataFrame({
@@ -214,7 +214,7 @@ def _nan_result(occ: pd.DataFrame, note: str) -> RegressionResult:
     })
     empty = pd.Series(dtype=float)
     return RegressionResult(
-        n_runs=len(occ), n_states=K, design_states=[int(k) for k in np.nonzero(visited)[0]],
+        n_runs=n_runs, n_states=K, design_states=[int(k) for k in np.nonzero(visited)[0]],
         unvisited_states=[int(k) for k in np.nonzero(visited == 0)[0]],
         r2=np.nan, p_value=np.nan, f_statistic=np.nan, df_model=0, df_resid=0, intercept=np.nan,
         coefficients=coef, fitted=empty, residuals=empty, notes=[note],
@@ -246,7 +246,7 @@ def state_regression(occupancy: pd.DataFrame, convergence: pd.Series | Sequence[
     missing = y.index[~np.isfinite(y.to_numpy())]
     if len(missing) == len(y):
         warnings.warn("no run has a defined convergence step: regression results are NaN", RuntimeWarning, stacklevel=2)
-        return _nan_result(occ, "no run has a defined convergence step")
+        return _nan_result(occ, "no run has a defined convergence step", 0)
     if len(missing):
         warnings.warn(
             f"left out of the regression: {len(missing)} run(s) without a convergence step: "
@@ -266,7 +266,7 @@ def state_regression(occupancy: pd.DataFrame, convergence: pd.Series | Sequence[
         )
     if n < 2:
         warnings.warn("fewer than 2 runs with a convergence step: regression results are NaN", RuntimeWarning, stacklevel=2)
-        return _nan_result(occ, "fewer than 2 runs with a convergence step")
+        return _nan_result(occ, "fewer than 2 runs with a convergence step", n)
 
     X = occ[design].to_numpy(float)
     yv = y.to_numpy(float)

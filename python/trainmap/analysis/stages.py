@@ -194,7 +194,7 @@ def map_stage(
     """``trainmap map``: edges.csv and the training map drawing. Detour states are taken
     from the same regression as ``trainmap regress`` (computed here too, so the map does
     not depend on the regression's outputs). Returns the edge frame."""
-    saved, traj, _ = _decoding_inputs(run_dirs, model_path)
+    saved, traj, all_runs = _decoding_inputs(run_dirs, model_path)
     states = read_states(states_path)
     z_by_run = dict(zip(traj.run_ids, traj.data))
     steps_by_run = dict(zip(traj.run_ids, traj.steps))
@@ -203,7 +203,7 @@ def map_stage(
             raise RunFormatError(f"run {rid} is in states.csv but cannot be read with the model's features")
         if not np.array_equal(frame["step"].to_numpy(), steps_by_run[rid]):
             raise RunFormatError(f"states.csv does not match the checkpoints of run {rid}: rerun hmm-decode")
-    runs = {r.run_id: r for r in load_runs(run_dirs) if r.run_id in states}
+    runs = {r.run_id: r for r in all_runs if r.run_id in states}
     conv = _convergence(runs, threshold, accuracy_column)
     paths = {r: f["state"].to_numpy() for r, f in states.items()}
     edges = training_map(saved.model, {r: z_by_run[r] for r in states}, paths, saved.features,
