@@ -100,6 +100,23 @@ def test_fast_estep_gives_hmmlearns_fit(sampled):
         np.testing.assert_allclose(fast.monitor_.history, plain.monitor_.history, rtol=1e-10)
 
 
+def test_fast_density_handles_a_singular_covariance_like_hmmlearn(sampled):
+    _, seqs, _ = sampled
+    X = np.concatenate(seqs[:2])
+    fast, _, _ = fit_hmm(X, [150, 150], 2, n_iter=2, fast=True)
+    plain = GaussianHMM(n_components=2, covariance_type="full")
+    plain.n_features = fast.n_features
+    plain.startprob_, plain.transmat_, plain.means_ = fast.startprob_, fast.transmat_, fast.means_
+    # A state collapsed onto a plane: its covariance is singular, as EM can leave it.
+    singular = np.array([fast.covars_[0], np.diag([1.0, 1.0, 0.0])])
+    fast._covars_ = plain._covars_ = singular
+    np.testing.assert_allclose(fast._compute_log_likelihood(X), plain._compute_log_likelihood(X), rtol=1e-9)
+    hopeless = np.array([fast.covars_[0], np.diag([1.0, -1.0, 0.0])])
+    fast._covars_ = hopeless
+    with pytest.raises(ValueError, match="positive-definite"):
+        fast._compute_log_likelihood(X)
+
+
 def test_selection_does_not_depend_on_thread_count(sampled):
     _, seqs, _ = sampled
     kwargs = dict(max_components=3, n_restarts=2, covariance_type="full", seed=7)

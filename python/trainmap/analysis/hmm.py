@@ -294,7 +294,15 @@ def _fast_gaussian_hmm_class():
             n, d = X.shape
             out = np.empty((n, self.n_components))
             for k, (mu, cov) in enumerate(zip(self.means_, self.covars_)):
-                chol = np.linalg.cholesky(cov)
+                try:
+                    chol = np.linalg.cholesky(cov)
+                except np.linalg.LinAlgError:
+                    # hmmlearn.stats retries with 1e-7 added to the diagonal (a state stuck
+                    # with too few observations); do the same, and fail as it does.
+                    try:
+                        chol = np.linalg.cholesky(cov + 1e-7 * np.eye(d))
+                    except np.linalg.LinAlgError:
+                        raise ValueError("'covars' must be symmetric, positive-definite") from None
                 inv = linalg.solve_triangular(chol, np.eye(d), lower=True)
                 y = (X - mu) @ inv.T
                 out[:, k] = -0.5 * (d * np.log(2 * np.pi) + np.einsum("ij,ij->i", y, y)) - np.log(np.diag(chol)).sum()
