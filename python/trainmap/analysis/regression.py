@@ -1,0 +1,328 @@
+"""Convergence time, bag-of-states regression, detour states and trajectory dissimilarity
+(DESIGN.md steps 5–7; paper Sections 2.3 and 3.4).
+
+Regression parametrisation
+--------------------------
+Let ``x_r`` be run r's empirical state distribution (occupancy, sums to 1) over the K'
+states some run visits, and ``y_r`` its convergence step. Because the occupancies sum to
+one, the constant lies in their span, so the model is fitted **without a separate
+intercept**::
+
+    y_r = Σ_k β_k x_rk + ε_r          (ordinary least squares)
+
+``β_k`` (the ``level`` column) is the predicted convergence step of a run that spends all
+its time in state k. R² is the centred ``1 − SSR / Σ(y − ȳ)²`` and the F-test compares
+this model with the intercept-only model (``df_model = rank − 1``,
+``df_resid = n − rank``) — the same numbers as an OLS with an intercept and K'−1 states.
+
+The reported per-state ``coefficient`` is the effect of moving occupancy into state k from
+the average run's state mix ``x̄``: ``c_k = β_k − x̄ᵀβ = β_k − ȳ`` (and ``x̄ᵀc = 0``).
+Its sign answers the paper's question "does spending more time in k delay convergence?";
+the raw levels β_k cannot, as they are all near typical convergence steps and hence
+positive. Standard errors, t and p of ``c_k`` use the OLS covariance of β.
+
+A **detour state** (paper Section 2.3) has ``c_k > 0`` and is visited by some, but not
+all, runs of the regression. States no run visits are left out of the design and reported.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from trainmap.analysis.errors import RunFormatError
+
+__all__ = [
+    "convergence_step",
+    "convergence_table",
+    "occupancy",
+    "state_regression",
+    "RegressionResult",
+    "dissimilarity",
+    "total_variation",
+    "PARAMETRISATION",
+]
+
+PARAMETRISATION = (
+    "OLS of convergence step on the occupancies of the visited states without a separate "
+    "intercept (occupancies sum to 1); level_k = predicted convergence step of a run spending "
+    "all its time in state k; coefficient_k = level_k - mean convergence step (effect of moving "
+    "occupancy from the average run's state mix into state k); R2 centred; F-test against the "
+    "intercept-only model"
+)
+
+
+def convergence_step(log: pd.DataFrame, threshold: float, column: str = "eval_accuracy") -> float:
+    """First logged step whose ``column`` exceeds ``threshold`` (strictly), or NaN if none.
+
+    Raises :class:`RunFormatError` when ``log`` has no ``column`` or no ``step``.
+    """
+    for needed in ("step", column):
+        if needed not in log.columns:
+            raise RunFormatError(f"log has no {needed!r} column")
+    values = pd.to_numeric(log[column], errors="coerce").to_numpy(float)
+    hits = np.nonzero(values > threshold)[0]
+    return float(log["step"].to_numpy()[hits[0]]) if len(hits) else float("nan")
+
+
+def convergence_table(
+    logs: Mapping[str, pd.DataFrame | None], threshold: float, column: str = "eval_accuracy"
+) -> pd.DataFrame:
+    """Convergence step of every run (DESIGN.md step 5).
+
+    Returns a frame indexed by run id with columns ``convergence_step``, ``converged``
+    (bool) and ``last_step``. Runs that never exceed ``threshold`` get the longest run
+    length — the largest last logged step among all runs — and ``converged = False``. Runs
+    whose log is missing or lacks ``column`` get NaN (undefined), with one warning.
+    """
+    rows = {}
+    undefined: list[str] = []
+    for run_id, log in logs.items():
+        if log is None or column not in log.columns or "step" not in log.columns or len(log) == 0:
+            undefined.append(str(run_id))
+            last = float(log["step"].max()) if log is not None and "step" in log.columns and len(log) else np.nan
+            rows[str(run_id)] = (np.nan, False, last)
+            continue
+        step = convergence_step(log, threshold, column)
+        rows[str(run_id)] = (step, bool(np.isfinite(step)), float(log["step"].max()))
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=["convergence_step", "converged", "last_step"])
+    frame.index.name = "run"
+    if undefined:
+        warnings.warn(
+            f"convergence is undefined for {len(undefined)} run(s) without a {column!r} column in log.csv: "
+            + ", ".join(undefined[:20]) + (" ..." if len(undefined) > 20 else ""),
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    defined = ~frame.index.isin(undefined)
+    longest = frame["last_step"].max()
+    never = defined & ~frame["converged"].to_numpy()
+    frame.loc[never, "convergence_step"] = longest
+    frame["converged"] = frame["converged"].astype(bool)
+    return frame
+
+
+def occupancy(states: Mapping[str, np.ndarray], n_states: int) -> pd.DataFrame:
+    """Empirical state distribution P̂(s = k) of every run, shape (runs, n_states); index
+    run id, columns the state numbers 0..n_states-1."""
+    rows = {}
+    for run_id, path in states.items():
+        path = np.asarray(path, dtype=int)
+        if len(path) == 0:
+            raise ValueError(f"run {run_id}: empty state sequence")
+        if path.min() < 0 or path.max() >= n_states:
+            raise ValueError(f"run {run_id}: state outside 0..{n_states - 1}")
+        rows[str(run_id)] = np.bincount(path, minlength=n_states) / len(path)
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(range(n_states)))
+    frame.index.name = "run"
+    return frame
+
+
+def total_variation(p: np.ndarray, q: np.ndarray) -> float:
+    """``½ Σ |p − q|`` — the Wasserstein-1 distance under the discrete metric."""
+    return 0.5 * float(np.abs(np.asarray(p, float) - np.asarray(q, float)).sum())
+
+
+def dissimilarity(distributions: np.ndarray | pd.DataFrame) -> float:
+    """Trajectory dissimilarity (paper Eq. 1): the mean over unordered pairs of runs of the
+    total-variation distance between their state distributions (rows of ``distributions``).
+    NaN for fewer than two runs."""
+    P = np.asarray(distributions, dtype=float)
+    n = len(P)
+    if n < 2:
+        return float("nan")
+    i, j = np.triu_indices(n, k=1)
+    return float(0.5 * np.abs(P[i] - P[j]).sum(axis=1).mean())
+
+
+@dataclass
+class RegressionResult:
+    """Output of :func:`state_regression`.
+
+    Attributes
+    ----------
+    n_runs : runs in the regression (finite convergence step).
+    n_states : states of the model (columns of the occupancy given).
+    design_states : states in the design (visited by some run).
+    unvisited_states : states no run visits (left out).
+    r2, p_value, f_statistic, df_model, df_resid : centred R², F-test against the
+        intercept-only model (NaN when undefined).
+    intercept : mean convergence step ȳ (the reference of ``coefficient``).
+    coefficients : one row per state — ``state``, ``coefficient`` (c_k), ``std_error``,
+        ``t_value``, ``p_value``, ``level`` (β_k), ``runs_visiting``, ``mean_occupancy``,
+        ``detour`` (bool); NaN for unvisited states.
+    fitted : fitted convergence steps, indexed by run.
+    residuals : y − fitted.
+    parametrisation : a sentence saying how the model was parametrised.
+    """
+
+    n_runs: int
+    n_states: int
+    design_states: list[int]
+    unvisited_states: list[int]
+    r2: float
+    p_value: float
+    f_statistic: float
+    df_model: int
+    df_resid: int
+    intercept: float
+    coefficients: pd.DataFrame
+    fitted: pd.Series
+    residuals: pd.Series
+    parametrisation: str = PARAMETRISATION
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def detour_states(self) -> list[int]:
+        """States flagged as detours."""
+        return [int(s) for s in self.coefficients.loc[self.coefficients["detour"], "state"]]
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (floats, ints, lists)."""
+        return {
+            "n_runs": int(self.n_runs),
+            "n_states": int(self.n_states),
+            "design_states": [int(s) for s in self.design_states],
+            "unvisited_states": [int(s) for s in self.unvisited_states],
+            "r2": float(self.r2),
+            "p_value": float(self.p_value),
+            "f_statistic": float(self.f_statistic),
+            "df_model": int(self.df_model),
+            "df_resid": int(self.df_resid),
+            "intercept": float(self.intercept),
+            "detour_states": self.detour_states,
+            "parametrisation": self.parametrisation,
+            "notes": list(self.notes),
+        }
+
+
+def _nan_result(occ: pd.DataFrame, note: str, n_runs: int) -> RegressionResult:
+    K = occ.shape[1]
+    visited = (occ > 0).sum(axis=0).to_numpy() if len(occ) else np.zeros(K, int)
+    coef = pd.DataFrame({
+        "state": np.arange(K),
+        "coefficient": np.nan, "std_error": np.nan, "t_value": np.nan, "p_value": np.nan,
+        "level": np.nan,
+        "runs_visiting": visited.astype(int),
+        "mean_occupancy": occ.mean(axis=0).to_numpy() if len(occ) else np.full(K, np.nan),
+        "detour": False,
+    })
+    empty = pd.Series(dtype=float)
+    return RegressionResult(
+        n_runs=n_runs, n_states=K, design_states=[int(k) for k in np.nonzero(visited)[0]],
+        unvisited_states=[int(k) for k in np.nonzero(visited == 0)[0]],
+        r2=np.nan, p_value=np.nan, f_statistic=np.nan, df_model=0, df_resid=0, intercept=np.nan,
+        coefficients=coef, fitted=empty, residuals=empty, notes=[note],
+    )
+
+
+def state_regression(occupancy: pd.DataFrame, convergence: pd.Series | Sequence[float]) -> RegressionResult:
+    """Regress convergence step on state occupancy (DESIGN.md step 6; see module docstring).
+
+    Parameters
+    ----------
+    occupancy : runs × states (from :func:`occupancy`); rows sum to 1.
+    convergence : convergence step per run, aligned by index with ``occupancy`` (a Series
+        indexed by run id) or by position. Runs with NaN are left out (with a warning).
+
+    States no run in the regression visits are left out of the design and listed in
+    ``unvisited_states`` (warning). With fewer than two runs, or no convergence steps at
+    all, every statistic is NaN (warning), never an exception.
+    """
+    occ = occupancy.copy()
+    occ.columns = [int(c) for c in occ.columns]
+    occ.index = occ.index.astype(str)
+    if isinstance(convergence, pd.Series):
+        conv = convergence.copy()
+        conv.index = conv.index.astype(str)
+        y = pd.Series(conv.reindex(occ.index).to_numpy(float), index=occ.index)
+    else:
+        y = pd.Series(np.asarray(convergence, dtype=float), index=occ.index)
+    missing = y.index[~np.isfinite(y.to_numpy())]
+    if len(missing) == len(y):
+        warnings.warn("no run has a defined convergence step: regression results are NaN", RuntimeWarning, stacklevel=2)
+        return _nan_result(occ, "no run has a defined convergence step", 0)
+    if len(missing):
+        warnings.warn(
+            f"left out of the regression: {len(missing)} run(s) without a convergence step: "
+            + ", ".join(map(str, missing[:20])),
+            RuntimeWarning, stacklevel=2,
+        )
+        occ, y = occ.drop(index=missing), y.drop(index=missing)
+    n = len(y)
+    K = occ.shape[1]
+    visits = (occ.to_numpy() > 0).sum(axis=0)
+    design = [k for k in range(K) if visits[k] > 0]
+    unvisited = [k for k in range(K) if visits[k] == 0]
+    if unvisited:
+        warnings.warn(
+            f"state(s) {', '.join(map(str, unvisited))} visited by no run: left out of the regression",
+            RuntimeWarning, stacklevel=2,
+        )
+    if n < 2:
+        warnings.warn("fewer than 2 runs with a convergence step: regression results are NaN", RuntimeWarning, stacklevel=2)
+        return _nan_result(occ, "fewer than 2 runs with a convergence step", n)
+
+    X = occ[design].to_numpy(float)
+    yv = y.to_numpy(float)
+    beta, _, rank, _ = np.linalg.lstsq(X, yv, rcond=None)
+    fitted = X @ beta
+    resid = yv - fitted
+    ssr = float(resid @ resid)
+    ybar = float(yv.mean())
+    sst = float(((yv - ybar) ** 2).sum())
+    df_model = int(rank) - 1
+    df_resid = n - int(rank)
+    notes: list[str] = []
+    if sst <= 0:
+        r2 = f_stat = p_value = np.nan
+        notes.append("every run has the same convergence step: R2 and the F-test are undefined")
+    else:
+        r2 = 1.0 - ssr / sst
+        if df_model >= 1 and df_resid >= 1 and ssr > 0:
+            f_stat = ((sst - ssr) / df_model) / (ssr / df_resid)
+            p_value = float(stats.f.sf(f_stat, df_model, df_resid))
+        elif df_model >= 1 and df_resid >= 1:
+            f_stat, p_value = np.inf, 0.0
+        else:
+            f_stat = p_value = np.nan
+            notes.append("no degrees of freedom for the F-test (a single state, or as many states as runs)")
+    if rank < len(design):
+        notes.append(f"occupancy design is rank deficient (rank {rank} < {len(design)}): minimum-norm levels")
+    sigma2 = ssr / df_resid if df_resid > 0 else np.nan
+    cov_beta = sigma2 * np.linalg.pinv(X.T @ X)
+    xbar = X.mean(axis=0)
+    contrast = np.eye(len(design)) - xbar[None, :]  # row k: e_k − x̄
+    effect = contrast @ beta  # = β_k − x̄ᵀβ = β_k − ȳ (the constant is in the span)
+    se = np.sqrt(np.maximum(np.einsum("ki,ij,kj->k", contrast, cov_beta, contrast), 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_val = effect / se
+    p_coef = 2 * stats.t.sf(np.abs(t_val), df_resid) if df_resid > 0 else np.full(len(design), np.nan)
+
+    coef = pd.DataFrame({"state": np.arange(K)})
+    coef["coefficient"] = np.nan
+    coef["std_error"] = np.nan
+    coef["t_value"] = np.nan
+    coef["p_value"] = np.nan
+    coef["level"] = np.nan
+    coef.loc[design, "coefficient"] = effect
+    coef.loc[design, "std_error"] = se
+    coef.loc[design, "t_value"] = t_val
+    coef.loc[design, "p_value"] = p_coef
+    coef.loc[design, "level"] = beta
+    coef["runs_visiting"] = visits.astype(int)
+    coef["mean_occupancy"] = occ.mean(axis=0).to_numpy()
+    coef["detour"] = (coef["coefficient"] > 0) & (coef["runs_visiting"] > 0) & (coef["runs_visiting"] < n)
+    return RegressionResult(
+        n_runs=n, n_states=K, design_states=design, unvisited_states=unvisited,
+        r2=float(r2), p_value=float(p_value), f_statistic=float(f_stat),
+        df_model=max(df_model, 0), df_resid=max(df_resid, 0), intercept=ybar,
+        coefficients=coef,
+        fitted=pd.Series(fitted, index=y.index), residuals=pd.Series(resid, index=y.index),
+        notes=notes,
+    )

@@ -1,0 +1,226 @@
+"""End to end: the analysis CLI commands on synthetic run directories with a planted detour."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from synthetic_runs import THRESHOLD, write_synthetic_runs
+from trainmap.analysis.hmm import load_model, model_from_params, save_model
+from trainmap.analysis.regression import dissimilarity, occupancy
+from trainmap.cli import main
+
+NAN_RUN, NEVER_RUN = 3, 6
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """Run every analysis command once, as the workflow would, under results/synth/."""
+    root = tmp_path_factory.mktemp("cli")
+    exp_dir = root / "results" / "synth"
+    exp = write_synthetic_runs(exp_dir / "runs", n_runs=14, n_checkpoints=120, no_biases=True,
+                               nan_runs=(NAN_RUN,), never_converge=(NEVER_RUN,), seed=0)
+    runs = [str(d) for d in exp.run_dirs]
+    hmm, mapd, figs = exp_dir / "hmm", exp_dir / "map", exp_dir / "figures"
+    fit = ["--zscore-first-n", str(exp.zscore_first_n), "--max-components", "4", "--restarts", "2", "--no-progress"]
+    thr = ["--threshold", str(THRESHOLD)]
+    with pytest.warns(RuntimeWarning, match="left out 1 run"):
+        assert main(["hmm-select", *runs, "--selection", str(hmm / "selection.csv"), "--model", str(hmm / "model.npz"),
+                     "--covariance", "diag", *fit]) == 0
+    assert main(["hmm-decode", *runs, "--model", str(hmm / "model.npz"), "--states", str(hmm / "states.csv")]) == 0
+    assert main(["map", *runs, "--model", str(hmm / "model.npz"), "--states", str(hmm / "states.csv"),
+                 "--edges", str(mapd / "edges.csv"), "--figure-dir", str(mapd), *thr]) == 0
+    assert main(["regress", *runs, "--states", str(hmm / "states.csv"), "--edges", str(mapd / "edges.csv"),
+                 "--out", str(exp_dir / "regression.json"), "--coefficients", str(exp_dir / "coefficients.csv"),
+                 "--model", str(hmm / "model.npz"), "--convergence", str(exp_dir / "convergence.csv"), *thr]) == 0
+    assert main(["baselines", *runs, "--out", str(exp_dir / "baselines.csv"), *fit]) == 0
+    assert main(["figures", *runs, "--selection", str(hmm / "selection.csv"), "--states", str(hmm / "states.csv"),
+                 "--out-dir", str(figs), *thr]) == 0
+    return exp, exp_dir, runs
+
+
+def test_selection_and_model_files(pipeline):
+    exp, d, _ = pipeline
+    sel = pd.read_csv(d / "hmm" / "selection.csv")
+    assert len(sel) == 4 * 2 and (sel["status"] == "ok").all()
+    assert int(sel.loc[sel["chosen"], "n_components"].iloc[0]) == 3  # the planted number of states
+    saved = load_model(d / "hmm" / "model.npz")
+    assert saved.model.n_components == 3 and saved.model.covariance_type == "diag"
+    assert "var_b" not in saved.features and "l2" in saved.features and len(saved.features) == 11
+    assert saved.zscore_first_n == exp.zscore_first_n
+    assert saved.metadata["excluded_runs"] == [str(NAN_RUN)]
+    assert sorted(saved.metadata["train_runs"] + saved.metadata["test_runs"]) == sorted(
+        r for r in exp.run_ids if r != str(NAN_RUN))
+
+
+def test_decoded_states_recover_the_planted_paths(pipeline):
+    exp, d, _ = pipeline
+    states = pd.read_csv(d / "hmm" / "states.csv", dtype={"run": str})
+    assert list(states.columns) == ["run", "step", "state"]
+    assert str(NAN_RUN) not in set(states["run"]) and states["run"].nunique() == 13
+    truth = np.concatenate([exp.true_states[r] for r in states["run"].unique()])
+    pairs = set(zip(truth, states["state"]))
+    assert len(pairs) == 3  # a one-to-one relabelling of the three true states
+
+
+def state_of(states: pd.DataFrame, exp, true_state: int) -> int:
+    run = states["run"].iloc[0]
+    first = states[states["run"] == run]
+    truth = exp.true_states[run]
+    return int(first["state"].to_numpy()[truth == true_state][0]) if (truth == true_state).any() else -1
+
+
+def test_map_forks_at_the_start_and_marks_the_detour(pipeline):
+    exp, d, _ = pipeline
+    states = pd.read_csv(d / "hmm" / "states.csv", dtype={"run": str})
+    relabel = {}
+    for run, g in states.groupby("run"):
+        for t, s in zip(exp.true_states[run], g["state"]):
+            relabel[int(t)] = int(s)
+    init, detour, final = relabel[0], relabel[1], relabel[2]
+    edges = pd.read_csv(d / "map" / "edges.csv", dtype={"runs": str})
+    assert {(e.source, e.target) for e in edges.itertuples()} == {(init, detour), (detour, final), (init, final)}
+    decoded_detour_runs = sorted(r for r in exp.detour_runs if r != str(NAN_RUN))
+    via_detour = edges[(edges["source"] == init) & (edges["target"] == detour)].iloc[0]
+    assert sorted(via_detour["runs"].split(";")) == decoded_detour_runs
+    assert via_detour["n_runs_total"] == 13
+    direct = edges[(edges["source"] == init) & (edges["target"] == final)].iloc[0]
+    assert via_detour["convergence_mean"] > direct["convergence_mean"]
+    assert edges["label"].str.match(r"^\S+ [↑↓]\d+\.\d\d, ").all()
+    svg = (d / "map" / "training_map.svg").read_text(encoding="utf-8")
+    assert "detour" in svg and "Training map — synth" in svg
+    assert (d / "map" / "training_map.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_regression_finds_the_detour_state(pipeline):
+    exp, d, _ = pipeline
+    reg = json.loads((d / "regression.json").read_text())
+    states = pd.read_csv(d / "hmm" / "states.csv", dtype={"run": str})
+    detour_state = {int(s) for r in exp.detour_runs if r != str(NAN_RUN)
+                    for s, t in zip(states.loc[states["run"] == r, "state"], exp.true_states[r]) if t == 1}
+    assert reg["detour_states"] == sorted(detour_state)
+    for key in ("n_runs", "n_states", "r2", "p_value", "dissimilarity", "forking", "never_converged"):
+        assert key in reg
+    assert reg["experiment"] == "synth" and reg["n_runs"] == 13 and reg["n_states"] == 3
+    assert reg["forking"] is True and reg["unvisited_states"] == []
+    assert reg["r2"] > 0.5 and reg["p_value"] < 0.01
+    never = str(exp.run_ids[NEVER_RUN])
+    assert reg["never_converged"] == [never]
+    by_run = {r["run"]: r for r in reg["runs"]}
+    assert by_run[never]["convergence_step"] == exp.steps[-1] and not by_run[never]["converged"]
+    for run, step in exp.convergence.items():
+        if step is not None and run in by_run:
+            assert by_run[run]["convergence_step"] == step
+    occ = occupancy({r: g["state"].to_numpy() for r, g in states.groupby("run")}, 3)
+    assert reg["dissimilarity"] == pytest.approx(dissimilarity(occ.to_numpy()))
+    coef = pd.read_csv(d / "coefficients.csv")
+    assert list(coef.columns) == ["state", "coefficient", "std_error", "t_value", "p_value", "level",
+                                  "runs_visiting", "mean_occupancy", "detour"]
+    assert list(coef.loc[coef["detour"], "state"]) == reg["detour_states"]
+    conv = pd.read_csv(d / "convergence.csv", dtype={"run": str})
+    assert list(conv.columns) == ["run", "convergence_step", "converged", "last_step"] and len(conv) == 13
+
+
+def test_figures_are_written_as_png_and_svg(pipeline):
+    _, d, _ = pipeline
+    for name in ("model_selection", "convergence_histogram", "trajectories"):
+        assert (d / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        svg = (d / "figures" / f"{name}.svg").read_text(encoding="utf-8")
+        assert "<svg" in svg
+    assert "synth" in (d / "figures" / "model_selection.svg").read_text(encoding="utf-8")
+
+
+def test_tables_across_experiments(pipeline, tmp_path):
+    _, d, _ = pipeline
+    out = tmp_path / "results"
+    assert main(["tables", "--experiment", f"modular={d}", "--experiment", f"copy={d}", "--out-dir", str(out)]) == 0
+    reg = json.loads((d / "regression.json").read_text())
+    t1 = pd.read_csv(out / "table1.csv")
+    assert list(t1.columns) == ["experiment", "n_runs", "n_states", "r2", "p_value", "dissimilarity", "forking"]
+    assert list(t1["experiment"]) == ["modular", "copy"]
+    assert t1.loc[0, "r2"] == pytest.approx(reg["r2"]) and bool(t1.loc[0, "forking"])
+    t2 = pd.read_csv(out / "table2.csv")
+    assert list(t2.columns) == ["experiment", "state", "coefficient", "runs_visiting", "detour"]
+    assert len(t2) == 6 and list(t2.loc[t2["detour"], "state"]) == reg["detour_states"] * 2
+    t4 = pd.read_csv(out / "table4.csv")
+    assert list(t4.columns) == ["experiment", "method", "components", "bic"]
+    assert list(t4["method"]) == ["kmeans", "hmm_l2", "hmm"] * 2
+    assert t4.loc[2, "components"] == 3
+    base = pd.read_csv(d / "baselines.csv")
+    assert t4.loc[0, "bic"] == pytest.approx(base.loc[(base["method"] == "kmeans") & base["chosen"], "bic"].iloc[0])
+    md = (out / "table1.md").read_text(encoding="utf-8")
+    assert "| modular | 13 | 3 |" in md and "< 0.001" in md and "✓" in md
+    assert "**detour**" in (out / "table2.md").read_text(encoding="utf-8")
+
+
+def test_unvisited_state_is_reported_not_a_crash(pipeline, tmp_path):
+    _, d, runs = pipeline
+    saved = load_model(d / "hmm" / "model.npz")
+    m = saved.model
+    n, dim = m.n_components, m.n_features
+    # Add a fourth state far from every checkpoint, unreachable in practice.
+    start = np.r_[m.startprob_ * (1 - 1e-9), 1e-9]
+    trans = np.zeros((n + 1, n + 1))
+    trans[:n, :n] = m.transmat_ * (1 - 1e-9)
+    trans[:n, n] = 1e-9
+    trans[n] = np.r_[np.zeros(n), 1.0]
+    means = np.vstack([m.means_, np.full(dim, 50.0)])
+    covars = np.concatenate([m.covars_, np.eye(dim)[None]])
+    bigger = model_from_params(start, trans, means, covars, covariance_type="diag")
+    save_model(tmp_path / "model.npz", bigger, features=saved.features, zscore_first_n=saved.zscore_first_n)
+    st = tmp_path / "states.csv"
+    assert main(["hmm-decode", *runs, "--model", str(tmp_path / "model.npz"), "--states", str(st)]) == 0
+    assert main(["map", *runs, "--model", str(tmp_path / "model.npz"), "--states", str(st), "--edges",
+                 str(tmp_path / "edges.csv"), "--figure-dir", str(tmp_path), "--threshold", "0.9"]) == 0
+    assert "not visited" in (tmp_path / "training_map.svg").read_text(encoding="utf-8")
+    with pytest.warns(RuntimeWarning, match="state\\(s\\) 3 visited by no run"):
+        assert main(["regress", *runs, "--states", str(st), "--edges", str(tmp_path / "edges.csv"), "--out",
+                     str(tmp_path / "r.json"), "--coefficients", str(tmp_path / "c.csv"), "--model",
+                     str(tmp_path / "model.npz"), "--threshold", "0.9"]) == 0
+    reg = json.loads((tmp_path / "r.json").read_text())
+    assert reg["n_states"] == 4 and reg["unvisited_states"] == [3]
+    coef = pd.read_csv(tmp_path / "c.csv")
+    assert np.isnan(coef.loc[3, "coefficient"]) and coef.loc[3, "runs_visiting"] == 0
+
+
+def test_missing_eval_accuracy_gives_nan_results_not_a_crash(pipeline, tmp_path):
+    _, d, runs = pipeline
+    copies = []
+    for run in runs:
+        dest = tmp_path / "runs" / Path(run).name
+        shutil.copytree(run, dest)
+        log = pd.read_csv(dest / "log.csv").drop(columns=["eval_accuracy"])
+        log.to_csv(dest / "log.csv", index=False)
+        copies.append(str(dest))
+    with pytest.warns(RuntimeWarning, match="convergence is undefined for 13 run"):
+        assert main(["regress", *copies, "--states", str(d / "hmm" / "states.csv"), "--edges",
+                     str(d / "map" / "edges.csv"), "--out", str(tmp_path / "r.json"), "--coefficients",
+                     str(tmp_path / "c.csv"), "--threshold", "0.9"]) == 0
+    reg = json.loads((tmp_path / "r.json").read_text())
+    assert reg["r2"] is None and reg["p_value"] is None and reg["detour_states"] == []
+    assert reg["n_runs"] == 13 and reg["n_runs_regression"] == 0
+    assert len(reg["undefined_convergence"]) == 13
+    assert reg["dissimilarity"] is not None  # needs no convergence
+    assert main(["figures", *copies, "--selection", str(d / "hmm" / "selection.csv"), "--states",
+                 str(d / "hmm" / "states.csv"), "--out-dir", str(tmp_path / "fig"), "--threshold", "0.9"]) == 0
+    assert (tmp_path / "fig" / "trajectories.png").is_file()
+
+
+def test_user_errors_are_one_line(tmp_path):
+    exp = write_synthetic_runs(tmp_path / "runs", n_runs=4, n_checkpoints=20)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainmap.cli", "hmm-select", *map(str, exp.run_dirs), "--selection",
+         str(tmp_path / "s.csv"), "--model", str(tmp_path / "m.npz"), "--no-progress"],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines == ["trainmap hmm-select: error: only 4 usable run(s) of 4, need at least 5"]
+    assert not (tmp_path / "s.csv").exists() and not (tmp_path / "m.npz").exists()

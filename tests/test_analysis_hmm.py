@@ -1,0 +1,225 @@
+"""HMM model selection, failure handling, determinism and the npz model round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hmmlearn.hmm import GaussianHMM
+from sklearn.metrics import adjusted_rand_score
+
+from trainmap.analysis import hmm as hmm_mod
+from trainmap.analysis.errors import AnalysisError, ModelFormatError
+from trainmap.analysis.hmm import (
+    SELECTION_COLUMNS,
+    decode_states,
+    fit_hmm,
+    information_criteria,
+    load_model,
+    model_from_params,
+    n_free_parameters,
+    save_model,
+    select_hmm,
+    split_runs,
+)
+
+
+def four_state_hmm() -> GaussianHMM:
+    """A known 4-state Gaussian HMM over 3 features with sticky states."""
+    rng = np.random.default_rng(42)
+    n, d = 4, 3
+    transmat = np.full((n, n), 0.02 / (n - 1))
+    np.fill_diagonal(transmat, 0.98)
+    means = np.array([[0.0, 0.0, 0.0], [3.0, 0.0, -1.0], [0.0, 3.0, 1.0], [-2.0, -2.0, 3.0]])
+    covars = []
+    for _ in range(n):
+        a = rng.normal(size=(d, d)) * 0.3
+        covars.append(a @ a.T + 0.4 * np.eye(d))
+    return model_from_params(np.full(n, 1 / n), transmat, means, np.array(covars))
+
+
+@pytest.fixture(scope="module")
+def sampled():
+    truth = four_state_hmm()
+    seqs, paths = [], []
+    for i in range(40):
+        X, s = truth.sample(150, random_state=i)
+        seqs.append(X)
+        paths.append(s)
+    return truth, seqs, paths
+
+
+def test_selection_recovers_the_true_number_of_states(sampled):
+    truth, seqs, paths = sampled
+    sel = select_hmm(seqs, max_components=6, n_restarts=2, covariance_type="full", seed=0)
+    assert sel.n_components == 4
+    table = sel.table
+    assert list(table.columns) == SELECTION_COLUMNS
+    assert len(table) == 6 * 2 and set(table["n_components"]) == set(range(1, 7))
+    assert table["chosen"].sum() == 1 and table["best_for_n"].sum() == 6
+    chosen = table[table["chosen"]].iloc[0]
+    assert chosen["bic"] == table.loc[table["status"] == "ok", "bic"].min()
+    assert table["converged"].all()
+    # Decoded paths match the truth up to relabelling.
+    decoded = decode_states(sel.model, seqs)
+    assert adjusted_rand_score(np.concatenate(paths), np.concatenate(decoded)) > 0.95
+    # Held-out split: 8 of 40 runs.
+    assert len(sel.test_runs) == 8 and len(sel.train_runs) == 32
+    assert not set(sel.test_runs) & set(sel.train_runs)
+
+
+def test_criteria_match_hmmlearn_on_the_held_out_runs(sampled):
+    _, seqs, _ = sampled
+    sel = select_hmm(seqs[:10], max_components=3, n_restarts=1, covariance_type="diag", seed=3)
+    X_test = np.concatenate([seqs[i] for i in sel.test_runs])
+    lengths = [len(seqs[i]) for i in sel.test_runs]
+    chosen = sel.table[sel.table["chosen"]].iloc[0]
+    assert chosen["test_loglik"] == pytest.approx(sel.model.score(X_test, lengths))
+    assert chosen["bic"] == pytest.approx(sel.model.bic(X_test, lengths))
+    assert chosen["aic"] == pytest.approx(sel.model.aic(X_test, lengths))
+    assert chosen["n_test_obs"] == len(X_test)
+    for cov in ("full", "diag"):
+        for n in (1, 3, 5):
+            m = GaussianHMM(n_components=n, covariance_type=cov)
+            m.n_features = 7
+            assert n_free_parameters(n, 7, cov) == sum(m._get_n_fit_scalars_per_param().values())
+    aic, bic = information_criteria(-100.0, 10, 50)
+    assert aic == pytest.approx(220.0) and bic == pytest.approx(200.0 + 10 * np.log(50))
+
+
+def test_fast_estep_gives_hmmlearns_fit(sampled):
+    _, seqs, _ = sampled
+    # Fortran order, as pandas hands out metrics columns: hmmlearn's C++ kernels need C order.
+    X = np.asfortranarray(np.concatenate(seqs[:6]))
+    lengths = [len(s) for s in seqs[:6]]
+    for cov, n in (("full", 3), ("diag", 3), ("full", 2), ("diag", 2)):
+        fast, _, _ = fit_hmm(X, lengths, n, covariance_type=cov, random_state=1, n_iter=8, tol=0, fast=True)
+        plain, _, _ = fit_hmm(X, lengths, n, covariance_type=cov, random_state=1, n_iter=8, tol=0, fast=False)
+        assert type(plain) is GaussianHMM and isinstance(fast, GaussianHMM)
+        for name in ("startprob_", "transmat_", "means_", "covars_"):
+            np.testing.assert_allclose(getattr(fast, name), getattr(plain, name), rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(fast.monitor_.history, plain.monitor_.history, rtol=1e-10)
+
+
+def test_fast_density_handles_a_singular_covariance_like_hmmlearn(sampled):
+    _, seqs, _ = sampled
+    X = np.concatenate(seqs[:2])
+    fast, _, _ = fit_hmm(X, [150, 150], 2, n_iter=2, fast=True)
+    plain = GaussianHMM(n_components=2, covariance_type="full")
+    plain.n_features = fast.n_features
+    plain.startprob_, plain.transmat_, plain.means_ = fast.startprob_, fast.transmat_, fast.means_
+    # A state collapsed onto a plane: its covariance is singular, as EM can leave it.
+    singular = np.array([fast.covars_[0], np.diag([1.0, 1.0, 0.0])])
+    fast._covars_ = plain._covars_ = singular
+    np.testing.assert_allclose(fast._compute_log_likelihood(X), plain._compute_log_likelihood(X), rtol=1e-9)
+    hopeless = np.array([fast.covars_[0], np.diag([1.0, -1.0, 0.0])])
+    fast._covars_ = hopeless
+    with pytest.raises(ValueError, match="positive-definite"):
+        fast._compute_log_likelihood(X)
+
+
+def test_selection_does_not_depend_on_thread_count(sampled):
+    _, seqs, _ = sampled
+    kwargs = dict(max_components=3, n_restarts=2, covariance_type="full", seed=7)
+    one = select_hmm(seqs[:10], threads=1, **kwargs)
+    two = select_hmm(seqs[:10], threads=2, **kwargs)
+    assert one.table.equals(two.table)
+    for name in ("startprob_", "transmat_", "means_", "covars_"):
+        np.testing.assert_array_equal(getattr(one.model, name), getattr(two.model, name))
+    other_seed = select_hmm(seqs[:10], threads=1, **{**kwargs, "seed": 8})
+    assert not other_seed.table["seed"].equals(one.table["seed"])
+
+
+def test_failed_restarts_are_recorded_and_skipped(sampled, monkeypatch):
+    _, seqs, _ = sampled
+    real_fit = hmm_mod.fit_hmm
+
+    def flaky(X, lengths, n_components, **kw):
+        if n_components == 2:
+            raise ValueError("'covars' must be symmetric, positive-definite")
+        model, converged, iters = real_fit(X, lengths, n_components, **kw)
+        if n_components == 3 and kw["random_state"] % 2 == 0:
+            model.means_ = np.full_like(model.means_, np.nan)
+        return model, converged, iters
+
+    monkeypatch.setattr(hmm_mod, "fit_hmm", flaky)
+    sel = select_hmm(seqs[:10], max_components=3, n_restarts=3, covariance_type="diag", seed=0)
+    table = sel.table
+    two = table[table["n_components"] == 2]
+    assert (two["status"] == "failed").all()
+    assert two["error"].str.contains("positive-definite").all()
+    assert two["bic"].isna().all() and not two["best_for_n"].any()
+    nan_rows = table[(table["n_components"] == 3) & (table["seed"] % 2 == 0)]
+    assert (nan_rows["status"] == "failed").all()
+    assert nan_rows["error"].str.contains("non-finite").all()
+    assert sel.n_components in (1, 3) and (table["status"] == "ok").any()
+
+
+def test_every_fit_failing_is_a_clear_error(sampled, monkeypatch):
+    _, seqs, _ = sampled
+
+    def broken(*args, **kwargs):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(hmm_mod, "fit_hmm", broken)
+    with pytest.raises(AnalysisError, match="every HMM fit failed.*boom"):
+        select_hmm(seqs[:6], max_components=2, n_restarts=1)
+
+
+def test_fit_reports_non_convergence(sampled):
+    _, seqs, _ = sampled
+    X = np.concatenate(seqs[:4])
+    _, converged, iters = fit_hmm(X, [150] * 4, 3, n_iter=2, tol=0.0)
+    assert iters == 2 and not converged
+    _, converged, _ = fit_hmm(X, [150] * 4, 3, n_iter=500)
+    assert converged
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    train, test = split_runs(40, 0.2, seed=1)
+    assert len(test) == 8 and len(train) == 32
+    assert sorted(np.concatenate([train, test])) == list(range(40))
+    again = split_runs(40, 0.2, seed=1)
+    assert np.array_equal(train, again[0]) and np.array_equal(test, again[1])
+    assert not np.array_equal(test, split_runs(40, 0.2, seed=2)[1])
+    assert len(split_runs(5, 0.2, 0)[1]) == 1
+    with pytest.raises(ValueError):
+        split_runs(10, 1.5, 0)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_model_round_trip_gives_identical_decoded_states(tmp_path, sampled, covariance_type):
+    _, seqs, _ = sampled
+    X = np.concatenate(seqs[:8])
+    model, _, _ = fit_hmm(X, [150] * 8, 4, covariance_type=covariance_type, random_state=0, fast=False)
+    features = ["l2", "μ(λ)", "trace"]  # unicode survives
+    path = tmp_path / "model.npz"
+    save_model(path, model, features=features, zscore_first_n=123,
+               metadata={"seed": 5, "train_runs": ["1", "2"], "restart": 3})
+    with np.load(path, allow_pickle=False) as data:  # readable without pickle
+        assert data["covars"].shape == (4, 3, 3)
+        assert str(data["covariance_type"]) == covariance_type
+        assert list(data["features"]) == features
+    saved = load_model(path)
+    assert saved.features == features and saved.zscore_first_n == 123
+    assert saved.metadata == {"seed": 5, "train_runs": ["1", "2"], "restart": 3}
+    loaded = saved.model
+    assert isinstance(loaded, GaussianHMM) and loaded.covariance_type == covariance_type
+    for name in ("startprob_", "transmat_", "means_", "covars_"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(model, name))
+    np.testing.assert_array_equal(loaded._covars_, model._covars_)
+    for seq in seqs[8:20]:
+        np.testing.assert_array_equal(loaded.predict(seq), model.predict(seq))
+        assert loaded.score(seq) == model.score(seq)
+
+
+def test_bad_model_files_are_clear_errors(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(ModelFormatError, match="not a readable model file"):
+        load_model(bad)
+    other = tmp_path / "other.npz"
+    np.savez(other, startprob=np.ones(2) / 2)
+    with pytest.raises(ModelFormatError, match="not a trainmap model file"):
+        load_model(other)
+    with pytest.raises(ModelFormatError, match="inconsistent shapes"):
+        model_from_params(np.ones(2) / 2, np.eye(2), np.zeros((2, 3)), np.zeros((3, 3, 3)))
