@@ -153,6 +153,7 @@ def _add_fit_options(p, *, restarts_help: str) -> None:
     p.add_argument("--zscore-first-n", type=int, default=1000,
                    help="z-score each run with the mean/sd of its first N checkpoints (default 1000)")
     p.add_argument("--min-checkpoints", type=int, default=2, help="leave out runs with fewer checkpoints (default 2)")
+    p.add_argument("--min-runs", type=int, default=5, help="fewer usable runs is an error (default 5)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="share of runs held out for BIC (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/test split and of every restart (default 0)")
     p.add_argument("--n-iter", type=int, default=None, help="most EM iterations per fit (default 1000)")
@@ -168,7 +169,7 @@ def _fit_kwargs(args: argparse.Namespace) -> dict:
 
     return dict(
         max_components=args.max_components, restarts=args.restarts, zscore_first_n=args.zscore_first_n,
-        min_checkpoints=args.min_checkpoints, test_fraction=args.test_fraction, seed=args.seed,
+        min_checkpoints=args.min_checkpoints, min_runs=args.min_runs, test_fraction=args.test_fraction, seed=args.seed,
         n_iter=args.n_iter if args.n_iter is not None else DEFAULT_N_ITER,
         tol=args.tol if args.tol is not None else DEFAULT_TOL,
         min_covar=args.min_covar if args.min_covar is not None else DEFAULT_MIN_COVAR,

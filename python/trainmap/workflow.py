@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -27,6 +29,7 @@ __all__ = [
     "experiments",
     "data_problems",
     "engine_fingerprint",
+    "prefer_this_installation",
 ]
 
 #: Convergence thresholds of DESIGN.md's experiment table, used when a config gives none.
@@ -84,7 +87,10 @@ def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
         if error.validator == "propertyNames":
             raise ConfigError(f"config key {_key(error.absolute_path)}: bad name {error.instance!r} "
                               f"(letters, digits and _ only)")
-        raise ConfigError(f"config key {_key(error.absolute_path)}: {error.message}")
+        hint = ""
+        if error.validator == "type" and error.validator_value == "boolean" and isinstance(error.instance, str):
+            hint = " (on the command line write --config KEY=True or KEY=False)"
+        raise ConfigError(f"config key {_key(error.absolute_path)}: {error.message}{hint}")
     return config
 
 
@@ -134,17 +140,23 @@ class Experiment:
             args.append(f"--exclude {shlex.quote(m['exclude'])}")
         return " ".join(args)
 
-    def hmm_args(self) -> str:
+    def _fit_args(self, max_components: int) -> list[str]:
         h = self.hmm
-        return " ".join([
-            f"--max-components {h['max_components']}", f"--restarts {h['restarts']}",
-            f"--covariance {h['covariance']}", f"--zscore-first-n {h['zscore_first_n']}",
-            f"--test-fraction {h['test_fraction']}", f"--seed {h['seed']}",
-            f"--n-iter {h['n_iter']}", f"--tol {h['tol']}", f"--min-runs {h['min_runs']}",
-        ])
+        return [
+            f"--max-components {max_components}", f"--restarts {h['restarts']}",
+            f"--zscore-first-n {h['zscore_first_n']}", f"--test-fraction {h['test_fraction']}",
+            f"--seed {h['seed']}", f"--n-iter {h['n_iter']}", f"--tol {h['tol']}", f"--min-runs {h['min_runs']}",
+        ]
+
+    def hmm_args(self) -> str:
+        return " ".join([*self._fit_args(self.hmm["max_components"]), f"--covariance {self.hmm['covariance']}"])
+
+    def baseline_args(self) -> str:
+        """The HMM's split and fitting options, so the baselines are scored on the same runs."""
+        return " ".join(self._fit_args(self.baselines["max_components"]))
 
     def threshold_arg(self) -> str:
-        return "" if self.threshold is None else f"--threshold {self.threshold}"
+        return f"--threshold {self.threshold}"
 
 
 def _cli_value(value: Any) -> str:
@@ -182,6 +194,9 @@ def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
             clash = [k for k in ("task", "seeds", "train") if k in spec and spec[k] != {}]
             if clash:
                 raise ConfigError(f"config key {key}: an imported experiment (sources) cannot also set {', '.join(clash)}")
+            if common["threshold"] is None:
+                raise ConfigError(f"config key {key}.threshold: imported series need a convergence threshold "
+                                  "on their eval accuracy")
             resolved[name] = Experiment(runs=tuple(spec["sources"]), sources=dict(spec["sources"]), **common)
             continue
         missing = [k for k in ("task", "seeds") if k not in spec]
@@ -237,3 +252,12 @@ def engine_fingerprint(crate_dir: str | Path) -> str:
         digest.update(path.relative_to(crate_dir).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def prefer_this_installation() -> None:
+    """Put the bin directory of the running interpreter first on PATH, so rules call the
+    ``trainmap`` command of the installation the Snakefile imported (e.g. ``.venv/bin`` when
+    run as ``.venv/bin/snakemake``) rather than whatever PATH finds first. Jobs inherit the
+    environment, on a cluster too; with ``--use-conda`` the activated environment comes first.
+    """
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")

@@ -43,6 +43,7 @@ rule regress:
         edges="results/{exp}/map/edges.csv",
     output:
         regression="results/{exp}/regression.json",
+        convergence="results/{exp}/convergence.csv",
         coefficients=report(
             "results/{exp}/coefficients.csv",
             caption="../report/coefficients.rst",
@@ -62,6 +63,7 @@ rule regress:
     shell:
         "trainmap regress {params.runs} --model {input.model} --states {input.states} --edges {input.edges}"
         " {params.threshold} --out {output.regression} --coefficients {output.coefficients}"
+        " --convergence {output.convergence}"
         " --experiment {wildcards.exp} > {log} 2>&1"
 
 
@@ -72,11 +74,7 @@ rule baselines:
         "results/{exp}/baselines.csv",
     params:
         runs=lambda w: exp_of(w).run_dirs(),
-        options=lambda w: (
-            f"--max-components {exp_of(w).baselines['max_components']}"
-            f" --zscore-first-n {exp_of(w).hmm['zscore_first_n']}"
-            f" --test-fraction {exp_of(w).hmm['test_fraction']} --seed {exp_of(w).hmm['seed']}"
-        ),
+        options=lambda w: exp_of(w).baseline_args(),
     threads: config["threads"]["hmm"]
     resources:
         mem_mb=4000,
@@ -86,7 +84,8 @@ rule baselines:
     conda:
         "../../envs/trainmap.yaml"
     shell:
-        "trainmap baselines {params.runs} --out {output} {params.options} --threads {threads} > {log} 2>&1"
+        "trainmap baselines {params.runs} --out {output} {params.options} --threads {threads}"
+        " > {log} 2>&1"
 
 
 rule figures:

@@ -27,8 +27,10 @@ if os.path.isdir(_crate) and tw.engine_fingerprint(_crate) != ENGINE:
         "run `make setup` (or pip install -e .) to rebuild it"
     )
 
+tw.prefer_this_installation()
+
 TABLES = expand("results/table{n}.{ext}", n=(1, 2, 4), ext=("csv", "md"))
-FIGURES = ("selection_curves", "convergence_histogram", "trajectories")
+FIGURES = ("model_selection", "convergence_histogram", "trajectories")
 
 
 wildcard_constraints:
@@ -57,3 +59,13 @@ def experiment_outputs(name):
         f"results/{name}/map/training_map.png",
         *expand("results/{name}/figures/{fig}.{ext}", name=name, fig=FIGURES, ext=("png", "svg")),
     ]
+
+
+def table_inputs(wildcards):
+    """What the cross-experiment tables read from every experiment."""
+    return {
+        "regression": expand("results/{exp}/regression.json", exp=EXPERIMENTS),
+        "coefficients": expand("results/{exp}/coefficients.csv", exp=EXPERIMENTS),
+        "selection": expand("results/{exp}/hmm/selection.csv", exp=EXPERIMENTS),
+        "baselines": expand("results/{exp}/baselines.csv", exp=EXPERIMENTS),
+    }

@@ -1,15 +1,6 @@
 # The paper's Tables 1, 2 and 4 across all experiments, as CSV and Markdown.
 
 
-def table_inputs(wildcards):
-    return {
-        "regression": expand("results/{exp}/regression.json", exp=EXPERIMENTS),
-        "coefficients": expand("results/{exp}/coefficients.csv", exp=EXPERIMENTS),
-        "selection": expand("results/{exp}/hmm/selection.csv", exp=EXPERIMENTS),
-        "baselines": expand("results/{exp}/baselines.csv", exp=EXPERIMENTS),
-    }
-
-
 rule tables:
     input:
         unpack(table_inputs),

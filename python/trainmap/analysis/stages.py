@@ -74,6 +74,7 @@ def hmm_select(
     covariance: str = "full",
     zscore_first_n: int = 1000,
     min_checkpoints: int = 2,
+    min_runs: int = MIN_RUNS,
     test_fraction: float = 0.2,
     seed: int = 0,
     n_iter: int = DEFAULT_N_ITER,
@@ -85,7 +86,7 @@ def hmm_select(
     """``trainmap hmm-select``: z-score the runs, select the HMM by held-out BIC, write
     selection.csv and model.npz. Returns the :class:`~trainmap.analysis.hmm.HMMSelection`."""
     runs = load_runs(run_dirs)
-    traj = prepare_trajectories(runs, zscore_first_n=zscore_first_n, min_checkpoints=min_checkpoints, min_runs=MIN_RUNS)
+    traj = prepare_trajectories(runs, zscore_first_n=zscore_first_n, min_checkpoints=min_checkpoints, min_runs=min_runs)
     sel = select_hmm(
         traj.data, max_components=max_components, n_restarts=restarts, covariance_type=covariance,
         test_fraction=test_fraction, seed=seed, n_iter=n_iter, tol=tol, min_covar=min_covar,
@@ -286,6 +287,7 @@ def baselines(
     restarts: int = 5,
     zscore_first_n: int = 1000,
     min_checkpoints: int = 2,
+    min_runs: int = MIN_RUNS,
     test_fraction: float = 0.2,
     seed: int = 0,
     n_iter: int = DEFAULT_N_ITER,
@@ -296,7 +298,7 @@ def baselines(
 ) -> pd.DataFrame:
     """``trainmap baselines``: k-means and HMM-on-l2 rows for every k/n → baselines.csv."""
     runs = load_runs(run_dirs)
-    traj = prepare_trajectories(runs, zscore_first_n=zscore_first_n, min_checkpoints=min_checkpoints, min_runs=MIN_RUNS)
+    traj = prepare_trajectories(runs, zscore_first_n=zscore_first_n, min_checkpoints=min_checkpoints, min_runs=min_runs)
     table = _baselines.baseline_table(
         traj.data, traj.features, max_components=max_components, n_restarts=restarts,
         test_fraction=test_fraction, seed=seed, n_iter=n_iter, tol=tol, min_covar=min_covar,
