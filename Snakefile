@@ -7,15 +7,18 @@
 # train -> metrics -> hmm_select -> hmm_decode -> training_map -> regress -> tables,
 # plus baselines and figures; file contracts in DESIGN.md. Rules call the trainmap CLI.
 
+import os
+
 from snakemake.utils import min_version
 
 min_version("8.20")
 
 # A --configfile that defines experiments replaces the default experiments instead of
-# being merged into them (Snakemake merges config files key by key).
+# being merged into them (Snakemake merges config files key by key). The default sits
+# beside this Snakefile, whatever the working directory (--directory).
 if "experiments" not in config:
 
-    configfile: "config.yaml"
+    configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 report: "workflow/report/workflow.rst"

@@ -23,8 +23,8 @@ import pytest
 from cluster.harness import (
     LOCAL_PROFILE,
     SLURM_PROFILE,
-    STANDIN,
     Cluster,
+    WorkflowCase,
     SnakemakeResult,
     file_mtimes,
     files_differ,
@@ -35,8 +35,25 @@ from cluster.harness import (
 
 pytestmark = pytest.mark.cluster
 
-#: What runs on the cluster. The one line to change for the real workflow.
-CASE = STANDIN
+from snakemake_runner import REPO, TINY_CONFIG
+
+_RUNS = [(exp, run) for exp in ("digits", "digits_sgd") for run in range(4)]
+
+#: The real workflow on the tiny end-to-end configuration (two experiments, four seeds).
+#: The deliberate failure: tests/cluster/fail_shim makes `trainmap metrics` fail for digits
+#: run 2 when it is on PYTHONPATH (SLURM jobs inherit the environment).
+CASE = WorkflowCase(
+    snakefile=REPO / "Snakefile",
+    targets=("results/table1.csv", "results/table2.csv", "results/table4.csv",
+             "results/digits/map/training_map.svg", "results/digits_sgd/map/training_map.svg"),
+    compare=("results/table1.csv", "results/table2.csv", "results/table4.csv", "results/digits/map/edges.csv",
+             *(f"results/{exp}/runs/{run}/metrics.csv" for exp, run in _RUNS)),
+    args=("--configfile", str(TINY_CONFIG)),
+    fail_env={"PYTHONPATH": str(REPO / "tests" / "cluster" / "fail_shim")},
+    failing_job="rule_metrics_wildcards_digits_2",
+    fail_message="digits run 2 fails on purpose",
+    job_id_files={f"rule_train_wildcards_{exp}_{run}": f"results/{exp}/runs/{run}/run.json" for exp, run in _RUNS},
+)
 
 
 @pytest.fixture(scope="session")

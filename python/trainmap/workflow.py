@@ -84,9 +84,9 @@ def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
         if error.validator == "additionalProperties":
             extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
             raise ConfigError(f"config key {_key(error.absolute_path)}: unknown key {', '.join(map(repr, extra))}")
-        if error.validator == "propertyNames":
+        if "propertyNames" in error.schema_path:
             raise ConfigError(f"config key {_key(error.absolute_path)}: bad name {error.instance!r} "
-                              f"(letters, digits and _ only)")
+                              f"(must match {error.validator_value})")
         hint = ""
         if error.validator == "type" and error.validator_value == "boolean" and isinstance(error.instance, str):
             hint = " (on the command line write --config KEY=True or KEY=False)"
@@ -125,7 +125,10 @@ class Experiment:
     # Snakemake compares to decide what is stale).
 
     def train_args(self) -> str:
-        return " ".join(f"--set {shlex.quote(f'{key}={_cli_value(value)}')}" for key, value in self.train_overrides.items())
+        # Sorted: reordering keys in a config file must not make runs stale.
+        return " ".join(
+            f"--set {shlex.quote(f'{key}={_cli_value(value)}')}" for key, value in sorted(self.train_overrides.items())
+        )
 
     def train_fingerprint(self) -> str:
         """Every resolved training setting, defaults included: retrain when any changes."""

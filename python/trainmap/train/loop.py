@@ -507,6 +507,8 @@ def _run_record(
         "data": run.parts.data_info,
         "n_parameters": sum(p.numel() for p in run.model.parameters()),
         "device": _device_name(device),
+        # Which cluster job produced the run, when SLURM ran it (provenance).
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "trainmap_version": __version__,

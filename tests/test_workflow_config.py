@@ -1,0 +1,133 @@
+"""The workflow's configuration: schema validation, per-experiment resolution, data checks,
+the conda environment and the engine fingerprint."""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+import tomllib
+
+import pytest
+import yaml
+
+import trainmap.metrics
+import trainmap.workflow as tw
+from snakemake_runner import REPO
+
+SCHEMA = tw.load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
+
+
+def resolve(config: dict) -> dict[str, tw.Experiment]:
+    return tw.experiments(tw.validate_config(copy.deepcopy(config), SCHEMA))
+
+
+def minimal(**experiment) -> dict:
+    return {"experiments": {"exp": {"task": "parities", "seeds": 3, **experiment}}}
+
+
+def test_defaults_are_filled_in():
+    exp = resolve(minimal())["exp"]
+    assert exp.runs == ("0", "1", "2")
+    assert exp.threshold == 0.9  # DESIGN.md's threshold for parities
+    assert exp.hmm["max_components"] == 8 and exp.hmm["covariance"] == "full"
+    assert exp.metrics["svd"] == "auto"
+    assert exp.train_settings["epochs"] == 500  # the task's own default
+
+
+@pytest.mark.parametrize(
+    "config, key",
+    [
+        (minimal(typo=1), "experiments.exp: unknown key 'typo'"),
+        (minimal(hmm={"restarts": 0}), "experiments.exp.hmm.restarts: 0 is less than the minimum of 1"),
+        (minimal(hmm={"covariance": "spherical"}), "experiments.exp.hmm.covariance"),
+        (minimal(task="imagenet"), "experiments.exp.task"),
+        (minimal(seeds=[0, 0]), "experiments.exp.seeds"),
+        ({"experiments": {}, "cores": 3}, "(top level): unknown key 'cores'"),
+        ({"experiments": {"bad-name": {"task": "digits", "seeds": 1}}}, "bad name 'bad-name'"),
+    ],
+)
+def test_schema_errors_name_the_key(config, key):
+    with pytest.raises(tw.ConfigError) as info:
+        resolve(config)
+    assert key in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_boolean_from_the_command_line_gets_a_hint():
+    with pytest.raises(tw.ConfigError, match=r"config key download: .*KEY=True"):
+        resolve({**minimal(), "download": "true"})
+
+
+@pytest.mark.parametrize(
+    "train, message",
+    [({"lr": "fast"}, r"experiments\.exp\.train: .*lr"), ({"nonsense": 1}, r"experiments\.exp\.train: .*nonsense")],
+)
+def test_training_settings_are_checked_against_the_task(train, message):
+    with pytest.raises(tw.ConfigError, match=message):
+        resolve(minimal(train=train))
+
+
+def test_experiment_kinds_are_checked():
+    with pytest.raises(tw.ConfigError, match=r"experiments\.exp: needs seeds"):
+        resolve({"experiments": {"exp": {"task": "digits"}}})
+    with pytest.raises(tw.ConfigError, match=r"cannot also set task"):
+        resolve({"experiments": {"exp": {"task": "digits", "sources": {"a": "/x"}, "threshold": 0.5}}})
+    with pytest.raises(tw.ConfigError, match=r"experiments\.exp\.threshold"):
+        resolve({"experiments": {"exp": {"sources": {"a": "/x"}}}})
+
+
+def test_imported_series(tmp_path):
+    (tmp_path / "seed_0").mkdir()
+    config = {"experiments": {"bert": {"sources": {"seed_0": str(tmp_path / "seed_0"), "seed_1": "/missing"},
+                                       "threshold": 0.5}}}
+    exp = resolve(config)["bert"]
+    assert exp.imported and exp.runs == ("seed_0", "seed_1")
+    problems = tw.data_problems({"bert": exp})
+    assert problems == ["experiment bert: sources.seed_1: /missing is not a directory"]
+
+
+def test_missing_datasets_are_named_with_the_config_key(tmp_path):
+    config = {"data_dir": str(tmp_path), "experiments": {"m": {"task": "mnist", "seeds": 1},
+                                                         "c": {"task": "cifar100", "seeds": 1}}}
+    problems = tw.data_problems(resolve(config))
+    assert len(problems) == 2
+    assert "config key data_dir" in problems[0] and "train-images-idx3-ubyte.gz" in problems[0]
+    assert "cifar-100-python.tar.gz" in problems[1]
+    assert tw.data_problems(resolve({**config, "download": True})) == []
+
+
+def test_options_are_passed_to_the_command_line():
+    exp = resolve(minimal(train={"epochs": 7, "lr": 0.5}, metrics={"exclude": "head|tail"},
+                          hmm={"restarts": 2, "min_runs": 4}))["exp"]
+    assert exp.train_args() == "--set epochs=7 --set lr=0.5"
+    reordered = resolve(minimal(train={"lr": 0.5, "epochs": 7}))["exp"]
+    assert reordered.train_args() == exp.train_args()  # key order in the file is irrelevant
+    assert "--exclude 'head|tail'" in exp.metrics_args()
+    assert "--restarts 2" in exp.hmm_args() and "--min-runs 4" in exp.hmm_args()
+    assert "--restarts 2" in exp.baseline_args() and "--covariance" not in exp.baseline_args()
+    assert exp.threshold_arg() == "--threshold 0.9"
+
+
+def test_conda_environment_matches_pyproject():
+    """envs/trainmap.yaml must name every runtime dependency with the same lower bound."""
+    conda_names = {"torch": "pytorch", "matplotlib": "matplotlib-base", "graphviz": "python-graphviz",
+                   "snakemake": "snakemake-minimal"}
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = yaml.safe_load((REPO / "envs" / "trainmap.yaml").read_text())["dependencies"]
+    env_specs = {entry.split()[0]: entry.split()[1] if " " in entry else "" for entry in env if isinstance(entry, str)}
+    for requirement in dependencies:
+        name, bound = re.match(r"([A-Za-z0-9_.-]+)(.*)", requirement).groups()
+        conda = conda_names.get(name, name)
+        assert conda in env_specs, f"{name} (conda: {conda}) missing from envs/trainmap.yaml"
+        assert env_specs[conda] == bound, f"{conda}: {env_specs[conda]!r} in envs/, {bound!r} in pyproject"
+
+
+def test_engine_fingerprint_follows_the_sources(tmp_path):
+    assert tw.engine_fingerprint(REPO / "rust_metrics") == trainmap.metrics.ENGINE_FINGERPRINT
+    crate = tmp_path / "rust_metrics"
+    shutil.copytree(REPO / "rust_metrics", crate, ignore=shutil.ignore_patterns("target"))
+    before = tw.engine_fingerprint(crate)
+    source = crate / "src" / "stats.rs"
+    source.write_text(source.read_text() + "\n// a change\n")
+    assert tw.engine_fingerprint(crate) != before

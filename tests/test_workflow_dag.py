@@ -1,0 +1,83 @@
+"""The workflow's DAG for the shipped configurations, its lint, and its refusal messages."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import yaml
+
+from snakemake_runner import REPO, dry_run, snakemake
+
+EVERY_RULE = {"train", "metrics", "hmm_select", "hmm_decode", "training_map", "regress", "baselines", "figures",
+              "tables", "all"}
+
+
+@pytest.fixture
+def fake_data(tmp_path):
+    """Empty stand-ins of the MNIST and CIFAR-100 files (the dry run only looks for them)."""
+    data = tmp_path / "data"
+    (data / "cifar-100-python").mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz", "cifar-100-python/train", "cifar-100-python/test"):
+        (data / name).touch()
+    return data
+
+
+def test_default_config_is_the_papers_table_1(tmp_path, fake_data):
+    jobs = Counter(rule for rule, _ in dry_run(tmp_path, "--config", f"data_dir={fake_data}"))
+    assert set(jobs) == EVERY_RULE
+    assert jobs["train"] == jobs["metrics"] == 6 * 40
+    assert jobs["hmm_select"] == jobs["regress"] == jobs["figures"] == 6
+
+
+def test_quick_preset_builds_every_rule(tmp_path):
+    jobs = Counter(rule for rule, _ in dry_run(tmp_path, "--configfile", str(REPO / "workflow/presets/quick.yaml")))
+    assert set(jobs) == EVERY_RULE
+    preset = yaml.safe_load((REPO / "workflow/presets/quick.yaml").read_text())
+    assert jobs["train"] == sum(e["seeds"] for e in preset["experiments"].values())
+    assert jobs["hmm_select"] == len(preset["experiments"])
+
+
+def test_imported_series_use_the_import_rule(tmp_path):
+    sources = {}
+    for run in ("seed_0", "seed_1"):
+        (tmp_path / "released" / run).mkdir(parents=True)
+        sources[run] = str(tmp_path / "released" / run)
+    config = tmp_path / "import.yaml"
+    config.write_text(yaml.safe_dump({"experiments": {"bert": {"sources": sources, "threshold": 0.5}}}))
+    jobs = dry_run(tmp_path / "work", "--configfile", str(config))
+    assert sorted(w["run"] for rule, w in jobs if rule == "import_run") == ["seed_0", "seed_1"]
+    assert not any(rule == "train" for rule, _ in jobs)
+
+
+def test_lint_is_clean(fake_data):
+    result = snakemake(REPO, "--lint", "--config", f"data_dir={fake_data}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_unknown_config_key_stops_with_its_name(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({"experiments": {"p": {"task": "parities", "seeds": 2, "hmm": {"restart": 3}}}}))
+    result = snakemake(tmp_path, "--dry-run", "--configfile", str(config))
+    assert result.returncode != 0
+    assert "config key experiments.p.hmm: unknown key 'restart'" in result.stdout + result.stderr
+
+
+def test_bad_training_setting_stops_with_its_name(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({"experiments": {"p": {"task": "parities", "seeds": 2, "train": {"lr": "high"}}}}))
+    result = snakemake(tmp_path, "--dry-run", "--configfile", str(config))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "experiments.p.train" in output and "lr" in output
+
+
+def test_missing_dataset_stops_at_the_start(tmp_path):
+    result = snakemake(tmp_path, "--dry-run", "--config", f"data_dir={tmp_path / 'nowhere'}")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "config key data_dir" in output
+    assert "train-images-idx3-ubyte.gz" in output and "cifar-100-python.tar.gz" in output
+    assert "download=true" in output
