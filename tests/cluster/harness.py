@@ -1,7 +1,6 @@
 """Helpers for running a Snakemake workflow on the one-node SLURM test cluster.
 
-Used by tests/test_cluster.py; written so the real workflow can replace the stand-in by
-swapping one :class:`WorkflowCase`::
+Used by tests/test_cluster.py, which describes what runs as one :class:`WorkflowCase`::
 
     cluster = start_cluster()                       # tests/cluster/start-slurm.sh
     result = run_snakemake(workdir, CASE, SLURM_PROFILE, cluster=cluster)
@@ -35,7 +34,6 @@ START_SCRIPT = REPO / "tests" / "cluster" / "start-slurm.sh"
 STOP_SCRIPT = REPO / "tests" / "cluster" / "stop-slurm.sh"
 SLURM_PROFILE = REPO / "workflow" / "profiles" / "slurm"
 LOCAL_PROFILE = REPO / "workflow" / "profiles" / "local"
-STANDIN_DIR = REPO / "tests" / "cluster" / "standin"
 
 #: Extra arguments for runs on the test cluster. Test speed only, not a site value: the
 #: plugin's first status query comes 40 s after a submission (kind to a busy slurmctld);
@@ -58,6 +56,8 @@ class WorkflowCase:
     local_rules: rules Snakemake may run without SLURM (input-only target rules like all).
     job_id_files: SLURM comment -> JSON output of that job holding ``slurm_job_id`` (the
                  job's SLURM_JOB_ID), tying outputs to SLURM's records; the test needs one.
+    failing_job_files: files of the failing job itself (relative to results/), e.g. its
+                 rule log, which its rerun rewrites; every other file must be left alone.
     """
 
     snakefile: Path
@@ -69,22 +69,7 @@ class WorkflowCase:
     args: tuple[str, ...] = ()
     local_rules: frozenset[str] = frozenset({"all"})
     job_id_files: Mapping[str, str] = field(default_factory=dict)
-
-
-_SEEDS = (0, 1, 2, 3)
-
-#: The stand-in workflow (tests/cluster/standin): train -> metrics -> table over 4 seeds.
-STANDIN = WorkflowCase(
-    snakefile=STANDIN_DIR / "Snakefile",
-    targets=("results/standin/table.csv",),
-    compare=("results/standin/table.csv",)
-    + tuple(f"results/standin/runs/{s}/metrics.csv" for s in _SEEDS),
-    args=("--config", f"seeds=[{','.join(map(str, _SEEDS))}]"),
-    fail_env={"STANDIN_FAIL_SEED": "2"},
-    failing_job="rule_metrics_wildcards_2",
-    fail_message="metrics for seed 2 fails on purpose",
-    job_id_files={f"rule_train_wildcards_{s}": f"results/standin/runs/{s}/job.json" for s in _SEEDS},
-)
+    failing_job_files: tuple[str, ...] = ()
 
 
 # --- the cluster ------------------------------------------------------------------------
