@@ -30,6 +30,8 @@ run: setup
 
 bench: setup
 	$(VENV)/bin/python benchmarks/metrics.py
+	$(VENV)/bin/python benchmarks/train.py
+	$(VENV)/bin/python benchmarks/hmm.py
 
 clean:
 	rm -rf $(VENV) rust_metrics/target
