@@ -379,7 +379,7 @@ def fit_hmm(
     vectorised E-step of :func:`_fast_gaussian_hmm_class` (same result).
     """
     if covariance_type not in ("full", "diag", "spherical", "tied"):
-        raise ValueError(f"covariance_type must be 'full' or 'diag', not {covariance_type!r}")
+        raise ValueError(f"covariance_type must be 'full', 'diag', 'spherical' or 'tied', not {covariance_type!r}")
     abs_tol = tol * X.shape[0]
     model = (_fast_gaussian_hmm_class() if fast else _plain_gaussian_hmm())(
         n_components=n_components,
