@@ -5,7 +5,7 @@
 #   snakemake --profile workflow/profiles/slurm results/table1.csv
 #
 # train -> metrics -> hmm_select -> hmm_decode -> training_map -> regress -> tables,
-# plus baselines and figures; file contracts in DESIGN.md. Rules call the trainmap CLI.
+# plus baselines and figures; file contracts in docs/design.md. Rules call the trainmap CLI.
 
 import os
 

@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# Create .venv at the repository root when missing, and install trainmap into it
-# (maturin builds the Rust metrics engine into the package). Also makes sure
-# Graphviz's `dot`, which draws the training maps, is on PATH.
+# Create .venv at the repository root when missing and install the locked environment
+# into it: every dependency at the exact version in requirements.lock, then trainmap
+# itself (editable; maturin builds the Rust metrics engine into the package). Also makes
+# sure Graphviz's `dot`, which draws the training maps, is on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
+UV_VERSION=0.13.8   # the installer; the same version writes requirements.lock (make lock)
 if [ ! -x .venv/bin/python ]; then
     echo "== creating .venv with $($PYTHON --version)"
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+echo "== installing the locked dependencies (requirements.lock)"
+.venv/bin/uv pip install --python .venv/bin/python -r requirements.lock
 echo "== installing trainmap (builds rust_metrics in release mode; the first build takes a few minutes)"
-.venv/bin/python -m pip install --progress-bar off --editable '.[test]'
+.venv/bin/uv pip install --python .venv/bin/python --no-deps --editable .
 
 if ! command -v dot >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

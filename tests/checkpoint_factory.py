@@ -1,5 +1,5 @@
 """Test helpers: write safetensors files byte by byte, and an independent numpy reference
-for the 14 statistics (DESIGN.md, "Checkpoint statistics").
+for the 14 statistics (docs/design.md, "Checkpoint statistics").
 
 The writer is deliberately separate from the `safetensors` package so tests control every
 byte (BF16 encoding, corrupt headers); `test_metrics.py` also checks files written by the

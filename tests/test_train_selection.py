@@ -1,4 +1,4 @@
-"""Checkpoint tensor names work with the metrics engine's default selection (DESIGN.md):
+"""Checkpoint tensor names work with the metrics engine's default selection (docs/design.md):
 embeddings and normalisation layers are left out, weight matrices and biases count."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ _CONVS = {"conv1.weight", "fc.weight", "fc.bias"} | {
 }
 _SHORTCUTS = {f"layer{stage}.0.shortcut_conv.weight" for stage in (2, 3, 4)}
 
-#: Per task: the tensors DESIGN.md says count, and those it says must not.
+#: Per task: the tensors docs/design.md says count, and those it says must not.
 EXPECTED = {
     "modular": (_TRANSFORMER, {"embed.W_E", "pos_embed.W_pos", "unembed.W_U"}),
     "modular_stable": (

@@ -35,7 +35,7 @@ __all__ = [
     "parse_step",
 ]
 
-#: The 14 statistic columns, in DESIGN.md order (names kept from the authors' code).
+#: The 14 statistic columns, in docs/design.md order (names kept from the authors' code).
 METRIC_NAMES: tuple[str, ...] = tuple(_engine.METRIC_NAMES)
 #: Regular expression of tensor names left out by default (embeddings, normalisation layers).
 DEFAULT_EXCLUDE: str = _engine.DEFAULT_EXCLUDE

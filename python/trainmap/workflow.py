@@ -32,7 +32,7 @@ __all__ = [
     "prefer_this_installation",
 ]
 
-#: Convergence thresholds of DESIGN.md's experiment table, used when a config gives none.
+#: Convergence thresholds of docs/design.md's experiment table, used when a config gives none.
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "modular": 0.9,
     "modular_stable": 0.9,

@@ -1,4 +1,4 @@
-"""The analysis stage: everything after the per-run metrics (DESIGN.md "HMM and training
+"""The analysis stage: everything after the per-run metrics (docs/design.md "HMM and training
 map", paper Sections 2.1–2.3, 3.4 and Appendices A, C, H, I).
 
 Modules, one job each, plain numpy/pandas in and out:

@@ -1,6 +1,6 @@
 """Gaussian HMM model selection, decoding, and pickle-free model files.
 
-Model selection (DESIGN.md step 2, paper Section 2.1): runs are split 80/20 by a seeded
+Model selection (docs/design.md step 2, paper Section 2.1): runs are split 80/20 by a seeded
 shuffle; for every number of states n = 1..``max_components`` and every restart, a
 ``hmmlearn.hmm.GaussianHMM`` is fitted by Baum-Welch on the training runs (sequences
 concatenated with ``lengths``) and scored on the held-out runs. With
@@ -431,7 +431,7 @@ def select_hmm(
     run_ids: Sequence[str] | None = None,
     progress: Callable[[int, int], object] | None = None,
 ) -> HMMSelection:
-    """Choose the number of HMM states by held-out BIC (DESIGN.md step 2).
+    """Choose the number of HMM states by held-out BIC (docs/design.md step 2).
 
     Parameters
     ----------

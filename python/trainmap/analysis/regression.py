@@ -1,5 +1,5 @@
 """Convergence time, bag-of-states regression, detour states and trajectory dissimilarity
-(DESIGN.md steps 5–7; paper Sections 2.3 and 3.4).
+(docs/design.md steps 5–7; paper Sections 2.3 and 3.4).
 
 Regression parametrisation
 --------------------------
@@ -73,7 +73,7 @@ def convergence_step(log: pd.DataFrame, threshold: float, column: str = "eval_ac
 def convergence_table(
     logs: Mapping[str, pd.DataFrame | None], threshold: float, column: str = "eval_accuracy"
 ) -> pd.DataFrame:
-    """Convergence step of every run (DESIGN.md step 5).
+    """Convergence step of every run (docs/design.md step 5).
 
     Returns a frame indexed by run id with columns ``convergence_step``, ``converged``
     (bool) and ``last_step``. Runs that never exceed ``threshold`` get the longest run
@@ -222,7 +222,7 @@ def _nan_result(occ: pd.DataFrame, note: str, n_runs: int) -> RegressionResult:
 
 
 def state_regression(occupancy: pd.DataFrame, convergence: pd.Series | Sequence[float]) -> RegressionResult:
-    """Regress convergence step on state occupancy (DESIGN.md step 6; see module docstring).
+    """Regress convergence step on state occupancy (docs/design.md step 6; see module docstring).
 
     Parameters
     ----------

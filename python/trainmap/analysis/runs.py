@@ -6,7 +6,7 @@ A run directory holds ``metrics.csv`` (one row per checkpoint: ``path``, ``step`
 have only some of these) and ``run.json`` (``{"seed": int, "status": ..., ...}``). A run is
 identified by its seed (as a string), or by its directory name when ``run.json`` has none.
 
-:func:`prepare_trajectories` implements step 1 of DESIGN.md "HMM and training map": every
+:func:`prepare_trajectories` implements step 1 of docs/design.md "HMM and training map": every
 run's columns are z-scored with that run's own mean and standard deviation over its first
 ``zscore_first_n`` checkpoints; columns that carry no information across the experiment
 are dropped and runs that cannot be used are left out, each with a warning naming them.
@@ -237,7 +237,7 @@ def prepare_trajectories(
     min_checkpoints: int = 2,
     min_runs: int = MIN_RUNS,
 ) -> Trajectories:
-    """Per-run z-scored feature trajectories (DESIGN.md step 1), with bad input left out.
+    """Per-run z-scored feature trajectories (docs/design.md step 1), with bad input left out.
 
     Parameters
     ----------

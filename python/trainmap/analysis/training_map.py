@@ -1,5 +1,5 @@
 """The training map: the HMM's transition graph pruned to the transitions that decoded runs
-actually take, with edge annotations (DESIGN.md step 4, paper Section 2.2, Figure 2).
+actually take, with edge annotations (docs/design.md step 4, paper Section 2.2, Figure 2).
 
 For every edge i → j (i ≠ j) used by some run:
 
@@ -182,7 +182,7 @@ def _average_importance(log_scales: np.ndarray, directions: np.ndarray) -> tuple
 
 
 def forking(edges: pd.DataFrame) -> bool:
-    """Whether some state has at least two outgoing edges to other states (DESIGN.md step 7)."""
+    """Whether some state has at least two outgoing edges to other states (docs/design.md step 7)."""
     if edges is None or len(edges) == 0:
         return False
     real = edges[edges["source"] != edges["target"]]
