@@ -82,6 +82,10 @@ def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
     """
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None and error.validator == "oneOf":
+        # Of the alternatives, report the problem with the one of the instance's own type.
+        own_type = [e for e in error.context if e.validator != "type"]
+        error = jsonschema.exceptions.best_match(own_type) if own_type else error
     if error is not None:
         if error.validator == "additionalProperties":
             extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
