@@ -6,6 +6,7 @@ checkpoints and disagreeing steps are reported, and a missing log is said."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -113,7 +114,7 @@ def test_a_duplicated_checkpoint_and_a_disagreeing_step_are_reported(tmp_path):
     assert frame.loc[1, "content_hash"] == frame.loc[2, "content_hash"]
 
 
-def test_a_tensor_identical_checkpoint_in_another_dtype_order_is_a_duplicate(tmp_path):
+def test_a_tensor_identical_checkpoint_saved_in_another_order_is_a_duplicate(tmp_path):
     src = tmp_path / "run"
     src.mkdir()
     tensors = bert_like(1)
@@ -174,3 +175,28 @@ def test_cli_metrics_series(tmp_path, capsys):
     assert json.loads((tmp_path / "out" / "run.json").read_text())["options"]["svd"] == "exact"
     assert main(["metrics-series", str(tmp_path / "absent"), "--out-dir", str(tmp_path / "out2")]) == 2
     assert "absent: no such run directory" in capsys.readouterr().err
+
+
+def test_an_interrupted_series_continues_where_it_stopped(tmp_path, monkeypatch):
+    import trainmap.series_metrics as sm
+
+    src = write_checkpoint_run(tmp_path / "run", seed=2, steps=[0, 10, 20, 30])
+    clean = series_metrics(src, tmp_path / "clean", threads=1)
+    monkeypatch.setattr(sm, "SAVE_EVERY_S", 0.0)
+
+    def interrupt(done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        series_metrics(src, tmp_path / "out", threads=1, progress=interrupt)
+    assert not (tmp_path / "out" / "metrics.csv").exists()
+    computed = []
+    original = sm._checkpoint_result
+    monkeypatch.setattr(sm, "_checkpoint_result", lambda c, *a: computed.append(c.step) or original(c, *a))
+    stamp = (src / "step10.safetensors").stat().st_mtime_ns + 10**9
+    os.utime(src / "step10.safetensors", ns=(stamp, stamp))  # changed since it was computed: computed again
+    series_metrics(src, tmp_path / "out", threads=1)
+    assert computed == [10, 20, 30]
+    assert (tmp_path / "out" / "metrics.csv").read_text() == (tmp_path / "clean" / "metrics.csv").read_text()
+    assert not list((tmp_path / "out").glob(".*partial*")) and clean["checkpoints"] == 4

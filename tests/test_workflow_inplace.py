@@ -40,7 +40,7 @@ def sweep(tmp_path_factory) -> tuple[Path, Path, str]:
     write_checkpoint_run(sweep / "seed_4", 4, STEPS, switch=0.7)
     config = config_file(root / "config.yaml", f"{sweep}/seed_*")
     workdir = root / "work"
-    result = snakemake(workdir, "--configfile", config, "--cores", "2", "results/table1.csv")
+    result = snakemake(workdir, "results/table1.csv", "--configfile", config, "--cores", "2")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     return sweep, workdir, config
 
@@ -63,7 +63,7 @@ def test_existing_runs_reach_table_1_without_copies(sweep):
 @pytest.mark.slow
 def test_a_second_invocation_has_nothing_to_do(sweep):
     _, workdir, config = sweep
-    result = snakemake(workdir, "--dry-run", "--configfile", config, "results/table1.csv")
+    result = snakemake(workdir, "results/table1.csv", "--dry-run", "--configfile", config)
     assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
 
 
@@ -74,7 +74,7 @@ def later(path: Path) -> None:
 
 
 def metrics_jobs(workdir: Path, config: str) -> list[tuple[str, str]]:
-    jobs = dry_run(workdir, "--configfile", config, "results/table1.csv")
+    jobs = dry_run(workdir, "results/table1.csv", "--configfile", config)
     assert all(w.get("exp") in (None, "mine") for _, w in jobs)
     return sorted((w["exp"], w["run"]) for rule, w in jobs if rule in ("series_metrics", "metrics", "train"))
 

@@ -19,7 +19,9 @@ own metrics.csv is adopted when its engine and options equal these (docs/design.
 
 from __future__ import annotations
 
+import json
 import os
+import time
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -42,6 +44,9 @@ __all__ = [
 
 #: Metric options that decide the numbers (a Recorder's run.json "options" has the same keys).
 OPTION_KEYS: tuple[str, ...] = ("include", "exclude", "svd", "exact_max_dim", "rank")
+#: Seconds between saves of the results computed so far (restart-safe long series).
+SAVE_EVERY_S = 10.0
+_PARTIAL = ".series_metrics.partial.json"
 _LOG_COLUMNS = ("step", "epoch", "train_loss", "train_accuracy", "eval_loss", "eval_accuracy")
 
 
@@ -172,14 +177,46 @@ def _checkpoint_result(checkpoint: Checkpoint, options: Mapping[str, Any], threa
     return result
 
 
-def _computed_frame(series: Series, options, threads, progress) -> pd.DataFrame:
+def _stamp(checkpoint: Checkpoint) -> str:
+    """What identifies a checkpoint's computed result across restarts: its step and the
+    path, size and modification time of each of its files."""
+    files = [f"{path}:{path.stat().st_size}:{path.stat().st_mtime_ns}" for path in checkpoint.files]
+    return "|".join([str(checkpoint.step), *files])
+
+
+def _read_partial(path: Path, key: Mapping[str, Any]) -> dict[str, dict]:
+    """Results saved by an interrupted run under the same engine and options, by stamp."""
+    from trainmap.metrics import METRIC_NAMES
+
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(saved, dict) or any(saved.get(k) != v for k, v in key.items()):
+        return {}
+    nan = float("nan")  # JSON wrote NaN as null
+    return {stamp: {k: nan if v is None and k in METRIC_NAMES else v for k, v in result.items()}
+            for stamp, result in saved.get("results", {}).items()}
+
+
+def _computed_frame(series: Series, options, threads, progress, partial: Path) -> pd.DataFrame:
+    """Metrics of every checkpoint. Results are saved to ``partial`` every
+    :data:`SAVE_EVERY_S` seconds, so a killed job started again continues where it stopped."""
     from trainmap import metrics
 
-    results = []
-    for done, checkpoint in enumerate(series.checkpoints, start=1):
-        results.append(_checkpoint_result(checkpoint, options, threads))
+    key = {"engine": metrics.ENGINE_FINGERPRINT, "options": resolved_options(options)}
+    done = _read_partial(partial, key)
+    results, saved_at = [], time.monotonic()
+    for count, checkpoint in enumerate(series.checkpoints, start=1):
+        stamp = _stamp(checkpoint)
+        if stamp not in done:
+            done[stamp] = _checkpoint_result(checkpoint, options, threads)
+            if time.monotonic() - saved_at >= SAVE_EVERY_S:
+                atomic.write_json(partial, {**key, "results": done})
+                saved_at = time.monotonic()
+        results.append(done[stamp])
         if progress is not None:
-            progress(done)
+            progress(count)
     return metrics.metrics_frame(series.steps, results)
 
 
@@ -249,7 +286,9 @@ def series_metrics(
     """Analyse the run directory ``src`` in place into ``out_dir``; return run.json's content.
 
     Raises ``FileNotFoundError``/:class:`trainmap.series.SeriesError` naming the file for a
-    series that cannot be read; nothing in ``out_dir`` is replaced then.
+    series that cannot be read; nothing in ``out_dir`` is replaced then. Long series save
+    their results as they go (``out_dir/.series_metrics.partial.json``): a killed call
+    started again computes only the checkpoints not done yet (or changed since).
     """
     from trainmap import __version__, metrics
 
@@ -261,7 +300,8 @@ def series_metrics(
         frame = _adopted_frame(series)
     else:
         total = len(series.checkpoints)
-        frame = _computed_frame(series, options, threads, progress and (lambda done: progress(done, total)))
+        frame = _computed_frame(series, options, threads, progress and (lambda done: progress(done, total)),
+                                out_dir / _PARTIAL)
     steps = [int(s) for s in frame["step"]]
     report = integrity_report(steps, list(frame["content_hash"]) if "content_hash" in frame else [None] * len(steps),
                               _recorded_steps(series))
@@ -297,5 +337,6 @@ def series_metrics(
         "trainmap_version": __version__,
     }
     atomic.write_json(out_dir / "run.json", record)
+    (out_dir / _PARTIAL).unlink(missing_ok=True)
     return record
 
