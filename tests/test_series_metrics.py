@@ -121,6 +121,7 @@ def test_a_tensor_identical_checkpoint_saved_in_another_order_is_a_duplicate(tmp
     save_file(tensors, str(src / "step10.safetensors"))
     save_file(dict(reversed(list(tensors.items()))), str(src / "step20.safetensors"), metadata={"note": "resaved"})
     save_file(bert_like(2), str(src / "step30.safetensors"))
+    (src / "log.csv").write_text("step,eval_accuracy\n10,0.5\n")
     with pytest.warns(RuntimeWarning, match="step 20 is identical to step 10"):
         series_metrics(src, tmp_path / "out", threads=1)
 

@@ -44,6 +44,8 @@ __all__ = [
 
 #: Metric options that decide the numbers (a Recorder's run.json "options" has the same keys).
 OPTION_KEYS: tuple[str, ...] = ("include", "exclude", "svd", "exact_max_dim", "rank")
+# The engine's default rank (docs/metrics.md), for engine builds that do not export DEFAULT_RANK.
+_DOCUMENTED_DEFAULT_RANK = 64
 #: Seconds between saves of the results computed so far (restart-safe long series).
 SAVE_EVERY_S = 10.0
 _PARTIAL = ".series_metrics.partial.json"
@@ -61,7 +63,7 @@ def resolved_options(options: Mapping[str, Any]) -> dict[str, Any]:
         "exclude": metrics.DEFAULT_EXCLUDE if options.get("exclude") is None else options["exclude"],
         "svd": options.get("svd") or "auto",
         "exact_max_dim": options.get("exact_max_dim") or metrics.DEFAULT_EXACT_MAX_DIM,
-        "rank": options.get("rank") or metrics._engine.DEFAULT_RANK,
+        "rank": options.get("rank") or getattr(metrics._engine, "DEFAULT_RANK", _DOCUMENTED_DEFAULT_RANK),
     }
 
 
