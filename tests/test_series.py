@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from trainmap.contracts import StepError
 from trainmap.series import Series, SeriesError, discover, mapped_tensors, read_log, step_of, trainer_global_step
 from trainmap.series_metrics import integrity_report, integrity_warning
 
@@ -97,7 +98,7 @@ def test_missing_directory(tmp_path):
 
 def test_step_names_beyond_int64_are_refused():
     assert step_of("step9223372036854775807") == 2**63 - 1
-    with pytest.raises(SeriesError, match="beyond the int64 range"):
+    with pytest.raises(StepError, match="step9223372036854775808: step 9223372036854775808 does not fit"):
         step_of("step9223372036854775808")
 
 
@@ -142,7 +143,7 @@ def test_log_csv_and_the_newest_trainer_state_are_merged(tmp_path):
     with pytest.raises(SeriesError, match="log.csv: no 'step' column"):
         read_log(discover(src))
     (src / "log.csv").write_text("step,eval_accuracy\n-3,0.5\n")
-    with pytest.raises(SeriesError, match="log.csv: line 2 has no valid step"):
+    with pytest.raises(StepError, match="log.csv, line 2: '-3' is not a training step"):
         read_log(discover(src))
 
 

@@ -34,6 +34,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from trainmap.contracts import CHECKPOINTS_DIR, LOG_CSV, METRICS_CSV, RUN_JSON, STEP, parse_step
 from trainmap.train.datafiles import DataFileError
 
 __all__ = [
@@ -63,7 +64,6 @@ _STEP_FILE = re.compile(r"^step[_-]?(\d+)(k?)\.safetensors$", re.IGNORECASE)
 # Model files of a step directory, by preference.
 _MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 _TRAINER_STATE = "trainer_state.json"
-_MAX_STEP = 2**63 - 1
 #: Log names of the Hugging Face Trainer (and others) that mean trainmap's log columns.
 RENAMED_LOG_COLUMNS: Mapping[str, str] = {
     "loss": "train_loss",
@@ -128,7 +128,7 @@ class Series:
         or changed one makes that job stale."""
         files: list[Path] = []
         if self.recorder is not None:
-            files += [self.source / "run.json", self.source / "metrics.csv"]
+            files += [self.source / RUN_JSON, self.source / METRICS_CSV]
         for checkpoint in self.checkpoints:
             files += [*checkpoint.files, *([checkpoint.index] if checkpoint.index else [])]
         files += list(self.logs)
@@ -139,16 +139,14 @@ def step_of(name: str) -> int | None:
     """Training step a checkpoint directory's (or file stem's) name stands for, or None.
 
     ``step_20k`` → 20000, ``multiberts-seed_1-step_2000k`` → 2000000, ``step143000`` →
-    143000, ``checkpoint-500`` → 500, ``1200`` → 1200. Steps beyond int64 are refused.
+    143000, ``checkpoint-500`` → 500, ``1200`` → 1200. Steps beyond int64 raise
+    :class:`trainmap.contracts.StepError` naming ``name``.
     """
     for pattern in _STEP_PATTERNS:
         matches = list(pattern.finditer(name))
         if matches:
             number, thousands = matches[-1].groups()
-            step = int(number) * (1000 if thousands else 1)
-            if step > _MAX_STEP:
-                raise SeriesError(f"{name}: step {step} is beyond the int64 range")
-            return step
+            return parse_step(int(number) * (1000 if thousands else 1), name)
     return None
 
 
@@ -219,7 +217,7 @@ def _step_files(folder: Path) -> list[Checkpoint]:
         match = _STEP_FILE.match(path.name)
         if match is None:
             continue
-        step = int(match.group(1)) * (1000 if match.group(2) else 1)
+        step = parse_step(int(match.group(1)) * (1000 if match.group(2) else 1), path)
         if step in found:
             raise SeriesError(f"{path} and {found[step].files[0]} both stand for step {step}")
         found[step] = Checkpoint(step, (path,), "safetensors")
@@ -229,7 +227,7 @@ def _step_files(folder: Path) -> list[Checkpoint]:
 def _logs(src: Path, checkpoints: Sequence[Checkpoint]) -> tuple[Path, ...]:
     """The log files of a series: ``log.csv``, then every ``trainer_state.json`` (the run
     directory's, then the step directories' by step, so the newest comes last)."""
-    candidates = [src / "log.csv", src / _TRAINER_STATE]
+    candidates = [src / LOG_CSV, src / _TRAINER_STATE]
     candidates += [c.folder / _TRAINER_STATE for c in checkpoints if c.folder is not None]
     return tuple(path for path in candidates if path.is_file())
 
@@ -243,13 +241,14 @@ def discover(src: str | os.PathLike) -> Series:
     src = Path(src)
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: no such run directory")
-    run_json = src / "run.json"
+    run_json = src / RUN_JSON
     if run_json.is_file():
         record = _read_json(run_json)
         if isinstance(record, dict) and record.get("kind") == "recorder":
-            checkpoints = _step_files(src / "checkpoints") if (src / "checkpoints").is_dir() else []
+            folder = src / CHECKPOINTS_DIR
+            checkpoints = _step_files(folder) if folder.is_dir() else []
             return Series(src, "recorder", tuple(checkpoints), _logs(src, checkpoints), record)
-    for folder in (src, src / "checkpoints"):
+    for folder in (src, src / CHECKPOINTS_DIR):
         if folder.is_dir():
             checkpoints = _step_files(folder)
             if checkpoints:
@@ -371,12 +370,10 @@ def _csv_log(path: Path) -> dict[int, dict[str, Any]]:
     rows: dict[int, dict[str, Any]] = {}
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        if "step" not in (reader.fieldnames or []):
-            raise SeriesError(f"{path}: no 'step' column")
+        if STEP not in (reader.fieldnames or []):
+            raise SeriesError(f"{path}: no '{STEP}' column")
         for number, row in enumerate(reader, start=2):
-            step = _number(row.pop("step"))
-            if not isinstance(step, int) or step < 0:
-                raise SeriesError(f"{path}: line {number} has no valid step ({step!r})")
+            step = parse_step(row.pop(STEP), f"{path}, line {number}")
             rows.setdefault(step, {}).update({k: _number(v) for k, v in row.items() if k})
     return rows
 
@@ -387,9 +384,10 @@ def _trainer_log(path: Path) -> dict[int, dict[str, Any]]:
     history = state.get("log_history", []) if isinstance(state, dict) else []
     rows: dict[int, dict[str, Any]] = {}
     for entry in history:
-        if isinstance(entry, dict) and isinstance(entry.get("step"), int):
-            values = {k: v for k, v in entry.items() if k != "step" and isinstance(v, (int, float))}
-            rows.setdefault(entry["step"], {}).update(values)
+        if isinstance(entry, dict) and isinstance(entry.get(STEP), int):
+            step = parse_step(entry[STEP], path)
+            values = {k: v for k, v in entry.items() if k != STEP and isinstance(v, (int, float))}
+            rows.setdefault(step, {}).update(values)
     return rows
 
 

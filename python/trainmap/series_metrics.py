@@ -31,10 +31,12 @@ import numpy as np
 import pandas as pd
 
 from trainmap import atomic, series as series_reader
+from trainmap.contracts import CONTENT_HASH, LOG_COLUMNS, STEP, RunPaths, parse_steps
 from trainmap.series import Checkpoint, Series, SeriesError
 
 __all__ = [
     "OPTION_KEYS",
+    "INTEGRITY_JSON",
     "resolved_options",
     "adoption_differences",
     "integrity_report",
@@ -49,7 +51,8 @@ _DOCUMENTED_DEFAULT_RANK = 64
 #: Seconds between saves of the results computed so far (restart-safe long series).
 SAVE_EVERY_S = 10.0
 _PARTIAL = ".series_metrics.partial.json"
-_LOG_COLUMNS = ("step", "epoch", "train_loss", "train_accuracy", "eval_loss", "eval_accuracy")
+#: The integrity report beside metrics.csv (docs/design.md, "File contracts of runs read in place").
+INTEGRITY_JSON = "integrity.json"
 
 
 def resolved_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -223,27 +226,27 @@ def _computed_frame(series: Series, options, threads, progress, partial: Path) -
 
 
 def _adopted_frame(series: Series) -> pd.DataFrame:
-    """A Recorder run's metrics.csv, checked to have the contract's columns."""
-    from trainmap.metrics import METRIC_NAMES
+    """A Recorder run's metrics.csv, checked to have the contract's columns and valid steps."""
+    from trainmap.metrics import RESULT_COLUMNS
 
-    path = series.source / "metrics.csv"
+    path = RunPaths(series.source).metrics_csv
     try:
         frame = pd.read_csv(path)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise SeriesError(f"{path}: unreadable metrics ({exc})") from None
-    columns = ["step", *METRIC_NAMES, "svd", "content_hash"]
+    columns = [STEP, *RESULT_COLUMNS]
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise SeriesError(f"{path}: not a Recorder metrics.csv (no {', '.join(missing)} column)")
-    return frame[columns]
+    return frame[columns].assign(**{STEP: parse_steps(frame[STEP], path)})
 
 
 def _log_frame(log: Mapping[int, Mapping[str, Any]]) -> pd.DataFrame:
     """The log as log.csv's frame: ``step``, trainmap's known columns present, then the rest by name."""
     present = {key for values in log.values() for key in values}
-    known = [c for c in _LOG_COLUMNS[1:] if c in present]
-    columns = ["step", *known, *sorted(present - set(known))]
-    return pd.DataFrame([{"step": step, **values} for step, values in log.items()], columns=columns)
+    known = [c for c in LOG_COLUMNS[1:] if c in present]
+    columns = [STEP, *known, *sorted(present - set(known))]
+    return pd.DataFrame([{STEP: step, **values} for step, values in log.items()], columns=columns)
 
 
 def _recorded_steps(series: Series) -> dict[int, int]:
@@ -295,6 +298,7 @@ def series_metrics(
     from trainmap import __version__, metrics
 
     src, out_dir = Path(src), Path(out_dir)
+    out = RunPaths(out_dir)
     series = series_reader.discover(src)
     options = {"svd": svd, "include": include, "exclude": exclude, "exact_max_dim": exact_max_dim, "rank": rank}
     how, differences = _metrics_source(series, options, metrics.ENGINE_FINGERPRINT)
@@ -304,22 +308,21 @@ def series_metrics(
         total = len(series.checkpoints)
         frame = _computed_frame(series, options, threads, progress and (lambda done: progress(done, total)),
                                 out_dir / _PARTIAL)
-    steps = [int(s) for s in frame["step"]]
-    report = integrity_report(steps, list(frame["content_hash"]) if "content_hash" in frame else [None] * len(steps),
-                              _recorded_steps(series))
+    steps = [int(s) for s in frame[STEP]]
+    report = integrity_report(steps, list(frame[CONTENT_HASH]), _recorded_steps(series))
     message = integrity_warning(report, str(src))
     if message:
-        warnings.warn(f"{message} (recorded in {out_dir / 'integrity.json'})", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"{message} (recorded in {out_dir / INTEGRITY_JSON})", RuntimeWarning, stacklevel=2)
     log = series_reader.read_log(series)
     if not log:
         warnings.warn(
-            f"{src}: no log.csv or trainer_state.json: {out_dir / 'log.csv'} has no logged values, so there is "
+            f"{src}: no log.csv or trainer_state.json: {out.log_csv} has no logged values, so there is "
             "no eval column to find convergence in (put a log.csv with a step column and eval columns in "
             f"{src})", RuntimeWarning, stacklevel=2,
         )
-    atomic.write_csv(out_dir / "metrics.csv", frame)
-    atomic.write_csv(out_dir / "log.csv", _log_frame(log))
-    atomic.write_json(out_dir / "integrity.json", {"source": str(src.resolve()), **report})
+    atomic.write_csv(out.metrics_csv, frame)
+    atomic.write_csv(out.log_csv, _log_frame(log))
+    atomic.write_json(out_dir / INTEGRITY_JSON, {"source": str(src.resolve()), **report})
     record = {
         "kind": "in_place",
         "seed": None,  # the run is known by its name (the directory in results/)
@@ -338,7 +341,7 @@ def series_metrics(
         "integrity": {key: len(report[key]) for key in ("duplicates", "gaps", "out_of_order")},
         "trainmap_version": __version__,
     }
-    atomic.write_json(out_dir / "run.json", record)
+    atomic.write_json(out.run_json, record)
     (out_dir / _PARTIAL).unlink(missing_ok=True)
     return record
 
