@@ -95,6 +95,36 @@ def test_sharded_and_bin_hashes_equal_the_files(tmp_path):
     assert hashes["file"] == hashes["sharded"] == hashes["bin"]
 
 
+def test_a_bad_shard_or_bin_is_named_and_nothing_is_written(tmp_path):
+    src = write_series(tmp_path / "sharded", "sharded")
+    (src / "step_100" / "model-00002-of-00002.safetensors").write_bytes(b"\x10" + b"\x00" * 7 + b"{}")
+    with pytest.raises(SeriesError, match="step_100/model-00002-of-00002.safetensors: not a safetensors file"):
+        series_metrics(src, tmp_path / "out", threads=1)
+    assert not (tmp_path / "out").exists()
+    src = write_series(tmp_path / "bin", "bin")
+    torch.save({"w": torch.zeros(2, 2), "bad": _NotATensor()}, src / "step_200" / "pytorch_model.bin")
+    with pytest.raises(SeriesError, match="step_200/pytorch_model.bin: cannot read checkpoint"):
+        series_metrics(src, tmp_path / "out", threads=1)
+
+
+class _NotATensor:
+    """Pickled state that ``torch.load(weights_only=True)`` refuses to rebuild."""
+
+
+def test_non_finite_weights_in_a_shard_warn_naming_the_checkpoint(tmp_path):
+    src = write_series(tmp_path / "sharded", "sharded")
+    folder = src / "step_200"
+    index = json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
+    name = "bert.encoder.layer.1.intermediate.dense.weight"
+    shard = folder / index[name]
+    tensors = {k: v for k, v in bert_like(200).items() if index.get(k) == shard.name}
+    tensors[name] = tensors[name].clone()
+    tensors[name][0, 0] = float("nan")
+    save_file(tensors, str(shard))
+    with pytest.warns(RuntimeWarning, match=f"{folder}: .*{name}"):
+        series_metrics(src, tmp_path / "out", threads=1)
+
+
 def test_a_duplicated_checkpoint_and_a_disagreeing_step_are_reported(tmp_path):
     src = write_series(tmp_path / "series", "file")
     shutil.copy(src / "step_100" / "model.safetensors", src / "step_200" / "model.safetensors")  # saved twice
@@ -144,6 +174,10 @@ def test_a_recorder_run_is_adopted_under_the_same_engine_and_options(tmp_path):
     assert record["metrics"] == "adopted" and record["layout"] == "recorder" and record["source_run"]["seed"] == 3
     assert (tmp_path / "out" / "metrics.csv").read_text() == (src / "metrics.csv").read_text()
     assert (pd.read_csv(tmp_path / "out" / "log.csv").to_numpy() == pd.read_csv(src / "log.csv").to_numpy()).all()
+    record = json.loads((src / "run.json").read_text())
+    (src / "run.json").write_text(json.dumps({**record, "status": "running"}))
+    with pytest.warns(RuntimeWarning, match="the Recorder run is still 'running': its metrics up to step 10"):
+        assert series_metrics(src, tmp_path / "out")["source_run"]["status"] == "running"
 
 
 def test_a_recorder_run_under_other_options_is_recomputed_from_its_checkpoints(tmp_path):

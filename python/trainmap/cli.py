@@ -116,7 +116,7 @@ def _run_train(args: argparse.Namespace) -> int:
 def _add_import(subparsers) -> None:
     p = subparsers.add_parser(
         "import",
-        help="turn a series of released checkpoints into a run directory",
+        help="copy a series of released checkpoints into a run directory (metrics-series reads one in place)",
         description="Import released checkpoints (one sub-directory per step, e.g. step_20k/ or "
         "step143000/, holding model.safetensors or pytorch_model.bin) as DIR/checkpoints/"
         "step*.safetensors, DIR/log.csv (the metrics the source has) and DIR/run.json.",

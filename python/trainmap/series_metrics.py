@@ -161,6 +161,14 @@ def integrity_warning(report: Mapping[str, Any], where: str) -> str | None:
 # --- computing -------------------------------------------------------------------------------
 
 
+def _in_memory(checkpoint: Checkpoint):
+    """A sharded checkpoint's tensors as memory maps of every shard (the engine's
+    ``tensor_metrics`` items), or a ``.bin`` checkpoint's floating-point state dict."""
+    if checkpoint.format == "bin":
+        return {k: v for k, v in series_reader.load_checkpoint(checkpoint).items() if v.is_floating_point()}
+    return series_reader.mapped_tensors(checkpoint.files)
+
+
 def _checkpoint_result(checkpoint: Checkpoint, options: Mapping[str, Any], threads: int | None) -> dict:
     """The engine's result dict for one checkpoint, its shards combined as one checkpoint
     (the medians and means are over all its matrices). Warnings name the checkpoint."""
@@ -168,17 +176,19 @@ def _checkpoint_result(checkpoint: Checkpoint, options: Mapping[str, Any], threa
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        if checkpoint.format == "bin":
-            state = {k: v for k, v in series_reader.load_checkpoint(checkpoint).items() if v.is_floating_point()}
-            result = metrics.weights_metrics(state, threads=threads, **options)
-        else:
+        if checkpoint.format == "safetensors":  # the engine's own (hardened) file reader
+            result = metrics.weights_metrics(checkpoint.files[0], threads=threads, **options)
+        else:  # memory-mapped shards, or a loaded .bin state dict: the engine names no file
+            tensors = _in_memory(checkpoint)
+            compute = metrics.weights_metrics if checkpoint.format == "bin" else metrics._engine.tensor_metrics
             try:
-                result = metrics._engine.tensor_metrics(series_reader.mapped_tensors(checkpoint.files),
-                                                        threads=threads, **options)
+                result = compute(tensors, threads=threads, **options)
             except ValueError as exc:
                 raise SeriesError(f"{checkpoint.name}: {exc}") from None
     for warning in caught:
-        warnings.warn(f"{checkpoint.name}: {warning.message}", warning.category, stacklevel=2)
+        message = str(warning.message)
+        message = message if checkpoint.name in message else f"{checkpoint.name}: {message}"
+        warnings.warn(message, warning.category, stacklevel=2)
     return result
 
 
@@ -304,6 +314,10 @@ def series_metrics(
     how, differences = _metrics_source(series, options, metrics.ENGINE_FINGERPRINT)
     if how == "adopted":
         frame = _adopted_frame(series)
+        if series.recorder.get("status") != "complete":
+            warnings.warn(f"{src}: the Recorder run is still {series.recorder.get('status')!r}: its metrics up to "
+                          f"step {frame[STEP].max()} are analysed (the job becomes stale as it records more)",
+                          RuntimeWarning, stacklevel=2)
     else:
         total = len(series.checkpoints)
         frame = _computed_frame(series, options, threads, progress and (lambda done: progress(done, total)),
