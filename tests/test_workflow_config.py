@@ -98,7 +98,7 @@ def test_series_read_in_place(tmp_path):
     exp = resolve(config)["bert"]
     assert exp.in_place and exp.runs == ("seed_0", "seed_1", "seed_2")
     assert exp.series_inputs("seed_0") == [str(tmp_path / "seed_0" / f"step{s}.safetensors") for s in (0, 10)]
-    problems = tw.data_problems({"bert": exp})
+    problems = tw.series_problems({"bert": exp})
     assert problems[0] == "experiment bert: sources.seed_1: /missing is not a directory"
     assert problems[1].startswith(f"experiment bert: sources.seed_2: {tmp_path / 'empty'}: no checkpoints found")
     assert len(problems) == 2
@@ -110,7 +110,7 @@ def test_runs_glob_names_runs_after_their_directories(tmp_path):
     (tmp_path / "sweep" / "seed_notes.txt").write_text("not a directory")
     exp = resolve({"experiments": {"s": {"runs": str(tmp_path / "sweep" / "seed_*"), "threshold": 0.5}}})["s"]
     assert exp.runs == ("seed_0", "seed_1") and exp.sources["seed_1"] == str(tmp_path / "sweep" / "seed_1")
-    assert exp.sources_key == "runs" and tw.data_problems({"s": exp}) == []
+    assert exp.sources_key == "runs" and tw.series_problems({"s": exp}) == []
     mapping = resolve({"experiments": {"s": {"runs": {"a": str(tmp_path / "sweep" / "seed_0")}, "threshold": 0.5}}})
     assert mapping["s"].runs == ("a",)
 

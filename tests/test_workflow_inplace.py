@@ -114,3 +114,14 @@ def test_a_glob_that_matches_nothing_is_one_config_error(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert f"config key experiments.mine.runs: the pattern '{tmp_path}/sweep/seed_*' matches no directory" in output
+
+
+def test_a_run_directory_without_checkpoints_stops_the_workflow_naming_its_key(tmp_path):
+    write_checkpoint_run(tmp_path / "good", 0, [0, 10])
+    (tmp_path / "notes").mkdir()
+    config = config_file(tmp_path / "config.yaml", {"good": str(tmp_path / "good"), "notes": str(tmp_path / "notes")})
+    result = snakemake(tmp_path / "work", "--dry-run", "--configfile", config)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"experiment mine: runs.notes: {tmp_path / 'notes'}: no checkpoints found" in output
+    assert "runs.good" not in output
