@@ -65,7 +65,8 @@ def write_series(root, kind: str):
 def reference(tmp_path_factory):
     """Metrics of the unsharded files, from the engine's file reader."""
     root = write_series(tmp_path_factory.mktemp("reference") / "series", "file")
-    return pd.DataFrame([checkpoint_metrics(root / f"step_{s}" / "model.safetensors") for s in STEPS])[list(METRIC_NAMES)]
+    rows = [checkpoint_metrics(root / f"step_{s}" / "model.safetensors") for s in STEPS]
+    return pd.DataFrame(rows)[list(METRIC_NAMES)]
 
 
 @pytest.mark.parametrize("kind", ["file", "sharded", "bin"])
@@ -134,7 +135,8 @@ def test_a_duplicated_checkpoint_and_a_disagreeing_step_are_reported(tmp_path):
         record = series_metrics(src, tmp_path / "out", threads=1)
     messages = [str(w.message) for w in caught if "integrity" in str(w.message)]
     assert len(messages) == 1
-    assert "step 200 is identical to step 100" in messages[0] and "checkpoint of step 200 records step 150" in messages[0]
+    assert "step 200 is identical to step 100" in messages[0]
+    assert "checkpoint of step 200 records step 150" in messages[0]
     assert str(tmp_path / "out" / "integrity.json") in messages[0]
     integrity = json.loads((tmp_path / "out" / "integrity.json").read_text())
     assert integrity["duplicates"] == [{"step": 200, "duplicate_of": 100}]
@@ -187,8 +189,8 @@ def test_a_recorder_run_under_other_options_is_recomputed_from_its_checkpoints(t
     assert record["metrics"] == "recomputed" and "exclude" in record["metrics_differences"][0]
     expected = [checkpoint_metrics(src / "checkpoints" / f"step{s:08d}.safetensors") for s in (0, 5, 10)]
     computed = pd.read_csv(tmp_path / "out" / "metrics.csv")
-    np.testing.assert_allclose(computed[list(METRIC_NAMES)].to_numpy(), pd.DataFrame(expected)[list(METRIC_NAMES)].to_numpy(),
-                               rtol=1e-12)
+    expected = pd.DataFrame(expected)[list(METRIC_NAMES)].to_numpy()
+    np.testing.assert_allclose(computed[list(METRIC_NAMES)].to_numpy(), expected, rtol=1e-12)
     assert not np.allclose(computed["l1"], pd.read_csv(src / "metrics.csv")["l1"])  # the embedding counted there
 
 

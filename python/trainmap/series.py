@@ -62,7 +62,12 @@ _STEP_PATTERNS = (
 )
 _STEP_FILE = re.compile(r"^step[_-]?(\d+)(k?)\.safetensors$", re.IGNORECASE)
 # Model files of a step directory, by preference.
-_MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_MODEL_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 _TRAINER_STATE = "trainer_state.json"
 #: Log names of the Hugging Face Trainer (and others) that mean trainmap's log columns.
 RENAMED_LOG_COLUMNS: Mapping[str, str] = {
