@@ -26,6 +26,7 @@ import pandas as pd
 
 from trainmap.analysis.errors import InsufficientRunsError, RunFormatError
 from trainmap.contracts import METRICS_CSV, STEP, RunPaths, StepError, parse_steps
+from trainmap.options import FitOptions
 
 __all__ = [
     "Run",
@@ -35,11 +36,8 @@ __all__ = [
     "zscore",
     "prepare_trajectories",
     "metric_names",
-    "MIN_RUNS",
 ]
 
-#: Fewest usable runs the analysis accepts (an 80/20 split needs a held-out run).
-MIN_RUNS = 5
 
 
 def metric_names() -> tuple[str, ...]:
@@ -200,9 +198,9 @@ def prepare_trajectories(
     runs: Sequence[Run],
     *,
     features: Sequence[str] | None = None,
-    zscore_first_n: int = 1000,
-    min_checkpoints: int = 2,
-    min_runs: int = MIN_RUNS,
+    zscore_first_n: int = FitOptions.zscore_first_n,
+    min_checkpoints: int = FitOptions.min_checkpoints,
+    min_runs: int = FitOptions.min_runs,
 ) -> Trajectories:
     """Per-run z-scored feature trajectories (docs/design.md step 1), with bad input left out.
 
