@@ -13,6 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from trainmap.contracts import MAP_PNG, MAP_SVG
 from trainmap.options import (
     BaselineOptions,
     FiguresOptions,
@@ -252,8 +253,8 @@ def _add_map(subparsers) -> None:
 def _run_map(args: argparse.Namespace) -> int:
     from trainmap.analysis import stages
 
-    svg = args.svg or (args.figure_dir / "training_map.svg" if args.figure_dir else None)
-    png = args.png or (args.figure_dir / "training_map.png" if args.figure_dir else None)
+    svg = args.svg or (args.figure_dir / MAP_SVG if args.figure_dir else None)
+    png = args.png or (args.figure_dir / MAP_PNG if args.figure_dir else None)
     edges = stages.map(args.run_dirs, args.model, args.states, args.regression, args.edges,
                        MapOptions.from_args(args), svg_path=svg, png_path=png)
     print(f"wrote {len(edges)} edges to {args.edges}" + (f", map to {svg} and {png}" if svg or png else ""),

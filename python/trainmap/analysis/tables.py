@@ -23,6 +23,7 @@ import pandas as pd
 
 from trainmap import atomic
 from trainmap.analysis.errors import AnalysisError
+from trainmap.contracts import TABLES, ExperimentPaths
 
 __all__ = [
     "TABLE1_COLUMNS",
@@ -62,7 +63,7 @@ def table1(experiments: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
     """Table 1: one row per experiment from ``DIR/regression.json``."""
     rows = []
     for name, directory in experiments.items():
-        reg = _read_json(Path(directory) / "regression.json")
+        reg = _read_json(ExperimentPaths.at(directory).regression_json)
         rows.append({
             "experiment": name,
             "convergence": (reg.get("convergence") or {}).get("text", ""),
@@ -82,7 +83,7 @@ def table2(experiments: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
     """Table 2: one row per (experiment, state) from ``DIR/coefficients.csv``."""
     frames = []
     for name, directory in experiments.items():
-        coef = pd.read_csv(_need(Path(directory) / "coefficients.csv"))
+        coef = pd.read_csv(_need(ExperimentPaths.at(directory).coefficients_csv))
         frame = coef.reindex(columns=["state", "coefficient", "runs_visiting", "detour"]).copy()
         frame.insert(0, "experiment", name)
         frame["detour"] = frame["detour"].fillna(False).astype(bool)
@@ -97,8 +98,8 @@ def table4(experiments: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
     k-means, the HMM on ``l2`` and the full HMM."""
     rows = []
     for name, directory in experiments.items():
-        directory = Path(directory)
-        base_path = directory / "baselines.csv"
+        paths = ExperimentPaths.at(directory)
+        base_path = paths.baselines_csv
         if base_path.is_file():
             base = pd.read_csv(base_path)
             for method in ("kmeans", "hmm_l2"):
@@ -110,7 +111,7 @@ def table4(experiments: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
                     rows.append({"experiment": name, "method": method, "components": pd.NA, "bic": np.nan})
         else:
             warnings.warn(f"{base_path}: missing, Table 4 has no baseline rows for {name}", RuntimeWarning, stacklevel=2)
-        sel = pd.read_csv(_need(directory / "hmm" / "selection.csv"))
+        sel = pd.read_csv(_need(paths.selection_csv))
         chosen = sel[sel["chosen"].astype(bool)]
         rows.append({"experiment": name, "method": "hmm",
                      "components": int(chosen["n_components"].iloc[0]) if len(chosen) else pd.NA,
@@ -169,7 +170,7 @@ def write_tables(experiments: Mapping[str, str | os.PathLike], out_dir: str | os
     out_dir = Path(out_dir)
     t1, t2, t4 = table1(experiments), table2(experiments), table4(experiments)
     paths = {}
-    for name, frame in (("table1", t1), ("table2", t2), ("table4", t4)):
+    for name, frame in zip((f"table{n}" for n in TABLES), (t1, t2, t4)):
         paths[f"{name}.csv"] = out_dir / f"{name}.csv"
         atomic.write_csv(paths[f"{name}.csv"], frame)
     md1 = ("Table 1: predictability of the convergence step (first step meeting the convergence "
