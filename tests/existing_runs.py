@@ -52,7 +52,7 @@ def recorder_options(**changes) -> dict:
     from trainmap import _rust_metrics as engine
 
     return {"include": None, "exclude": engine.DEFAULT_EXCLUDE, "svd": "auto",
-            "exact_max_dim": engine.DEFAULT_EXACT_MAX_DIM, "rank": getattr(engine, "DEFAULT_RANK", 64), **changes}
+            "exact_max_dim": engine.DEFAULT_EXACT_MAX_DIM, "rank": engine.DEFAULT_RANK, **changes}
 
 
 def write_recorder_run(folder: Path, seed: int, steps: Sequence[int], *, switch: float = 0.5,

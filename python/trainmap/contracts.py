@@ -60,6 +60,8 @@ __all__ = [
     "checkpoint_steps",
     "RunPaths",
     "ExperimentPaths",
+    "MAP_SVG",
+    "MAP_PNG",
     "FIGURES",
     "TABLES",
     "table_paths",
@@ -226,6 +228,9 @@ class RunPaths:
         return checkpoint_path(self.root, step)
 
 
+#: File names of the training map drawing (in ``map/``).
+MAP_SVG = "training_map.svg"
+MAP_PNG = "training_map.png"
 #: Figures of the figures stage (each as .png and .svg in ``figures/``).
 FIGURES: tuple[str, ...] = ("model_selection", "convergence_histogram", "trajectories")
 #: Tables of the tables stage (each as .csv and .md in the results directory).
@@ -241,6 +246,12 @@ class ExperimentPaths:
 
     name: str
     results: Path = Path("results")
+
+    @classmethod
+    def at(cls, directory: str | os.PathLike) -> "ExperimentPaths":
+        """The paths of the experiment whose directory is ``directory`` (``results/{exp}``)."""
+        directory = Path(directory)
+        return cls(directory.name, directory.parent)
 
     @property
     def root(self) -> Path:
@@ -279,11 +290,11 @@ class ExperimentPaths:
 
     @property
     def map_svg(self) -> Path:
-        return self.map_dir / "training_map.svg"
+        return self.map_dir / MAP_SVG
 
     @property
     def map_png(self) -> Path:
-        return self.map_dir / "training_map.png"
+        return self.map_dir / MAP_PNG
 
     @property
     def regression_json(self) -> Path:

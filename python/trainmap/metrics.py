@@ -16,7 +16,6 @@ Example
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -25,6 +24,8 @@ import numpy as np
 import pandas as pd
 
 from trainmap import _rust_metrics as _engine
+from trainmap.contracts import CONTENT_HASH, PATH, STEP, SVD, checkpoint_step
+from trainmap.contracts import parse_step as _valid_step
 
 __all__ = [
     "METRIC_NAMES",
@@ -46,7 +47,8 @@ __all__ = [
 METRIC_NAMES: tuple[str, ...] = tuple(_engine.METRIC_NAMES)
 #: Regular expression of tensor names left out by default (embeddings, normalisation layers).
 DEFAULT_EXCLUDE: str = _engine.DEFAULT_EXCLUDE
-#: In ``svd="auto"`` mode, matrices whose smaller side exceeds this use randomized SVD.
+#: In ``svd="auto"`` mode, matrices whose smaller side is at most this are computed exactly;
+#: above it, by whichever path the engine's cost model predicts cheaper.
 DEFAULT_EXACT_MAX_DIM: int = _engine.DEFAULT_EXACT_MAX_DIM
 #: SHA-256 of the engine sources this extension was built from (see
 #: ``trainmap.workflow.engine_fingerprint``); the workflow's metrics jobs depend on it.
@@ -57,17 +59,14 @@ CheckpointError = _engine.CheckpointError
 #: Keys of every per-checkpoint result and columns of metrics.csv after ``step``: the 14
 #: statistics, ``svd`` (how singular values were obtained) and ``content_hash`` (hex
 #: xxh3-128 of the counted tensors' names, dtypes, shapes and bytes, in name order).
-RESULT_COLUMNS: tuple[str, ...] = (*METRIC_NAMES, "svd", "content_hash")
+RESULT_COLUMNS: tuple[str, ...] = (*METRIC_NAMES, SVD, CONTENT_HASH)
 
-_STEP = re.compile(r"(\d+)$")
 _SVD_MODES = ("exact", "randomized", "auto")
 
 
-def parse_step(path: str | os.PathLike) -> int | None:
-    """Training step encoded in a checkpoint's file name (``step00001200.safetensors`` → 1200):
-    the trailing integer of the stem, or None when there is none."""
-    match = _STEP.search(Path(path).stem)
-    return int(match.group(1)) if match else None
+#: Training step encoded in a checkpoint's file name (``step00001200.safetensors`` → 1200),
+#: None when the stem does not end in digits: :func:`trainmap.contracts.checkpoint_step`.
+parse_step = checkpoint_step
 
 
 def checkpoint_paths(directory: str | os.PathLike) -> list[Path]:
@@ -118,7 +117,8 @@ def checkpoint_metrics(
     ----------
     path : a ``.safetensors`` file (F64, F32, F16 or BF16 tensors).
     svd : ``"exact"``, ``"randomized"`` or ``"auto"`` (exact when a matrix's smaller side
-        is at most ``exact_max_dim``, randomized above it).
+        is at most ``exact_max_dim``; above it, whichever path a cost model predicts
+        cheaper for that matrix: see docs/metrics.md).
     include : regex; when given, only tensors whose name matches count.
     exclude : regex replacing :data:`DEFAULT_EXCLUDE`; ``""`` excludes nothing.
     exact_max_dim : threshold of ``svd="auto"`` (default :data:`DEFAULT_EXACT_MAX_DIM`).
@@ -180,7 +180,7 @@ def trajectory_metrics(
     for stats in results:
         _emit(stats.warnings)
     frame = metrics_frame([parse_step(p) for p in paths], [_result(stats) for stats in results])
-    frame.insert(0, "path", paths)
+    frame.insert(0, PATH, paths)
     return frame
 
 
@@ -189,7 +189,9 @@ def metrics_frame(steps: Sequence[int | None], results: Sequence[Mapping[str, An
     :func:`weights_metrics` return them): columns ``step`` (nullable integer), then the
     :data:`RESULT_COLUMNS`, one row per result in order.
 
-    Raises ``ValueError`` when the lengths differ or a result lacks a column.
+    Raises ``ValueError`` when the lengths differ or a result lacks a column, and
+    ``trainmap.contracts.StepError`` (a ``ValueError``) for a step that is not a
+    non-negative int64 (None is allowed: a checkpoint without a step number).
     """
     steps, results = list(steps), list(results)
     if len(steps) != len(results):
@@ -201,9 +203,9 @@ def metrics_frame(steps: Sequence[int | None], results: Sequence[Mapping[str, An
     frame = pd.DataFrame(
         [[r[name] for name in METRIC_NAMES] for r in results], columns=list(METRIC_NAMES), dtype="float64"
     )
-    frame.insert(0, "step", pd.array(steps, dtype="Int64"))
-    frame["svd"] = pd.Series([str(r["svd"]) for r in results], dtype="object")
-    frame["content_hash"] = pd.Series([str(r["content_hash"]) for r in results], dtype="object")
+    frame.insert(0, STEP, pd.array([None if s is None else _valid_step(s) for s in steps], dtype="Int64"))
+    frame[SVD] = pd.Series([str(r[SVD]) for r in results], dtype="object")
+    frame[CONTENT_HASH] = pd.Series([str(r[CONTENT_HASH]) for r in results], dtype="object")
     return frame
 
 
@@ -319,8 +321,8 @@ def _torch_host_array(name: str, tensor: Any) -> np.ndarray:
 def _result(stats: Any) -> dict[str, Any]:
     """One checkpoint's result dict from the engine's CheckpointStats."""
     result: dict[str, Any] = dict(zip(METRIC_NAMES, stats.values))
-    result["svd"] = stats.svd
-    result["content_hash"] = stats.content_hash
+    result[SVD] = stats.svd
+    result[CONTENT_HASH] = stats.content_hash
     return result
 
 

@@ -46,8 +46,6 @@ __all__ = [
 
 #: Metric options that decide the numbers (a Recorder's run.json "options" has the same keys).
 OPTION_KEYS: tuple[str, ...] = ("include", "exclude", "svd", "exact_max_dim", "rank")
-# The engine's default rank (docs/metrics.md), for engine builds that do not export DEFAULT_RANK.
-_DOCUMENTED_DEFAULT_RANK = 64
 #: Seconds between saves of the results computed so far (restart-safe long series).
 SAVE_EVERY_S = 10.0
 _PARTIAL = ".series_metrics.partial.json"
@@ -56,17 +54,21 @@ INTEGRITY_JSON = "integrity.json"
 
 
 def resolved_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Metric options with the engine's defaults filled in (``exclude=None`` → the default
-    exclusion, ``exact_max_dim``/``rank`` None → the engine's defaults), so that two
+    """Metric options with their defaults filled in, as a Recorder's run.json records them:
+    the defaults of ``trainmap metrics`` (:class:`trainmap.options.MetricsOptions`) for
+    absent or None values, the engine's default exclusion for ``exclude=None``; so that two
     spellings of the same settings compare equal."""
-    from trainmap import metrics
+    from trainmap.metrics import DEFAULT_EXCLUDE
+    from trainmap.options import MetricsOptions
 
+    given = {key: options[key] for key in OPTION_KEYS if options.get(key) is not None}
+    chosen = MetricsOptions(**given)
     return {
-        "include": options.get("include"),
-        "exclude": metrics.DEFAULT_EXCLUDE if options.get("exclude") is None else options["exclude"],
-        "svd": options.get("svd") or "auto",
-        "exact_max_dim": options.get("exact_max_dim") or metrics.DEFAULT_EXACT_MAX_DIM,
-        "rank": options.get("rank") or getattr(metrics._engine, "DEFAULT_RANK", _DOCUMENTED_DEFAULT_RANK),
+        "include": chosen.include,
+        "exclude": DEFAULT_EXCLUDE if chosen.exclude is None else chosen.exclude,
+        "svd": chosen.svd,
+        "exact_max_dim": chosen.exact_max_dim,
+        "rank": chosen.rank,
     }
 
 
