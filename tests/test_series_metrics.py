@@ -1,4 +1,4 @@
-"""Run directories analysed in place (trainmap.series_metrics, `trainmap metrics-series`):
+"""Run directories analysed in place (trainmap.series_metrics, `trainmap series-metrics`):
 sharded and .bin checkpoints give the metrics of the same checkpoint as one file, a
 Recorder's metrics are adopted only under the same engine and options, identical
 checkpoints and disagreeing steps are reported, and a missing log is said."""
@@ -206,11 +206,11 @@ def test_a_recorder_run_under_another_engine_without_checkpoints_is_refused(tmp_
 
 def test_cli_metrics_series(tmp_path, capsys):
     src = write_checkpoint_run(tmp_path / "run", seed=1, steps=[0, 10, 20])
-    assert main(["metrics-series", str(src), "--out-dir", str(tmp_path / "out"), "--svd", "exact",
+    assert main(["series-metrics", str(src), "--out-dir", str(tmp_path / "out"), "--svd", "exact",
                  "--no-progress"]) == 0
     assert "computed metrics of 3 checkpoints (files layout)" in capsys.readouterr().err
     assert json.loads((tmp_path / "out" / "run.json").read_text())["options"]["svd"] == "exact"
-    assert main(["metrics-series", str(tmp_path / "absent"), "--out-dir", str(tmp_path / "out2")]) == 2
+    assert main(["series-metrics", str(tmp_path / "absent"), "--out-dir", str(tmp_path / "out2")]) == 2
     assert "absent: no such run directory" in capsys.readouterr().err
 
 

@@ -116,7 +116,7 @@ def _run_train(args: argparse.Namespace) -> int:
 def _add_import(subparsers) -> None:
     p = subparsers.add_parser(
         "import",
-        help="copy a series of released checkpoints into a run directory (metrics-series reads one in place)",
+        help="copy a series of released checkpoints into a run directory (series-metrics reads one in place)",
         description="Import released checkpoints (one sub-directory per step, e.g. step_20k/ or "
         "step143000/, holding model.safetensors or pytorch_model.bin) as DIR/checkpoints/"
         "step*.safetensors, DIR/log.csv (the metrics the source has) and DIR/run.json.",
@@ -136,9 +136,9 @@ def _run_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_metrics_series(subparsers) -> None:
+def _add_series_metrics(subparsers) -> None:
     p = subparsers.add_parser(
-        "metrics-series",
+        "series-metrics",
         help="the weight statistics of a run directory you already have, read in place",
         description="Read a run directory where it lies (a trainmap.Recorder run, step*.safetensors files, "
         "or one sub-directory per step such as checkpoint-500/ or step_20k/ with model.safetensors, sharded "
@@ -151,10 +151,10 @@ def _add_metrics_series(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="worker threads (default: all available CPUs)")
     MetricsOptions.add_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
-    p.set_defaults(run=_run_metrics_series)
+    p.set_defaults(run=_run_series_metrics)
 
 
-def _run_metrics_series(args: argparse.Namespace) -> int:
+def _run_series_metrics(args: argparse.Namespace) -> int:
     from trainmap.series_metrics import series_metrics
 
     options = MetricsOptions.from_args(args)
@@ -379,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_metrics(subparsers)
     _add_train(subparsers)
     _add_import(subparsers)
-    _add_metrics_series(subparsers)
+    _add_series_metrics(subparsers)
     for add in (_add_hmm_select, _add_hmm_decode, _add_regress, _add_map, _add_baselines, _add_figures, _add_tables):
         add(subparsers)
     return parser

@@ -1,4 +1,4 @@
-"""The metrics of a run directory read where it lies (``trainmap metrics-series``).
+"""The metrics of a run directory read where it lies (``trainmap series-metrics``).
 
 A run directory the researcher already has (:mod:`trainmap.series`: a Recorder run,
 ``step*.safetensors`` files, or one directory per step with ``model.safetensors``, sharded

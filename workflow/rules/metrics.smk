@@ -53,5 +53,5 @@ rule series_metrics:
     conda:
         "../../envs/trainmap.yaml"
     shell:
-        "trainmap metrics-series {params.source:q} --out-dir {params.out_dir} --threads {threads} {params.options}"
+        "trainmap series-metrics {params.source:q} --out-dir {params.out_dir} --threads {threads} {params.options}"
         " > {log} 2>&1"
