@@ -237,3 +237,16 @@ def test_an_interrupted_series_continues_where_it_stopped(tmp_path, monkeypatch)
     assert computed == [10, 20, 30]
     assert (tmp_path / "out" / "metrics.csv").read_text() == (tmp_path / "clean" / "metrics.csv").read_text()
     assert not list((tmp_path / "out").glob(".*partial*")) and clean["checkpoints"] == 4
+
+
+def test_bad_options_and_a_bad_log_stop_before_any_checkpoint_is_read(tmp_path, monkeypatch):
+    import trainmap.series_metrics as sm
+
+    src = write_checkpoint_run(tmp_path / "run", seed=1, steps=[0, 10])
+    monkeypatch.setattr(sm, "_checkpoint_result", lambda *a: pytest.fail("a checkpoint was read"))
+    with pytest.raises(ValueError, match="rank"):
+        series_metrics(src, tmp_path / "out", rank=-1)
+    (src / "log.csv").write_text("epoch,eval_accuracy\n1,0.5\n")
+    with pytest.raises(SeriesError, match="log.csv: no 'step' column"):
+        series_metrics(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -9,12 +9,12 @@ safetensors or ``pytorch_model.bin``) becomes, in ``OUT`` (``results/<exp>/runs/
     OUT/integrity.json  identical checkpoints, gaps in the step grid, steps that disagree
     OUT/run.json        kind "in_place", source directory, layout, steps; written last
 
-so the analysis stages read it exactly as a trained run. No checkpoint is copied:
-safetensors files (every shard of a checkpoint together, since the means and medians are
-over all its matrices) are memory-mapped and handed to the engine's ``tensor_metrics``;
-``.bin`` state dicts go through :func:`trainmap.metrics.weights_metrics`. A Recorder run's
-own metrics.csv is adopted when its engine and options equal these (docs/design.md,
-"File contracts").
+so the analysis stages read it exactly as a trained run. No checkpoint is copied: a
+single safetensors file goes through the engine's file reader; the shards of a checkpoint
+are memory-mapped and handed to the engine's ``tensor_metrics`` together (the means and
+medians are over all its matrices); ``.bin`` state dicts go through
+:func:`trainmap.metrics.weights_metrics`. A Recorder run's own metrics.csv is adopted when
+its engine and options equal these (docs/design.md, "File contracts of runs read in place").
 """
 
 from __future__ import annotations
@@ -313,6 +313,8 @@ def series_metrics(
     out = RunPaths(out_dir)
     series = series_reader.discover(src)
     options = {"svd": svd, "include": include, "exclude": exclude, "exact_max_dim": exact_max_dim, "rank": rank}
+    resolved = resolved_options(options)  # bad options and a bad log fail before the long part
+    log = series_reader.read_log(series)
     how, differences = _metrics_source(series, options, metrics.ENGINE_FINGERPRINT)
     if how == "adopted":
         frame = _adopted_frame(series)
@@ -329,7 +331,6 @@ def series_metrics(
     message = integrity_warning(report, str(src))
     if message:
         warnings.warn(f"{message} (recorded in {out_dir / INTEGRITY_JSON})", RuntimeWarning, stacklevel=2)
-    log = series_reader.read_log(series)
     if not log:
         warnings.warn(
             f"{src}: no log.csv or trainer_state.json: {out.log_csv} has no logged values, so there is "
@@ -350,7 +351,7 @@ def series_metrics(
         "checkpoints": len(steps),
         "metrics": how,
         "metrics_differences": differences,
-        "options": resolved_options(options),
+        "options": resolved,
         "engine": metrics.ENGINE_FINGERPRINT,
         "log_files": [str(p) for p in series.logs],
         "source_run": dict(series.recorder) if series.recorder is not None else None,
