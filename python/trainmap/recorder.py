@@ -1,0 +1,485 @@
+"""Record the weight statistics of a training run from inside the researcher's own loop.
+
+>>> from trainmap import Recorder
+>>> with Recorder("runs/seed3", seed=3) as rec:
+...     for step in range(n_steps):
+...         ...  # the user's own training step
+...         if step % 100 == 0:
+...             rec.record(step, model, eval_accuracy=acc, eval_loss=loss)
+
+The run directory (docs/design.md "The researcher's own runs", docs/your-runs.md)::
+
+    DIR/metrics.csv        one row per recorded step: the columns and numbers of `trainmap metrics`
+    DIR/log.csv            `step` and every scalar ever recorded (union of the columns)
+    DIR/run.json           {"kind": "recorder", "status": "running" | "complete", ...}
+    DIR/checkpoints/step{N:08d}.safetensors   with keep_checkpoints=True
+
+Every file is rewritten atomically at every ``record`` call, so a killed script loses at
+most the record in progress. A new Recorder on the same directory continues the run: the
+first step it records replaces every row at that step or later (the script restarted from
+an earlier checkpoint of its own), in both CSV files and among the kept checkpoints.
+
+This module imports neither torch nor pandas at import time: ``from trainmap import
+Recorder`` stays cheap; the engine and pandas load when a Recorder is made.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import shutil
+import struct
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+from trainmap import atomic
+
+__all__ = ["Recorder", "RecorderError", "RUN_KIND"]
+
+#: ``kind`` of a Recorder's run.json.
+RUN_KIND = "recorder"
+_METRICS = "metrics.csv"
+_LOG = "log.csv"
+_RUN = "run.json"
+_CHECKPOINTS = "checkpoints"
+_SVD_MODES = ("auto", "exact", "randomized")
+_INT64_MAX = 2**63 - 1
+# How many tensor names an error message lists before "...".
+_NAMES_SHOWN = 6
+
+
+class RecorderError(ValueError):
+    """A run directory the Recorder may not continue, or a ``record`` call it refuses."""
+
+
+def checkpoint_name(step: int) -> str:
+    """File name of the kept checkpoint of ``step`` (``step00001200.safetensors``)."""
+    return f"step{step:08d}.safetensors"
+
+
+class Recorder:
+    """Writes a run directory of per-step weight statistics (see the module docstring).
+
+    Parameters
+    ----------
+    directory : the run directory; created when missing, continued when it holds a
+        Recorder run of the same seed and options, refused otherwise.
+    seed : the run's random seed, stored in run.json (None when unknown).
+    include, exclude, svd, exact_max_dim, rank, threads : tensor selection and SVD
+        options, as in ``trainmap metrics`` (:func:`trainmap.metrics.checkpoint_metrics`).
+    keep_checkpoints : also write ``checkpoints/step{N:08d}.safetensors`` at every record.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        seed: int | None = None,
+        include: str | None = None,
+        exclude: str | None = None,
+        svd: str = "auto",
+        exact_max_dim: int | None = None,
+        rank: int | None = None,
+        threads: int | None = None,
+        keep_checkpoints: bool = False,
+    ):
+        from trainmap import metrics
+
+        self._metrics = metrics
+        self.directory = Path(directory)
+        self.seed = _check_seed(seed)
+        self.options = _resolved_options(include, exclude, svd, exact_max_dim, rank)
+        self.threads = metrics._threads(threads)
+        self.keep_checkpoints = bool(keep_checkpoints)
+        self._closed = False
+        self._session_last: int | None = None
+        self._metrics_header: str | None = None
+        self._metrics_rows: list[tuple[int, str]] = []  # (step, CSV line with its newline)
+        self._log_columns: list[str] = ["step"]
+        self._log_rows: list[dict[str, str]] = []  # CSV fields as text, keyed by column
+        self._open_directory()
+        self._write_run_json("running")
+
+    # -- the public interface -------------------------------------------------------
+
+    def record(self, step: int, weights: Any, **scalars: Any) -> None:
+        """Record the statistics of ``weights`` and the ``scalars`` at training ``step``.
+
+        ``weights``: a ``torch.nn.Module`` (its ``state_dict()``), a mapping name ->
+        torch tensor or numpy array, or the path of a safetensors file. ``scalars``:
+        numbers (Python, numpy or one-element tensors) written to log.csv; a non-finite
+        one is written as is, with a warning naming it. Steps must increase within one
+        Recorder; the first step of a continued run replaces the rows at or after it.
+        """
+        if self._closed:
+            raise RecorderError(f"{self.directory}: record(step={step}) after the Recorder was closed")
+        step = _check_step(step)
+        if self._session_last is not None and step <= self._session_last:
+            raise RecorderError(
+                f"{self.directory}: record(step={step}) after step {self._session_last} was recorded; "
+                "steps must increase within one Recorder (start a new Recorder to re-record earlier steps)"
+            )
+        values = self._scalar_fields(step, scalars)
+        tensors = _as_tensors(weights)
+        self._check_countable(step, tensors)
+        result = self._metrics.weights_metrics(tensors, **self.options, threads=self.threads)
+        row = self._metrics.metrics_frame([step], [result])
+        header, line = _csv_header_and_line(row)
+        if self._metrics_header is not None and header != self._metrics_header:
+            raise RecorderError(
+                f"{self.directory / _METRICS}: its columns ({self._metrics_header}) differ from this "
+                f"engine's ({header}); record into a new directory"
+            )
+        if self._session_last is None:
+            self._forget_from(step)
+        self._session_last = step
+        if self.keep_checkpoints:
+            _write_checkpoint(self.directory / _CHECKPOINTS / checkpoint_name(step), weights, tensors)
+        self._metrics_header = header
+        self._metrics_rows.append((step, line))
+        self._add_log_row(step, values)
+        self._write_files()
+
+    def close(self) -> None:
+        """Mark the run complete in run.json. Later ``record`` calls are errors."""
+        if not self._closed:
+            self._closed = True
+            self._write_run_json("complete")
+
+    def __enter__(self) -> "Recorder":
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        # A block left by an exception did not finish the run: run.json stays "running",
+        # so the restarted script continues it.
+        if exc_type is None:
+            self.close()
+        else:
+            self._closed = True
+
+    @property
+    def steps(self) -> list[int]:
+        """Steps in metrics.csv, ascending."""
+        return [step for step, _ in self._metrics_rows]
+
+    # -- the run directory ----------------------------------------------------------
+
+    def _open_directory(self) -> None:
+        """Create the directory, or check that it holds this run and read its rows."""
+        directory = self.directory
+        if directory.exists() and not directory.is_dir():
+            raise RecorderError(f"{directory}: exists and is not a directory")
+        directory.mkdir(parents=True, exist_ok=True)
+        run_json = directory / _RUN
+        if not run_json.is_file():
+            present = sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
+            if present:
+                raise RecorderError(
+                    f"{directory}: holds {', '.join(present[:_NAMES_SHOWN])} but no run.json of a Recorder run; "
+                    "record into an empty or new directory"
+                )
+            return
+        self._check_same_run(_read_json(run_json))
+        self._read_metrics(directory / _METRICS)
+        self._read_log(directory / _LOG)
+
+    def _check_same_run(self, saved: Mapping[str, Any]) -> None:
+        """Refuse a run.json of another run, naming every difference."""
+        where = self.directory / _RUN
+        if saved.get("kind") != RUN_KIND:
+            raise RecorderError(f"{where}: a run of kind {saved.get('kind')!r}, not a Recorder run; record elsewhere")
+        mine = self._identity()
+        differences = [
+            f"{key} {saved.get(key)!r} there, {mine[key]!r} here" for key in mine if saved.get(key) != mine[key]
+        ]
+        if differences:
+            raise RecorderError(
+                f"{where}: holds another run ({'; '.join(differences)}); record into another directory"
+            )
+
+    def _identity(self) -> dict[str, Any]:
+        """What makes two Recorders the same run: run.json keys that must agree."""
+        return {
+            "seed": self.seed,
+            "options": self.options,
+            "engine": self._metrics.ENGINE_FINGERPRINT,
+            "keep_checkpoints": self.keep_checkpoints,
+        }
+
+    def _read_metrics(self, path: Path) -> None:
+        """Keep the existing metrics.csv as text lines (no float round trip)."""
+        if not path.is_file():
+            return
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        if not lines:
+            return
+        self._metrics_header = lines[0].rstrip("\r\n")
+        for number, line in enumerate(lines[1:], start=2):
+            field = line.split(",", 1)[0]
+            try:
+                self._metrics_rows.append((_check_step(int(field)), line))
+            except (ValueError, TypeError):
+                raise RecorderError(f"{path}, line {number}: step {field!r} is not a non-negative integer") from None
+
+    def _read_log(self, path: Path) -> None:
+        """Keep the existing log.csv as text fields."""
+        if not path.is_file():
+            return
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None:
+                return
+            if reader.fieldnames[0] != "step":
+                raise RecorderError(f"{path}: first column is {reader.fieldnames[0]!r}, not 'step'")
+            self._log_columns = list(reader.fieldnames)
+            for number, row in enumerate(reader, start=2):
+                try:
+                    _check_step(int(row["step"]))
+                except (ValueError, TypeError):
+                    raise RecorderError(f"{path}, line {number}: step {row['step']!r} is not an integer") from None
+                self._log_rows.append({key: value or "" for key, value in row.items()})
+
+    def _forget_from(self, step: int) -> None:
+        """Drop rows and kept checkpoints at ``step`` or later: a restarted script records them again."""
+        self._metrics_rows = [(s, line) for s, line in self._metrics_rows if s < step]
+        self._log_rows = [row for row in self._log_rows if int(row["step"]) < step]
+        folder = self.directory / _CHECKPOINTS
+        if folder.is_dir():
+            for path in folder.glob("step*.safetensors"):
+                stem = path.stem[len("step") :]
+                if stem.isdigit() and int(stem) >= step:
+                    path.unlink()
+
+    def _add_log_row(self, step: int, values: Mapping[str, str]) -> None:
+        for name in values:
+            if name not in self._log_columns:
+                self._log_columns.append(name)
+        self._log_rows.append({"step": str(step), **values})
+
+    def _write_files(self) -> None:
+        """Rewrite metrics.csv, log.csv and run.json, each atomically."""
+        text = self._metrics_header + "\n" + "".join(line for _, line in self._metrics_rows)
+        atomic.write_text(self.directory / _METRICS, text)
+        atomic.write_text(self.directory / _LOG, _log_text(self._log_columns, self._log_rows))
+        self._write_run_json("running")
+
+    def _write_run_json(self, status: str) -> None:
+        steps = self.steps
+        atomic.write_json(
+            self.directory / _RUN,
+            {
+                "kind": RUN_KIND,
+                "status": status,
+                "seed": self.seed,
+                "steps_recorded": len(steps),
+                "first_step": steps[0] if steps else None,
+                "last_step": steps[-1] if steps else None,
+                "options": self.options,
+                "engine": self._metrics.ENGINE_FINGERPRINT,
+                "versions": _versions(),
+                "keep_checkpoints": self.keep_checkpoints,
+            },
+        )
+
+    # -- checks of the input --------------------------------------------------------
+
+    def _scalar_fields(self, step: int, scalars: Mapping[str, Any]) -> dict[str, str]:
+        """``scalars`` as CSV text, warning about non-finite values."""
+        fields = {}
+        for name, value in scalars.items():
+            number = _as_number(name, value, step)
+            if isinstance(number, float) and not math.isfinite(number):
+                warnings.warn(
+                    f"{self.directory}: scalar {name}={number} at step {step} is not finite; recorded as {number}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            fields[name] = repr(number) if isinstance(number, float) else str(number)
+        return fields
+
+    def _check_countable(self, step: int, tensors: Any) -> None:
+        """One clear error when no tensor of ``tensors`` counts under the selection options."""
+        entries = _entries(tensors)
+        selected = self._metrics.select_tensors(
+            entries, include=self.options["include"], exclude=self.options["exclude"]
+        )
+        if selected:
+            return
+        if not entries:
+            seen = "no tensors at all"
+        else:
+            shown = ", ".join(f"{name} {list(shape)}" for name, shape in entries[:_NAMES_SHOWN])
+            more = f" and {len(entries) - _NAMES_SHOWN} more" if len(entries) > _NAMES_SHOWN else ""
+            seen = f"{len(entries)} tensors ({shown}{more})"
+        raise RecorderError(
+            f"{self.directory}: record(step={step}): no countable tensor in the weights: saw {seen}. "
+            "Counted are tensors with >= 2 dimensions and 1-D tensors named '*bias' that match include="
+            f"{self.options['include']!r} and not exclude={self.options['exclude']!r}"
+        )
+
+
+# -- plain helpers ------------------------------------------------------------------
+
+
+def _check_seed(seed: Any) -> int | None:
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int) and not hasattr(seed, "__index__"):
+        raise RecorderError(f"seed must be an integer or None, not {seed!r}")
+    return int(seed.__index__())
+
+
+def _check_step(step: Any) -> int:
+    """``step`` as a Python int in [0, 2**63 - 1], or an error naming it."""
+    if isinstance(step, bool) or not hasattr(step, "__index__"):
+        raise RecorderError(f"step must be a non-negative integer, not {step!r}")
+    value = step.__index__()
+    if not 0 <= value <= _INT64_MAX:
+        raise RecorderError(f"step must be a non-negative 64-bit integer, not {value}")
+    return value
+
+
+def _resolved_options(include, exclude, svd, exact_max_dim, rank) -> dict[str, Any]:
+    """The engine options with their defaults filled in (what run.json records)."""
+    from trainmap import _rust_metrics as engine
+
+    if svd not in _SVD_MODES:
+        raise RecorderError(f"svd must be one of {', '.join(_SVD_MODES)}, not {svd!r}")
+    for name, value in (("exact_max_dim", exact_max_dim), ("rank", rank)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise RecorderError(f"{name} must be a positive integer, not {value!r}")
+    return {
+        "include": include,
+        "exclude": engine.DEFAULT_EXCLUDE if exclude is None else exclude,
+        "svd": svd,
+        "exact_max_dim": engine.DEFAULT_EXACT_MAX_DIM if exact_max_dim is None else exact_max_dim,
+        "rank": engine.DEFAULT_RANK if rank is None else rank,
+    }
+
+
+def _as_number(name: str, value: Any, step: int) -> int | float:
+    """A scalar as a Python int or float (bools as 0/1; numpy and torch scalars unwrapped)."""
+    if _is_one_element_tensor(value) or _is_numpy_scalar(value):
+        value = value.item()
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float)):
+        return value
+    raise RecorderError(f"record(step={step}): scalar {name}={value!r} is not a number")
+
+
+def _is_numpy_scalar(value: Any) -> bool:
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and isinstance(value, (numpy.generic, numpy.ndarray)) and value.size == 1
+
+
+def _is_one_element_tensor(value: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor) and value.numel() == 1
+
+
+def _as_tensors(weights: Any) -> Any:
+    """A path stays a path; a module becomes its state_dict; a mapping stays itself."""
+    if isinstance(weights, (str, os.PathLike)):
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such safetensors file")
+        return path
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(weights, torch.nn.Module):
+        return weights.state_dict()
+    if isinstance(weights, Mapping):
+        return weights
+    raise RecorderError(
+        "weights must be a torch.nn.Module, a mapping name -> tensor, or a safetensors file path, "
+        f"not {type(weights).__name__}"
+    )
+
+
+def _entries(tensors: Any) -> list[tuple[str, list[int]]]:
+    """(name, shape) of every tensor, read from a safetensors header when given a path."""
+    if isinstance(tensors, Path):
+        return _safetensors_entries(tensors)
+    entries = []
+    for name, tensor in tensors.items():
+        if not isinstance(name, str) or not hasattr(tensor, "shape"):
+            raise RecorderError(f"weights: entry {name!r} is not a named tensor ({type(tensor).__name__})")
+        entries.append((name, [int(n) for n in tensor.shape]))
+    return entries
+
+
+def _safetensors_entries(path: Path) -> list[tuple[str, list[int]]]:
+    """Names and shapes from a safetensors header (8-byte length, then JSON)."""
+    try:
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(min(length, 100_000_000)))
+        return [(name, list(meta["shape"])) for name, meta in header.items() if name != "__metadata__"]
+    except (struct.error, ValueError, KeyError, TypeError, AttributeError):
+        raise RecorderError(f"{path}: not a safetensors file (unreadable header)") from None
+
+
+def _write_checkpoint(path: Path, weights: Any, tensors: Any) -> None:
+    """Atomically write the recorded tensors, in their own dtypes, as safetensors."""
+    if isinstance(tensors, Path):
+        with atomic.atomic_path(path) as tmp:
+            shutil.copyfile(tensors, tmp)
+        return
+    torch = sys.modules.get("torch")
+    if torch is not None and any(isinstance(t, torch.Tensor) for t in tensors.values()):
+        from safetensors.torch import save
+
+        # clone(): safetensors refuses tensors sharing memory (tied weights, views).
+        host = {
+            name: (torch.from_numpy(t) if not isinstance(t, torch.Tensor) else t).detach().to("cpu").contiguous().clone()
+            for name, t in tensors.items()
+        }
+        atomic.write_bytes(path, save(host))
+        return
+    import numpy as np
+    from safetensors.numpy import save
+
+    atomic.write_bytes(path, save({name: np.ascontiguousarray(t) for name, t in tensors.items()}))
+
+
+def _csv_header_and_line(frame) -> tuple[str, str]:
+    """Header and the one data line of a one-row frame, exactly as ``to_csv`` writes them."""
+    header, line = frame.to_csv(index=False, lineterminator="\n").splitlines(keepends=True)
+    return header.rstrip("\n"), line
+
+
+def _log_text(columns: list[str], rows: list[dict[str, str]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RecorderError(f"{path}: unreadable run.json ({exc})") from None
+    if not isinstance(record, dict):
+        raise RecorderError(f"{path}: run.json is not a JSON object")
+    return record
+
+
+def _versions() -> dict[str, str]:
+    """Versions of what produced the numbers (torch only when the script loaded it)."""
+    import numpy as np
+
+    from trainmap import __version__
+
+    versions = {"trainmap": __version__, "python": platform.python_version(), "numpy": np.__version__}
+    for module in ("torch", "transformers", "lightning"):
+        if module in sys.modules:
+            versions[module] = getattr(sys.modules[module], "__version__", "unknown")
+    return versions
