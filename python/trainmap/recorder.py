@@ -192,8 +192,10 @@ class Recorder:
     def _check_same_run(self, saved: Mapping[str, Any]) -> None:
         """Refuse a run.json of another run, naming every difference."""
         where = self.directory / _RUN
-        if saved.get("kind") != RUN_KIND:
-            raise RecorderError(f"{where}: a run of kind {saved.get('kind')!r}, not a Recorder run; record elsewhere")
+        kind = saved.get("kind")
+        if kind != RUN_KIND:
+            what = f"of kind {kind!r}" if kind is not None else "without a 'kind' (a `trainmap train` or other run)"
+            raise RecorderError(f"{where}: a run {what}, not a Recorder run; record into another directory")
         mine = self._identity()
         differences = [
             f"{key} {saved.get(key)!r} there, {mine[key]!r} here" for key in mine if saved.get(key) != mine[key]
