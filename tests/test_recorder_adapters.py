@@ -18,10 +18,10 @@ from trainmap.metrics import METRIC_NAMES
 
 
 def final_row_matches_trainmap_metrics(run_dir, model, tmp_path):
-    """The last metrics.csv row equals `trainmap metrics` on the final weights saved to a file."""
+    """The last metrics.csv row equals `trainmap metrics` on the final parameters saved to a file."""
     path = tmp_path / "final" / "step00000000.safetensors"
     path.parent.mkdir()
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, path)
+    save_file({k: v.detach().contiguous() for k, v in model.named_parameters()}, path)
     assert main(["metrics", str(path), "-o", str(tmp_path / "final.csv"), "--no-progress"]) == 0
     reference = pd.read_csv(tmp_path / "final.csv").iloc[0]
     last = pd.read_csv(run_dir / "metrics.csv").iloc[-1]

@@ -95,7 +95,9 @@ class Recorder:
         self.directory = Path(directory)
         self.seed = _check_seed(seed)
         self.options = _resolved_options(include, exclude, svd, exact_max_dim, rank)
-        self.threads = metrics._threads(threads)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise RecorderError(f"threads must be a positive integer or None, not {threads!r}")
+        self.threads = threads
         self.keep_checkpoints = bool(keep_checkpoints)
         self._closed = False
         self._session_last: int | None = None
@@ -111,7 +113,8 @@ class Recorder:
     def record(self, step: int, weights: Any, **scalars: Any) -> None:
         """Record the statistics of ``weights`` and the ``scalars`` at training ``step``.
 
-        ``weights``: a ``torch.nn.Module`` (its ``state_dict()``), a mapping name ->
+        ``weights``: a ``torch.nn.Module`` (its ``named_parameters()``, the weights
+        ``trainmap train`` saves; buffers such as batch-norm statistics never count), a mapping name ->
         torch tensor or numpy array, or the path of a safetensors file. ``scalars``:
         numbers (Python, numpy or one-element tensors) written to log.csv; a non-finite
         one is written as is, with a warning naming it. Steps must increase within one
@@ -387,7 +390,8 @@ def _is_one_element_tensor(value: Any) -> bool:
 
 
 def _as_tensors(weights: Any) -> Any:
-    """A path stays a path; a module becomes its state_dict; a mapping stays itself."""
+    """A path stays a path; a module becomes its parameters by name (as ``weights_metrics``
+    reads a module); a mapping stays itself."""
     if isinstance(weights, (str, os.PathLike)):
         path = Path(weights)
         if not path.is_file():
@@ -395,7 +399,7 @@ def _as_tensors(weights: Any) -> Any:
         return path
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(weights, torch.nn.Module):
-        return weights.state_dict()
+        return dict(weights.named_parameters())
     if isinstance(weights, Mapping):
         return weights
     raise RecorderError(
