@@ -15,7 +15,8 @@ The run directory (docs/design.md "The researcher's own runs", docs/your-runs.md
     DIR/checkpoints/step{N:08d}.safetensors   with keep_checkpoints=True
 
 Every file is rewritten atomically at every ``record`` call, so a killed script loses at
-most the record in progress. A new Recorder on the same directory continues the run: the
+most the record in progress (flushed to disk with fsync at ``close()``, and at every record
+for kept checkpoints). A new Recorder on the same directory continues the run: the
 first step it records replaces every row at that step or later (the script restarted from
 an earlier checkpoint of its own), in both CSV files and among the kept checkpoints.
 
@@ -147,13 +148,15 @@ class Recorder:
         self._metrics_header = header
         self._metrics_rows.append((step, line))
         self._add_log_row(step, values)
-        self._write_files()
+        self._write_files(durable=False)
 
     def close(self) -> None:
         """Mark the run complete in run.json. Later ``record`` calls are errors."""
         if not self._closed:
             self._closed = True
-            self._write_run_json("complete")
+            if self._session_last is not None:
+                self._write_files(durable=True)
+            self._write_run_json("complete", durable=True)
 
     def __enter__(self) -> "Recorder":
         return self
@@ -267,14 +270,19 @@ class Recorder:
                 self._log_columns.append(name)
         self._log_rows.append({"step": str(step), **values})
 
-    def _write_files(self) -> None:
-        """Rewrite metrics.csv, log.csv and run.json, each atomically."""
-        text = self._metrics_header + "\n" + "".join(line for _, line in self._metrics_rows)
-        atomic.write_text(self.directory / _METRICS, text)
-        atomic.write_text(self.directory / _LOG, _log_text(self._log_columns, self._log_rows))
-        self._write_run_json("running")
+    def _write_files(self, durable: bool) -> None:
+        """Rewrite metrics.csv, log.csv and run.json, each atomically (renamed into place).
 
-    def _write_run_json(self, status: str) -> None:
+        At each record they are not flushed to disk (``durable=False``): fsync would cost
+        more than the statistics of a small model, and a killed process still never
+        leaves a half file. ``close()`` rewrites them durably.
+        """
+        text = self._metrics_header + "\n" + "".join(line for _, line in self._metrics_rows)
+        atomic.write_text(self.directory / _METRICS, text, durable=durable)
+        atomic.write_text(self.directory / _LOG, _log_text(self._log_columns, self._log_rows), durable=durable)
+        self._write_run_json("running", durable=durable)
+
+    def _write_run_json(self, status: str, durable: bool = True) -> None:
         steps = self.steps
         atomic.write_json(
             self.directory / _RUN,
@@ -290,6 +298,7 @@ class Recorder:
                 "versions": _versions(),
                 "keep_checkpoints": self.keep_checkpoints,
             },
+            durable=durable,
         )
 
     # -- checks of the input --------------------------------------------------------
