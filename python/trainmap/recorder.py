@@ -51,6 +51,8 @@ _RUN = "run.json"
 _CHECKPOINTS = "checkpoints"
 _SVD_MODES = ("auto", "exact", "randomized")
 _INT64_MAX = 2**63 - 1
+# The engine's default rank (docs/metrics.md), for engine builds that do not export DEFAULT_RANK.
+_DOCUMENTED_DEFAULT_RANK = 64
 # How many tensor names an error message lists before "...".
 _NAMES_SHOWN = 6
 
@@ -373,7 +375,7 @@ def _resolved_options(include, exclude, svd, exact_max_dim, rank) -> dict[str, A
         "exclude": engine.DEFAULT_EXCLUDE if exclude is None else exclude,
         "svd": svd,
         "exact_max_dim": engine.DEFAULT_EXACT_MAX_DIM if exact_max_dim is None else exact_max_dim,
-        "rank": engine.DEFAULT_RANK if rank is None else rank,
+        "rank": getattr(engine, "DEFAULT_RANK", _DOCUMENTED_DEFAULT_RANK) if rank is None else rank,
     }
 
 
