@@ -108,6 +108,7 @@ class Recorder:
         self._metrics_rows: list[tuple[int, str]] = []  # (step, CSV line with its newline)
         self._log_columns: list[str] = ["step"]
         self._log_rows: list[dict[str, str]] = []  # CSV fields as text, keyed by column
+        self._log_lines: list[str] = []  # _log_rows rendered under _log_columns (cached: rows never change)
         self._open_directory()
         self._write_run_json("running")
 
@@ -254,11 +255,14 @@ class Recorder:
                 except (ValueError, TypeError):
                     raise RecorderError(f"{path}, line {number}: step {row['step']!r} is not an integer") from None
                 self._log_rows.append({key: value or "" for key, value in row.items()})
+        self._log_lines = [_csv_line(self._log_columns, row) for row in self._log_rows]
 
     def _forget_from(self, step: int) -> None:
         """Drop rows and kept checkpoints at ``step`` or later: a restarted script records them again."""
         self._metrics_rows = [(s, line) for s, line in self._metrics_rows if s < step]
-        self._log_rows = [row for row in self._log_rows if int(row["step"]) < step]
+        kept = [i for i, row in enumerate(self._log_rows) if int(row["step"]) < step]
+        self._log_rows = [self._log_rows[i] for i in kept]
+        self._log_lines = [self._log_lines[i] for i in kept]
         folder = self.directory / _CHECKPOINTS
         if folder.is_dir():
             for path in folder.glob("step*.safetensors"):
@@ -267,10 +271,14 @@ class Recorder:
                     path.unlink()
 
     def _add_log_row(self, step: int, values: Mapping[str, str]) -> None:
-        for name in values:
-            if name not in self._log_columns:
-                self._log_columns.append(name)
-        self._log_rows.append({"step": str(step), **values})
+        new_columns = [name for name in values if name not in self._log_columns]
+        self._log_columns.extend(new_columns)
+        row = {"step": str(step), **values}
+        self._log_rows.append(row)
+        if new_columns:  # earlier rows gain empty fields: render them again
+            self._log_lines = [_csv_line(self._log_columns, earlier) for earlier in self._log_rows]
+        else:
+            self._log_lines.append(_csv_line(self._log_columns, row))
 
     def _write_files(self, durable: bool) -> None:
         """Rewrite metrics.csv, log.csv and run.json, each atomically (renamed into place).
@@ -281,7 +289,8 @@ class Recorder:
         """
         text = self._metrics_header + "\n" + "".join(line for _, line in self._metrics_rows)
         atomic.write_text(self.directory / _METRICS, text, durable=durable)
-        atomic.write_text(self.directory / _LOG, _log_text(self._log_columns, self._log_rows), durable=durable)
+        log = _csv_line(self._log_columns, {name: name for name in self._log_columns}) + "".join(self._log_lines)
+        atomic.write_text(self.directory / _LOG, log, durable=durable)
         self._write_run_json("running", durable=durable)
 
     def _write_run_json(self, status: str, durable: bool = True) -> None:
@@ -471,11 +480,10 @@ def _csv_header_and_line(frame) -> tuple[str, str]:
     return header.rstrip("\n"), line
 
 
-def _log_text(columns: list[str], rows: list[dict[str, str]]) -> str:
+def _csv_line(columns: list[str], row: Mapping[str, str]) -> str:
+    """One CSV line of ``row``'s fields in ``columns`` order (missing ones empty), quoted as needed."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
+    csv.writer(buffer, lineterminator="\n").writerow([row.get(column, "") for column in columns])
     return buffer.getvalue()
 
 
