@@ -49,6 +49,7 @@ bench: setup
 	$(VENV)/bin/python benchmarks/metrics.py
 	$(VENV)/bin/python benchmarks/train.py
 	$(VENV)/bin/python benchmarks/hmm.py
+	$(VENV)/bin/python benchmarks/estep.py
 
 clean:
 	rm -rf $(VENV) rust_metrics/target

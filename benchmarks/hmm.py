@@ -5,9 +5,9 @@ the workload of one experiment's ``trainmap hmm-select``. Runs are sampled from 
 5-state left-to-right Gaussian HMM and z-scored per run, like real metrics. Prints the wall
 time, the chosen number of states and how many fits converged.
 
-    .venv/bin/python benchmarks/hmm.py [--threads 2] [--runs 40] [--length 1000]
+    .venv/bin/python benchmarks/hmm.py [--workers 2] [--runs 40] [--length 1000]
 
-Goal (issue 4): at most 3 minutes with 2 threads on the 2-core development machine.
+Goal (issue 4): at most 3 minutes with 2 worker processes on the 2-core development machine.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def sample_runs(n_runs: int, length: int, n_features: int, n_states: int, seed: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--length", type=int, default=1000)
     parser.add_argument("--features", type=int, default=14)
@@ -63,17 +63,17 @@ def main() -> None:
     parser.add_argument("--true-states", type=int, default=5)
     args = parser.parse_args()
 
-    from trainmap.analysis.hmm import select_hmm
+    from trainmap.analysis.hmm_select import select_hmm
 
     runs = sample_runs(args.runs, args.length, args.features, args.true_states, seed=0)
     print(f"model selection: {args.runs} runs x {args.length} checkpoints x {args.features} features, "
-          f"n = 1..{args.max_components}, {args.restarts} restarts, full covariance, {args.threads} threads")
+          f"n = 1..{args.max_components}, {args.restarts} restarts, full covariance, {args.workers} workers")
     start = time.perf_counter()
     cpu0 = time.process_time()
-    sel = select_hmm(runs, max_components=args.max_components, n_restarts=args.restarts,
-                     covariance_type="full", threads=args.threads, seed=0)
+    sel = select_hmm(runs, max_components=args.max_components, restarts=args.restarts,
+                     covariance="full", workers=args.workers, seed=0)
     wall = time.perf_counter() - start
-    if args.threads > 1:  # reap the worker processes so that their CPU time is counted
+    if args.workers > 1:  # reap the worker processes so that their CPU time is counted
         from joblib.externals.loky import get_reusable_executor
 
         get_reusable_executor().shutdown(wait=True)
@@ -83,7 +83,7 @@ def main() -> None:
     table = sel.table
     ok = table["status"] == "ok"
     print(f"wall time: {wall:.1f} s ({wall / 60:.2f} min; goal <= 3 min, ratio {wall / 180:.2f})")
-    print(f"CPU time, all processes: {cpu:.1f} s (CPU / threads = {cpu / args.threads:.1f} s: the wall time "
+    print(f"CPU time, all processes: {cpu:.1f} s (CPU / workers = {cpu / args.workers:.1f} s: the wall time "
           f"on otherwise idle cores); 1-min load average at the end: {load:.1f}")
     print(f"chosen n: {sel.n_components} (true {args.true_states}), restart {sel.restart}")
     print(f"fits: {len(table)}, ok {int(ok.sum())}, failed {int((~ok).sum())}, "

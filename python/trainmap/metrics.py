@@ -16,7 +16,6 @@ Example
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from trainmap import _rust_metrics as _engine
+from trainmap.contracts import checkpoint_step
 
 __all__ = [
     "METRIC_NAMES",
@@ -59,15 +59,12 @@ CheckpointError = _engine.CheckpointError
 #: xxh3-128 of the counted tensors' names, dtypes, shapes and bytes, in name order).
 RESULT_COLUMNS: tuple[str, ...] = (*METRIC_NAMES, "svd", "content_hash")
 
-_STEP = re.compile(r"(\d+)$")
 _SVD_MODES = ("exact", "randomized", "auto")
 
 
-def parse_step(path: str | os.PathLike) -> int | None:
-    """Training step encoded in a checkpoint's file name (``step00001200.safetensors`` → 1200):
-    the trailing integer of the stem, or None when there is none."""
-    match = _STEP.search(Path(path).stem)
-    return int(match.group(1)) if match else None
+#: Training step encoded in a checkpoint's file name (``step00001200.safetensors`` → 1200),
+#: None when the stem does not end in digits: :func:`trainmap.contracts.checkpoint_step`.
+parse_step = checkpoint_step
 
 
 def checkpoint_paths(directory: str | os.PathLike) -> list[Path]:

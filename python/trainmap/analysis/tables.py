@@ -2,7 +2,8 @@
 
 An experiment directory ``DIR`` (``results/{exp}``) provides:
 
-* ``DIR/regression.json`` — Table 1 (n_runs, n_states, r2, p_value, dissimilarity, forking);
+* ``DIR/regression.json`` — Table 1 (convergence criterion, n_runs, n_states, r2,
+  r2_adjusted, r2_loo, p_value, dissimilarity, forking);
 * ``DIR/coefficients.csv`` — Table 2 (state, coefficient, runs_visiting, detour);
 * ``DIR/hmm/selection.csv`` — the HMM row of Table 4 (chosen n and its held-out BIC);
 * ``DIR/baselines.csv`` — the k-means and HMM-on-l2 rows of Table 4 (optional: missing
@@ -22,6 +23,7 @@ import pandas as pd
 
 from trainmap import atomic
 from trainmap.analysis.errors import AnalysisError
+from trainmap.contracts import TABLES, ExperimentPaths
 
 __all__ = [
     "TABLE1_COLUMNS",
@@ -34,7 +36,8 @@ __all__ = [
     "write_tables",
 ]
 
-TABLE1_COLUMNS = ["experiment", "n_runs", "n_states", "r2", "p_value", "dissimilarity", "forking"]
+TABLE1_COLUMNS = ["experiment", "convergence", "n_runs", "n_states", "r2", "r2_adjusted", "r2_loo", "p_value",
+                  "dissimilarity", "forking"]
 TABLE2_COLUMNS = ["experiment", "state", "coefficient", "runs_visiting", "detour"]
 TABLE4_COLUMNS = ["experiment", "method", "components", "bic"]
 
@@ -60,12 +63,15 @@ def table1(experiments: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
     """Table 1: one row per experiment from ``DIR/regression.json``."""
     rows = []
     for name, directory in experiments.items():
-        reg = _read_json(Path(directory) / "regression.json")
+        reg = _read_json(ExperimentPaths.at(directory).regression_json)
         rows.append({
             "experiment": name,
+            "convergence": (reg.get("convergence") or {}).get("text", ""),
             "n_runs": int(reg.get("n_runs", 0)),
             "n_states": int(reg.get("n_states", 0)),
             "r2": _num(reg.get("r2")),
+            "r2_adjusted": _num(reg.get("r2_adjusted")),
+            "r2_loo": _num(reg.get("r2_loo")),
             "p_value": _num(reg.get("p_value")),
             "dissimilarity": _num(reg.get("dissimilarity")),
             "forking": bool(reg.get("forking", False)),
@@ -77,7 +83,7 @@ def table2(experiments: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
     """Table 2: one row per (experiment, state) from ``DIR/coefficients.csv``."""
     frames = []
     for name, directory in experiments.items():
-        coef = pd.read_csv(_need(Path(directory) / "coefficients.csv"))
+        coef = pd.read_csv(_need(ExperimentPaths.at(directory).coefficients_csv))
         frame = coef.reindex(columns=["state", "coefficient", "runs_visiting", "detour"]).copy()
         frame.insert(0, "experiment", name)
         frame["detour"] = frame["detour"].fillna(False).astype(bool)
@@ -92,8 +98,8 @@ def table4(experiments: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
     k-means, the HMM on ``l2`` and the full HMM."""
     rows = []
     for name, directory in experiments.items():
-        directory = Path(directory)
-        base_path = directory / "baselines.csv"
+        paths = ExperimentPaths.at(directory)
+        base_path = paths.baselines_csv
         if base_path.is_file():
             base = pd.read_csv(base_path)
             for method in ("kmeans", "hmm_l2"):
@@ -105,7 +111,7 @@ def table4(experiments: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
                     rows.append({"experiment": name, "method": method, "components": pd.NA, "bic": np.nan})
         else:
             warnings.warn(f"{base_path}: missing, Table 4 has no baseline rows for {name}", RuntimeWarning, stacklevel=2)
-        sel = pd.read_csv(_need(directory / "hmm" / "selection.csv"))
+        sel = pd.read_csv(_need(paths.selection_csv))
         chosen = sel[sel["chosen"].astype(bool)]
         rows.append({"experiment": name, "method": "hmm",
                      "components": int(chosen["n_components"].iloc[0]) if len(chosen) else pd.NA,
@@ -164,16 +170,19 @@ def write_tables(experiments: Mapping[str, str | os.PathLike], out_dir: str | os
     out_dir = Path(out_dir)
     t1, t2, t4 = table1(experiments), table2(experiments), table4(experiments)
     paths = {}
-    for name, frame in (("table1", t1), ("table2", t2), ("table4", t4)):
+    for name, frame in zip((f"table{n}" for n in TABLES), (t1, t2, t4)):
         paths[f"{name}.csv"] = out_dir / f"{name}.csv"
         atomic.write_csv(paths[f"{name}.csv"], frame)
-    md1 = ("Table 1: predictability of the convergence step from the bag of states (centred R², "
-           "F-test p-value), trajectory dissimilarity (Eq. 1) and whether the training map forks.\n\n"
+    md1 = ("Table 1: predictability of the convergence step (first step meeting the convergence "
+           "criterion) from the bag of states: centred R², adjusted R², leave-one-out cross-validated R² "
+           "(each run predicted by the fit on the others), F-test p-value; trajectory dissimilarity (Eq. 1) "
+           "and whether the training map forks.\n\n"
            + markdown_table(
                t1,
-               {"r2": _fmt_float(3), "p_value": _fmt_p, "dissimilarity": _fmt_float(3),
-                "forking": lambda x: "✓" if bool(x) else ""},
-               {"n_runs": "runs", "n_states": "states", "r2": "R²", "p_value": "p-value",
+               {"r2": _fmt_float(3), "r2_adjusted": _fmt_float(3), "r2_loo": _fmt_float(3), "p_value": _fmt_p,
+                "dissimilarity": _fmt_float(3), "forking": lambda x: "✓" if bool(x) else ""},
+               {"convergence": "Convergence", "n_runs": "runs", "n_states": "states", "r2": "R²",
+                "r2_adjusted": "adj. R²", "r2_loo": "LOO R²", "p_value": "p-value",
                 "dissimilarity": "Dissimilarity", "forking": "Forking", "experiment": "Experiment"},
            ))
     md2 = ("Table 2: regression coefficients per state (effect on the convergence step, in steps, of "

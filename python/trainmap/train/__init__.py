@@ -14,7 +14,7 @@ command line and the workflow can validate settings quickly); everything else on
 from importlib import import_module
 from typing import Any
 
-from trainmap.train.tasks import TASKS, SettingsError, default_settings, resolve_settings, task_description
+from trainmap.train.tasks import TASKS, SettingsError, default_settings, resolve_settings
 
 # Public names defined in modules that import torch, loaded when first used.
 _LAZY = {
@@ -33,7 +33,6 @@ __all__ = [
     "import_series",
     "default_settings",
     "resolve_settings",
-    "task_description",
     "SettingsError",
     "DataFileError",
     "MissingDataError",

@@ -30,6 +30,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from trainmap import atomic
+from trainmap.contracts import parse_step
 from trainmap.train import layout
 from trainmap.train.datafiles import DataFileError
 
@@ -60,13 +61,14 @@ def step_of(name: str) -> int | None:
     """Training step a checkpoint directory's name stands for, or None.
 
     ``step_20k`` → 20000, ``multiberts-seed_1-step_2000k`` → 2000000, ``step143000`` →
-    143000, ``checkpoint-500`` → 500, ``1200`` → 1200.
+    143000, ``checkpoint-500`` → 500, ``1200`` → 1200. A step beyond int64 raises
+    :class:`trainmap.contracts.StepError` naming the directory.
     """
     for pattern in _STEP_PATTERNS:
         matches = list(pattern.finditer(name))
         if matches:
             number, thousands = matches[-1].groups()
-            return int(number) * (1000 if thousands else 1)
+            return parse_step(int(number) * (1000 if thousands else 1), name)
     return None
 
 

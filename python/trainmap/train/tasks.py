@@ -20,7 +20,6 @@ __all__ = [
     "resolve_settings",
     "parse_value",
     "parse_assignments",
-    "task_description",
 ]
 
 
@@ -139,16 +138,6 @@ _DEFAULTS["digits"] = {
     "checkpoint_unit": "step",
 }
 
-_DESCRIPTIONS: dict[str, str] = {
-    "modular": "(a + b) mod 113 with a 1-layer transformer without LayerNorm (Nanda et al. 2023)",
-    "modular_stable": "modular addition with LayerNorm and batch 256 (Section 3.3)",
-    "parities": "40-bit sparse parity of 3 bits with a 1-hidden-layer MLP (Barak et al. 2022)",
-    "mnist": "MNIST with an MLP 784-800-10",
-    "cifar100": "CIFAR-100 with a CIFAR-style ResNet18",
-    "cifar100_unstable": "CIFAR-100 with ResNet18 without batch norm and residual connections",
-    "digits": "scikit-learn's bundled 8x8 digits with a 1-hidden-layer MLP (offline MNIST stand-in)",
-}
-
 #: Names of the tasks ``train_run`` knows.
 TASKS: tuple[str, ...] = tuple(_DEFAULTS)
 
@@ -198,12 +187,6 @@ def default_settings(task: str) -> dict[str, Any]:
     """A fresh copy of ``task``'s default settings (a plain dict of int/float/bool/str)."""
     _check_task(task)
     return dict(sorted(_DEFAULTS[task].items()))
-
-
-def task_description(task: str) -> str:
-    """One line saying what ``task`` trains."""
-    _check_task(task)
-    return _DESCRIPTIONS[task]
 
 
 _TRUE = ("true", "yes", "on", "1")
