@@ -207,8 +207,10 @@ def test_a_step_not_above_the_last_one_of_the_session_names_both_steps(tmp_path)
             rec.record(3, model)
         with pytest.raises(RecorderError, match="step=10.*after step 10"):
             rec.record(10, model)
-        with pytest.raises(RecorderError, match="non-negative"):
+        with pytest.raises(RecorderError, match=r"record\(step=-1\): step -1 is negative"):
             rec.record(-1, model)
+        with pytest.raises(RecorderError, match="not a training step"):
+            rec.record(12.5, model)
         assert rec.steps == [10]
 
 

@@ -40,17 +40,23 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from trainmap import atomic
+from trainmap.contracts import (
+    CHECKPOINTS_DIR,
+    LOG_CSV,
+    METRICS_CSV,
+    RUN_JSON,
+    STEP,
+    StepError,
+    checkpoint_path,
+    checkpoint_steps,
+    parse_step,
+)
 
 __all__ = ["Recorder", "RecorderError", "RUN_KIND"]
 
 #: ``kind`` of a Recorder's run.json.
 RUN_KIND = "recorder"
-_METRICS = "metrics.csv"
-_LOG = "log.csv"
-_RUN = "run.json"
-_CHECKPOINTS = "checkpoints"
 _SVD_MODES = ("auto", "exact", "randomized")
-_INT64_MAX = 2**63 - 1
 # The engine's default rank (docs/metrics.md), for engine builds that do not export DEFAULT_RANK.
 _DOCUMENTED_DEFAULT_RANK = 64
 # How many tensor names an error message lists before "...".
@@ -59,11 +65,6 @@ _NAMES_SHOWN = 6
 
 class RecorderError(ValueError):
     """A run directory the Recorder may not continue, or a ``record`` call it refuses."""
-
-
-def checkpoint_name(step: int) -> str:
-    """File name of the kept checkpoint of ``step`` (``step00001200.safetensors``)."""
-    return f"step{step:08d}.safetensors"
 
 
 class Recorder:
@@ -106,7 +107,7 @@ class Recorder:
         self._session_last: int | None = None
         self._metrics_header: str | None = None
         self._metrics_rows: list[tuple[int, str]] = []  # (step, CSV line with its newline)
-        self._log_columns: list[str] = ["step"]
+        self._log_columns: list[str] = [STEP]
         self._log_rows: list[dict[str, str]] = []  # CSV fields as text, keyed by column
         self._log_lines: list[str] = []  # _log_rows rendered under _log_columns (cached: rows never change)
         self._open_directory()
@@ -126,7 +127,7 @@ class Recorder:
         """
         if self._closed:
             raise RecorderError(f"{self.directory}: record(step={step}) after the Recorder was closed")
-        step = _check_step(step)
+        step = _record_step(self.directory, step)
         if self._session_last is not None and step <= self._session_last:
             raise RecorderError(
                 f"{self.directory}: record(step={step}) after step {self._session_last} was recorded; "
@@ -140,14 +141,14 @@ class Recorder:
         header, line = _csv_header_and_line(row)
         if self._metrics_header is not None and header != self._metrics_header:
             raise RecorderError(
-                f"{self.directory / _METRICS}: its columns ({self._metrics_header}) differ from this "
+                f"{self.directory / METRICS_CSV}: its columns ({self._metrics_header}) differ from this "
                 f"engine's ({header}); record into a new directory"
             )
         if self._session_last is None:
             self._forget_from(step)
         self._session_last = step
         if self.keep_checkpoints:
-            _write_checkpoint(self.directory / _CHECKPOINTS / checkpoint_name(step), weights, tensors)
+            _write_checkpoint(checkpoint_path(self.directory, step), weights, tensors)
         self._metrics_header = header
         self._metrics_rows.append((step, line))
         self._add_log_row(step, values)
@@ -185,7 +186,7 @@ class Recorder:
         if directory.exists() and not directory.is_dir():
             raise RecorderError(f"{directory}: exists and is not a directory")
         directory.mkdir(parents=True, exist_ok=True)
-        run_json = directory / _RUN
+        run_json = directory / RUN_JSON
         if not run_json.is_file():
             present = sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
             if present:
@@ -195,12 +196,12 @@ class Recorder:
                 )
             return
         self._check_same_run(_read_json(run_json))
-        self._read_metrics(directory / _METRICS)
-        self._read_log(directory / _LOG)
+        self._read_metrics(directory / METRICS_CSV)
+        self._read_log(directory / LOG_CSV)
 
     def _check_same_run(self, saved: Mapping[str, Any]) -> None:
         """Refuse a run.json of another run, naming every difference."""
-        where = self.directory / _RUN
+        where = self.directory / RUN_JSON
         kind = saved.get("kind")
         if kind != RUN_KIND:
             what = f"of kind {kind!r}" if kind is not None else "without a 'kind' (a `trainmap train` or other run)"
@@ -232,11 +233,10 @@ class Recorder:
             return
         self._metrics_header = lines[0].rstrip("\r\n")
         for number, line in enumerate(lines[1:], start=2):
-            field = line.split(",", 1)[0]
             try:
-                self._metrics_rows.append((_check_step(int(field)), line))
-            except (ValueError, TypeError):
-                raise RecorderError(f"{path}, line {number}: step {field!r} is not a non-negative integer") from None
+                self._metrics_rows.append((parse_step(line.split(",", 1)[0], f"{path}, line {number}"), line))
+            except StepError as exc:
+                raise RecorderError(str(exc)) from None
 
     def _read_log(self, path: Path) -> None:
         """Keep the existing log.csv as text fields."""
@@ -246,34 +246,31 @@ class Recorder:
             reader = csv.DictReader(handle)
             if reader.fieldnames is None:
                 return
-            if reader.fieldnames[0] != "step":
-                raise RecorderError(f"{path}: first column is {reader.fieldnames[0]!r}, not 'step'")
+            if reader.fieldnames[0] != STEP:
+                raise RecorderError(f"{path}: first column is {reader.fieldnames[0]!r}, not {STEP!r}")
             self._log_columns = list(reader.fieldnames)
             for number, row in enumerate(reader, start=2):
                 try:
-                    _check_step(int(row["step"]))
-                except (ValueError, TypeError):
-                    raise RecorderError(f"{path}, line {number}: step {row['step']!r} is not an integer") from None
+                    parse_step(row[STEP], f"{path}, line {number}")
+                except StepError as exc:
+                    raise RecorderError(str(exc)) from None
                 self._log_rows.append({key: value or "" for key, value in row.items()})
         self._log_lines = [_csv_line(self._log_columns, row) for row in self._log_rows]
 
     def _forget_from(self, step: int) -> None:
         """Drop rows and kept checkpoints at ``step`` or later: a restarted script records them again."""
         self._metrics_rows = [(s, line) for s, line in self._metrics_rows if s < step]
-        kept = [i for i, row in enumerate(self._log_rows) if int(row["step"]) < step]
+        kept = [i for i, row in enumerate(self._log_rows) if int(row[STEP]) < step]
         self._log_rows = [self._log_rows[i] for i in kept]
         self._log_lines = [self._log_lines[i] for i in kept]
-        folder = self.directory / _CHECKPOINTS
-        if folder.is_dir():
-            for path in folder.glob("step*.safetensors"):
-                stem = path.stem[len("step") :]
-                if stem.isdigit() and int(stem) >= step:
-                    path.unlink()
+        for kept_step in checkpoint_steps(self.directory):
+            if kept_step >= step:
+                checkpoint_path(self.directory, kept_step).unlink()
 
     def _add_log_row(self, step: int, values: Mapping[str, str]) -> None:
         new_columns = [name for name in values if name not in self._log_columns]
         self._log_columns.extend(new_columns)
-        row = {"step": str(step), **values}
+        row = {STEP: str(step), **values}
         self._log_rows.append(row)
         if new_columns:  # earlier rows gain empty fields: render them again
             self._log_lines = [_csv_line(self._log_columns, earlier) for earlier in self._log_rows]
@@ -288,15 +285,15 @@ class Recorder:
         leaves a half file. ``close()`` rewrites them durably.
         """
         text = self._metrics_header + "\n" + "".join(line for _, line in self._metrics_rows)
-        atomic.write_text(self.directory / _METRICS, text, durable=durable)
+        atomic.write_text(self.directory / METRICS_CSV, text, durable=durable)
         log = _csv_line(self._log_columns, {name: name for name in self._log_columns}) + "".join(self._log_lines)
-        atomic.write_text(self.directory / _LOG, log, durable=durable)
+        atomic.write_text(self.directory / LOG_CSV, log, durable=durable)
         self._write_run_json("running", durable=durable)
 
     def _write_run_json(self, status: str, durable: bool = True) -> None:
         steps = self.steps
         atomic.write_json(
-            self.directory / _RUN,
+            self.directory / RUN_JSON,
             {
                 "kind": RUN_KIND,
                 "status": status,
@@ -360,14 +357,12 @@ def _check_seed(seed: Any) -> int | None:
     return int(seed.__index__())
 
 
-def _check_step(step: Any) -> int:
-    """``step`` as a Python int in [0, 2**63 - 1], or an error naming it."""
-    if isinstance(step, bool) or not hasattr(step, "__index__"):
-        raise RecorderError(f"step must be a non-negative integer, not {step!r}")
-    value = step.__index__()
-    if not 0 <= value <= _INT64_MAX:
-        raise RecorderError(f"step must be a non-negative 64-bit integer, not {value}")
-    return value
+def _record_step(directory: Path, step: Any) -> int:
+    """The ``step`` argument of ``record`` as a validated step (:func:`trainmap.contracts.parse_step`)."""
+    try:
+        return parse_step(step, f"{directory}: record(step={step!r})")
+    except StepError as exc:
+        raise RecorderError(str(exc)) from None
 
 
 def _resolved_options(include, exclude, svd, exact_max_dim, rank) -> dict[str, Any]:
