@@ -240,6 +240,15 @@ def test_weights_without_a_countable_tensor_are_an_error_naming_what_was_seen(tm
     assert not (tmp_path / "run" / "metrics.csv").exists()
 
 
+@pytest.mark.parametrize(
+    "options, named", [({"svd": "fast"}, "svd"), ({"rank": 0}, "rank"), ({"exact_max_dim": 1.5}, "exact_max_dim")]
+)
+def test_bad_engine_options_are_refused_naming_the_option(tmp_path, options, named):
+    with pytest.raises(RecorderError, match=named):
+        Recorder(tmp_path / "run", **options)
+    assert not (tmp_path / "run").exists()
+
+
 def test_record_after_close_is_an_error(tmp_path):
     rec = Recorder(tmp_path / "run")
     rec.close()

@@ -56,9 +56,6 @@ __all__ = ["Recorder", "RecorderError", "RUN_KIND"]
 
 #: ``kind`` of a Recorder's run.json.
 RUN_KIND = "recorder"
-_SVD_MODES = ("auto", "exact", "randomized")
-# The engine's default rank (docs/metrics.md), for engine builds that do not export DEFAULT_RANK.
-_DOCUMENTED_DEFAULT_RANK = 64
 # How many tensor names an error message lists before "...".
 _NAMES_SHOWN = 6
 
@@ -366,20 +363,29 @@ def _record_step(directory: Path, step: Any) -> int:
 
 
 def _resolved_options(include, exclude, svd, exact_max_dim, rank) -> dict[str, Any]:
-    """The engine options with their defaults filled in (what run.json records)."""
-    from trainmap import _rust_metrics as engine
+    """The metric options, validated and with their defaults filled in (what run.json
+    records): defaults and bounds are those of ``trainmap metrics``
+    (:class:`trainmap.options.MetricsOptions`), the default exclusion the engine's."""
+    from trainmap.metrics import DEFAULT_EXCLUDE
+    from trainmap.options import MetricsOptions
 
-    if svd not in _SVD_MODES:
-        raise RecorderError(f"svd must be one of {', '.join(_SVD_MODES)}, not {svd!r}")
-    for name, value in (("exact_max_dim", exact_max_dim), ("rank", rank)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise RecorderError(f"{name} must be a positive integer, not {value!r}")
+    defaults = MetricsOptions()
+    try:
+        chosen = MetricsOptions(
+            svd=svd,
+            include=include,
+            exclude=exclude,
+            exact_max_dim=defaults.exact_max_dim if exact_max_dim is None else exact_max_dim,
+            rank=defaults.rank if rank is None else rank,
+        )
+    except ValueError as exc:
+        raise RecorderError(f"Recorder: {exc}") from None
     return {
-        "include": include,
-        "exclude": engine.DEFAULT_EXCLUDE if exclude is None else exclude,
-        "svd": svd,
-        "exact_max_dim": engine.DEFAULT_EXACT_MAX_DIM if exact_max_dim is None else exact_max_dim,
-        "rank": getattr(engine, "DEFAULT_RANK", _DOCUMENTED_DEFAULT_RANK) if rank is None else rank,
+        "include": chosen.include,
+        "exclude": DEFAULT_EXCLUDE if chosen.exclude is None else chosen.exclude,
+        "svd": chosen.svd,
+        "exact_max_dim": chosen.exact_max_dim,
+        "rank": chosen.rank,
     }
 
 
