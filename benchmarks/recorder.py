@@ -102,7 +102,8 @@ def record_against_file(name: str, build, repeats: int, threads: int | None, wor
             recording.append(time.perf_counter() - began)
     print(
         f"{name} ({n_parameters / 1e6:.1f} M parameters): record {min(recording):.3f} s, "
-        f"trainmap metrics from the file {min(from_file):.3f} s, ratio {min(recording) / min(from_file):.2f} (goal <= 1)"
+        f"trainmap metrics from the file {min(from_file):.3f} s, "
+        f"ratio {min(recording) / min(from_file):.2f} (goal <= 1)"
     )
 
 

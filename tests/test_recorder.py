@@ -77,7 +77,8 @@ def test_metrics_equal_trainmap_metrics_on_the_same_weights_saved_to_files(tmp_p
         for step, loss in train_steps(model, 6):
             if step % 2 == 0:
                 rec.record(step, model, train_loss=loss)
-                save_file({k: v.contiguous() for k, v in model.state_dict().items()}, saved / f"step{step:08d}.safetensors")
+                state = {k: v.contiguous() for k, v in model.state_dict().items()}
+                save_file(state, saved / f"step{step:08d}.safetensors")
         assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "running"
     recorded = pd.read_csv(tmp_path / "run" / "metrics.csv")
     assert recorded["step"].tolist() == [2, 4, 6]

@@ -26,10 +26,13 @@ def final_row_matches_trainmap_metrics(run_dir, model, tmp_path):
     reference = pd.read_csv(tmp_path / "final.csv").iloc[0]
     last = pd.read_csv(run_dir / "metrics.csv").iloc[-1]
     assert last["content_hash"] == reference["content_hash"]
-    np.testing.assert_allclose(last[list(METRIC_NAMES)].astype(float), reference[list(METRIC_NAMES)].astype(float), rtol=1e-9)
+    columns = list(METRIC_NAMES)
+    np.testing.assert_allclose(last[columns].astype(float), reference[columns].astype(float), rtol=1e-9)
 
 
-@pytest.mark.parametrize("module, library, extra", [("hf", "transformers", "hf"), ("lightning", "lightning", "lightning")])
+@pytest.mark.parametrize(
+    "module, library, extra", [("hf", "transformers", "hf"), ("lightning", "lightning", "lightning")]
+)
 def test_an_adapter_without_its_library_names_the_extra(monkeypatch, module, library, extra):
     monkeypatch.setitem(sys.modules, library, None)  # import of `library` now fails
     monkeypatch.delitem(sys.modules, f"trainmap.adapters.{module}", raising=False)

@@ -41,7 +41,6 @@ from typing import Any, Mapping
 
 from trainmap import atomic
 from trainmap.contracts import (
-    CHECKPOINTS_DIR,
     LOG_CSV,
     METRICS_CSV,
     RUN_JSON,
@@ -145,7 +144,7 @@ class Recorder:
             self._forget_from(step)
         self._session_last = step
         if self.keep_checkpoints:
-            _write_checkpoint(checkpoint_path(self.directory, step), weights, tensors)
+            _write_checkpoint(checkpoint_path(self.directory, step), tensors)
         self._metrics_header = header
         self._metrics_rows.append((step, line))
         self._add_log_row(step, values)
@@ -452,7 +451,7 @@ def _safetensors_entries(path: Path) -> list[tuple[str, list[int]]]:
         raise RecorderError(f"{path}: not a safetensors file (unreadable header)") from None
 
 
-def _write_checkpoint(path: Path, weights: Any, tensors: Any) -> None:
+def _write_checkpoint(path: Path, tensors: Any) -> None:
     """Atomically write the recorded tensors, in their own dtypes, as safetensors."""
     if isinstance(tensors, Path):
         with atomic.atomic_path(path) as tmp:
@@ -463,10 +462,8 @@ def _write_checkpoint(path: Path, weights: Any, tensors: Any) -> None:
         from safetensors.torch import save
 
         # clone(): safetensors refuses tensors sharing memory (tied weights, views).
-        host = {
-            name: (torch.from_numpy(t) if not isinstance(t, torch.Tensor) else t).detach().to("cpu").contiguous().clone()
-            for name, t in tensors.items()
-        }
+        as_torch = {name: t if isinstance(t, torch.Tensor) else torch.from_numpy(t) for name, t in tensors.items()}
+        host = {name: t.detach().to("cpu").contiguous().clone() for name, t in as_torch.items()}
         atomic.write_bytes(path, save(host))
         return
     import numpy as np

@@ -20,6 +20,8 @@ def numeric_scalars(metrics) -> dict:
     for name, value in dict(metrics or {}).items():
         if isinstance(value, bool):
             continue
-        if isinstance(value, (int, float)) or getattr(value, "numel", lambda: 0)() == 1 or getattr(value, "size", 0) == 1:
+        one_element_tensor = callable(getattr(value, "numel", None)) and value.numel() == 1
+        one_element_array = getattr(value, "size", None) == 1  # numpy arrays and scalars
+        if isinstance(value, (int, float)) or one_element_tensor or one_element_array:
             scalars[name] = value
     return scalars
