@@ -98,6 +98,9 @@ def test_hf_trainer_records_at_evaluations_and_every_n_steps(tmp_path):
     record = json.loads((run / "run.json").read_text())
     assert (record["status"], record["seed"], record["steps_recorded"]) == ("complete", 7, 4)
     final_row_matches_trainmap_metrics(run, trainer.model, tmp_path)
+    before = (run / "metrics.csv").read_bytes(), (run / "log.csv").read_bytes()
+    trainer.evaluate()  # outside train(): not part of the run
+    assert ((run / "metrics.csv").read_bytes(), (run / "log.csv").read_bytes()) == before
 
 
 @pytest.mark.slow  # importing lightning takes several seconds
@@ -154,3 +157,6 @@ def test_lightning_trainer_records_at_the_end_of_each_validation(tmp_path):
     record = json.loads((run / "run.json").read_text())
     assert (record["status"], record["seed"], record["steps_recorded"]) == ("complete", 11, 3)
     final_row_matches_trainmap_metrics(run, module, tmp_path)
+    before = (run / "metrics.csv").read_bytes(), (run / "log.csv").read_bytes()
+    trainer.validate(module, val_loader, verbose=False)  # outside fit: not part of the run
+    assert ((run / "metrics.csv").read_bytes(), (run / "log.csv").read_bytes()) == before

@@ -3,10 +3,11 @@
 >>> from trainmap.adapters.hf import TrainmapCallback
 >>> trainer = Trainer(model, args, ..., callbacks=[TrainmapCallback("runs/seed3")])
 
-The callback records the model at every evaluation, with the Trainer's evaluation metrics
-(``eval_loss``, ``eval_accuracy`` from ``compute_metrics``, ...) as the scalars of log.csv;
-with ``every_n_steps=N`` also every N optimiser steps (weights only) between evaluations.
-Only the main process records. The run is marked complete when training ends.
+The callback records the model at every evaluation during ``trainer.train()``, with the
+Trainer's evaluation metrics (``eval_loss``, ``eval_accuracy`` from ``compute_metrics``, ...)
+as the scalars of log.csv; with ``every_n_steps=N`` also every N optimiser steps (weights
+only) between evaluations. Only the main process records. The run is marked complete when
+training ends; a later ``train()`` (resumed from a checkpoint) continues it.
 """
 
 from __future__ import annotations
@@ -53,42 +54,34 @@ class TrainmapCallback(TrainerCallback):
         self.every_n_steps = every_n_steps
         self.seed = seed
         self.recorder_options = recorder_options
-        self.recorder: Recorder | None = None
+        self.recorder: Recorder | None = None  # open during trainer.train() on the main process
         self._last_step: int | None = None
-        self._training_ended = False
 
-    def _open(self, args) -> Recorder:
-        if self.recorder is None:
-            directory = self.directory if self.directory is not None else Path(args.output_dir) / "trainmap"
-            seed = self.seed if self.seed is not None else args.seed
-            self.recorder = Recorder(directory, seed=seed, **self.recorder_options)
-        return self.recorder
-
-    def _record(self, args, state, model, scalars) -> None:
-        # Evaluations after training ended (a final trainer.evaluate()) would re-record the
-        # last step into a closed run; one row per step, so a second evaluation at the same
-        # step (several eval sets) is left out too.
-        if not state.is_world_process_zero or self._training_ended or model is None:
+    def _record(self, state, model, scalars) -> None:
+        # Only during training (an evaluate() outside train() is not part of the run), and
+        # one row per step: a second evaluation at the same step (several eval sets) is left out.
+        if self.recorder is None or model is None or self._last_step == state.global_step:
             return
-        if self._last_step == state.global_step:
-            return
-        self._open(args).record(state.global_step, model, **numeric_scalars(scalars))
+        self.recorder.record(state.global_step, model, **numeric_scalars(scalars))
         self._last_step = state.global_step
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            self._open(args)
+            directory = self.directory if self.directory is not None else Path(args.output_dir) / "trainmap"
+            seed = self.seed if self.seed is not None else args.seed
+            self.recorder = Recorder(directory, seed=seed, **self.recorder_options)
+            self._last_step = None
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         # When the Trainer evaluates at this step, on_evaluate records it with the metrics.
         due = self.every_n_steps is not None and state.global_step % self.every_n_steps == 0
         if due and not control.should_evaluate:
-            self._record(args, state, model, {})
+            self._record(state, model, {})
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
-        self._record(args, state, model, metrics)
+        self._record(state, model, metrics)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.recorder is not None:
             self.recorder.close()
-        self._training_ended = True
+            self.recorder = None

@@ -6,7 +6,9 @@
 The callback records the LightningModule at the end of every validation run (not the
 sanity check), at the trainer's global step, with the metrics logged so far
 (``trainer.callback_metrics``: ``self.log("val_loss", ...)`` and the like) as the scalars
-of log.csv. Only the global rank zero records. The run is marked complete when fit ends.
+of log.csv. Only the global rank zero records. The run is marked complete when fit ends; a
+later ``fit`` (resumed from a checkpoint) continues it; ``trainer.validate()`` outside
+``fit`` is not recorded.
 """
 
 from __future__ import annotations
@@ -42,21 +44,17 @@ class TrainmapCallback(Callback):
         self.directory = directory
         self.seed = seed
         self.recorder_options = recorder_options
-        self.recorder: Recorder | None = None
+        self.recorder: Recorder | None = None  # open during fit on global rank zero
         self._last_step: int | None = None
 
-    def _open(self, trainer) -> Recorder:
-        if self.recorder is None:
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
             directory = self.directory if self.directory is not None else Path(trainer.default_root_dir) / "trainmap"
             seed = self.seed
             if seed is None and os.environ.get("PL_GLOBAL_SEED", "").lstrip("-").isdigit():
                 seed = int(os.environ["PL_GLOBAL_SEED"])
             self.recorder = Recorder(directory, seed=seed, **self.recorder_options)
-        return self.recorder
-
-    def on_fit_start(self, trainer, pl_module) -> None:
-        if trainer.is_global_zero:
-            self._open(trainer)
+            self._last_step = None
 
     def on_validation_end(self, trainer, pl_module) -> None:
         # One row per step: a second validation at the same global step is left out.
@@ -70,3 +68,4 @@ class TrainmapCallback(Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         if self.recorder is not None:
             self.recorder.close()
+            self.recorder = None
