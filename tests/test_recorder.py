@@ -235,6 +235,8 @@ def test_weights_without_a_countable_tensor_are_an_error_naming_what_was_seen(tm
             rec.record(0, {})
         with pytest.raises(RecorderError, match="not a number"):
             rec.record(0, SmallNet(), note="fine")
+        with pytest.raises(RecorderError, match="may not be named 'step'"):
+            rec.record(0, SmallNet(), step=3)
         with pytest.raises(RecorderError, match="not list"):
             rec.record(0, [torch.zeros(2, 2)])
         assert rec.steps == []

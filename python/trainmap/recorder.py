@@ -111,7 +111,7 @@ class Recorder:
 
     # -- the public interface -------------------------------------------------------
 
-    def record(self, step: int, weights: Any, **scalars: Any) -> None:
+    def record(self, step: int, weights: Any, /, **scalars: Any) -> None:
         """Record the statistics of ``weights`` and the ``scalars`` at training ``step``.
 
         ``weights``: a ``torch.nn.Module`` (its ``named_parameters()``, the weights
@@ -311,6 +311,8 @@ class Recorder:
         """``scalars`` as CSV text, warning about non-finite values."""
         fields = {}
         for name, value in scalars.items():
+            if name == STEP:
+                raise RecorderError(f"record(step={step}): a scalar may not be named {STEP!r} (log.csv's first column)")
             number = _as_number(name, value, step)
             if isinstance(number, float) and not math.isfinite(number):
                 warnings.warn(

@@ -15,10 +15,11 @@ def missing_extra(library: str, extra: str) -> ImportError:
 
 def numeric_scalars(metrics) -> dict:
     """The entries of a metrics mapping that are numbers or one-element tensors/arrays
-    (frameworks also report strings and lists; those are left out)."""
+    (frameworks also report strings and lists; those are left out, and so is a metric
+    named ``step``: the step is the row's own)."""
     scalars = {}
     for name, value in dict(metrics or {}).items():
-        if isinstance(value, bool):
+        if isinstance(value, bool) or name == "step":
             continue
         one_element_tensor = callable(getattr(value, "numel", None)) and value.numel() == 1
         one_element_array = getattr(value, "size", None) == 1  # numpy arrays and scalars
