@@ -155,9 +155,11 @@ def _cli_text(value: Any) -> str:
 class MetricsOptions(StageOptions):
     """``trainmap metrics`` and the workflow's metrics rule (config ``metrics:``)."""
 
-    svd: str = option("auto", "singular values: exact, randomized, or auto (exact up to --exact-max-dim)",
+    svd: str = option("auto", "singular values: exact, randomized, or auto (exact up to --exact-max-dim, above it "
+                      "the cheaper path by the engine's cost model)",
                       choices=("auto", "exact", "randomized"))
-    exact_max_dim: int = option(2048, "with --svd auto, matrices whose smaller side exceeds this use randomized SVD",
+    exact_max_dim: int = option(2048, "with --svd auto, matrices whose smaller side is at most this are exact; "
+                                "above it, the cheaper path by the engine's cost model",
                                 minimum=1)
     rank: int = option(64, "singular values computed in randomized mode", minimum=1)
     include: str | None = option(None, "regex: only tensors whose name matches count", type=str)
