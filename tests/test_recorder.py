@@ -41,14 +41,15 @@ class SmallNet(torch.nn.Module):
 def train_steps(model, steps, seed=0):
     """A few deterministic SGD steps; yields (step, loss) after each."""
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     for step in range(steps):
         x = torch.randn(8, 1, 6, 6, generator=generator)
         y = torch.randint(0, 2, (8,), generator=generator)
         loss = torch.nn.functional.cross_entropy(model(x), y)
-        optimizer.zero_grad()
+        model.zero_grad()
         loss.backward()
-        optimizer.step()
+        with torch.no_grad():  # SGD by hand: torch.optim's first step imports torch._dynamo (~10 s)
+            for parameter in model.parameters():
+                parameter -= 0.1 * parameter.grad
         yield step + 1, loss.item()
 
 

@@ -27,6 +27,7 @@ def steps(path: Path) -> list[int]:
     return pd.read_csv(path)["step"].tolist()
 
 
+@pytest.mark.slow  # torch.optim's first step imports torch._dynamo (~10 s on its own)
 def test_the_plain_pytorch_loop(tmp_path, monkeypatch):
     run_section("A plain PyTorch loop", tmp_path, monkeypatch)
     run = tmp_path / "runs" / "seed3"
