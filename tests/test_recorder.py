@@ -191,6 +191,16 @@ def test_a_directory_of_another_run_is_refused_naming_the_difference(recorded, o
     assert snapshot(recorded) == before
 
 
+def test_a_run_of_another_engine_build_or_an_unreadable_run_json_is_refused(recorded):
+    record = json.loads((recorded / "run.json").read_text())
+    (recorded / "run.json").write_text(json.dumps({**record, "engine": "0" * 64}))
+    with pytest.raises(RecorderError, match="engine '0000"):
+        Recorder(recorded, seed=3)
+    (recorded / "run.json").write_text("{not json")
+    with pytest.raises(RecorderError, match="unreadable run.json"):
+        Recorder(recorded, seed=3)
+
+
 def test_a_directory_of_a_non_recorder_run_is_refused(tmp_path):
     (tmp_path / "trained" / "checkpoints").mkdir(parents=True)
     (tmp_path / "trained" / "log.csv").write_text("step,eval_accuracy\n0,0.5\n")
