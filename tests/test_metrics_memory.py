@@ -216,6 +216,8 @@ def test_metrics_frame_has_the_metrics_csv_columns(tmp_path):
     assert all(frame[name].dtype == np.float64 for name in METRIC_NAMES)
     assert list(frame["content_hash"]) == [r["content_hash"] for r in results]
     pd.testing.assert_frame_equal(trajectory_metrics(paths).drop(columns="path").iloc[:1], frame.iloc[:1])
+    with pytest.raises(ValueError, match="-5"):
+        metrics_frame([-5], results[:1])
     with pytest.raises(ValueError, match="2 steps but 1 results"):
         metrics_frame([0, 1], results[:1])
     with pytest.raises(ValueError, match="content_hash"):

@@ -16,6 +16,8 @@ METRIC_NAMES: Final[list[str]]
 DEFAULT_EXCLUDE: Final[str]
 #: Default threshold of svd="auto" (a matrix's smaller side).
 DEFAULT_EXACT_MAX_DIM: Final[int]
+#: Default rank (k) of the randomized path (read by trainmap.options' test of its defaults).
+DEFAULT_RANK: Final[int]
 #: SHA-256 of the crate sources this extension was built from.
 ENGINE_FINGERPRINT: Final[str]
 

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from trainmap import _rust_metrics as _engine
-from trainmap.contracts import checkpoint_step
+from trainmap.contracts import CONTENT_HASH, PATH, STEP, SVD, checkpoint_step
+from trainmap.contracts import parse_step as _valid_step
 
 __all__ = [
     "METRIC_NAMES",
@@ -58,7 +59,7 @@ CheckpointError = _engine.CheckpointError
 #: Keys of every per-checkpoint result and columns of metrics.csv after ``step``: the 14
 #: statistics, ``svd`` (how singular values were obtained) and ``content_hash`` (hex
 #: xxh3-128 of the counted tensors' names, dtypes, shapes and bytes, in name order).
-RESULT_COLUMNS: tuple[str, ...] = (*METRIC_NAMES, "svd", "content_hash")
+RESULT_COLUMNS: tuple[str, ...] = (*METRIC_NAMES, SVD, CONTENT_HASH)
 
 _SVD_MODES = ("exact", "randomized", "auto")
 
@@ -179,7 +180,7 @@ def trajectory_metrics(
     for stats in results:
         _emit(stats.warnings)
     frame = metrics_frame([parse_step(p) for p in paths], [_result(stats) for stats in results])
-    frame.insert(0, "path", paths)
+    frame.insert(0, PATH, paths)
     return frame
 
 
@@ -188,7 +189,9 @@ def metrics_frame(steps: Sequence[int | None], results: Sequence[Mapping[str, An
     :func:`weights_metrics` return them): columns ``step`` (nullable integer), then the
     :data:`RESULT_COLUMNS`, one row per result in order.
 
-    Raises ``ValueError`` when the lengths differ or a result lacks a column.
+    Raises ``ValueError`` when the lengths differ or a result lacks a column, and
+    ``trainmap.contracts.StepError`` (a ``ValueError``) for a step that is not a
+    non-negative int64 (None is allowed: a checkpoint without a step number).
     """
     steps, results = list(steps), list(results)
     if len(steps) != len(results):
@@ -200,9 +203,9 @@ def metrics_frame(steps: Sequence[int | None], results: Sequence[Mapping[str, An
     frame = pd.DataFrame(
         [[r[name] for name in METRIC_NAMES] for r in results], columns=list(METRIC_NAMES), dtype="float64"
     )
-    frame.insert(0, "step", pd.array(steps, dtype="Int64"))
-    frame["svd"] = pd.Series([str(r["svd"]) for r in results], dtype="object")
-    frame["content_hash"] = pd.Series([str(r["content_hash"]) for r in results], dtype="object")
+    frame.insert(0, STEP, pd.array([None if s is None else _valid_step(s) for s in steps], dtype="Int64"))
+    frame[SVD] = pd.Series([str(r[SVD]) for r in results], dtype="object")
+    frame[CONTENT_HASH] = pd.Series([str(r[CONTENT_HASH]) for r in results], dtype="object")
     return frame
 
 
@@ -318,8 +321,8 @@ def _torch_host_array(name: str, tensor: Any) -> np.ndarray:
 def _result(stats: Any) -> dict[str, Any]:
     """One checkpoint's result dict from the engine's CheckpointStats."""
     result: dict[str, Any] = dict(zip(METRIC_NAMES, stats.values))
-    result["svd"] = stats.svd
-    result["content_hash"] = stats.content_hash
+    result[SVD] = stats.svd
+    result[CONTENT_HASH] = stats.content_hash
     return result
 
 

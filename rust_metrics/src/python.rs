@@ -349,6 +349,7 @@ fn _rust_metrics(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("METRIC_NAMES", METRIC_NAMES.to_vec())?;
     m.add("DEFAULT_EXCLUDE", DEFAULT_EXCLUDE)?;
     m.add("DEFAULT_EXACT_MAX_DIM", defaults.exact_max_dim)?;
+    m.add("DEFAULT_RANK", defaults.rank)?;
     m.add("ENGINE_FINGERPRINT", env!("TRAINMAP_ENGINE_FINGERPRINT"))?;
     m.add("CheckpointError", m.py().get_type::<CheckpointError>())?;
     m.add_class::<CheckpointStats>()?;
