@@ -18,11 +18,14 @@ __all__ = ["atomic_path", "write_bytes", "write_text", "write_json", "write_csv"
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path in the target's directory; rename it to ``path`` on success.
 
     The parent directory is created when missing. If the body raises, the temporary
-    file is removed and ``path`` is left as it was.
+    file is removed and ``path`` is left as it was. ``durable`` flushes the file to disk
+    (fsync) before the rename, so it survives a power loss too; without it the rename is
+    still atomic for every process (a killed writer never leaves a half file), at a
+    fraction of the cost, for files rewritten often (the Recorder's rows).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -31,32 +34,33 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Atomically write ``data`` to ``path``."""
-    with atomic_path(path) as tmp:
+def write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> None:
+    """Atomically write ``data`` to ``path`` (``durable``: see :func:`atomic_path`)."""
+    with atomic_path(path, durable=durable) as tmp:
         tmp.write_bytes(data)
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Atomically write ``text`` (UTF-8) to ``path``."""
-    with atomic_path(path) as tmp:
+def write_text(path: str | os.PathLike, text: str, *, durable: bool = True) -> None:
+    """Atomically write ``text`` (UTF-8) to ``path`` (``durable``: see :func:`atomic_path`)."""
+    with atomic_path(path, durable=durable) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
+def write_json(path: str | os.PathLike, obj: Any, *, durable: bool = True) -> None:
     """Atomically write ``obj`` as indented, strictly valid JSON.
 
     Non-finite floats (NaN, ±inf), which JSON cannot represent, are written as ``null``.
     """
-    write_text(path, json.dumps(_finite_or_none(obj), indent=2, allow_nan=False) + "\n")
+    write_text(path, json.dumps(_finite_or_none(obj), indent=2, allow_nan=False) + "\n", durable=durable)
 
 
 def _finite_or_none(obj: Any) -> Any:
