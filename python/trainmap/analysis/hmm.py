@@ -36,6 +36,7 @@ import pandas as pd
 from scipy import linalg
 
 from trainmap import atomic
+from trainmap.limits import cap_workers
 from trainmap.analysis.errors import AnalysisError, InsufficientRunsError, ModelFormatError
 
 __all__ = [
@@ -75,6 +76,9 @@ SELECTION_COLUMNS = [
 ]
 
 _MODEL_FORMAT = "trainmap-gaussianhmm-1"
+# The most a model.npz can need: covars of 100 states x 100 features in float64 is 8 MB.
+_MODEL_MAX_ARRAY_BYTES = 64 << 20
+_MODEL_MAX_TOTAL_BYTES = 128 << 20
 
 
 def n_free_parameters(n_components: int, n_features: int, covariance_type: str) -> int:
@@ -455,8 +459,7 @@ def select_hmm(
         raise ValueError(f"covariance_type must be one of {', '.join(COVARIANCE_TYPES)}, not {covariance_type!r}")
     if max_components < 1 or n_restarts < 1:
         raise ValueError("max_components and n_restarts must be at least 1")
-    if threads < 1:
-        raise ValueError(f"threads must be at least 1, not {threads}")
+    threads = cap_workers(threads, "threads")
     sequences = [np.ascontiguousarray(s, dtype=float) for s in sequences]
     if not sequences:
         raise InsufficientRunsError("no sequences to fit")
@@ -581,12 +584,17 @@ def save_model(
 
 
 def load_model(path: str | os.PathLike) -> SavedModel:
-    """Read a model written by :func:`save_model` (``allow_pickle=False``)."""
+    """Read a model written by :func:`save_model` (``allow_pickle=False``; arrays larger than
+    a model can need are refused before they are read)."""
+    from trainmap.fileguard import InputFileError, read_npz
+
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
+        arrays = read_npz(path, max_array_bytes=_MODEL_MAX_ARRAY_BYTES, max_total_bytes=_MODEL_MAX_TOTAL_BYTES,
+                          what="model file")
     except FileNotFoundError:
         raise
+    except InputFileError as exc:  # already names the file
+        raise ModelFormatError(str(exc)) from None
     except (ValueError, OSError, EOFError) as exc:
         raise ModelFormatError(f"{path}: not a readable model file ({exc})") from exc
     required = ("startprob", "transmat", "means", "covars", "covariance_type", "features", "zscore_first_n")

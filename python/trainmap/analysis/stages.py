@@ -37,6 +37,7 @@ from trainmap.analysis.regression import (
 )
 from trainmap.analysis.runs import MIN_RUNS, Run, Trajectories, load_runs, prepare_trajectories
 from trainmap.analysis.tables import write_tables
+from trainmap.fileguard import read_csv
 from trainmap.analysis.training_map import forking, state_summary, training_map
 
 __all__ = [
@@ -133,15 +134,13 @@ def hmm_decode(run_dirs: Sequence[str | os.PathLike], model_path: str | os.PathL
 def read_states(path: str | os.PathLike) -> dict[str, pd.DataFrame]:
     """states.csv as ``{run_id: frame(step, state)}`` in file order."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    frame = pd.read_csv(path, dtype={"run": str})
-    missing = {"run", "step", "state"} - set(frame.columns)
-    if missing:
-        raise RunFormatError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    frame = read_csv(path, columns=("run", "step", "state"), what="states.csv", dtype={"run": str})
     out = {}
     for run_id, group in frame.groupby("run", sort=False):
-        out[str(run_id)] = group[["step", "state"]].astype({"step": "int64", "state": "int64"}).reset_index(drop=True)
+        try:
+            out[str(run_id)] = group[["step", "state"]].astype({"step": "int64", "state": "int64"}).reset_index(drop=True)
+        except (TypeError, ValueError):
+            raise RunFormatError(f"{path}: run {run_id} has a step or state that is not an integer") from None
     if not out:
         raise RunFormatError(f"{path}: no decoded runs")
     return out
@@ -246,9 +245,9 @@ def regress(
     n_states = _n_states(states, model_path)
     occ = occupancy({r: f["state"].to_numpy() for r, f in states.items()}, n_states)
     result = state_regression(occ, conv["convergence_step"])
-    edges = pd.read_csv(edges_path) if Path(edges_path).is_file() else None
-    if edges is None:
+    if not Path(edges_path).exists():
         raise FileNotFoundError(f"{edges_path}: no such file (run `trainmap map` first)")
+    edges = read_csv(edges_path, columns=("source", "target"), what="edges.csv")
     undefined = [r for r in conv.index if not np.isfinite(conv.loc[r, "convergence_step"])]
     never = [r for r in conv.index if np.isfinite(conv.loc[r, "convergence_step"]) and not conv.loc[r, "converged"]]
     name = experiment if experiment is not None else experiment_name(run_dirs)
@@ -324,7 +323,7 @@ def figures(
     as PNG and SVG in ``out_dir``. Returns the written paths."""
     out_dir = Path(out_dir)
     name = experiment if experiment is not None else experiment_name(run_dirs)
-    selection = pd.read_csv(selection_path)
+    selection = read_csv(selection_path, columns=_figures.SELECTION_COLUMNS, what="selection.csv")
     states = read_states(states_path)
     runs = _runs_for_states(run_dirs, states)
     with warnings.catch_warnings():
