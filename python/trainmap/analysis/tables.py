@@ -74,7 +74,8 @@ def _field(record: Mapping, key: str, kind: Callable, path: Path, default=None):
             raise TypeError(type(value).__name__)
         return kind(value)
     except (TypeError, ValueError):
-        raise AnalysisError(f"{path}: key {key!r} must be a {kind.__name__}, found {value!r}") from None
+        expected = {int: "an integer", float: "a number", bool: "true or false"}[kind]
+        raise AnalysisError(f"{path}: key {key!r} must be {expected}, found {value!r}") from None
 
 
 def table1(experiments: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
