@@ -4,7 +4,7 @@
 #   snakemake --cores 2 --configfile workflow/presets/quick.yaml  # a laptop-sized run
 #   snakemake --profile workflow/profiles/slurm results/table1.csv
 #
-# train -> metrics -> hmm_select -> hmm_decode -> training_map -> regress -> tables,
+# train -> metrics -> hmm_select -> hmm_decode -> regress -> map -> tables,
 # plus baselines and figures; file contracts in docs/design.md. Rules call the trainmap CLI.
 
 import os

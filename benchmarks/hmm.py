@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--true-states", type=int, default=5)
     args = parser.parse_args()
 
-    from trainmap.analysis.hmm import select_hmm
+    from trainmap.analysis.hmm_select import select_hmm
 
     runs = sample_runs(args.runs, args.length, args.features, args.true_states, seed=0)
     print(f"model selection: {args.runs} runs x {args.length} checkpoints x {args.features} features, "

@@ -11,7 +11,8 @@ import pytest
 
 from trainmap.analysis.baselines import BASELINE_COLUMNS, baseline_table, kmeans_bic, select_kmeans
 from trainmap.analysis.errors import AnalysisError
-from trainmap.analysis.hmm import split_runs
+from trainmap.analysis.hmm_select import split_runs
+from trainmap.options import BaselineOptions
 from trainmap.analysis.tables import markdown_table, table1, table2, table4, write_tables
 
 
@@ -49,21 +50,24 @@ def test_baseline_table_runs_the_l2_hmm_on_the_l2_column_only():
     for _ in range(8):
         level = np.repeat([0.0, 4.0], 40)  # l2 has two regimes; the other column is noise
         seqs.append(np.column_stack([rng.normal(size=80), level + rng.normal(size=80) * 0.3]))
-    table = baseline_table(seqs, ["noise", "l2"], max_components=4, n_restarts=2)
+    table = baseline_table(seqs, ["noise", "l2"], BaselineOptions(max_components=4, restarts=2))
     assert list(table["method"]) == ["kmeans"] * 4 + ["hmm_l2"] * 4
     hmm = table[table["method"] == "hmm_l2"]
     assert int(hmm.loc[hmm["chosen"], "n_components"].iloc[0]) == 2
     # One feature: n states have (n-1) + n(n-1) + n + n parameters.
     assert list(hmm["n_params"]) == [(n - 1) + n * (n - 1) + 2 * n for n in range(1, 5)]
     with pytest.warns(RuntimeWarning, match="no usable 'l2' column"):
-        no_l2 = baseline_table(seqs, ["a", "b"], max_components=2, n_restarts=1)
+        no_l2 = baseline_table(seqs, ["a", "b"], BaselineOptions(max_components=2, restarts=1))
     assert no_l2[no_l2["method"] == "hmm_l2"]["bic"].isna().all()
 
 
 def write_experiment(directory, *, r2, p, diss, forking, coefs, hmm_n, hmm_bic, baselines=True):
     (directory / "hmm").mkdir(parents=True)
     (directory / "regression.json").write_text(json.dumps(
-        {"n_runs": 40, "n_states": len(coefs), "r2": r2, "p_value": p, "dissimilarity": diss, "forking": forking}))
+        {"n_runs": 40, "n_states": len(coefs), "r2": r2, "r2_adjusted": r2 - 0.01, "r2_loo": r2 - 0.05,
+         "p_value": p, "dissimilarity": diss, "forking": forking,
+         "convergence": {"column": "eval_accuracy", "direction": "above", "threshold": 0.9,
+                         "text": "eval_accuracy>0.9"}}))
     pd.DataFrame({"state": range(len(coefs)), "coefficient": coefs, "std_error": 1.0,
                   "runs_visiting": [40] + [20] * (len(coefs) - 1),
                   "detour": [False] + [c > 0 for c in coefs[1:]]}).to_csv(directory / "coefficients.csv", index=False)
@@ -85,10 +89,12 @@ def test_tables_from_experiment_directories(tmp_path):
     exps = {"Modular addition": tmp_path / "modular", "MNIST": tmp_path / "mnist"}
     t1 = table1(exps)
     assert t1.to_dict("records") == [
-        {"experiment": "Modular addition", "n_runs": 40, "n_states": 3, "r2": 0.977, "p_value": 1e-9,
+        {"experiment": "Modular addition", "convergence": "eval_accuracy>0.9", "n_runs": 40, "n_states": 3,
+         "r2": 0.977, "r2_adjusted": 0.977 - 0.01, "r2_loo": 0.977 - 0.05, "p_value": 1e-9,
          "dissimilarity": 0.496, "forking": True},
-        {"experiment": "MNIST", "n_runs": 40, "n_states": 2, "r2": 0.049, "p_value": 0.611,
-         "dissimilarity": 0.063, "forking": False},
+        {"experiment": "MNIST", "convergence": "eval_accuracy>0.9", "n_runs": 40, "n_states": 2, "r2": 0.049,
+         "r2_adjusted": 0.049 - 0.01, "r2_loo": 0.049 - 0.05, "p_value": 0.611, "dissimilarity": 0.063,
+         "forking": False},
     ]
     t2 = table2(exps)
     assert list(t2["detour"]) == [False, True, True, False, False]
@@ -103,8 +109,8 @@ def test_tables_from_experiment_directories(tmp_path):
     assert sorted(p.name for p in paths.values()) == sorted(
         f"table{i}.{ext}" for i in (1, 2, 4) for ext in ("csv", "md"))
     md1 = (tmp_path / "out" / "table1.md").read_text(encoding="utf-8")
-    assert "| Modular addition | 40 | 3 | 0.977 | < 0.001 | 0.496 | ✓ |" in md1
-    assert "| MNIST | 40 | 2 | 0.049 | 0.611 | 0.063 |  |" in md1
+    assert "| Modular addition | eval_accuracy>0.9 | 40 | 3 | 0.977 | 0.967 | 0.927 | < 0.001 | 0.496 | ✓ |" in md1
+    assert "| MNIST | eval_accuracy>0.9 | 40 | 2 | 0.049 | 0.039 | -0.001 | 0.611 | 0.063 |  |" in md1
     md2 = (tmp_path / "out" / "table2.md").read_text(encoding="utf-8")
     assert "| **Modular addition** | **2** | **1190.0** | **20** | **detour** |" in md2
     md4 = (tmp_path / "out" / "table4.md").read_text(encoding="utf-8")

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from synthetic_runs import THRESHOLD, write_synthetic_runs
-from trainmap.analysis.hmm import load_model, model_from_params, save_model
+from trainmap.analysis.hmm_model import load_model, model_from_params, save_model
 from trainmap.analysis.regression import dissimilarity, occupancy
 from trainmap.cli import main
 
@@ -32,16 +32,18 @@ def pipeline(tmp_path_factory):
     fit = ["--zscore-first-n", str(exp.zscore_first_n), "--max-components", "4", "--restarts", "2", "--no-progress"]
     thr = ["--threshold", str(THRESHOLD)]
     with pytest.warns(RuntimeWarning, match="left out 1 run"):
-        assert main(["hmm-select", *runs, "--selection", str(hmm / "selection.csv"), "--model", str(hmm / "model.npz"),
-                     "--covariance", "diag", *fit]) == 0
+        assert main(["hmm-select", *runs, "--selection-csv", str(hmm / "selection.csv"), "--model",
+                     str(hmm / "model.npz"), "--covariance", "diag", *fit]) == 0
     assert main(["hmm-decode", *runs, "--model", str(hmm / "model.npz"), "--states", str(hmm / "states.csv")]) == 0
-    assert main(["map", *runs, "--model", str(hmm / "model.npz"), "--states", str(hmm / "states.csv"),
-                 "--edges", str(mapd / "edges.csv"), "--figure-dir", str(mapd), *thr]) == 0
-    assert main(["regress", *runs, "--states", str(hmm / "states.csv"), "--edges", str(mapd / "edges.csv"),
+    assert main(["regress", *runs, "--states", str(hmm / "states.csv"), "--model", str(hmm / "model.npz"),
                  "--out", str(exp_dir / "regression.json"), "--coefficients", str(exp_dir / "coefficients.csv"),
-                 "--model", str(hmm / "model.npz"), "--convergence", str(exp_dir / "convergence.csv"), *thr]) == 0
+                 "--convergence-csv", str(exp_dir / "convergence.csv"), *thr]) == 0
+    assert main(["map", *runs, "--model", str(hmm / "model.npz"), "--states", str(hmm / "states.csv"),
+                 "--regression", str(exp_dir / "regression.json"), "--edges", str(mapd / "edges.csv"),
+                 "--figure-dir", str(mapd)]) == 0
     assert main(["baselines", *runs, "--out", str(exp_dir / "baselines.csv"), *fit]) == 0
-    assert main(["figures", *runs, "--selection", str(hmm / "selection.csv"), "--states", str(hmm / "states.csv"),
+    assert main(["figures", *runs, "--selection-csv", str(hmm / "selection.csv"), "--states",
+                 str(hmm / "states.csv"), "--convergence-csv", str(exp_dir / "convergence.csv"),
                  "--out-dir", str(figs), *thr]) == 0
     return exp, exp_dir, runs
 
@@ -106,8 +108,12 @@ def test_regression_finds_the_detour_state(pipeline):
     detour_state = {int(s) for r in exp.detour_runs if r != str(NAN_RUN)
                     for s, t in zip(states.loc[states["run"] == r, "state"], exp.true_states[r]) if t == 1}
     assert reg["detour_states"] == sorted(detour_state)
-    for key in ("n_runs", "n_states", "r2", "p_value", "dissimilarity", "forking", "never_converged"):
+    for key in ("n_runs", "n_states", "r2", "r2_adjusted", "r2_loo", "p_value", "dissimilarity", "forking",
+                "never_converged"):
         assert key in reg
+    assert reg["convergence"] == {"column": "eval_accuracy", "direction": "above", "threshold": THRESHOLD,
+                                  "text": f"eval_accuracy>{THRESHOLD:g}"}
+    assert reg["r2_loo"] < reg["r2_adjusted"] < reg["r2"]
     assert reg["experiment"] == "synth" and reg["n_runs"] == 13 and reg["n_states"] == 3
     assert reg["forking"] is True and reg["unvisited_states"] == []
     assert reg["r2"] > 0.5 and reg["p_value"] < 0.01
@@ -125,7 +131,10 @@ def test_regression_finds_the_detour_state(pipeline):
                                   "runs_visiting", "mean_occupancy", "detour"]
     assert list(coef.loc[coef["detour"], "state"]) == reg["detour_states"]
     conv = pd.read_csv(d / "convergence.csv", dtype={"run": str})
-    assert list(conv.columns) == ["run", "convergence_step", "converged", "last_step"] and len(conv) == 13
+    assert list(conv.columns) == ["run", "convergence_step", "converged", "last_step", "criterion"]
+    assert len(conv) == 13 and set(conv["criterion"]) == {f"eval_accuracy>{THRESHOLD:g}"}
+    by_run = {r["run"]: r for r in reg["runs"]}
+    assert all(by_run[r.run]["convergence_step"] == r.convergence_step for r in conv.itertuples())
 
 
 def test_figures_are_written_as_png_and_svg(pipeline):
@@ -143,9 +152,11 @@ def test_tables_across_experiments(pipeline, tmp_path):
     assert main(["tables", "--experiment", f"modular={d}", "--experiment", f"copy={d}", "--out-dir", str(out)]) == 0
     reg = json.loads((d / "regression.json").read_text())
     t1 = pd.read_csv(out / "table1.csv")
-    assert list(t1.columns) == ["experiment", "n_runs", "n_states", "r2", "p_value", "dissimilarity", "forking"]
+    assert list(t1.columns) == ["experiment", "convergence", "n_runs", "n_states", "r2", "r2_adjusted", "r2_loo",
+                                "p_value", "dissimilarity", "forking"]
     assert list(t1["experiment"]) == ["modular", "copy"]
     assert t1.loc[0, "r2"] == pytest.approx(reg["r2"]) and bool(t1.loc[0, "forking"])
+    assert t1.loc[0, "r2_loo"] == pytest.approx(reg["r2_loo"]) and t1.loc[0, "convergence"] == reg["convergence"]["text"]
     t2 = pd.read_csv(out / "table2.csv")
     assert list(t2.columns) == ["experiment", "state", "coefficient", "runs_visiting", "detour"]
     assert len(t2) == 6 and list(t2.loc[t2["detour"], "state"]) == reg["detour_states"] * 2
@@ -156,7 +167,8 @@ def test_tables_across_experiments(pipeline, tmp_path):
     base = pd.read_csv(d / "baselines.csv")
     assert t4.loc[0, "bic"] == pytest.approx(base.loc[(base["method"] == "kmeans") & base["chosen"], "bic"].iloc[0])
     md = (out / "table1.md").read_text(encoding="utf-8")
-    assert "| modular | 13 | 3 |" in md and "< 0.001" in md and "✓" in md
+    assert f"| modular | eval_accuracy>{THRESHOLD:g} | 13 | 3 |" in md and "< 0.001" in md and "✓" in md
+    assert "LOO R²" in md and "adj. R²" in md
     assert "**detour**" in (out / "table2.md").read_text(encoding="utf-8")
 
 
@@ -177,46 +189,73 @@ def test_unvisited_state_is_reported_not_a_crash(pipeline, tmp_path):
     save_model(tmp_path / "model.npz", bigger, features=saved.features, zscore_first_n=saved.zscore_first_n)
     st = tmp_path / "states.csv"
     assert main(["hmm-decode", *runs, "--model", str(tmp_path / "model.npz"), "--states", str(st)]) == 0
-    assert main(["map", *runs, "--model", str(tmp_path / "model.npz"), "--states", str(st), "--edges",
-                 str(tmp_path / "edges.csv"), "--figure-dir", str(tmp_path), "--threshold", "0.9"]) == 0
-    assert "not visited" in (tmp_path / "training_map.svg").read_text(encoding="utf-8")
     with pytest.warns(RuntimeWarning, match="state\\(s\\) 3 visited by no run"):
-        assert main(["regress", *runs, "--states", str(st), "--edges", str(tmp_path / "edges.csv"), "--out",
-                     str(tmp_path / "r.json"), "--coefficients", str(tmp_path / "c.csv"), "--model",
+        assert main(["regress", *runs, "--states", str(st), "--out", str(tmp_path / "r.json"), "--coefficients",
+                     str(tmp_path / "c.csv"), "--convergence-csv", str(tmp_path / "conv.csv"), "--model",
                      str(tmp_path / "model.npz"), "--threshold", "0.9"]) == 0
+    assert main(["map", *runs, "--model", str(tmp_path / "model.npz"), "--states", str(st), "--regression",
+                 str(tmp_path / "r.json"), "--edges", str(tmp_path / "edges.csv"), "--figure-dir", str(tmp_path),
+                 "--threshold", "0.9"]) == 0
+    assert "not visited" in (tmp_path / "training_map.svg").read_text(encoding="utf-8")
     reg = json.loads((tmp_path / "r.json").read_text())
     assert reg["n_states"] == 4 and reg["unvisited_states"] == [3]
     coef = pd.read_csv(tmp_path / "c.csv")
     assert np.isnan(coef.loc[3, "coefficient"]) and coef.loc[3, "runs_visiting"] == 0
 
 
-def test_missing_eval_accuracy_gives_nan_results_not_a_crash(pipeline, tmp_path):
+def test_a_missing_convergence_column_stops_regress_with_one_message(pipeline, tmp_path):
     _, d, runs = pipeline
     copies = []
     for run in runs:
         dest = tmp_path / "runs" / Path(run).name
         shutil.copytree(run, dest)
-        log = pd.read_csv(dest / "log.csv").drop(columns=["eval_accuracy"])
-        log.to_csv(dest / "log.csv", index=False)
         copies.append(str(dest))
-    with pytest.warns(RuntimeWarning, match="convergence is undefined for 13 run"):
-        assert main(["regress", *copies, "--states", str(d / "hmm" / "states.csv"), "--edges",
-                     str(d / "map" / "edges.csv"), "--out", str(tmp_path / "r.json"), "--coefficients",
-                     str(tmp_path / "c.csv"), "--threshold", "0.9"]) == 0
+    (Path(copies[1]) / "log.csv").unlink()
+    log = pd.read_csv(Path(copies[2]) / "log.csv").drop(columns=["eval_loss"])
+    log.to_csv(Path(copies[2]) / "log.csv", index=False)
+    out = ["--states", str(d / "hmm" / "states.csv"), "--model", str(d / "hmm" / "model.npz"), "--out",
+           str(tmp_path / "r.json"), "--coefficients", str(tmp_path / "c.csv"), "--convergence-csv",
+           str(tmp_path / "conv.csv")]
+    proc = subprocess.run([sys.executable, "-m", "trainmap.cli", "regress", *copies, *out,
+                           "--convergence", "eval_loss<0.5"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]  # run 3's warning aside
+    assert len(errors) == 1 and "column 'eval_loss'" in errors[0]
+    assert f"run(s) {Path(copies[1]).name}, {Path(copies[2]).name} " in errors[0]
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "conv.csv").exists()
+    # A user-defined criterion on loss works end to end, and the outputs name it.
+    shutil.copy(Path(runs[1]) / "log.csv", Path(copies[1]) / "log.csv")
+    shutil.copy(Path(runs[2]) / "log.csv", Path(copies[2]) / "log.csv")
+    assert main(["regress", *copies, *out, "--convergence", "eval_loss<0.5"]) == 0
     reg = json.loads((tmp_path / "r.json").read_text())
-    assert reg["r2"] is None and reg["p_value"] is None and reg["detour_states"] == []
-    assert reg["n_runs"] == 13 and reg["n_runs_regression"] == 0
-    assert len(reg["undefined_convergence"]) == 13
-    assert reg["dissimilarity"] is not None  # needs no convergence
-    assert main(["figures", *copies, "--selection", str(d / "hmm" / "selection.csv"), "--states",
-                 str(d / "hmm" / "states.csv"), "--out-dir", str(tmp_path / "fig"), "--threshold", "0.9"]) == 0
-    assert (tmp_path / "fig" / "trajectories.png").is_file()
+    assert reg["convergence"]["text"] == "eval_loss<0.5" and reg["convergence"]["direction"] == "below"
+    # map and figures read the criterion; a different one given to them is an error.
+    assert main(["figures", *copies, "--selection-csv", str(d / "hmm" / "selection.csv"), "--states",
+                 str(d / "hmm" / "states.csv"), "--convergence-csv", str(tmp_path / "conv.csv"),
+                 "--out-dir", str(tmp_path / "fig")]) == 0
+    assert "eval_loss" in (tmp_path / "fig" / "convergence_histogram.svg").read_text(encoding="utf-8")
+    assert main(["map", *copies, "--model", str(d / "hmm" / "model.npz"), "--states", str(d / "hmm" / "states.csv"),
+                 "--regression", str(tmp_path / "r.json"), "--edges", str(tmp_path / "e.csv"),
+                 "--threshold", "0.9"]) == 2
+    assert not (tmp_path / "e.csv").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_thresholds_are_rejected_naming_the_option(value, capsys):
+    with pytest.raises(SystemExit):
+        main(["regress", "r", "--states", "s", "--model", "m", "--out", "o", "--coefficients", "c",
+              "--convergence-csv", "v", "--threshold", value])
+    assert "--threshold" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["regress", "r", "--states", "s", "--model", "m", "--out", "o", "--coefficients", "c",
+              "--convergence-csv", "v", "--convergence", f"eval_loss<{value}"])
+    assert "--convergence" in capsys.readouterr().err
 
 
 def test_user_errors_are_one_line(tmp_path):
     exp = write_synthetic_runs(tmp_path / "runs", n_runs=4, n_checkpoints=20)
     proc = subprocess.run(
-        [sys.executable, "-m", "trainmap.cli", "hmm-select", *map(str, exp.run_dirs), "--selection",
+        [sys.executable, "-m", "trainmap.cli", "hmm-select", *map(str, exp.run_dirs), "--selection-csv",
          str(tmp_path / "s.csv"), "--model", str(tmp_path / "m.npz"), "--no-progress"],
         capture_output=True, text=True,
     )

@@ -7,17 +7,16 @@ import pytest
 from hmmlearn.hmm import GaussianHMM
 from sklearn.metrics import adjusted_rand_score
 
-from trainmap.analysis import hmm as hmm_mod
+from trainmap.analysis import hmm_select as hmm_mod
 from trainmap.analysis.errors import AnalysisError, ModelFormatError
-from trainmap.analysis.hmm import (
+from trainmap.analysis.hmm_estep import FAST_COVARIANCE_TYPES, fast_gaussian_hmm_class
+from trainmap.analysis.hmm_model import decode_states, load_model, model_from_params, save_model
+from trainmap.analysis.hmm_select import (
     SELECTION_COLUMNS,
-    decode_states,
+    choose,
     fit_hmm,
     information_criteria,
-    load_model,
-    model_from_params,
     n_free_parameters,
-    save_model,
     select_hmm,
     split_runs,
 )
@@ -50,7 +49,7 @@ def sampled():
 
 def test_selection_recovers_the_true_number_of_states(sampled):
     truth, seqs, paths = sampled
-    sel = select_hmm(seqs, max_components=6, n_restarts=2, covariance_type="full", seed=0)
+    sel = select_hmm(seqs, max_components=6, restarts=2, covariance="full", seed=0)
     assert sel.n_components == 4
     table = sel.table
     assert list(table.columns) == SELECTION_COLUMNS
@@ -69,7 +68,7 @@ def test_selection_recovers_the_true_number_of_states(sampled):
 
 def test_criteria_match_hmmlearn_on_the_held_out_runs(sampled):
     _, seqs, _ = sampled
-    sel = select_hmm(seqs[:10], max_components=3, n_restarts=1, covariance_type="diag", seed=3)
+    sel = select_hmm(seqs[:10], max_components=3, restarts=1, covariance="diag", seed=3)
     X_test = np.concatenate([seqs[i] for i in sel.test_runs])
     lengths = [len(seqs[i]) for i in sel.test_runs]
     chosen = sel.table[sel.table["chosen"]].iloc[0]
@@ -91,19 +90,26 @@ def test_fast_estep_gives_hmmlearns_fit(sampled):
     # Fortran order, as pandas hands out metrics columns: hmmlearn's C++ kernels need C order.
     X = np.asfortranarray(np.concatenate(seqs[:6]))
     lengths = [len(s) for s in seqs[:6]]
+    fast_cls = fast_gaussian_hmm_class()
+    assert fast_cls is not GaussianHMM  # hmmlearn 0.3.x: the fast E-step is really in use
     for cov, n in (("full", 3), ("diag", 3), ("full", 2), ("diag", 2)):
-        fast, _, _ = fit_hmm(X, lengths, n, covariance_type=cov, random_state=1, n_iter=8, tol=0, fast=True)
-        plain, _, _ = fit_hmm(X, lengths, n, covariance_type=cov, random_state=1, n_iter=8, tol=0, fast=False)
-        assert type(plain) is GaussianHMM and isinstance(fast, GaussianHMM)
+        kw = dict(n_components=n, covariance_type=cov, random_state=1, n_iter=8, tol=0, implementation="log")
+        fast, plain = fast_cls(**kw).fit(X, lengths), GaussianHMM(**kw).fit(X, lengths)
         for name in ("startprob_", "transmat_", "means_", "covars_"):
             np.testing.assert_allclose(getattr(fast, name), getattr(plain, name), rtol=1e-8, atol=1e-10)
         np.testing.assert_allclose(fast.monitor_.history, plain.monitor_.history, rtol=1e-10)
+    # Fitting uses it exactly where benchmarks/estep.py found it faster.
+    for cov in ("full", "diag"):
+        model, _, _ = fit_hmm(X, lengths, 2, covariance_type=cov, n_iter=2)
+        assert (type(model) is fast_cls) == (cov in FAST_COVARIANCE_TYPES)
+        plain, _, _ = fit_hmm(X, lengths, 2, covariance_type=cov, n_iter=2, fast=False)
+        assert type(plain) is GaussianHMM
 
 
 def test_fast_density_handles_a_singular_covariance_like_hmmlearn(sampled):
     _, seqs, _ = sampled
     X = np.concatenate(seqs[:2])
-    fast, _, _ = fit_hmm(X, [150, 150], 2, n_iter=2, fast=True)
+    fast, _, _ = fit_hmm(X, [150, 150], 2, covariance_type="full", n_iter=2, fast=True)
     plain = GaussianHMM(n_components=2, covariance_type="full")
     plain.n_features = fast.n_features
     plain.startprob_, plain.transmat_, plain.means_ = fast.startprob_, fast.transmat_, fast.means_
@@ -119,13 +125,13 @@ def test_fast_density_handles_a_singular_covariance_like_hmmlearn(sampled):
 
 def test_selection_does_not_depend_on_thread_count(sampled):
     _, seqs, _ = sampled
-    kwargs = dict(max_components=3, n_restarts=2, covariance_type="full", seed=7)
-    one = select_hmm(seqs[:10], threads=1, **kwargs)
-    two = select_hmm(seqs[:10], threads=2, **kwargs)
+    kwargs = dict(max_components=3, restarts=2, covariance="full", seed=7)
+    one = select_hmm(seqs[:10], workers=1, **kwargs)
+    two = select_hmm(seqs[:10], workers=2, **kwargs)
     assert one.table.equals(two.table)
     for name in ("startprob_", "transmat_", "means_", "covars_"):
         np.testing.assert_array_equal(getattr(one.model, name), getattr(two.model, name))
-    other_seed = select_hmm(seqs[:10], threads=1, **{**kwargs, "seed": 8})
+    other_seed = select_hmm(seqs[:10], workers=1, **{**kwargs, "seed": 8})
     assert not other_seed.table["seed"].equals(one.table["seed"])
 
 
@@ -142,7 +148,7 @@ def test_failed_restarts_are_recorded_and_skipped(sampled, monkeypatch):
         return model, converged, iters
 
     monkeypatch.setattr(hmm_mod, "fit_hmm", flaky)
-    sel = select_hmm(seqs[:10], max_components=3, n_restarts=3, covariance_type="diag", seed=0)
+    sel = select_hmm(seqs[:10], max_components=3, restarts=3, covariance="diag", seed=0)
     table = sel.table
     two = table[table["n_components"] == 2]
     assert (two["status"] == "failed").all()
@@ -162,7 +168,7 @@ def test_every_fit_failing_is_a_clear_error(sampled, monkeypatch):
 
     monkeypatch.setattr(hmm_mod, "fit_hmm", broken)
     with pytest.raises(AnalysisError, match="every HMM fit failed.*boom"):
-        select_hmm(seqs[:6], max_components=2, n_restarts=1)
+        select_hmm(seqs[:6], max_components=2, restarts=1)
 
 
 def test_fit_reports_non_convergence(sampled):
@@ -223,3 +229,66 @@ def test_bad_model_files_are_clear_errors(tmp_path):
         load_model(other)
     with pytest.raises(ModelFormatError, match="inconsistent shapes"):
         model_from_params(np.ones(2) / 2, np.eye(2), np.zeros((2, 3)), np.zeros((3, 3, 3)))
+
+
+def _saved(tmp_path, name, **changes):
+    """A model file whose parameters are a valid 2-state model with ``changes`` applied."""
+    params = dict(startprob=np.array([0.5, 0.5]), transmat=np.array([[0.9, 0.1], [0.2, 0.8]]),
+                  means=np.zeros((2, 2)), covars=np.array([np.eye(2), np.eye(2)]))
+    params.update(changes)
+    arrays = {**params, "format": np.str_("trainmap-gaussianhmm-1"), "covariance_type": np.str_("full"),
+              "min_covar": np.float64(1e-3), "features": np.array(["l1", "l2"]), "zscore_first_n": np.int64(10)}
+    path = tmp_path / f"{name}.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("name, changes, message", [
+    ("nan_means", {"means": np.array([[0.0, np.nan], [1.0, 1.0]])}, "means has non-finite values"),
+    ("inf_covars", {"covars": np.array([np.eye(2), np.diag([np.inf, 1.0])])}, "covars has non-finite values"),
+    ("not_pd", {"covars": np.array([np.eye(2), np.diag([1.0, -1.0])])}, "state 1 is not positive definite"),
+    ("asymmetric", {"covars": np.array([[[1.0, 0.5], [0.0, 1.0]], np.eye(2)])}, "state 0 is not symmetric"),
+    ("start_sum", {"startprob": np.array([0.5, 0.6])}, "startprob is not a probability vector"),
+    ("negative_start", {"startprob": np.array([1.5, -0.5])}, "startprob is not a probability vector"),
+    ("trans_row", {"transmat": np.array([[0.9, 0.1], [0.3, 0.8]])}, "transmat row 1 is not a probability vector"),
+    ("negative_trans", {"transmat": np.array([[1.1, -0.1], [0.2, 0.8]])}, "transmat row 0"),
+])
+def test_loading_validates_the_model_and_names_the_file(tmp_path, name, changes, message):
+    assert load_model(_saved(tmp_path, "good")).model.n_components == 2
+    path = _saved(tmp_path, name, **changes)
+    with pytest.raises(ModelFormatError, match=message) as info:
+        load_model(path)
+    assert str(info.value).startswith(f"{path}: invalid model: ")
+
+
+def _table(bics: dict[int, list[float]]) -> "pd.DataFrame":
+    import pandas as pd
+
+    rows = [{"n_components": n, "restart": r, "seed": r, "status": "ok", "converged": True, "n_iter": 5,
+             "train_loglik": 0.0, "test_loglik": -b / 2, "n_params": 1, "n_test_obs": 10, "aic": b, "bic": b,
+             "error": ""} for n, values in bics.items() for r, b in enumerate(values)]
+    return pd.DataFrame(rows)
+
+
+def test_mean_and_best_selection_rules_can_choose_differently():
+    # n = 3 has the single best restart (90) but is unreliable (mean 245); n = 2 is
+    # steady (mean 200): best chooses 3, mean chooses 2, each keeping that n's best restart.
+    table = _table({1: [500.0, 500.0], 2: [100.0, 300.0], 3: [90.0, 400.0]})
+    best, mean = choose(table, "best"), choose(table, "mean")
+    assert best.loc[best["chosen"], ["n_components", "bic"]].values.tolist() == [[3, 90.0]]
+    assert mean.loc[mean["chosen"], ["n_components", "bic"]].values.tolist() == [[2, 100.0]]
+    assert best["best_for_n"].tolist() == mean["best_for_n"].tolist() == [True, False, True, False, True, False]
+    # failed restarts do not enter the mean; ties go to the smaller n
+    failed = _table({1: [200.0], 2: [200.0, np.nan]})
+    failed.loc[2, "status"] = "failed"
+    assert choose(failed, "mean").loc[lambda t: t["chosen"], "n_components"].tolist() == [1]
+    with pytest.raises(ValueError, match="selection must be"):
+        choose(table, "median")
+
+
+def test_select_hmm_records_the_rule(sampled):
+    _, seqs, _ = sampled
+    sel = select_hmm(seqs[:10], max_components=2, restarts=2, covariance="diag", selection="mean", seed=0)
+    table = sel.table
+    means = table[table["status"] == "ok"].groupby("n_components")["bic"].mean()
+    assert sel.n_components == int(means.idxmin())

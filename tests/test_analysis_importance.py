@@ -7,7 +7,7 @@ import pytest
 import torch
 from hmmlearn.hmm import GaussianHMM
 
-from trainmap.analysis.hmm import model_from_params
+from trainmap.analysis.hmm_model import model_from_params
 from trainmap.analysis.importance import (
     filtered_posterior,
     log_emission,

@@ -1,4 +1,4 @@
-"""Convergence steps, bag-of-states regression (against statsmodels), detours, dissimilarity."""
+"""Bag-of-states regression (against statsmodels and hand computations), detours, dissimilarity."""
 
 from __future__ import annotations
 
@@ -10,10 +10,7 @@ import pytest
 import statsmodels.api as sm
 from scipy.optimize import linprog
 
-from trainmap.analysis.errors import RunFormatError
 from trainmap.analysis.regression import (
-    convergence_step,
-    convergence_table,
     dissimilarity,
     occupancy,
     state_regression,
@@ -115,29 +112,36 @@ def test_single_state_regression_has_no_f_test():
     assert res.detour_states == []
 
 
-def test_convergence_step_is_the_first_step_strictly_above_threshold():
-    log = pd.DataFrame({"step": [0, 10, 20, 30, 40], "eval_accuracy": [0.1, 0.9, 0.95, 0.5, 0.99]})
-    assert convergence_step(log, 0.9) == 20  # 0.9 itself does not exceed 0.9
-    assert convergence_step(log, 0.5) == 10
-    assert np.isnan(convergence_step(log, 0.995))
-    with pytest.raises(RunFormatError, match="eval_accuracy"):
-        convergence_step(log.drop(columns="eval_accuracy"), 0.9)
+def test_adjusted_and_leave_one_out_r2_against_a_hand_computation():
+    occ, y = planted_occupancy(n_runs=15, seed=3)
+    with pytest.warns(RuntimeWarning, match="visited by no run"):
+        res = state_regression(occ, y)
+    X, yv = occ[[0, 1, 2, 3]].to_numpy(), y.to_numpy()
+    n, p = X.shape  # the constant is in the span: p = 4 parameters, 3 of them beyond the mean
+    beta, *_ = np.linalg.lstsq(X, yv, rcond=None)
+    sst = ((yv - yv.mean()) ** 2).sum()
+    r2 = 1 - ((yv - X @ beta) ** 2).sum() / sst
+    assert res.r2 == pytest.approx(r2, rel=1e-10)
+    assert res.r2_adjusted == pytest.approx(1 - (1 - r2) * (n - 1) / (n - p), rel=1e-10)
+    # Leave-one-out by brute force: refit without run r, predict run r.
+    press = 0.0
+    for r in range(n):
+        keep = np.arange(n) != r
+        b, *_ = np.linalg.lstsq(X[keep], yv[keep], rcond=None)
+        press += (yv[r] - X[r] @ b) ** 2
+    assert res.r2_loo == pytest.approx(1 - press / sst, rel=1e-9)
+    assert res.r2_loo < res.r2_adjusted < res.r2
+    summary = res.to_dict()
+    assert summary["r2_adjusted"] == res.r2_adjusted and summary["r2_loo"] == res.r2_loo
 
 
-def test_convergence_table_flags_never_converged_and_undefined_runs():
-    logs = {
-        "a": pd.DataFrame({"step": [0, 100, 200], "eval_accuracy": [0.1, 0.95, 0.97]}),
-        "b": pd.DataFrame({"step": [0, 100, 200, 300], "eval_accuracy": [0.1, 0.2, 0.3, 0.4]}),
-        "c": pd.DataFrame({"step": [0, 100, 200, 500], "eval_accuracy": [0.1, 0.2, 0.95, 0.99]}),
-        "d": pd.DataFrame({"step": [0, 100, 700], "train_loss": [3.0, 2.0, 1.0]}),
-    }
-    with pytest.warns(RuntimeWarning, match="undefined for 1 run.*d"):
-        table = convergence_table(logs, 0.9)
-    assert table.loc["a", "convergence_step"] == 100 and table.loc["a", "converged"]
-    assert table.loc["c", "convergence_step"] == 200
-    # Never converged: the longest run length (largest last step among all runs: 700).
-    assert table.loc["b", "convergence_step"] == 700 and not table.loc["b", "converged"]
-    assert np.isnan(table.loc["d", "convergence_step"]) and not table.loc["d", "converged"]
+def test_leave_one_out_r2_is_undefined_when_a_run_alone_visits_a_state():
+    occ = pd.DataFrame({0: [1.0, 0.6, 0.7, 0.8, 0.5, 0.9], 1: [0.0, 0.4, 0.3, 0.2, 0.5, 0.1],
+                        2: [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]}, index=list("abcdef"))
+    occ.loc["a", 2], occ.loc["a", 0] = 0.3, 0.7
+    res = state_regression(occ, pd.Series([10.0, 14, 13, 12, 15, 11], index=occ.index))
+    assert np.isfinite(res.r2) and np.isnan(res.r2_loo)
+    assert any("leave-one-out" in note and "a" in note for note in res.notes)
 
 
 def test_occupancy_is_the_empirical_state_distribution():

@@ -105,3 +105,18 @@ def test_explicit_features_are_kept_as_given(tmp_path):
     with pytest.warns(RuntimeWarning, match="no column\\(s\\) nope"):
         with pytest.raises(InsufficientRunsError):
             prepare_trajectories(runs, features=["nope"], min_runs=1)
+
+
+@pytest.mark.parametrize("bad, fragment", [("1e30", "too large"), ("-10", "negative"), ("12.5", "not a training step"),
+                                           ("99999999999999999999", "64-bit")])
+def test_bad_steps_are_rejected_naming_the_file_never_truncated(tmp_path, bad, fragment):
+    exp = write_synthetic_runs(tmp_path / "runs", n_runs=1, n_checkpoints=10)
+    log_path = exp.run_dirs[0] / "log.csv"
+    lines = log_path.read_text().splitlines()
+    fields = lines[3].split(",")
+    fields[0] = bad
+    lines[3] = ",".join(fields)
+    log_path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(RunFormatError, match=fragment) as info:
+        load_run(exp.run_dirs[0])
+    assert str(log_path) in str(info.value) and "row 3" in str(info.value)

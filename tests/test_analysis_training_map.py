@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 
 from trainmap.analysis.figures import training_map_graph, write_graph
-from trainmap.analysis.hmm import model_from_params
+from trainmap.analysis.hmm_model import model_from_params
 from trainmap.analysis.importance import filtered_posterior, posterior_importance
 from trainmap.analysis.training_map import (
     edge_columns,
     forking,
     shift_label,
     state_summary,
-    training_map,
+    edge_table,
     transitions,
 )
 
@@ -44,7 +44,7 @@ def test_edges_counts_probabilities_convergence_and_features():
     rng = np.random.default_rng(1)
     seqs = {r: model.means_[p] + 0.5 * rng.normal(size=(6, 4)) for r, p in paths.items()}
     conv = {"a": 500.0, "b": 100.0, "c": 300.0, "d": np.nan}
-    edges = training_map(model, seqs, paths, FEATURES, conv)
+    edges = edge_table(model, seqs, paths, FEATURES, conv)
     assert list(edges.columns) == edge_columns(3)
     assert [(e.source, e.target) for e in edges.itertuples()] == [(0, 1), (0, 2), (1, 2)]
     e01, e02, e12 = (edges.iloc[i] for i in range(3))
@@ -90,26 +90,33 @@ def test_transitions_and_summary():
     np.testing.assert_allclose(summary["mean_occupancy"], [0.2, 0.1, 0.7, 0.0])
 
 
-def test_forking():
-    linear = pd.DataFrame({"source": [0, 1, 2], "target": [1, 2, 3]})
+def test_forking_from_decoded_paths():
+    # 0 -> 1 -> 2 -> 3 in every run: no state has two successors
+    linear = {"a": np.array([0, 1, 1, 2, 3]), "b": np.array([0, 0, 1, 2, 2, 3])}
     assert not forking(linear)
-    fork = pd.DataFrame({"source": [0, 0, 1], "target": [1, 2, 2]})
+    # state 0 goes to 1 in run a and to 2 in run b: a fork (as in the edge table)
+    fork = {"a": np.array([0, 1, 2]), "b": np.array([0, 0, 2])}
     assert forking(fork)
-    assert not forking(pd.DataFrame(columns=["source", "target"]))
+    model = small_model()
+    edges = edge_table(model, {r: model.means_[p] for r, p in fork.items()}, fork, FEATURES)
+    assert (edges.groupby("source")["target"].nunique() >= 2).any()
+    # a run that returns to a state it left is not a fork: 0 -> 1 -> 0 has one successor each
+    assert not forking({"a": np.array([0, 1, 0, 1])})
+    assert not forking({"a": np.array([2, 2, 2])})
 
 
 def test_no_transitions_gives_an_empty_map():
     model = small_model()
-    edges = training_map(model, {"a": np.zeros((4, 4))}, {"a": np.zeros(4, int)}, FEATURES)
+    edges = edge_table(model, {"a": np.zeros((4, 4))}, {"a": np.zeros(4, int)}, FEATURES)
     assert len(edges) == 0 and list(edges.columns) == edge_columns(3)
-    assert not forking(edges)
+    assert not forking({"a": np.zeros(4, int)})
 
 
 def test_graph_styles_detours_and_unvisited_states_and_renders(tmp_path):
     model = small_model()
     paths = {"a": np.array([0, 0, 1, 1]), "b": np.array([0, 0, 0, 1])}
     seqs = {r: model.means_[p] for r, p in paths.items()}
-    edges = training_map(model, seqs, paths, FEATURES, {"a": 10.0, "b": 20.0})
+    edges = edge_table(model, seqs, paths, FEATURES, {"a": 10.0, "b": 20.0})
     graph = training_map_graph(edges, state_summary(paths, 3), n_runs=2, detour_states=[1], title="Training map — t")
     source = graph.source
     assert "detour" in source and "not visited" in source  # state 2 is never visited

@@ -56,7 +56,7 @@ def test_analysis_output_onto_a_run_file_is_refused(tmp_path, capsys, option):
         argv = ["hmm-decode", str(run), "--model", str(tmp_path / "model.npz"), "--states", str(run / "metrics.csv")]
         command = "hmm-decode"
     else:  # an npz written onto run.json: the wrong format, and an input
-        argv = ["hmm-select", str(run), "--selection", str(tmp_path / "sel.csv"), "--model", str(run / "run.json")]
+        argv = ["hmm-select", str(run), "--selection-csv", str(tmp_path / "sel.csv"), "--model", str(run / "run.json")]
         command = "hmm-select"
     status = main(argv)
     line = one_error_line(capsys.readouterr().err, command)

@@ -66,11 +66,10 @@ def test_states_csv_with_a_non_integer_state(tmp_path, capsys):
     (run / "log.csv").write_text("step,eval_accuracy\n0,0.5\n")
     (run / "run.json").write_text('{"seed": 0}')
     (tmp_path / "states.csv").write_text("run,step,state\n0,0,zero\n")
-    (tmp_path / "edges.csv").write_text("source,target\n")
     before = fingerprint(tmp_path)
-    status = main(["regress", str(run), "--states", str(tmp_path / "states.csv"), "--edges",
-                   str(tmp_path / "edges.csv"), "--out", str(tmp_path / "r.json"), "--coefficients",
-                   str(tmp_path / "c.csv"), "--threshold", "0.9"])
+    status = main(["regress", str(run), "--states", str(tmp_path / "states.csv"), "--model",
+                   str(tmp_path / "model.npz"), "--out", str(tmp_path / "r.json"), "--coefficients",
+                   str(tmp_path / "c.csv"), "--threshold", "0.9", "--convergence-csv", str(tmp_path / "v.csv")])
     line = one_error_line(capsys.readouterr().err, "regress")
     assert status == 2 and str(tmp_path / "states.csv") in line and "not an integer" in line
     assert fingerprint(tmp_path) == before

@@ -57,9 +57,9 @@ def test_a_fifo_as_model_npz_or_states_csv_is_refused(tmp_path):
     assert result.returncode == 2 and str(tmp_path / "model.npz") in line and "FIFO" in line
     os.mkfifo(tmp_path / "states.csv")
     before = fingerprint(tmp_path)
-    result = run_cli("regress", run, "--states", tmp_path / "states.csv", "--edges", tmp_path / "edges.csv",
+    result = run_cli("regress", run, "--states", tmp_path / "states.csv", "--model", tmp_path / "m.npz",
                      "--out", tmp_path / "r.json", "--coefficients", tmp_path / "c.csv", "--threshold", "0.9",
-                     timeout=60)
+                     "--convergence-csv", tmp_path / "conv.csv", timeout=60)
     line = one_error_line(result.stderr, "regress")
     assert result.returncode == 2 and str(tmp_path / "states.csv") in line and "FIFO" in line
     assert fingerprint(tmp_path) == before
@@ -132,14 +132,13 @@ def test_worker_counts_are_capped_at_the_cpus(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"threads 100000 is more than the {available_cpus()} CPU(s) available" in result.stderr
     assert layout.read_run_json(tmp_path / "run")["threads"] == available_cpus()
-    from trainmap.analysis.hmm import select_hmm
+    from trainmap.analysis.hmm_select import select_hmm
+    from trainmap.options import HMMSelectOptions
 
     rng = np.random.default_rng(0)
-    with pytest.warns(RuntimeWarning, match=r"threads 5000 is more than"):
-        select_hmm([rng.normal(size=(20, 2)) for _ in range(5)], max_components=1, n_restarts=1, threads=5000,
-                   n_iter=5)
-    with pytest.raises(ValueError, match="threads must be a positive integer"):
-        select_hmm([rng.normal(size=(20, 2)) for _ in range(5)], max_components=1, n_restarts=1, threads=0)
+    with pytest.warns(RuntimeWarning, match=r"--workers 5000 is more than"):
+        select_hmm([rng.normal(size=(20, 2)) for _ in range(5)],
+                   HMMSelectOptions(max_components=1, restarts=1, n_iter=5, workers=5000))
 
 
 @pytest.mark.slow

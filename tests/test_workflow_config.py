@@ -29,7 +29,7 @@ def minimal(**experiment) -> dict:
 def test_defaults_are_filled_in():
     exp = resolve(minimal())["exp"]
     assert exp.runs == ("0", "1", "2")
-    assert exp.threshold == 0.9  # docs/design.md's threshold for parities
+    assert str(exp.convergence) == "eval_accuracy>0.9"  # docs/design.md's threshold for parities
     assert exp.hmm["max_components"] == 8 and exp.hmm["covariance"] == "full"
     assert exp.metrics["svd"] == "auto"
     assert exp.train_settings["epochs"] == 500  # the task's own default
@@ -73,8 +73,20 @@ def test_experiment_kinds_are_checked():
         resolve({"experiments": {"exp": {"task": "digits"}}})
     with pytest.raises(tw.ConfigError, match=r"cannot also set task"):
         resolve({"experiments": {"exp": {"task": "digits", "sources": {"a": "/x"}, "threshold": 0.5}}})
-    with pytest.raises(tw.ConfigError, match=r"experiments\.exp\.threshold"):
+    with pytest.raises(tw.ConfigError, match=r"experiments\.exp\.convergence: imported series need"):
         resolve({"experiments": {"exp": {"sources": {"a": "/x"}}}})
+
+
+def test_convergence_criterion_from_config():
+    assert str(resolve(minimal(threshold=0.8))["exp"].convergence) == "eval_accuracy>0.8"
+    exp = resolve(minimal(convergence={"column": "eval_loss", "below": 2.5}))["exp"]
+    assert exp.convergence_arg() == "--convergence 'eval_loss<2.5'"
+    with pytest.raises(tw.ConfigError, match=r"experiments\.exp: give convergence or threshold, not both"):
+        resolve(minimal(threshold=0.8, convergence={"above": 0.9}))
+    with pytest.raises(tw.ConfigError, match=r"experiments\.exp\.convergence: give exactly one of above or below"):
+        resolve(minimal(convergence={"column": "eval_loss"}))
+    with pytest.raises(tw.ConfigError, match=r"experiments\.exp\.convergence"):
+        resolve(minimal(convergence={"column": "eval_loss", "under": 2}))
 
 
 def test_imported_series(tmp_path):
@@ -106,7 +118,7 @@ def test_options_are_passed_to_the_command_line():
     assert "--exclude 'head|tail'" in exp.metrics_args()
     assert "--restarts 2" in exp.hmm_args() and "--min-runs 4" in exp.hmm_args()
     assert "--restarts 2" in exp.baseline_args() and "--covariance" not in exp.baseline_args()
-    assert exp.threshold_arg() == "--threshold 0.9"
+    assert exp.convergence_arg() == "--convergence 'eval_accuracy>0.9'"
 
 
 def test_conda_environment_matches_pyproject():

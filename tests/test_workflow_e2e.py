@@ -78,7 +78,7 @@ def test_changing_hmm_settings_reruns_that_experiments_analysis_only(completed, 
     config = variant(completed, tmp_path, lambda c: c["experiments"]["digits"]["hmm"].update(restarts=3))
     jobs = dry_run(completed, "--configfile", config)
     rules = {rule for rule, _ in jobs}
-    assert {"hmm_select", "hmm_decode", "training_map", "regress", "figures", "tables"} <= rules
+    assert {"hmm_select", "hmm_decode", "map", "regress", "figures", "tables"} <= rules
     assert not rules & {"train", "metrics"}
     assert all(w.get("exp") in (None, "digits") for _, w in jobs), jobs
 

@@ -13,6 +13,15 @@ import sys
 import warnings
 from pathlib import Path
 
+from trainmap.options import (
+    BaselineOptions,
+    FiguresOptions,
+    HMMSelectOptions,
+    MapOptions,
+    MetricsOptions,
+    RegressOptions,
+)
+
 
 def _add_metrics(subparsers) -> None:
     p = subparsers.add_parser(
@@ -25,13 +34,7 @@ def _add_metrics(subparsers) -> None:
     p.add_argument("inputs", nargs="+", metavar="CHECKPOINT_OR_DIR")
     p.add_argument("-o", "--output", required=True, type=Path, help="CSV file to write (atomically)")
     p.add_argument("--threads", type=int, default=None, help="worker threads (default: all available CPUs)")
-    p.add_argument("--svd", choices=("auto", "exact", "randomized"), default="auto")
-    p.add_argument("--exact-max-dim", type=int, default=None,
-                   help="with --svd auto, matrices whose smaller side exceeds this use randomized SVD")
-    p.add_argument("--rank", type=int, default=None, help="singular values computed in randomized mode")
-    p.add_argument("--include", default=None, help="regex: only tensors whose name matches count")
-    p.add_argument("--exclude", default=None,
-                   help="regex replacing the default exclusion of embeddings and norm layers ('' excludes nothing)")
+    MetricsOptions.add_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
     p.set_defaults(run=_run_metrics)
 
@@ -45,15 +48,16 @@ def _run_metrics(args: argparse.Namespace) -> int:
     paths: list[Path] = []
     for item in map(Path, args.inputs):
         paths.extend(checkpoint_paths(item) if item.is_dir() else [item])
+    options = MetricsOptions.from_args(args)
     with tqdm(total=len(paths), unit="ckpt", desc="metrics", disable=args.no_progress, file=sys.stderr) as bar:
         frame = trajectory_metrics(
             paths,
             threads=args.threads,
-            svd=args.svd,
-            include=args.include,
-            exclude=args.exclude,
-            exact_max_dim=args.exact_max_dim,
-            rank=args.rank,
+            svd=options.svd,
+            include=options.include,
+            exclude=options.exclude,
+            exact_max_dim=options.exact_max_dim,
+            rank=options.rank,
             progress=lambda done: bar.update(done - bar.n),
         )
     atomic.write_csv(args.output, frame)
@@ -136,7 +140,7 @@ def _run_import(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- analysis stage (trainmap.analysis.stages); flags documented in docs/analysis.md ---------
+# --- analysis stages (trainmap.analysis.stages, same names); options from trainmap.options ---
 
 def _progress_bar(desc: str, disable: bool):
     """A tqdm bar on stderr and a ``progress(done, total)`` callback feeding it."""
@@ -152,50 +156,23 @@ def _progress_bar(desc: str, disable: bool):
     return bar, progress
 
 
-def _add_fit_options(p, *, restarts_help: str) -> None:
-    p.add_argument("--max-components", type=int, default=8, help="try 1..N hidden states (default 8)")
-    p.add_argument("--restarts", type=int, default=5, help=restarts_help)
-    p.add_argument("--zscore-first-n", type=int, default=1000,
-                   help="z-score each run with the mean/sd of its first N checkpoints (default 1000)")
-    p.add_argument("--min-checkpoints", type=int, default=2, help="leave out runs with fewer checkpoints (default 2)")
-    p.add_argument("--min-runs", type=int, default=5, help="fewer usable runs is an error (default 5)")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="share of runs held out for BIC (default 0.2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the train/test split and of every restart (default 0)")
-    p.add_argument("--n-iter", type=int, default=None, help="most EM iterations per fit (default 1000)")
-    p.add_argument("--tol", type=float, default=None,
-                   help="EM stops when the training log-likelihood gains less than this per checkpoint (default 1e-4)")
-    p.add_argument("--min-covar", type=float, default=None, help="floor on covariance diagonals (default 1e-3)")
-    p.add_argument("--threads", type=int, default=1, help="worker processes for restarts (default 1)")
-    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
-
-
-def _fit_kwargs(args: argparse.Namespace) -> dict:
-    from trainmap.analysis.hmm import DEFAULT_MIN_COVAR, DEFAULT_N_ITER, DEFAULT_TOL
-
-    return dict(
-        max_components=args.max_components, restarts=args.restarts, zscore_first_n=args.zscore_first_n,
-        min_checkpoints=args.min_checkpoints, min_runs=args.min_runs, test_fraction=args.test_fraction, seed=args.seed,
-        n_iter=args.n_iter if args.n_iter is not None else DEFAULT_N_ITER,
-        tol=args.tol if args.tol is not None else DEFAULT_TOL,
-        min_covar=args.min_covar if args.min_covar is not None else DEFAULT_MIN_COVAR,
-        threads=args.threads,
-    )
+def _stage_parser(subparsers, command: str, help: str, description: str):
+    p = subparsers.add_parser(command, help=help, description=description)
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    return p
 
 
 def _add_hmm_select(subparsers) -> None:
-    p = subparsers.add_parser(
-        "hmm-select",
-        help="choose the number of HMM states by held-out BIC; write selection.csv and model.npz",
-        description="Z-score every run's statistics over its first checkpoints, split runs 80/20 "
-        "(seeded), fit Gaussian HMMs with 1..max-components states and several restarts on the "
-        "training runs, score the held-out runs (log-likelihood, AIC, BIC) and keep the fit with "
-        "the lowest held-out BIC.",
-    )
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--selection", required=True, type=Path, help="selection.csv to write: one row per (n, restart)")
+    p = _stage_parser(
+        subparsers, "hmm-select", "choose the number of HMM states by held-out BIC; write selection.csv and model.npz",
+        "Z-score every run's statistics over its first checkpoints, split runs 80/20 (seeded), fit Gaussian "
+        "HMMs with 1..max-components states and several restarts on the training runs, score the held-out "
+        "runs (log-likelihood, AIC, BIC) and keep the best restart of the n chosen by --selection.")
+    p.add_argument("--selection-csv", dest="selection_csv", required=True, type=Path,
+                   help="selection.csv to write: one row per (n, restart)")
     p.add_argument("--model", required=True, type=Path, help="model.npz to write (no pickle)")
-    p.add_argument("--covariance", choices=("full", "diag"), default="full", help="covariance type (default full)")
-    _add_fit_options(p, restarts_help="random restarts per number of states (default 5)")
+    HMMSelectOptions.add_arguments(p)
+    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
     p.set_defaults(run=_run_hmm_select)
 
 
@@ -204,22 +181,19 @@ def _run_hmm_select(args: argparse.Namespace) -> int:
 
     bar, progress = _progress_bar("hmm-select", args.no_progress)
     with bar:
-        sel = stages.hmm_select(args.run_dirs, args.selection, args.model, covariance=args.covariance,
-                                progress=progress, **_fit_kwargs(args))
+        sel = stages.hmm_select(args.run_dirs, args.selection_csv, args.model, HMMSelectOptions.from_args(args),
+                                progress=progress)
     failed = int((sel.table["status"] != "ok").sum())
     print(f"chose {sel.n_components} states (restart {sel.restart}); {len(sel.table)} fits, {failed} failed; "
-          f"wrote {args.selection} and {args.model}", file=sys.stderr)
+          f"wrote {args.selection_csv} and {args.model}", file=sys.stderr)
     return 0
 
 
 def _add_hmm_decode(subparsers) -> None:
-    p = subparsers.add_parser(
-        "hmm-decode",
-        help="Viterbi-decode every run with a fitted model; write states.csv",
-        description="Decode every run (z-scored as the model was fitted) with the Viterbi "
-        "algorithm and write one row per checkpoint: run, step, state.",
-    )
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p = _stage_parser(
+        subparsers, "hmm-decode", "Viterbi-decode every run with a fitted model; write states.csv",
+        "Decode every run (z-scored as the model was fitted) with the Viterbi algorithm and write one row "
+        "per checkpoint: run, step, state.")
     p.add_argument("--model", required=True, type=Path, help="model.npz from hmm-select")
     p.add_argument("--states", required=True, type=Path, help="states.csv to write")
     p.set_defaults(run=_run_hmm_decode)
@@ -233,33 +207,50 @@ def _run_hmm_decode(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_threshold(p) -> None:
-    p.add_argument("--threshold", required=True, type=float,
-                   help="convergence: first step whose accuracy exceeds this (e.g. 0.9)")
-    p.add_argument("--accuracy-column", default="eval_accuracy",
-                   help="log.csv column compared with the threshold (default eval_accuracy)")
-    p.add_argument("--experiment", default=None,
-                   help="name shown in titles and regression.json (default: from results/{exp}/runs/{seed})")
+def _add_regress(subparsers) -> None:
+    p = _stage_parser(
+        subparsers, "regress",
+        "convergence steps and the regression on state occupancy; write regression.json, coefficients.csv, "
+        "convergence.csv",
+        "Convergence step per run under the convergence criterion, OLS on the empirical state distributions "
+        "(no separate intercept; centred, adjusted and leave-one-out R², F-test against the intercept-only "
+        "model), one coefficient per state, detour states, trajectory dissimilarity and forking.")
+    p.add_argument("--states", required=True, type=Path, help="states.csv from hmm-decode")
+    p.add_argument("--model", required=True, type=Path, help="model.npz from hmm-select (number of states)")
+    p.add_argument("--out", required=True, type=Path, help="regression.json to write")
+    p.add_argument("--coefficients", required=True, type=Path, help="coefficients.csv to write")
+    p.add_argument("--convergence-csv", dest="convergence_csv", required=True, type=Path,
+                   help="convergence.csv to write (per-run convergence steps)")
+    RegressOptions.add_arguments(p)
+    p.set_defaults(run=_run_regress)
+
+
+def _run_regress(args: argparse.Namespace) -> int:
+    from trainmap.analysis import stages
+
+    out = stages.regress(args.run_dirs, args.states, args.model, args.out, args.coefficients, args.convergence_csv,
+                         RegressOptions.from_args(args))
+    print(f"convergence {out['convergence']['text']}: R2 {out['r2']:.3f} (adjusted {out['r2_adjusted']:.3f}, "
+          f"leave-one-out {out['r2_loo']:.3f}), p {out['p_value']:.3g}, detour states {out['detour_states']}; "
+          f"wrote {args.out}", file=sys.stderr)
+    return 0
 
 
 def _add_map(subparsers) -> None:
-    p = subparsers.add_parser(
-        "map",
-        help="build the training map: edges.csv and training_map.{svg,png}",
-        description="Keep the transitions decoded runs take, annotate each with run counts, the "
-        "learned transition probability, the convergence step of its runs and the destination "
-        "state's most important features (Appendix A), and draw the map with Graphviz.",
-    )
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p = _stage_parser(
+        subparsers, "map", "build the training map: edges.csv and training_map.{svg,png}",
+        "Keep the transitions decoded runs take, annotate each with run counts, the learned transition "
+        "probability, the convergence step of its runs and the destination state's most important features "
+        "(Appendix A), and draw the map with Graphviz; detour states and convergence steps come from "
+        "regression.json.")
     p.add_argument("--model", required=True, type=Path, help="model.npz from hmm-select")
     p.add_argument("--states", required=True, type=Path, help="states.csv from hmm-decode")
+    p.add_argument("--regression", required=True, type=Path, help="regression.json from regress")
     p.add_argument("--edges", required=True, type=Path, help="edges.csv to write")
-    p.add_argument("--figure-dir", type=Path, default=None,
-                   help="write DIR/training_map.svg and DIR/training_map.png")
+    p.add_argument("--figure-dir", type=Path, default=None, help="write DIR/training_map.svg and DIR/training_map.png")
     p.add_argument("--svg", type=Path, default=None, help="SVG path (overrides --figure-dir for the SVG)")
     p.add_argument("--png", type=Path, default=None, help="PNG path (overrides --figure-dir for the PNG)")
-    p.add_argument("--top-features", type=int, default=3, help="features reported per edge (default 3)")
-    _add_threshold(p)
+    MapOptions.add_arguments(p, require_convergence=False)
     p.set_defaults(run=_run_map)
 
 
@@ -268,56 +259,21 @@ def _run_map(args: argparse.Namespace) -> int:
 
     svg = args.svg or (args.figure_dir / "training_map.svg" if args.figure_dir else None)
     png = args.png or (args.figure_dir / "training_map.png" if args.figure_dir else None)
-    edges = stages.map_stage(args.run_dirs, args.model, args.states, args.edges, threshold=args.threshold,
-                             svg_path=svg, png_path=png, experiment=args.experiment,
-                             accuracy_column=args.accuracy_column, top_k=args.top_features)
+    edges = stages.map(args.run_dirs, args.model, args.states, args.regression, args.edges,
+                       MapOptions.from_args(args), svg_path=svg, png_path=png)
     print(f"wrote {len(edges)} edges to {args.edges}" + (f", map to {svg} and {png}" if svg or png else ""),
           file=sys.stderr)
     return 0
 
 
-def _add_regress(subparsers) -> None:
-    p = subparsers.add_parser(
-        "regress",
-        help="regress convergence step on state occupancy; write regression.json and coefficients.csv",
-        description="Convergence step per run, OLS on the empirical state distributions (no "
-        "separate intercept; centred R², F-test against the intercept-only model), one "
-        "coefficient per state, detour states, trajectory dissimilarity and forking.",
-    )
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--states", required=True, type=Path, help="states.csv from hmm-decode")
-    p.add_argument("--edges", required=True, type=Path, help="edges.csv from map (for 'forking')")
-    p.add_argument("--out", required=True, type=Path, help="regression.json to write")
-    p.add_argument("--coefficients", required=True, type=Path, help="coefficients.csv to write")
-    p.add_argument("--model", type=Path, default=None,
-                   help="model.npz: number of states (default: largest decoded state + 1)")
-    p.add_argument("--convergence", type=Path, default=None, help="also write per-run convergence.csv here")
-    _add_threshold(p)
-    p.set_defaults(run=_run_regress)
-
-
-def _run_regress(args: argparse.Namespace) -> int:
-    from trainmap.analysis import stages
-
-    out = stages.regress(args.run_dirs, args.states, args.edges, args.out, args.coefficients,
-                         threshold=args.threshold, model_path=args.model, experiment=args.experiment,
-                         accuracy_column=args.accuracy_column, convergence_path=args.convergence)
-    print(f"R2 {out['r2']:.3f}, p {out['p_value']:.3g}, detour states {out['detour_states']}; wrote {args.out}",
-          file=sys.stderr)
-    return 0
-
-
 def _add_baselines(subparsers) -> None:
-    p = subparsers.add_parser(
-        "baselines",
-        help="k-means and HMM-on-l2 baselines by held-out BIC (Table 4); write baselines.csv",
-        description="Appendix C baselines on the same z-scored runs and split as hmm-select: "
-        "k-means (k = 1..max-components, spherical-Gaussian BIC) and a Gaussian HMM on the l2 "
-        "column alone (n = 1..max-components).",
-    )
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p = _stage_parser(
+        subparsers, "baselines", "k-means and HMM-on-l2 baselines by held-out BIC (Table 4); write baselines.csv",
+        "Appendix C baselines on the same z-scored runs and split as hmm-select: k-means (k = 1..max-components, "
+        "spherical-Gaussian BIC) and a Gaussian HMM on the l2 column alone (n = 1..max-components).")
     p.add_argument("--out", required=True, type=Path, help="baselines.csv to write")
-    _add_fit_options(p, restarts_help="random restarts of the HMM-on-l2 per n (default 5)")
+    BaselineOptions.add_arguments(p)
+    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
     p.set_defaults(run=_run_baselines)
 
 
@@ -326,7 +282,7 @@ def _run_baselines(args: argparse.Namespace) -> int:
 
     bar, progress = _progress_bar("baselines", args.no_progress)
     with bar:
-        table = stages.baselines(args.run_dirs, args.out, progress=progress, **_fit_kwargs(args))
+        table = stages.baselines(args.run_dirs, args.out, BaselineOptions.from_args(args), progress=progress)
     chosen = table[table["chosen"]]
     summary = ", ".join(f"{m}: {int(n)}" for m, n in zip(chosen["method"], chosen["n_components"]))
     print(f"components by BIC: {summary}; wrote {args.out}", file=sys.stderr)
@@ -334,28 +290,25 @@ def _run_baselines(args: argparse.Namespace) -> int:
 
 
 def _add_figures(subparsers) -> None:
-    p = subparsers.add_parser(
-        "figures",
-        help="model-selection curves, convergence histogram and trajectories (PNG and SVG)",
-        description="Write model_selection, convergence_histogram and trajectories figures, each "
-        "as .png and .svg, into the output directory.",
-    )
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--selection", required=True, type=Path, help="selection.csv from hmm-select")
+    p = _stage_parser(
+        subparsers, "figures", "model-selection curves, convergence histogram and trajectories (PNG and SVG)",
+        "Write model_selection, convergence_histogram and trajectories figures, each as .png and .svg, into "
+        "the output directory; convergence steps come from convergence.csv.")
+    p.add_argument("--selection-csv", dest="selection_csv", required=True, type=Path,
+                   help="selection.csv from hmm-select")
     p.add_argument("--states", required=True, type=Path, help="states.csv from hmm-decode")
+    p.add_argument("--convergence-csv", dest="convergence_csv", required=True, type=Path,
+                   help="convergence.csv from regress")
     p.add_argument("--out-dir", required=True, type=Path, help="directory for the figures")
-    p.add_argument("--fast", type=int, default=3, help="fastest runs shown in trajectories (default 3)")
-    p.add_argument("--slow", type=int, default=3, help="slowest runs shown in trajectories (default 3)")
-    _add_threshold(p)
+    FiguresOptions.add_arguments(p, require_convergence=False)
     p.set_defaults(run=_run_figures)
 
 
 def _run_figures(args: argparse.Namespace) -> int:
     from trainmap.analysis import stages
 
-    written = stages.figures(args.run_dirs, args.selection, args.states, args.out_dir, threshold=args.threshold,
-                             experiment=args.experiment, n_fast=args.fast, n_slow=args.slow,
-                             accuracy_column=args.accuracy_column)
+    written = stages.figures(args.run_dirs, args.selection_csv, args.states, args.convergence_csv, args.out_dir,
+                             FiguresOptions.from_args(args))
     print(f"wrote {len(written)} figure files to {args.out_dir}", file=sys.stderr)
     return 0
 
@@ -398,12 +351,12 @@ def _run_tables(args: argparse.Namespace) -> int:
 # directory's metrics.csv, log.csv and run.json; a folder of checkpoints).
 _FILE_OPTIONS: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
     "metrics": ({"output": "csv"}, ("inputs",)),
-    "hmm-select": ({"selection": "csv", "model": "npz"}, ("run_dirs",)),
+    "hmm-select": ({"selection_csv": "csv", "model": "npz"}, ("run_dirs",)),
     "hmm-decode": ({"states": "csv"}, ("run_dirs", "model")),
-    "map": ({"edges": "csv", "svg": "svg", "png": "png"}, ("run_dirs", "model", "states")),
-    "regress": ({"out": "json", "coefficients": "csv", "convergence": "csv"}, ("run_dirs", "states", "edges", "model")),
+    "map": ({"edges": "csv", "svg": "svg", "png": "png"}, ("run_dirs", "model", "states", "regression")),
+    "regress": ({"out": "json", "coefficients": "csv", "convergence_csv": "csv"}, ("run_dirs", "states", "model")),
     "baselines": ({"out": "csv"}, ("run_dirs",)),
-    "figures": ({}, ("run_dirs", "selection", "states")),
+    "figures": ({}, ("run_dirs", "selection_csv", "states", "convergence_csv")),
 }
 
 
@@ -441,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_metrics(subparsers)
     _add_train(subparsers)
     _add_import(subparsers)
-    for add in (_add_hmm_select, _add_hmm_decode, _add_map, _add_regress, _add_baselines, _add_figures, _add_tables):
+    for add in (_add_hmm_select, _add_hmm_decode, _add_regress, _add_map, _add_baselines, _add_figures, _add_tables):
         add(subparsers)
     return parser
 

@@ -20,6 +20,9 @@ from typing import Any, Mapping
 import jsonschema
 import yaml
 
+from trainmap.analysis.convergence import Criterion
+from trainmap.options import BaselineOptions, HMMSelectOptions, MetricsOptions
+
 __all__ = [
     "ConfigError",
     "MAX_CONFIG_VALUES",
@@ -154,7 +157,7 @@ class Experiment:
     sources: Mapping[str, str] = field(default_factory=dict)
     train_overrides: Mapping[str, Any] = field(default_factory=dict)
     train_settings: Mapping[str, Any] = field(default_factory=dict)
-    threshold: float | None = None
+    convergence: Criterion | None = None
     resources: Mapping[str, Any] = field(default_factory=dict)
     metrics: Mapping[str, Any] = field(default_factory=dict)
     hmm: Mapping[str, Any] = field(default_factory=dict)
@@ -185,31 +188,23 @@ class Experiment:
         return json.dumps(self.train_settings, sort_keys=True)
 
     def metrics_args(self) -> str:
-        m = self.metrics
-        args = [f"--svd {m['svd']}", f"--exact-max-dim {m['exact_max_dim']}", f"--rank {m['rank']}"]
-        if m["include"] is not None:
-            args.append(f"--include {shlex.quote(m['include'])}")
-        if m["exclude"] is not None:
-            args.append(f"--exclude {shlex.quote(m['exclude'])}")
-        return " ".join(args)
+        return MetricsOptions(**self.metrics).cli_args()
 
-    def _fit_args(self, max_components: int) -> list[str]:
-        h = self.hmm
-        return [
-            f"--max-components {max_components}", f"--restarts {h['restarts']}",
-            f"--zscore-first-n {h['zscore_first_n']}", f"--test-fraction {h['test_fraction']}",
-            f"--seed {h['seed']}", f"--n-iter {h['n_iter']}", f"--tol {h['tol']}", f"--min-runs {h['min_runs']}",
-        ]
+    def hmm_options(self) -> HMMSelectOptions:
+        """Config ``hmm:`` as options (worker processes come from the rule's threads)."""
+        return HMMSelectOptions(**self.hmm)
 
     def hmm_args(self) -> str:
-        return " ".join([*self._fit_args(self.hmm["max_components"]), f"--covariance {self.hmm['covariance']}"])
+        return self.hmm_options().cli_args(omit=("workers",))
 
     def baseline_args(self) -> str:
         """The HMM's split and fitting options, so the baselines are scored on the same runs."""
-        return " ".join(self._fit_args(self.baselines["max_components"]))
+        fit = {**self.hmm_options().fit_fields(), "max_components": self.baselines["max_components"]}
+        return BaselineOptions(**fit).cli_args(omit=("workers",))
 
-    def threshold_arg(self) -> str:
-        return f"--threshold {self.threshold}"
+    def convergence_arg(self) -> str:
+        """``--convergence 'COLUMN>X'`` (shell-quoted) for regress, map and figures."""
+        return f"--convergence {shlex.quote(str(self.convergence))}"
 
 
 def _cli_value(value: Any) -> str:
@@ -234,9 +229,13 @@ def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
     resolved = {}
     for name, spec in config["experiments"].items():
         key = f"experiments.{name}"
+        try:
+            convergence = Criterion.from_config(spec.get("convergence"), spec.get("threshold"), key)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         common = dict(
             name=name,
-            threshold=spec.get("threshold"),
+            convergence=convergence,
             resources=spec["resources"],
             metrics=spec["metrics"],
             hmm=spec["hmm"],
@@ -247,9 +246,9 @@ def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
             clash = [k for k in ("task", "seeds", "train") if k in spec and spec[k] != {}]
             if clash:
                 raise ConfigError(f"config key {key}: an imported experiment (sources) cannot also set {', '.join(clash)}")
-            if common["threshold"] is None:
-                raise ConfigError(f"config key {key}.threshold: imported series need a convergence threshold "
-                                  "on their eval accuracy")
+            if common["convergence"] is None:
+                raise ConfigError(f"config key {key}.convergence: imported series need a convergence criterion "
+                                  "(convergence: {column: ..., above|below: ...}, or threshold: x on eval_accuracy)")
             resolved[name] = Experiment(runs=tuple(spec["sources"]), sources=dict(spec["sources"]), **common)
             continue
         missing = [k for k in ("task", "seeds") if k not in spec]
@@ -265,8 +264,8 @@ def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
             settings = resolve_settings(task, overrides)
         except SettingsError as exc:
             raise ConfigError(f"config key {key}.train: {exc}") from None
-        if common["threshold"] is None:
-            common["threshold"] = DEFAULT_THRESHOLDS[task]
+        if common["convergence"] is None:
+            common["convergence"] = Criterion.from_threshold(DEFAULT_THRESHOLDS[task], f"config key {key}.threshold")
         resolved[name] = Experiment(
             runs=_runs(name, spec), task=task, train_overrides=overrides, train_settings=settings, **common
         )

@@ -1,11 +1,43 @@
-# Per experiment: the training map, the detour regression, the baselines and the figures.
+# Per experiment: the detour regression (convergence steps, detour states, forking), then the
+# training map that draws them, the baselines and the figures.
 
 
-rule training_map:
+rule regress:
     input:
         unpack(run_inputs),
         model="results/{exp}/hmm/model.npz",
         states="results/{exp}/hmm/states.csv",
+    output:
+        regression="results/{exp}/regression.json",
+        convergence="results/{exp}/convergence.csv",
+        coefficients=report(
+            "results/{exp}/coefficients.csv",
+            caption="../report/coefficients.rst",
+            category="{exp}",
+            subcategory="detour states",
+        ),
+    params:
+        runs=lambda w: exp_of(w).run_dirs(),
+        convergence=lambda w: exp_of(w).convergence_arg(),
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    log:
+        "results/{exp}/logs/regress.log",
+    conda:
+        "../../envs/trainmap.yaml"
+    shell:
+        "trainmap regress {params.runs} --model {input.model} --states {input.states} {params.convergence}"
+        " --out {output.regression} --coefficients {output.coefficients}"
+        " --convergence-csv {output.convergence} --experiment {wildcards.exp} > {log} 2>&1"
+
+
+rule map:
+    input:
+        unpack(run_inputs),
+        model="results/{exp}/hmm/model.npz",
+        states="results/{exp}/hmm/states.csv",
+        regression="results/{exp}/regression.json",
     output:
         edges=report(
             "results/{exp}/map/edges.csv",
@@ -22,48 +54,17 @@ rule training_map:
         png="results/{exp}/map/training_map.png",
     params:
         runs=lambda w: exp_of(w).run_dirs(),
-        threshold=lambda w: exp_of(w).threshold_arg(),
+        convergence=lambda w: exp_of(w).convergence_arg(),
     resources:
         mem_mb=2000,
         runtime=30,
     log:
-        "results/{exp}/logs/training_map.log",
+        "results/{exp}/logs/map.log",
     conda:
         "../../envs/trainmap.yaml"
     shell:
-        "trainmap map {params.runs} --model {input.model} --states {input.states} {params.threshold}"
-        " --edges {output.edges} --svg {output.svg} --png {output.png} --experiment {wildcards.exp} > {log} 2>&1"
-
-
-rule regress:
-    input:
-        unpack(run_inputs),
-        model="results/{exp}/hmm/model.npz",
-        states="results/{exp}/hmm/states.csv",
-        edges="results/{exp}/map/edges.csv",
-    output:
-        regression="results/{exp}/regression.json",
-        convergence="results/{exp}/convergence.csv",
-        coefficients=report(
-            "results/{exp}/coefficients.csv",
-            caption="../report/coefficients.rst",
-            category="{exp}",
-            subcategory="detour states",
-        ),
-    params:
-        runs=lambda w: exp_of(w).run_dirs(),
-        threshold=lambda w: exp_of(w).threshold_arg(),
-    resources:
-        mem_mb=2000,
-        runtime=30,
-    log:
-        "results/{exp}/logs/regress.log",
-    conda:
-        "../../envs/trainmap.yaml"
-    shell:
-        "trainmap regress {params.runs} --model {input.model} --states {input.states} --edges {input.edges}"
-        " {params.threshold} --out {output.regression} --coefficients {output.coefficients}"
-        " --convergence {output.convergence}"
+        "trainmap map {params.runs} --model {input.model} --states {input.states} --regression {input.regression}"
+        " {params.convergence} --edges {output.edges} --svg {output.svg} --png {output.png}"
         " --experiment {wildcards.exp} > {log} 2>&1"
 
 
@@ -84,7 +85,7 @@ rule baselines:
     conda:
         "../../envs/trainmap.yaml"
     shell:
-        "trainmap baselines {params.runs} --out {output} {params.options} --threads {threads}"
+        "trainmap baselines {params.runs} --out {output} {params.options} --workers {threads}"
         " > {log} 2>&1"
 
 
@@ -93,6 +94,7 @@ rule figures:
         unpack(run_inputs),
         selection="results/{exp}/hmm/selection.csv",
         states="results/{exp}/hmm/states.csv",
+        convergence="results/{exp}/convergence.csv",
     output:
         report(
             expand("results/{{exp}}/figures/{fig}.{ext}", fig=FIGURES, ext=("png", "svg")),
@@ -102,7 +104,7 @@ rule figures:
         ),
     params:
         runs=lambda w: exp_of(w).run_dirs(),
-        threshold=lambda w: exp_of(w).threshold_arg(),
+        convergence=lambda w: exp_of(w).convergence_arg(),
         out_dir="results/{exp}/figures",
         shown=lambda w: f"--fast {exp_of(w).figures['fast']} --slow {exp_of(w).figures['slow']}",
     resources:
@@ -113,5 +115,5 @@ rule figures:
     conda:
         "../../envs/trainmap.yaml"
     shell:
-        "trainmap figures {params.runs} --selection {input.selection} --states {input.states}"
-        " {params.threshold} {params.shown} --out-dir {params.out_dir} --experiment {wildcards.exp} > {log} 2>&1"
+        "trainmap figures {params.runs} --selection-csv {input.selection} --states {input.states}"
+        " --convergence-csv {input.convergence} {params.convergence} {params.shown} --out-dir {params.out_dir} --experiment {wildcards.exp} > {log} 2>&1"

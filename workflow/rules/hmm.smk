@@ -24,8 +24,8 @@ rule hmm_select:
     conda:
         "../../envs/trainmap.yaml"
     shell:
-        "trainmap hmm-select {params.runs} --selection {output.selection} --model {output.model}"
-        " {params.options} --threads {threads} > {log} 2>&1"
+        "trainmap hmm-select {params.runs} --selection-csv {output.selection} --model {output.model}"
+        " {params.options} --workers {threads} > {log} 2>&1"
 
 
 rule hmm_decode:

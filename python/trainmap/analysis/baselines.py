@@ -1,8 +1,8 @@
 """Baselines of Appendix C (paper Table 4): k-means on the z-scored features and an HMM on
 the ``l2`` column alone, each with its number of components chosen by held-out BIC.
 
-Both use the same seeded 80/20 split of runs as :func:`trainmap.analysis.hmm.select_hmm`
-(:func:`~trainmap.analysis.hmm.split_runs` with the same seed), fit on the training runs
+Both use the same seeded 80/20 split of runs as :func:`trainmap.analysis.hmm_select.select_hmm`
+(:func:`~trainmap.analysis.hmm_select.split_runs` with the same seed), fit on the training runs
 and score the held-out runs.
 
 k-means BIC
@@ -26,13 +26,8 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from trainmap.analysis.hmm import (
-    DEFAULT_MIN_COVAR,
-    DEFAULT_N_ITER,
-    DEFAULT_TOL,
-    select_hmm,
-    split_runs,
-)
+from trainmap.analysis.hmm_select import select_hmm, split_runs
+from trainmap.options import BaselineOptions, HMMSelectOptions
 
 __all__ = ["kmeans_bic", "select_kmeans", "select_hmm_l2", "baseline_table", "BASELINE_COLUMNS"]
 
@@ -73,9 +68,9 @@ def _mark_chosen(frame: pd.DataFrame) -> pd.DataFrame:
 def select_kmeans(
     sequences: Sequence[np.ndarray],
     *,
-    max_components: int = 8,
-    test_fraction: float = 0.2,
-    seed: int = 0,
+    max_components: int = BaselineOptions.max_components,
+    test_fraction: float = BaselineOptions.test_fraction,
+    seed: int = BaselineOptions.seed,
     n_init: int = 10,
 ) -> pd.DataFrame:
     """k-means for k = 1..max_components on the pooled checkpoints of the training runs,
@@ -97,24 +92,13 @@ def select_kmeans(
 
 def select_hmm_l2(
     sequences: Sequence[np.ndarray],
+    options: BaselineOptions,
     *,
-    max_components: int = 8,
-    n_restarts: int = 5,
-    test_fraction: float = 0.2,
-    seed: int = 0,
-    n_iter: int = DEFAULT_N_ITER,
-    tol: float = DEFAULT_TOL,
-    min_covar: float = DEFAULT_MIN_COVAR,
-    threads: int = 1,
     progress: Callable[[int, int], object] | None = None,
 ) -> pd.DataFrame:
     """HMM-1 baseline: :func:`select_hmm` on one-column sequences (the z-scored ``l2``);
     one row per n (its best restart), columns :data:`BASELINE_COLUMNS` (method ``hmm_l2``)."""
-    sel = select_hmm(
-        sequences, max_components=max_components, n_restarts=n_restarts, covariance_type="full",
-        test_fraction=test_fraction, seed=seed, n_iter=n_iter, tol=tol, min_covar=min_covar,
-        threads=threads, progress=progress,
-    )
+    sel = select_hmm(sequences, HMMSelectOptions(**options.fit_fields()), progress=progress)
     return _per_n(sel.table, "hmm_l2")
 
 
@@ -137,29 +121,20 @@ def _per_n(table: pd.DataFrame, method: str) -> pd.DataFrame:
 def baseline_table(
     sequences: Sequence[np.ndarray],
     features: Sequence[str],
+    options: BaselineOptions | None = None,
     *,
-    max_components: int = 8,
-    n_restarts: int = 5,
-    test_fraction: float = 0.2,
-    seed: int = 0,
-    n_iter: int = DEFAULT_N_ITER,
-    tol: float = DEFAULT_TOL,
-    min_covar: float = DEFAULT_MIN_COVAR,
-    threads: int = 1,
     progress: Callable[[int, int], object] | None = None,
 ) -> pd.DataFrame:
     """Both baselines for one experiment (rows for every k / n; ``chosen`` marks the lowest
     held-out BIC of each method). When ``l2`` is not among ``features`` the ``hmm_l2`` rows
     are NaN with a warning."""
-    frames = [select_kmeans(sequences, max_components=max_components, test_fraction=test_fraction, seed=seed)]
+    options = options or BaselineOptions()
+    frames = [select_kmeans(sequences, max_components=options.max_components, test_fraction=options.test_fraction,
+                            seed=options.seed)]
     features = list(features)
     if "l2" in features:
         j = features.index("l2")
-        frames.append(select_hmm_l2(
-            [np.asarray(s)[:, [j]] for s in sequences], max_components=max_components, n_restarts=n_restarts,
-            test_fraction=test_fraction, seed=seed, n_iter=n_iter, tol=tol, min_covar=min_covar,
-            threads=threads, progress=progress,
-        ))
+        frames.append(select_hmm_l2([np.asarray(s)[:, [j]] for s in sequences], options, progress=progress))
     else:
         warnings.warn("no usable 'l2' column: the HMM-on-l2 baseline is left empty", RuntimeWarning, stacklevel=2)
         frames.append(pd.DataFrame([{"method": "hmm_l2", "n_components": np.nan, "test_loglik": np.nan,

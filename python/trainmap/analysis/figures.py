@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from trainmap import atomic
+from trainmap import atomic, contracts
 
 __all__ = [
     "training_map_graph",
@@ -87,7 +87,7 @@ def training_map_graph(
 
     Parameters
     ----------
-    edges : from :func:`trainmap.analysis.training_map.training_map`.
+    edges : from :func:`trainmap.analysis.training_map.edge_table`.
     states : from :func:`trainmap.analysis.training_map.state_summary` (one row per state).
     n_runs : runs decoded (the N of "k / N").
     detour_states : states drawn apart (orange, bold border, "detour").
@@ -174,17 +174,21 @@ SELECTION_COLUMNS = ("n_components", "status", "best_for_n", "chosen", "test_log
 
 def selection_figure(selection: pd.DataFrame, *, title: str = ""):
     """Model-selection curves (Appendix H): held-out log-likelihood, AIC and BIC against the
-    number of states; every successful restart as a dot, the best restart per n as a line,
-    the chosen model starred."""
-    fig = _figure(12, 4)
+    number of states; every successful restart as a dot, the best restart per n and the
+    mean over restarts per n as lines (the two ``selection`` rules), the chosen model
+    starred, and a warning when it sits at the largest n tried (more states might fit
+    better: raise max_components)."""
+    fig = _figure(12, 4.4)
     axes = fig.subplots(1, 3, sharex=True)
     ok = selection[selection["status"] == "ok"]
     best = ok[ok["best_for_n"].astype(bool)].sort_values("n_components")
+    mean = ok.groupby("n_components")[["test_loglik", "aic", "bic"]].mean()
     chosen = selection[selection["chosen"].astype(bool)]
     for ax, col, name in zip(axes, ("test_loglik", "aic", "bic"),
                              ("held-out log-likelihood", "held-out AIC", "held-out BIC")):
         ax.scatter(ok["n_components"], ok[col], s=18, color="#9db4d3", label="restart", zorder=2)
         ax.plot(best["n_components"], best[col], "o-", color="#2f4b7c", label="best restart per n", zorder=3)
+        ax.plot(mean.index, mean[col], "s--", color="#e17c05", ms=4, label="mean over restarts", zorder=3)
         if len(chosen):
             ax.scatter(chosen["n_components"], chosen[col], marker="*", s=260, color="#d62728",
                        label=f"chosen: n = {int(chosen['n_components'].iloc[0])}", zorder=4)
@@ -198,14 +202,16 @@ def selection_figure(selection: pd.DataFrame, *, title: str = ""):
     head = "HMM model selection" + (f" — {title}" if title else "")
     if failed:
         head += f"  ({failed} failed fit{'s' if failed > 1 else ''} not shown)"
+    if len(chosen) and int(chosen["n_components"].iloc[0]) == int(selection["n_components"].max()):
+        head += "\nchosen n is the largest tried: more states may fit better (raise max_components)"
     fig.suptitle(head, fontsize=13)
     return fig
 
 
-def convergence_histogram(convergence: pd.DataFrame, *, threshold: float, title: str = "",
-                          accuracy_column: str = "eval_accuracy"):
-    """Histogram of convergence steps (Appendix I); runs that never reached the threshold
-    are drawn as a separate hatched bar at the longest run length."""
+def convergence_histogram(convergence: pd.DataFrame, criterion, *, title: str = ""):
+    """Histogram of convergence steps (Appendix I) under ``criterion``
+    (:class:`~trainmap.analysis.convergence.Criterion`, None when no run was decoded); runs
+    that never met it are drawn as a separate hatched bar at the longest run length."""
     fig = _figure(7, 4.2)
     ax = fig.subplots()
     defined = convergence[np.isfinite(convergence["convergence_step"].astype(float))]
@@ -222,14 +228,24 @@ def convergence_histogram(convergence: pd.DataFrame, *, threshold: float, title:
                     label=f"never converged ({len(never)}), set to longest run")
         ax.legend(fontsize=9)
     else:
-        ax.text(0.5, 0.5, f"convergence undefined (no {accuracy_column})", ha="center", va="center",
-                transform=ax.transAxes, fontsize=11)
-    ax.set_xlabel(f"convergence step (first step with {accuracy_column} > {threshold:g})", fontsize=11)
+        ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes, fontsize=11)
+    ax.set_xlabel("convergence step" + (f" ({criterion.describe()})" if criterion else ""), fontsize=11)
     ax.set_ylabel("number of runs", fontsize=11)
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3, axis="y")
     ax.set_title("Convergence time" + (f" — {title}" if title else ""), fontsize=13)
     return fig
+
+
+def _panels(columns: list[str], criterion_column: str | None) -> list[str]:
+    """log.csv columns drawn per run: the criterion's column, then an accuracy and a loss
+    (eval preferred) that are not it."""
+    panels = [criterion_column] if criterion_column in columns else []
+    for pair in ((contracts.EVAL_ACCURACY, contracts.TRAIN_ACCURACY), (contracts.EVAL_LOSS, contracts.TRAIN_LOSS)):
+        present = [c for c in pair if c in columns]
+        if present and not set(pair) & set(panels):
+            panels.append(present[0])
+    return panels
 
 
 def _segments(states: np.ndarray) -> list[tuple[int, int, int]]:
@@ -245,18 +261,18 @@ def trajectories_figure(
     logs: Mapping[str, pd.DataFrame],
     states: Mapping[str, pd.DataFrame],
     convergence: pd.DataFrame,
+    criterion,
     *,
-    threshold: float,
     n_fast: int = 3,
     n_slow: int = 3,
     title: str = "",
-    accuracy_column: str = "eval_accuracy",
 ):
     """Accuracy and loss against step for the ``n_fast`` fastest and ``n_slow`` slowest
-    runs, the decoded HMM state as background colour.
+    runs, the decoded HMM state as background colour; the criterion's column comes first,
+    with its threshold drawn.
 
     ``logs``: log.csv per run id; ``states``: per run id a frame with ``step`` and
-    ``state``; ``convergence``: from :func:`~trainmap.analysis.regression.convergence_table`.
+    ``state``; ``convergence``: from :func:`~trainmap.analysis.convergence.convergence_table`.
     Runs without a convergence step are ordered last; with no convergence at all the first
     runs are shown.
     """
@@ -280,11 +296,7 @@ def trajectories_figure(
     else:
         chosen = [(r, "") for r in order[: n_fast + n_slow]]
     sample_log = next(iter(logs.values())) if logs else pd.DataFrame()
-    acc_col = accuracy_column if accuracy_column in sample_log.columns else (
-        "train_accuracy" if "train_accuracy" in sample_log.columns else None)
-    loss_col = "eval_loss" if "eval_loss" in sample_log.columns else (
-        "train_loss" if "train_loss" in sample_log.columns else None)
-    panels = [c for c in (acc_col, loss_col) if c is not None]
+    panels = _panels(list(sample_log.columns), criterion.column if criterion else None)
     if not panels or not chosen:
         fig = _figure(7, 3)
         ax = fig.subplots()
@@ -305,8 +317,8 @@ def trajectories_figure(
                 ax.axvspan(bounds[a], bounds[b], color=STATE_COLORS[s % len(STATE_COLORS)], alpha=0.22, lw=0)
             ax.plot(log["step"], log[name], color="black", lw=1.2)
             c = conv.get(run_id, np.nan)
-            if name == acc_col and name == accuracy_column:
-                ax.axhline(threshold, color="#d62728", ls="--", lw=1, label=f"threshold {threshold:g}")
+            if criterion is not None and name == criterion.column:
+                ax.axhline(criterion.threshold, color="#d62728", ls="--", lw=1, label=f"threshold {criterion.threshold:g}")
             if np.isfinite(c):
                 ax.axvline(c, color="#d62728", ls=":", lw=1.2)
             ax.set_ylabel(name.replace("_", " "), fontsize=10)

@@ -1,5 +1,5 @@
-"""Convergence time, bag-of-states regression, detour states and trajectory dissimilarity
-(docs/design.md steps 5–7; paper Sections 2.3 and 3.4).
+"""Bag-of-states regression, detour states and trajectory dissimilarity (docs/design.md
+steps 6–7; paper Sections 2.3 and 3.4). Convergence steps: :mod:`trainmap.analysis.convergence`.
 
 Regression parametrisation
 --------------------------
@@ -13,7 +13,14 @@ intercept**::
 ``β_k`` (the ``level`` column) is the predicted convergence step of a run that spends all
 its time in state k. R² is the centred ``1 − SSR / Σ(y − ȳ)²`` and the F-test compares
 this model with the intercept-only model (``df_model = rank − 1``,
-``df_resid = n − rank``) — the same numbers as an OLS with an intercept and K'−1 states.
+``df_resid = n − rank``) — the same numbers as an OLS with an intercept and K'−1 states
+(statsmodels detects the constant in the span and reports the centred statistics).
+
+With few runs R² flatters the fit, so two honest companions are reported: the adjusted
+``R²_adj = 1 − (1 − R²)(n − 1)/df_resid`` and the leave-one-out cross-validated
+``R²_loo = 1 − PRESS / Σ(y − ȳ)²``, ``PRESS = Σ (e_r / (1 − h_rr))²`` (h the hat matrix:
+each run predicted by the fit on the other runs). R²_loo is undefined (NaN, with a note)
+when some run alone visits a state (h_rr = 1: without it that state's level is unknown).
 
 The reported per-state ``coefficient`` is the effect of moving occupancy into state k from
 the average run's state mix ``x̄``: ``c_k = β_k − x̄ᵀβ = β_k − ȳ`` (and ``x̄ᵀc = 0``).
@@ -35,11 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from trainmap.analysis.errors import RunFormatError
-
 __all__ = [
-    "convergence_step",
-    "convergence_table",
     "occupancy",
     "state_regression",
     "RegressionResult",
@@ -55,56 +58,6 @@ PARAMETRISATION = (
     "occupancy from the average run's state mix into state k); R2 centred; F-test against the "
     "intercept-only model"
 )
-
-
-def convergence_step(log: pd.DataFrame, threshold: float, column: str = "eval_accuracy") -> float:
-    """First logged step whose ``column`` exceeds ``threshold`` (strictly), or NaN if none.
-
-    Raises :class:`RunFormatError` when ``log`` has no ``column`` or no ``step``.
-    """
-    for needed in ("step", column):
-        if needed not in log.columns:
-            raise RunFormatError(f"log has no {needed!r} column")
-    values = pd.to_numeric(log[column], errors="coerce").to_numpy(float)
-    hits = np.nonzero(values > threshold)[0]
-    return float(log["step"].to_numpy()[hits[0]]) if len(hits) else float("nan")
-
-
-def convergence_table(
-    logs: Mapping[str, pd.DataFrame | None], threshold: float, column: str = "eval_accuracy"
-) -> pd.DataFrame:
-    """Convergence step of every run (docs/design.md step 5).
-
-    Returns a frame indexed by run id with columns ``convergence_step``, ``converged``
-    (bool) and ``last_step``. Runs that never exceed ``threshold`` get the longest run
-    length — the largest last logged step among all runs — and ``converged = False``. Runs
-    whose log is missing or lacks ``column`` get NaN (undefined), with one warning.
-    """
-    rows = {}
-    undefined: list[str] = []
-    for run_id, log in logs.items():
-        if log is None or column not in log.columns or "step" not in log.columns or len(log) == 0:
-            undefined.append(str(run_id))
-            last = float(log["step"].max()) if log is not None and "step" in log.columns and len(log) else np.nan
-            rows[str(run_id)] = (np.nan, False, last)
-            continue
-        step = convergence_step(log, threshold, column)
-        rows[str(run_id)] = (step, bool(np.isfinite(step)), float(log["step"].max()))
-    frame = pd.DataFrame.from_dict(rows, orient="index", columns=["convergence_step", "converged", "last_step"])
-    frame.index.name = "run"
-    if undefined:
-        warnings.warn(
-            f"convergence is undefined for {len(undefined)} run(s) without a {column!r} column in log.csv: "
-            + ", ".join(undefined[:20]) + (" ..." if len(undefined) > 20 else ""),
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    defined = ~frame.index.isin(undefined)
-    longest = frame["last_step"].max()
-    never = defined & ~frame["converged"].to_numpy()
-    frame.loc[never, "convergence_step"] = longest
-    frame["converged"] = frame["converged"].astype(bool)
-    return frame
 
 
 def occupancy(states: Mapping[str, np.ndarray], n_states: int) -> pd.DataFrame:
@@ -152,6 +105,7 @@ class RegressionResult:
     unvisited_states : states no run visits (left out).
     r2, p_value, f_statistic, df_model, df_resid : centred R², F-test against the
         intercept-only model (NaN when undefined).
+    r2_adjusted, r2_loo : adjusted R² and leave-one-out cross-validated R² (module docstring).
     intercept : mean convergence step ȳ (the reference of ``coefficient``).
     coefficients : one row per state — ``state``, ``coefficient`` (c_k), ``std_error``,
         ``t_value``, ``p_value``, ``level`` (β_k), ``runs_visiting``, ``mean_occupancy``,
@@ -166,6 +120,8 @@ class RegressionResult:
     design_states: list[int]
     unvisited_states: list[int]
     r2: float
+    r2_adjusted: float
+    r2_loo: float
     p_value: float
     f_statistic: float
     df_model: int
@@ -190,6 +146,8 @@ class RegressionResult:
             "design_states": [int(s) for s in self.design_states],
             "unvisited_states": [int(s) for s in self.unvisited_states],
             "r2": float(self.r2),
+            "r2_adjusted": float(self.r2_adjusted),
+            "r2_loo": float(self.r2_loo),
             "p_value": float(self.p_value),
             "f_statistic": float(self.f_statistic),
             "df_model": int(self.df_model),
@@ -216,7 +174,7 @@ def _nan_result(occ: pd.DataFrame, note: str, n_runs: int) -> RegressionResult:
     return RegressionResult(
         n_runs=n_runs, n_states=K, design_states=[int(k) for k in np.nonzero(visited)[0]],
         unvisited_states=[int(k) for k in np.nonzero(visited == 0)[0]],
-        r2=np.nan, p_value=np.nan, f_statistic=np.nan, df_model=0, df_resid=0, intercept=np.nan,
+        r2=np.nan, r2_adjusted=np.nan, r2_loo=np.nan, p_value=np.nan, f_statistic=np.nan, df_model=0, df_resid=0, intercept=np.nan,
         coefficients=coef, fitted=empty, residuals=empty, notes=[note],
     )
 
@@ -270,23 +228,28 @@ def state_regression(occupancy: pd.DataFrame, convergence: pd.Series | Sequence[
 
     X = occ[design].to_numpy(float)
     yv = y.to_numpy(float)
-    beta, _, rank, _ = np.linalg.lstsq(X, yv, rcond=None)
+    fit = _ols(X, yv)
+    beta, rank, resid = np.asarray(fit.params), int(fit.model.rank), np.asarray(fit.resid)
     fitted = X @ beta
-    resid = yv - fitted
     ssr = float(resid @ resid)
     ybar = float(yv.mean())
     sst = float(((yv - ybar) ** 2).sum())
-    df_model = int(rank) - 1
-    df_resid = n - int(rank)
+    df_model = rank - 1
+    df_resid = n - rank
     notes: list[str] = []
+    r2_adj = r2_loo = np.nan
     if sst <= 0:
         r2 = f_stat = p_value = np.nan
         notes.append("every run has the same convergence step: R2 and the F-test are undefined")
     else:
-        r2 = 1.0 - ssr / sst
+        r2 = float(fit.rsquared)
+        if df_resid >= 1:
+            r2_adj = float(fit.rsquared_adj)
+        r2_loo, note = _loo_r2(fit, resid, sst, list(y.index))
+        if note:
+            notes.append(note)
         if df_model >= 1 and df_resid >= 1 and ssr > 0:
-            f_stat = ((sst - ssr) / df_model) / (ssr / df_resid)
-            p_value = float(stats.f.sf(f_stat, df_model, df_resid))
+            f_stat, p_value = float(fit.fvalue), float(fit.f_pvalue)
         elif df_model >= 1 and df_resid >= 1:
             f_stat, p_value = np.inf, 0.0
         else:
@@ -320,9 +283,33 @@ def state_regression(occupancy: pd.DataFrame, convergence: pd.Series | Sequence[
     coef["detour"] = (coef["coefficient"] > 0) & (coef["runs_visiting"] > 0) & (coef["runs_visiting"] < n)
     return RegressionResult(
         n_runs=n, n_states=K, design_states=design, unvisited_states=unvisited,
-        r2=float(r2), p_value=float(p_value), f_statistic=float(f_stat),
+        r2=float(r2), r2_adjusted=float(r2_adj), r2_loo=float(r2_loo), p_value=float(p_value), f_statistic=float(f_stat),
         df_model=max(df_model, 0), df_resid=max(df_resid, 0), intercept=ybar,
         coefficients=coef,
         fitted=pd.Series(fitted, index=y.index), residuals=pd.Series(resid, index=y.index),
         notes=notes,
     )
+
+
+def _ols(X: np.ndarray, y: np.ndarray):
+    """statsmodels OLS of ``y`` on the occupancy columns ``X`` (no added constant: it is in
+    their span, and statsmodels detects it, so R², F and p are the centred ones)."""
+    import statsmodels.api as sm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # degenerate cases are reported in notes instead
+        return sm.OLS(y, X).fit()
+
+
+def _loo_r2(fit, resid: np.ndarray, sst: float, runs: list[str]) -> tuple[float, str]:
+    """Leave-one-out cross-validated R² from the PRESS residuals ``e_r / (1 − h_rr)``, and
+    a note when it is undefined (a run with leverage 1)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        leverage = np.asarray(fit.get_influence().hat_matrix_diag, dtype=float)
+    alone = [runs[i] for i in np.nonzero(leverage > 1 - 1e-9)[0]]
+    if alone:
+        return float("nan"), ("leave-one-out R2 undefined: run(s) " + ", ".join(alone[:10])
+                              + " alone determine a state's level (leverage 1)")
+    press = float(((resid / (1.0 - leverage)) ** 2).sum())
+    return 1.0 - press / sst, ""

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from trainmap.analysis.errors import InsufficientRunsError, RunFormatError
+from trainmap.contracts import METRICS_CSV, STEP, RunPaths, StepError, parse_steps
 from trainmap.fileguard import input_file
 
 __all__ = [
@@ -77,17 +78,19 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def _ordered_by_step(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
-    if "step" not in frame.columns:
-        raise RunFormatError(f"{path}: no 'step' column")
-    step = pd.to_numeric(frame["step"], errors="coerce")
-    if step.isna().any():
-        bad = int(step.isna().to_numpy().nonzero()[0][0])
-        raise RunFormatError(f"{path}: row {bad + 1} has no valid step")
-    frame = frame.assign(step=step.astype("int64"))
-    if not frame["step"].is_monotonic_increasing:
-        frame = frame.sort_values("step", kind="stable")
-    if frame["step"].duplicated().any():
-        dup = int(frame.loc[frame["step"].duplicated(), "step"].iloc[0])
+    """``frame`` sorted by a validated integer ``step`` column (:func:`contracts.parse_steps`:
+    non-negative int64, never truncated); a missing column, bad or repeated step names ``path``."""
+    if STEP not in frame.columns:
+        raise RunFormatError(f"{path}: no {STEP!r} column")
+    try:
+        steps = parse_steps(frame[STEP].tolist(), path)
+    except StepError as exc:
+        raise RunFormatError(str(exc)) from None
+    frame = frame.assign(**{STEP: np.array(steps, dtype=np.int64)})
+    if not frame[STEP].is_monotonic_increasing:
+        frame = frame.sort_values(STEP, kind="stable")
+    if frame[STEP].duplicated().any():
+        dup = int(frame.loc[frame[STEP].duplicated(), STEP].iloc[0])
         raise RunFormatError(f"{path}: step {dup} appears more than once")
     return frame.reset_index(drop=True)
 
@@ -99,14 +102,15 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     missing or repeated, or ``run.json`` is not valid JSON.
     """
     run_dir = Path(run_dir)
-    metrics_path = run_dir / "metrics.csv"
-    if input_file(metrics_path, required=False, what="metrics.csv") is None:
-        raise RunFormatError(f"{run_dir}: no metrics.csv in this run directory")
+    paths = RunPaths(run_dir)
+    metrics_path = paths.metrics_csv
+    if input_file(metrics_path, required=False, what=METRICS_CSV) is None:
+        raise RunFormatError(f"{run_dir}: no {METRICS_CSV} in this run directory")
     metrics = _ordered_by_step(_read_csv(metrics_path), metrics_path)
-    log_path = run_dir / "log.csv"
+    log_path = paths.log_csv
     log = _ordered_by_step(_read_csv(log_path), log_path) if input_file(log_path, required=False) else None
     info: dict = {}
-    info_path = run_dir / "run.json"
+    info_path = paths.run_json
     if input_file(info_path, required=False, what="run.json"):
         try:
             info = json.loads(info_path.read_text(encoding="utf-8"))
@@ -182,43 +186,6 @@ class Trajectories:
     dropped_columns: dict[str, str] = field(default_factory=dict)
     zscore_first_n: int = 1000
 
-    @property
-    def lengths(self) -> np.ndarray:
-        """Number of checkpoints per run."""
-        return np.array([len(x) for x in self.data], dtype=int)
-
-    def concatenated(self) -> np.ndarray:
-        """All runs stacked, (sum T_i, d) — pair with :attr:`lengths` for hmmlearn."""
-        return np.concatenate(self.data, axis=0)
-
-    def subset(self, indices: Sequence[int]) -> "Trajectories":
-        """The runs at ``indices`` (other attributes shared)."""
-        return Trajectories(
-            run_ids=[self.run_ids[i] for i in indices],
-            features=list(self.features),
-            data=[self.data[i] for i in indices],
-            steps=[self.steps[i] for i in indices],
-            excluded=dict(self.excluded),
-            dropped_columns=dict(self.dropped_columns),
-            zscore_first_n=self.zscore_first_n,
-        )
-
-    def select_features(self, names: Sequence[str]) -> "Trajectories":
-        """The same runs restricted to the feature columns ``names``."""
-        missing = [n for n in names if n not in self.features]
-        if missing:
-            raise RunFormatError(f"feature(s) not available: {', '.join(missing)}")
-        idx = [self.features.index(n) for n in names]
-        return Trajectories(
-            run_ids=list(self.run_ids),
-            features=list(names),
-            data=[x[:, idx] for x in self.data],
-            steps=list(self.steps),
-            excluded=dict(self.excluded),
-            dropped_columns=dict(self.dropped_columns),
-            zscore_first_n=self.zscore_first_n,
-        )
-
 
 def _warn(message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=3)
@@ -281,7 +248,7 @@ def prepare_trajectories(
         values = run.metrics[columns].apply(pd.to_numeric, errors="coerce").to_numpy(float)
         bad_rows = ~np.isfinite(values).all(axis=1)
         if bad_rows.any():
-            steps = run.metrics["step"].to_numpy()[bad_rows]
+            steps = run.metrics[STEP].to_numpy()[bad_rows]
             bad_cols = [c for c, b in zip(columns, ~np.isfinite(values).all(axis=0)) if b]
             excluded[run.run_id] = (
                 f"{int(bad_rows.sum())} checkpoint(s) with NaN/inf (first at step {int(steps[0])}; "
@@ -332,7 +299,7 @@ def prepare_trajectories(
             if c:
                 unscaled.append(f"{run.run_id}:{col}")
         data.append(z)
-        steps.append(run.metrics["step"].to_numpy(dtype=np.int64))
+        steps.append(run.metrics[STEP].to_numpy(dtype=np.int64))
         ids.append(run.run_id)
     if unscaled:
         _warn(

@@ -1,12 +1,17 @@
-"""File-in, file-out stages of the analysis, one per CLI command (and Snakemake rule).
+"""File-in, file-out stages of the analysis: one function per CLI command and Snakemake rule,
+with the same name (rule ``hmm_select`` → ``trainmap hmm-select`` → :func:`hmm_select`;
+the table is in docs/design.md).
 
-Each function reads run directories and earlier outputs, calls the library, and writes its
-outputs atomically. They hold no logic of their own beyond wiring; see ``docs/analysis.md``
-for the files and their columns.
+Each stage reads its run directories once (:func:`~trainmap.analysis.runs.load_runs`) and
+earlier outputs, calls the library, and writes its outputs atomically. Each quantity is
+computed by one stage and read by the later ones: convergence steps, detour states and
+forking by ``regress`` (regression.json, convergence.csv), read by ``map`` and ``figures``.
+See ``docs/analysis.md`` for the files and their columns.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -15,40 +20,35 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from trainmap import atomic
+from trainmap import atomic, contracts
 from trainmap.analysis import baselines as _baselines
 from trainmap.analysis import figures as _figures
-from trainmap.analysis.errors import RunFormatError
-from trainmap.analysis.hmm import (
-    DEFAULT_MIN_COVAR,
-    DEFAULT_N_ITER,
-    DEFAULT_TOL,
-    decode_states,
-    load_model,
-    save_model,
-    select_hmm,
-)
-from trainmap.analysis.regression import (
-    RegressionResult,
-    convergence_table,
-    dissimilarity,
-    occupancy,
-    state_regression,
-)
-from trainmap.analysis.runs import MIN_RUNS, Run, Trajectories, load_runs, prepare_trajectories
+from trainmap.analysis.convergence import CONVERGENCE_COLUMNS, Criterion, convergence_table
+from trainmap.analysis.errors import AnalysisError, RunFormatError
+from trainmap.analysis.hmm_model import decode_states, load_model, save_model
+from trainmap.analysis.hmm_select import HMMSelection, select_hmm
+from trainmap.analysis.regression import dissimilarity, occupancy, state_regression
+from trainmap.analysis.runs import Run, Trajectories, load_runs, prepare_trajectories
 from trainmap.analysis.tables import write_tables
+from trainmap.analysis.training_map import edge_table, forking, state_summary
+from trainmap.options import (
+    BaselineOptions,
+    FiguresOptions,
+    HMMSelectOptions,
+    MapOptions,
+    RegressOptions,
+)
 from trainmap.fileguard import read_csv
-from trainmap.analysis.training_map import forking, state_summary, training_map
 
 __all__ = [
     "hmm_select",
     "hmm_decode",
-    "read_states",
-    "map_stage",
     "regress",
+    "map",
     "baselines",
     "figures",
     "tables",
+    "read_states",
     "experiment_name",
 ]
 
@@ -56,7 +56,7 @@ Progress = Callable[[int, int], object]
 
 
 def experiment_name(run_dirs: Sequence[str | os.PathLike]) -> str:
-    """Experiment name implied by the layout ``results/{exp}/runs/{seed}`` (the directory
+    """Experiment name implied by the layout ``results/{exp}/runs/{run}`` (the directory
     above ``runs``), else the common parent's name."""
     parents = {Path(d).resolve().parent for d in run_dirs}
     if len(parents) == 1:
@@ -65,65 +65,56 @@ def experiment_name(run_dirs: Sequence[str | os.PathLike]) -> str:
     return ""
 
 
-def hmm_select(
-    run_dirs: Sequence[str | os.PathLike],
-    selection_path: str | os.PathLike,
-    model_path: str | os.PathLike,
-    *,
-    max_components: int = 8,
-    restarts: int = 5,
-    covariance: str = "full",
-    zscore_first_n: int = 1000,
-    min_checkpoints: int = 2,
-    min_runs: int = MIN_RUNS,
-    test_fraction: float = 0.2,
-    seed: int = 0,
-    n_iter: int = DEFAULT_N_ITER,
-    tol: float = DEFAULT_TOL,
-    min_covar: float = DEFAULT_MIN_COVAR,
-    threads: int = 1,
-    progress: Progress | None = None,
-):
+def _name(options, run_dirs) -> str:
+    return options.experiment if options.experiment is not None else experiment_name(run_dirs)
+
+
+def _fit_inputs(run_dirs, options) -> Trajectories:
+    """Usable runs, z-scored, for hmm-select and baselines (the same runs for both)."""
+    return prepare_trajectories(load_runs(run_dirs), zscore_first_n=options.zscore_first_n,
+                                min_checkpoints=options.min_checkpoints, min_runs=options.min_runs)
+
+
+def hmm_select(run_dirs: Sequence[str | os.PathLike], selection_path: str | os.PathLike,
+               model_path: str | os.PathLike, options: HMMSelectOptions | None = None, *,
+               progress: Progress | None = None) -> HMMSelection:
     """``trainmap hmm-select``: z-score the runs, select the HMM by held-out BIC, write
-    selection.csv and model.npz. Returns the :class:`~trainmap.analysis.hmm.HMMSelection`."""
-    runs = load_runs(run_dirs)
-    traj = prepare_trajectories(runs, zscore_first_n=zscore_first_n, min_checkpoints=min_checkpoints, min_runs=min_runs)
-    sel = select_hmm(
-        traj.data, max_components=max_components, n_restarts=restarts, covariance_type=covariance,
-        test_fraction=test_fraction, seed=seed, n_iter=n_iter, tol=tol, min_covar=min_covar,
-        threads=threads, run_ids=traj.run_ids, progress=progress,
-    )
+    selection.csv and model.npz."""
+    options = options or HMMSelectOptions()
+    traj = _fit_inputs(run_dirs, options)
+    sel = select_hmm(traj.data, options, run_ids=traj.run_ids, progress=progress)
     metadata = {
-        "seed": seed,
-        "n_restarts": restarts,
-        "max_components": max_components,
+        "seed": options.seed,
+        "n_restarts": options.restarts,
+        "max_components": options.max_components,
+        "selection": options.selection,
         "restart": sel.restart,
-        "test_fraction": test_fraction,
+        "test_fraction": options.test_fraction,
         "train_runs": [str(r) for r in sel.train_runs],
         "test_runs": [str(r) for r in sel.test_runs],
         "excluded_runs": sorted(traj.excluded),
         "dropped_columns": sorted(traj.dropped_columns),
     }
-    save_model(model_path, sel.model, features=traj.features, zscore_first_n=zscore_first_n, metadata=metadata)
+    save_model(model_path, sel.model, features=traj.features, zscore_first_n=options.zscore_first_n,
+               metadata=metadata)
     atomic.write_csv(selection_path, sel.table)
     return sel
 
 
-def _decoding_inputs(run_dirs, model_path) -> tuple[object, Trajectories, list[Run]]:
-    saved = load_model(model_path)
-    runs = load_runs(run_dirs)
-    traj = prepare_trajectories(runs, features=saved.features, zscore_first_n=saved.zscore_first_n, min_runs=1)
-    return saved, traj, runs
+def _model_trajectories(runs: Sequence[Run], saved) -> Trajectories:
+    """The runs z-scored as the model was fitted (its features and window)."""
+    return prepare_trajectories(runs, features=saved.features, zscore_first_n=saved.zscore_first_n, min_runs=1)
 
 
 def hmm_decode(run_dirs: Sequence[str | os.PathLike], model_path: str | os.PathLike,
                states_path: str | os.PathLike) -> pd.DataFrame:
     """``trainmap hmm-decode``: Viterbi path of every usable run → states.csv (``run``,
     ``step``, ``state``). Returns the frame."""
-    saved, traj, _ = _decoding_inputs(run_dirs, model_path)
+    saved = load_model(model_path)
+    traj = _model_trajectories(load_runs(run_dirs), saved)
     paths = decode_states(saved.model, traj.data)
     frame = pd.concat(
-        [pd.DataFrame({"run": rid, "step": steps, "state": path})
+        [pd.DataFrame({contracts.RUN: rid, contracts.STEP: steps, contracts.STATE: path})
          for rid, steps, path in zip(traj.run_ids, traj.steps, paths)],
         ignore_index=True,
     )
@@ -134,11 +125,12 @@ def hmm_decode(run_dirs: Sequence[str | os.PathLike], model_path: str | os.PathL
 def read_states(path: str | os.PathLike) -> dict[str, pd.DataFrame]:
     """states.csv as ``{run_id: frame(step, state)}`` in file order."""
     path = Path(path)
-    frame = read_csv(path, columns=("run", "step", "state"), what="states.csv", dtype={"run": str})
+    frame = read_csv(path, columns=contracts.STATES_COLUMNS, what="states.csv", dtype={contracts.RUN: str})
     out = {}
-    for run_id, group in frame.groupby("run", sort=False):
+    for run_id, group in frame.groupby(contracts.RUN, sort=False):
         try:
-            out[str(run_id)] = group[["step", "state"]].astype({"step": "int64", "state": "int64"}).reset_index(drop=True)
+            out[str(run_id)] = (group[[contracts.STEP, contracts.STATE]]
+                                .astype({contracts.STEP: "int64", contracts.STATE: "int64"}).reset_index(drop=True))
         except (TypeError, ValueError):
             raise RunFormatError(f"{path}: run {run_id} has a step or state that is not an integer") from None
     if not out:
@@ -146,7 +138,9 @@ def read_states(path: str | os.PathLike) -> dict[str, pd.DataFrame]:
     return out
 
 
-def _runs_for_states(run_dirs, states: Mapping[str, pd.DataFrame]) -> dict[str, Run]:
+def _decoded_runs(run_dirs, states: Mapping[str, pd.DataFrame]) -> dict[str, Run]:
+    """The run directories' runs that states.csv decodes, loaded once; runs left out when
+    decoding are ignored with a warning, decoded runs not given are an error."""
     runs = {r.run_id: r for r in load_runs(run_dirs)}
     absent = [r for r in states if r not in runs]
     if absent:
@@ -160,108 +154,35 @@ def _runs_for_states(run_dirs, states: Mapping[str, pd.DataFrame]) -> dict[str, 
     return {r: runs[r] for r in states}
 
 
-def _convergence(runs: Mapping[str, Run], threshold: float, column: str) -> pd.DataFrame:
-    return convergence_table({rid: run.log for rid, run in runs.items()}, threshold, column)
+def _paths(states: Mapping[str, pd.DataFrame]) -> dict[str, np.ndarray]:
+    return {r: f[contracts.STATE].to_numpy() for r, f in states.items()}
 
 
-def _n_states(states: Mapping[str, pd.DataFrame], model_path) -> int:
-    if model_path is not None:
-        return int(load_model(model_path).model.n_components)
-    return int(max(int(f["state"].max()) for f in states.values())) + 1
-
-
-def _regression(states, n_states, conv) -> tuple[RegressionResult, pd.DataFrame]:
-    occ = occupancy({r: f["state"].to_numpy() for r, f in states.items()}, n_states)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # reported by the regress stage itself
-        result = state_regression(occ, conv["convergence_step"])
-    return result, occ
-
-
-def map_stage(
-    run_dirs: Sequence[str | os.PathLike],
-    model_path: str | os.PathLike,
-    states_path: str | os.PathLike,
-    edges_path: str | os.PathLike,
-    *,
-    threshold: float,
-    svg_path: str | os.PathLike | None = None,
-    png_path: str | os.PathLike | None = None,
-    experiment: str | None = None,
-    accuracy_column: str = "eval_accuracy",
-    top_k: int = 3,
-) -> pd.DataFrame:
-    """``trainmap map``: edges.csv and the training map drawing. Detour states are taken
-    from the same regression as ``trainmap regress`` (computed here too, so the map does
-    not depend on the regression's outputs). Returns the edge frame."""
-    saved, traj, all_runs = _decoding_inputs(run_dirs, model_path)
+def regress(run_dirs: Sequence[str | os.PathLike], states_path: str | os.PathLike, model_path: str | os.PathLike,
+            out_path: str | os.PathLike, coefficients_path: str | os.PathLike,
+            convergence_path: str | os.PathLike, options: RegressOptions) -> dict:
+    """``trainmap regress``: convergence steps (convergence.csv), the bag-of-states
+    regression with detour states, dissimilarity and forking (regression.json, everything
+    Table 1 needs) and coefficients.csv (Table 2). Returns the JSON dict."""
+    if options.convergence is None:
+        raise ValueError("regress needs a convergence criterion (--convergence or --threshold)")
     states = read_states(states_path)
-    z_by_run = dict(zip(traj.run_ids, traj.data))
-    steps_by_run = dict(zip(traj.run_ids, traj.steps))
-    for rid, frame in states.items():
-        if rid not in z_by_run:
-            raise RunFormatError(f"run {rid} is in states.csv but cannot be read with the model's features")
-        if not np.array_equal(frame["step"].to_numpy(), steps_by_run[rid]):
-            raise RunFormatError(f"states.csv does not match the checkpoints of run {rid}: rerun hmm-decode")
-    runs = {r.run_id: r for r in all_runs if r.run_id in states}
-    conv = _convergence(runs, threshold, accuracy_column)
-    paths = {r: f["state"].to_numpy() for r, f in states.items()}
-    edges = training_map(saved.model, {r: z_by_run[r] for r in states}, paths, saved.features,
-                         conv["convergence_step"], top_k=top_k)
-    atomic.write_csv(edges_path, edges)
-    n_states = int(saved.model.n_components)
-    result, _ = _regression(states, n_states, conv)
-    summary = state_summary(paths, n_states)
-    name = experiment if experiment is not None else experiment_name(run_dirs)
-    title = f"Training map — {name}" if name else "Training map"
-    title += f"\n{len(states)} runs, {n_states}-state HMM"
-    if result.detour_states:
-        title += f", detour state(s): {', '.join(map(str, result.detour_states))}"
-    if svg_path is not None or png_path is not None:
-        graph = _figures.training_map_graph(edges, summary, n_runs=len(states), detour_states=result.detour_states,
-                                            title=title, top_k=top_k)
-        _figures.write_graph(graph, svg=svg_path, png=png_path)
-    return edges
-
-
-def regress(
-    run_dirs: Sequence[str | os.PathLike],
-    states_path: str | os.PathLike,
-    edges_path: str | os.PathLike,
-    out_path: str | os.PathLike,
-    coefficients_path: str | os.PathLike,
-    *,
-    threshold: float,
-    model_path: str | os.PathLike | None = None,
-    experiment: str | None = None,
-    accuracy_column: str = "eval_accuracy",
-    convergence_path: str | os.PathLike | None = None,
-) -> dict:
-    """``trainmap regress``: regression.json (everything Table 1 needs) and
-    coefficients.csv (Table 2), optionally convergence.csv. Returns the JSON dict."""
-    states = read_states(states_path)
-    runs = _runs_for_states(run_dirs, states)
-    conv = _convergence(runs, threshold, accuracy_column)
-    n_states = _n_states(states, model_path)
-    occ = occupancy({r: f["state"].to_numpy() for r, f in states.items()}, n_states)
+    runs = _decoded_runs(run_dirs, states)
+    conv = convergence_table({rid: run.log for rid, run in runs.items()}, options.convergence)
+    n_states = int(load_model(model_path).model.n_components)
+    paths = _paths(states)
+    occ = occupancy(paths, n_states)
     result = state_regression(occ, conv["convergence_step"])
-    if not Path(edges_path).exists():
-        raise FileNotFoundError(f"{edges_path}: no such file (run `trainmap map` first)")
-    edges = read_csv(edges_path, columns=("source", "target"), what="edges.csv")
-    undefined = [r for r in conv.index if not np.isfinite(conv.loc[r, "convergence_step"])]
-    never = [r for r in conv.index if np.isfinite(conv.loc[r, "convergence_step"]) and not conv.loc[r, "converged"]]
-    name = experiment if experiment is not None else experiment_name(run_dirs)
+    never = [r for r in conv.index if not conv.loc[r, "converged"]]
     out = {
-        "experiment": name,
-        "threshold": float(threshold),
-        "accuracy_column": accuracy_column,
+        "experiment": _name(options, run_dirs),
+        "convergence": options.convergence.to_dict(),
         "n_runs": len(states),
         "n_runs_regression": result.n_runs,
         **{k: v for k, v in result.to_dict().items() if k != "n_runs"},
         "dissimilarity": dissimilarity(occ.to_numpy()),
-        "forking": forking(edges),
+        "forking": forking(paths),
         "never_converged": never,
-        "undefined_convergence": undefined,
         "runs": [
             {"run": r,
              "convergence_step": float(conv.loc[r, "convergence_step"]),
@@ -272,73 +193,119 @@ def regress(
         ],
     }
     atomic.write_csv(coefficients_path, result.coefficients)
-    if convergence_path is not None:
-        atomic.write_csv(convergence_path, conv.reset_index())
+    atomic.write_csv(convergence_path, conv.reset_index()[CONVERGENCE_COLUMNS], index=False)
     atomic.write_json(out_path, out)
     return out
 
 
-def baselines(
-    run_dirs: Sequence[str | os.PathLike],
-    out_path: str | os.PathLike,
-    *,
-    max_components: int = 8,
-    restarts: int = 5,
-    zscore_first_n: int = 1000,
-    min_checkpoints: int = 2,
-    min_runs: int = MIN_RUNS,
-    test_fraction: float = 0.2,
-    seed: int = 0,
-    n_iter: int = DEFAULT_N_ITER,
-    tol: float = DEFAULT_TOL,
-    min_covar: float = DEFAULT_MIN_COVAR,
-    threads: int = 1,
-    progress: Progress | None = None,
-) -> pd.DataFrame:
+def _check_criterion(given: Criterion | None, recorded: str, source) -> None:
+    """``--convergence`` given to map/figures must be the one regress used."""
+    if given is not None and str(given) != recorded:
+        raise AnalysisError(f"{source} was computed with convergence {recorded}, not {given}: "
+                            "rerun regress with the new criterion (or leave out --convergence)")
+
+
+def read_regression(path: str | os.PathLike) -> dict:
+    """regression.json, checked for what the map needs."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (run `trainmap regress` first)")
+    try:
+        reg = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise AnalysisError(f"{path}: not valid JSON ({exc})") from exc
+    missing = [k for k in ("convergence", "detour_states", "runs") if k not in reg]
+    if missing:
+        raise AnalysisError(f"{path}: missing {', '.join(missing)} (written by an older trainmap? rerun regress)")
+    return reg
+
+
+def map(run_dirs: Sequence[str | os.PathLike], model_path: str | os.PathLike, states_path: str | os.PathLike,
+        regression_path: str | os.PathLike, edges_path: str | os.PathLike, options: MapOptions | None = None, *,
+        svg_path: str | os.PathLike | None = None, png_path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """``trainmap map``: edges.csv and the training map drawing. Detour states and
+    convergence steps come from regression.json. Returns the edge frame."""
+    options = options or MapOptions()
+    saved = load_model(model_path)
+    states = read_states(states_path)
+    reg = read_regression(regression_path)
+    _check_criterion(options.convergence, reg["convergence"]["text"], regression_path)
+    runs = _decoded_runs(run_dirs, states)
+    traj = _model_trajectories(list(runs.values()), saved)
+    z_by_run = dict(zip(traj.run_ids, traj.data))
+    steps_by_run = dict(zip(traj.run_ids, traj.steps))
+    for rid, frame in states.items():
+        if rid not in z_by_run:
+            raise RunFormatError(f"run {rid} is in states.csv but cannot be read with the model's features")
+        if not np.array_equal(frame[contracts.STEP].to_numpy(), steps_by_run[rid]):
+            raise RunFormatError(f"states.csv does not match the checkpoints of run {rid}: rerun hmm-decode")
+    conv = pd.Series({r["run"]: np.nan if r["convergence_step"] is None else float(r["convergence_step"])
+                      for r in reg["runs"]}, dtype=float)
+    paths = _paths(states)
+    edges = edge_table(saved.model, z_by_run, paths, saved.features, conv, top_k=options.top_features)
+    atomic.write_csv(edges_path, edges)
+    if svg_path is not None or png_path is not None:
+        n_states = int(saved.model.n_components)
+        detours = [int(s) for s in reg["detour_states"]]
+        name = _name(options, run_dirs)
+        title = (f"Training map — {name}" if name else "Training map") + f"\n{len(states)} runs, {n_states}-state HMM"
+        title += f"; convergence: {reg['convergence']['text']}"
+        if detours:
+            title += f"; detour state(s): {', '.join(str(s) for s in detours)}"
+        graph = _figures.training_map_graph(edges, state_summary(paths, n_states), n_runs=len(states),
+                                            detour_states=detours, title=title, top_k=options.top_features)
+        _figures.write_graph(graph, svg=svg_path, png=png_path)
+    return edges
+
+
+def baselines(run_dirs: Sequence[str | os.PathLike], out_path: str | os.PathLike,
+              options: BaselineOptions | None = None, *, progress: Progress | None = None) -> pd.DataFrame:
     """``trainmap baselines``: k-means and HMM-on-l2 rows for every k/n → baselines.csv."""
-    runs = load_runs(run_dirs)
-    traj = prepare_trajectories(runs, zscore_first_n=zscore_first_n, min_checkpoints=min_checkpoints, min_runs=min_runs)
-    table = _baselines.baseline_table(
-        traj.data, traj.features, max_components=max_components, n_restarts=restarts,
-        test_fraction=test_fraction, seed=seed, n_iter=n_iter, tol=tol, min_covar=min_covar,
-        threads=threads, progress=progress,
-    )
+    options = options or BaselineOptions()
+    traj = _fit_inputs(run_dirs, options)
+    table = _baselines.baseline_table(traj.data, traj.features, options, progress=progress)
     atomic.write_csv(out_path, table)
     return table
 
 
-def figures(
-    run_dirs: Sequence[str | os.PathLike],
-    selection_path: str | os.PathLike,
-    states_path: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    threshold: float,
-    experiment: str | None = None,
-    n_fast: int = 3,
-    n_slow: int = 3,
-    accuracy_column: str = "eval_accuracy",
-) -> list[Path]:
+def read_convergence(path: str | os.PathLike) -> pd.DataFrame:
+    """convergence.csv indexed by run, checked for its columns and a single criterion."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (run `trainmap regress` first)")
+    frame = pd.read_csv(path, dtype={contracts.RUN: str, "criterion": str})
+    missing = [c for c in CONVERGENCE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise AnalysisError(f"{path}: missing column(s) {', '.join(missing)} (rerun regress)")
+    if frame["criterion"].nunique() > 1:
+        raise AnalysisError(f"{path}: more than one convergence criterion")
+    frame["converged"] = frame["converged"].astype(bool)
+    return frame.set_index(contracts.RUN)
+
+
+def figures(run_dirs: Sequence[str | os.PathLike], selection_path: str | os.PathLike,
+            states_path: str | os.PathLike, convergence_path: str | os.PathLike, out_dir: str | os.PathLike,
+            options: FiguresOptions | None = None) -> list[Path]:
     """``trainmap figures``: model_selection, convergence_histogram and trajectories, each
-    as PNG and SVG in ``out_dir``. Returns the written paths."""
+    as PNG and SVG in ``out_dir``; convergence steps from convergence.csv. Returns the paths."""
+    options = options or FiguresOptions()
     out_dir = Path(out_dir)
-    name = experiment if experiment is not None else experiment_name(run_dirs)
+    name = _name(options, run_dirs)
     selection = read_csv(selection_path, columns=_figures.SELECTION_COLUMNS, what="selection.csv")
     states = read_states(states_path)
-    runs = _runs_for_states(run_dirs, states)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # undefined convergence is reported by regress and in the figures
-        conv = _convergence(runs, threshold, accuracy_column)
+    conv = read_convergence(convergence_path)
+    criterion = Criterion.parse(conv["criterion"].iloc[0], str(convergence_path)) if len(conv) else None
+    if criterion is not None:
+        _check_criterion(options.convergence, str(criterion), convergence_path)
+    runs = _decoded_runs(run_dirs, states)
     written = []
     written += _figures.save_figure(_figures.selection_figure(selection, title=name), out_dir / "model_selection")
-    written += _figures.save_figure(
-        _figures.convergence_histogram(conv, threshold=threshold, title=name, accuracy_column=accuracy_column),
-        out_dir / "convergence_histogram",
-    )
+    written += _figures.save_figure(_figures.convergence_histogram(conv, criterion, title=name),
+                                    out_dir / "convergence_histogram")
     logs = {r: run.log for r, run in runs.items() if run.log is not None}
     written += _figures.save_figure(
-        _figures.trajectories_figure(logs, states, conv, threshold=threshold, n_fast=n_fast, n_slow=n_slow,
-                                     title=name, accuracy_column=accuracy_column),
+        _figures.trajectories_figure(logs, states, conv, criterion, n_fast=options.fast, n_slow=options.slow,
+                                     title=name),
         out_dir / "trajectories",
     )
     return written

@@ -2,7 +2,8 @@
 
 An experiment directory ``DIR`` (``results/{exp}``) provides:
 
-* ``DIR/regression.json`` — Table 1 (n_runs, n_states, r2, p_value, dissimilarity, forking);
+* ``DIR/regression.json`` — Table 1 (convergence criterion, n_runs, n_states, r2,
+  r2_adjusted, r2_loo, p_value, dissimilarity, forking);
 * ``DIR/coefficients.csv`` — Table 2 (state, coefficient, runs_visiting, detour);
 * ``DIR/hmm/selection.csv`` — the HMM row of Table 4 (chosen n and its held-out BIC);
 * ``DIR/baselines.csv`` — the k-means and HMM-on-l2 rows of Table 4 (optional: missing
@@ -38,7 +39,8 @@ __all__ = [
     "write_tables",
 ]
 
-TABLE1_COLUMNS = ["experiment", "n_runs", "n_states", "r2", "p_value", "dissimilarity", "forking"]
+TABLE1_COLUMNS = ["experiment", "convergence", "n_runs", "n_states", "r2", "r2_adjusted", "r2_loo", "p_value",
+                  "dissimilarity", "forking"]
 TABLE2_COLUMNS = ["experiment", "state", "coefficient", "runs_visiting", "detour"]
 TABLE4_COLUMNS = ["experiment", "method", "components", "bic"]
 
@@ -87,9 +89,12 @@ def table1(experiments: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
         nan = float("nan")
         rows.append({
             "experiment": name,
+            "convergence": str((reg.get("convergence") if isinstance(reg.get("convergence"), dict) else {}).get("text", "")),
             "n_runs": _field(reg, "n_runs", int, path, 0),
             "n_states": _field(reg, "n_states", int, path, 0),
             "r2": _field(reg, "r2", float, path, nan),
+            "r2_adjusted": _field(reg, "r2_adjusted", float, path, nan),
+            "r2_loo": _field(reg, "r2_loo", float, path, nan),
             "p_value": _field(reg, "p_value", float, path, nan),
             "dissimilarity": _field(reg, "dissimilarity", float, path, nan),
             "forking": _field(reg, "forking", bool, path, False),
@@ -196,13 +201,16 @@ def write_tables(experiments: Mapping[str, str | os.PathLike], out_dir: str | os
     for name, frame in (("table1", t1), ("table2", t2), ("table4", t4)):
         paths[f"{name}.csv"] = out_dir / f"{name}.csv"
         atomic.write_csv(paths[f"{name}.csv"], frame)
-    md1 = ("Table 1: predictability of the convergence step from the bag of states (centred R², "
-           "F-test p-value), trajectory dissimilarity (Eq. 1) and whether the training map forks.\n\n"
+    md1 = ("Table 1: predictability of the convergence step (first step meeting the convergence "
+           "criterion) from the bag of states: centred R², adjusted R², leave-one-out cross-validated R² "
+           "(each run predicted by the fit on the others), F-test p-value; trajectory dissimilarity (Eq. 1) "
+           "and whether the training map forks.\n\n"
            + markdown_table(
                t1,
-               {"r2": _fmt_float(3), "p_value": _fmt_p, "dissimilarity": _fmt_float(3),
-                "forking": lambda x: "✓" if bool(x) else ""},
-               {"n_runs": "runs", "n_states": "states", "r2": "R²", "p_value": "p-value",
+               {"r2": _fmt_float(3), "r2_adjusted": _fmt_float(3), "r2_loo": _fmt_float(3), "p_value": _fmt_p,
+                "dissimilarity": _fmt_float(3), "forking": lambda x: "✓" if bool(x) else ""},
+               {"convergence": "Convergence", "n_runs": "runs", "n_states": "states", "r2": "R²",
+                "r2_adjusted": "adj. R²", "r2_loo": "LOO R²", "p_value": "p-value",
                 "dissimilarity": "Dissimilarity", "forking": "Forking", "experiment": "Experiment"},
            ))
     md2 = ("Table 2: regression coefficients per state (effect on the convergence step, in steps, of "

@@ -30,7 +30,7 @@ __all__ = [
     "feature_label",
     "shift_label",
     "transitions",
-    "training_map",
+    "edge_table",
     "forking",
     "state_summary",
     "edge_columns",
@@ -89,7 +89,7 @@ def transitions(states: Mapping[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run", "t", "source", "target"])
 
 
-def training_map(
+def edge_table(
     model,
     sequences: Mapping[str, np.ndarray],
     states: Mapping[str, np.ndarray],
@@ -181,12 +181,12 @@ def _average_importance(log_scales: np.ndarray, directions: np.ndarray) -> tuple
     return avg, float(log10_norm)
 
 
-def forking(edges: pd.DataFrame) -> bool:
-    """Whether some state has at least two outgoing edges to other states (docs/design.md step 7)."""
-    if edges is None or len(edges) == 0:
-        return False
-    real = edges[edges["source"] != edges["target"]]
-    return bool((real.groupby("source")["target"].nunique() >= 2).any())
+def forking(states: Mapping[str, np.ndarray]) -> bool:
+    """Whether some state has at least two outgoing edges to other states in the decoded
+    paths ``states`` (run id → state per checkpoint) — docs/design.md step 7; the edges
+    are those of :func:`edge_table`."""
+    moves = transitions(states)
+    return bool(len(moves)) and bool((moves.groupby("source")["target"].nunique() >= 2).any())
 
 
 def state_summary(states: Mapping[str, np.ndarray], n_states: int) -> pd.DataFrame:

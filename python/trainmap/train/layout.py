@@ -10,9 +10,11 @@
                                               written before anything else
     DIR/.trainmap.lock                        held by the one process writing DIR (trainmap.runlock)
 
-Nothing here is pickled: tensors go to safetensors, everything else to JSON or CSV. A
-directory is only written into when it is empty or its owner file says it holds the same
-run (:func:`claim`): trainmap never mixes its files with, or deletes, files it did not write.
+The names (``LOG_COLUMNS``, ``checkpoint_path``, ``checkpoint_steps``) are
+:mod:`trainmap.contracts`'s, re-exported for the training code. Nothing here is pickled:
+tensors go to safetensors, everything else to JSON or CSV. A directory is only written into
+when it is empty or its owner file says it holds the same run (:func:`read_owner`,
+:func:`refuse_foreign`): trainmap never mixes its files with, or deletes, files it did not write.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -30,6 +31,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from trainmap import atomic
+from trainmap.contracts import LOG_COLUMNS, checkpoint_path, checkpoint_steps
 from trainmap.fileguard import input_file
 from trainmap.runlock import LOCK_NAME
 
@@ -57,10 +59,6 @@ __all__ = [
     "ForeignDirectoryError",
 ]
 
-#: Columns of a training run's log.csv, in order.
-LOG_COLUMNS: tuple[str, ...] = ("step", "epoch", "train_loss", "train_accuracy", "eval_loss", "eval_accuracy")
-
-_STEP_FILE = re.compile(r"^step(\d{8,})\.safetensors$")
 _RESUME_KEY = "trainmap_resume"
 #: Name of the file that says which run a directory holds.
 OWNER_NAME = ".trainmap-run.json"
@@ -70,19 +68,6 @@ _MAX_RECORD_BYTES = 16 << 20
 
 class ResumeError(ValueError):
     """A resume state that cannot be used (unreadable, or of another run)."""
-
-
-def checkpoint_path(out: Path, step: int) -> Path:
-    """``out/checkpoints/step{step:08d}.safetensors``."""
-    return Path(out) / "checkpoints" / f"step{step:08d}.safetensors"
-
-
-def checkpoint_steps(out: Path) -> list[int]:
-    """Steps of the checkpoint files present in ``out/checkpoints``, ascending."""
-    folder = Path(out) / "checkpoints"
-    if not folder.is_dir():
-        return []
-    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _STEP_FILE.match(p.name)))
 
 
 def checkpoint_bytes(tensors: Mapping[str, torch.Tensor]) -> bytes:
