@@ -230,8 +230,8 @@ def _check_claim(out: Path, task: str, seed: int, settings: Mapping[str, Any]) -
     """Refuse ``out`` unless it may become this run's directory (checked once before taking
     its lock, so a refused directory gains no lock file, and again with the lock held).
 
-    * no owner file: ``out`` must be empty, or hold a resume state (a run begun before owner
-      files existed; :meth:`_Run.start` checks it is this run's);
+    * no owner file: ``out`` must be empty, or hold a resume state of this run (one begun
+      before owner files existed);
     * an owner file of this run: continue;
     * an owner file of another training run: refused while its resume state is there (a
       half-finished run); otherwise the run has ended and Snakemake removed its run.json
@@ -240,8 +240,11 @@ def _check_claim(out: Path, task: str, seed: int, settings: Mapping[str, Any]) -
     """
     owner = layout.read_owner(out)
     if owner is None:
-        if not layout.resume_path(out).is_file():
+        saved = layout.read_resume(out)
+        if saved is None:
             layout.refuse_foreign(out, "training run")
+        else:  # checked here, before an owner file could claim it for other settings
+            _check_same_run(saved[1], task, seed, settings, layout.resume_path(out))
     elif owner.get("kind") != "train":
         raise layout.ForeignDirectoryError(
             f"{out} holds a {owner.get('kind')!r} run ({layout.OWNER_NAME}), not a training run; use another --out"
