@@ -123,3 +123,21 @@ def test_a_finished_training_run_is_not_overwritten_by_an_import(tmp_path, capsy
     line = one_error_line(capsys.readouterr().err, "import")
     assert status == 2 and "run.json" in line and "training run" in line
     assert fingerprint(tmp_path) == before
+
+
+def test_a_resume_state_without_owner_file_of_other_settings_is_not_claimed(tmp_path, monkeypatch, capsys):
+    """A run directory from before owner files: its resume state decides whose it is."""
+    from trainmap.train import loop, train_run
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(loop, "_run_record", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):  # killed after its last resume state, before run.json
+        train_run("parities", 0, out, TINY_PARITIES, threads=1, progress=False, resume_interval_s=0)
+    monkeypatch.undo()
+    (out / layout.OWNER_NAME).unlink()
+    before = fingerprint(tmp_path)
+    status = main(["train", "parities", "--seed", "0", "--out", str(out), "--no-progress", "--threads", "1",
+                   *[a for k, v in {**TINY_PARITIES, "hidden": 9}.items() for a in ("--set", f"{k}={v}")]])
+    line = one_error_line(capsys.readouterr().err, "train")
+    assert status == 2 and "resume/state.safetensors belongs to a different run (hidden: 8 there, 9 now" in line
+    assert fingerprint(tmp_path) == before  # and no owner file claims it for the other settings
