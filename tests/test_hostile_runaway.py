@@ -124,7 +124,9 @@ def test_model_npz_with_a_huge_extra_array_is_refused_before_loading(tmp_path):
     assert fingerprint(tmp_path) == before
 
 
-def test_worker_counts_are_capped_at_the_cpus(tmp_path):
+@pytest.mark.slow
+def test_worker_counts_are_capped_at_the_cpus(tmp_path, monkeypatch):
+    from trainmap import limits
     from trainmap.limits import available_cpus
 
     result = run_cli("train", "parities", "--seed", "0", "--out", tmp_path / "run", "--threads", "100000",
@@ -136,7 +138,8 @@ def test_worker_counts_are_capped_at_the_cpus(tmp_path):
     from trainmap.options import HMMSelectOptions
 
     rng = np.random.default_rng(0)
-    with pytest.warns(RuntimeWarning, match=r"--workers 5000 is more than"):
+    monkeypatch.setattr(limits, "available_cpus", lambda: 1)  # capped to 1: no process pool to start
+    with pytest.warns(RuntimeWarning, match=r"--workers 5000 is more than the 1 CPU\(s\) available; using 1"):
         select_hmm([rng.normal(size=(20, 2)) for _ in range(5)],
                    HMMSelectOptions(max_components=1, restarts=1, n_iter=5, workers=5000))
 
