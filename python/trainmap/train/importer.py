@@ -11,7 +11,10 @@ Output: ``checkpoints/step{N:08d}.safetensors`` with the floating-point tensors 
 step in their original dtype (integer buffers such as ``position_ids`` are dropped),
 ``log.csv`` with the columns the source provides (from ``trainer_state.json`` in the step
 directories or a ``log.csv``/``metrics.csv`` with a ``step`` column next to them), and
-``run.json`` last. An interrupted import started again skips the checkpoints already written.
+``run.json`` last. An interrupted import started again skips the checkpoints already written;
+from another source it is refused (the owner file records the source), as is an output
+directory holding anything else, and a second import into the same directory while one runs
+(:class:`trainmap.runlock.RunLock`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from safetensors.torch import save as safetensors_bytes
 
 from trainmap import atomic
 from trainmap.contracts import parse_step
+from trainmap.fileguard import input_file
+from trainmap.runlock import RunLock
 from trainmap.train import layout
 from trainmap.train.datafiles import DataFileError
 
@@ -48,6 +53,8 @@ _MODEL_FILES = (
     "pytorch_model.bin.index.json",
 )
 _SOURCE_LOGS = ("log.csv", "metrics.csv")
+# Largest JSON/CSV side file (shard index, trainer_state.json, source log) read whole.
+_MAX_TEXT_BYTES = 256 << 20
 # Source metric names that mean our log columns.
 _RENAME = {
     "loss": "train_loss",
@@ -74,7 +81,7 @@ def step_of(name: str) -> int | None:
 
 def _model_file(folder: Path) -> Path | None:
     for name in _MODEL_FILES:
-        if (folder / name).is_file():
+        if input_file(folder / name, required=False, what="checkpoint") is not None:
             return folder / name
     return None
 
@@ -124,9 +131,10 @@ def _load_single(path: Path) -> dict[str, torch.Tensor]:
 
 def load_released_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """All tensors of one released checkpoint (one file, or the shards its index names)."""
-    path = Path(path)
+    path = input_file(path, what="checkpoint")
     if not path.name.endswith(".index.json"):
         return _load_single(path)
+    input_file(path, max_bytes=_MAX_TEXT_BYTES, what="shard index")
     try:
         weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
         shards = sorted(set(weight_map.values()))
@@ -135,9 +143,9 @@ def load_released_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
     tensors: dict[str, torch.Tensor] = {}
     for shard in shards:
         shard_path = path.parent / shard
-        if not shard_path.is_file():
+        if not shard_path.exists():
             raise DataFileError(f"{path}: names shard {shard}, which is missing")
-        tensors.update(_load_single(shard_path))
+        tensors.update(_load_single(input_file(shard_path, what="checkpoint shard")))
     return tensors
 
 
@@ -171,7 +179,7 @@ def _source_metrics(src: Path, series: list[tuple[int, Path]]) -> dict[int, dict
     metrics: dict[int, dict[str, Any]] = {step: {} for step, _ in series}
     for name in _SOURCE_LOGS:
         path = src / name
-        if not path.is_file():
+        if input_file(path, required=False, max_bytes=_MAX_TEXT_BYTES, what="source log") is None:
             continue
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
@@ -183,7 +191,7 @@ def _source_metrics(src: Path, series: list[tuple[int, Path]]) -> dict[int, dict
                     metrics[step].update({k: _number(v) for k, v in row.items() if k})
     for step, model_file in series:
         state_file = model_file.parent / "trainer_state.json"
-        if not state_file.is_file():
+        if input_file(state_file, required=False, max_bytes=_MAX_TEXT_BYTES, what="trainer state") is None:
             continue
         try:
             history = json.loads(state_file.read_text(encoding="utf-8")).get("log_history", [])
@@ -205,25 +213,57 @@ def _log_columns(metrics: Mapping[int, Mapping[str, Any]]) -> list[str]:
 def import_series(src: str | os.PathLike, out: str | os.PathLike, *, progress: bool = True) -> dict[str, Any]:
     """Import the checkpoint series in ``src`` as a run in ``out``; return run.json's content.
 
-    A finished import (run.json present) of the same source is returned untouched.
+    A finished import (run.json present) of the same source is returned untouched. ``out``
+    must be empty or hold an import of the same source (finished or interrupted); another
+    process importing into it makes this raise :class:`trainmap.runlock.RunLockedError`.
     """
-    from tqdm import tqdm
-
-    from trainmap import __version__
-
     src, out = Path(src), Path(out)
     source = str(src.resolve())
     finished = layout.read_run_json(out)
     if finished is not None:
-        if finished.get("source") != source:
-            raise ValueError(
-                f"{out / 'run.json'} belongs to another run (source {finished.get('source')!r}); "
-                "use another output directory"
-            )
+        _check_same_source(finished, source, out / "run.json")
         return finished
     series = find_series(src)
     metrics = _source_metrics(src, series)
+    _check_claim(out, source)  # before the lock: a refused directory gains no lock file
     layout.ensure_writable(out)
+    with RunLock(out, purpose=f"trainmap import {source}"):
+        finished = layout.read_run_json(out)
+        if finished is not None:
+            _check_same_source(finished, source, out / "run.json")
+            return finished
+        _check_claim(out, source)
+        layout.write_owner(out, {"kind": "import", "source": source})
+        return _import_locked(src, out, series, metrics, progress)
+
+
+def _check_claim(out: Path, source: str) -> None:
+    """Refuse ``out`` unless it is empty or holds an (interrupted) import of ``source``."""
+    owner = layout.read_owner(out)
+    if owner is None:
+        layout.refuse_foreign(out, "import")
+    else:
+        _check_same_source(owner, source, out / layout.OWNER_NAME)
+
+
+def _check_same_source(record: Mapping[str, Any], source: str, where: Path) -> None:
+    """Refuse a run record (run.json or owner file) that is not an import of ``source``."""
+    if record.get("kind", "import") != "import" or record.get("task", "import") != "import":
+        raise ValueError(f"{where}: this directory holds a training run, not an import; use another --out")
+    if record.get("source") != source:
+        raise ValueError(
+            f"{where} belongs to an import of another source ({record.get('source')!r}, not {source!r}); "
+            "its checkpoints must not be mixed with this one's: use another --out"
+        )
+
+
+def _import_locked(src: Path, out: Path, series, metrics, progress: bool) -> dict[str, Any]:
+    """Write the checkpoints, log.csv and run.json of a claimed import directory."""
+    from tqdm import tqdm
+
+    from trainmap import __version__
+
+    source = str(src.resolve())
     started = time.perf_counter()
     dropped: set[str] = set()
     for step, model_file in tqdm(series, desc=f"import {src.name}", unit="ckpt", disable=not progress, file=sys.stderr):
