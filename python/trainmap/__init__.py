@@ -7,3 +7,14 @@ training map and detour states.
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["Recorder", "__version__"]
+
+
+def __getattr__(name: str):
+    # Loaded on first use, so `import trainmap` stays cheap (no torch, no pandas).
+    if name == "Recorder":
+        from trainmap.recorder import Recorder
+
+        return Recorder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -82,7 +82,11 @@ def _add_train(subparsers) -> None:
     p.add_argument("--out", type=Path, required=False, metavar="DIR", help="run directory to write")
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting (repeatable), e.g. --set epochs=5 --set lr=0.01")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; more than the CPUs available is lowered to them)")
+    p.add_argument("--wait-for-lock", type=float, default=0.0, metavar="SECONDS",
+                   help="when another process is writing DIR, wait up to SECONDS for it to finish instead of "
+                   "stopping at once (default: 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--resume-interval", type=float, default=10.0, metavar="SECONDS",
                    help="write checkpoints that come faster than this in batches, with the log and the resume "
@@ -106,7 +110,8 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.out is None:
         raise ValueError("--out DIR is required to train")
     record = train_run(args.task, args.seed, args.out, overrides, threads=args.threads, device=args.device,
-                       progress=not args.no_progress, resume_interval_s=args.resume_interval)
+                       progress=not args.no_progress, resume_interval_s=args.resume_interval,
+                       lock_wait_s=args.wait_for_lock)
     final = record["final"]
     print(f"{args.out}: {record['status']} at step {record['final_step']}, {record['checkpoints']} checkpoints, "
           f"eval accuracy {final['eval_accuracy']:.4f}", file=sys.stderr)
@@ -372,6 +377,49 @@ def _run_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- outputs never clobber inputs ---------------------------------------------------------
+
+# Per command: the options naming files it writes (option dest -> format) and the options
+# naming what it reads. A directory it reads stands for the files directly inside it (a run
+# directory's metrics.csv, log.csv and run.json; a folder of checkpoints).
+_FILE_OPTIONS: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
+    "metrics": ({"output": "csv"}, ("inputs",)),
+    "hmm-select": ({"selection_csv": "csv", "model": "npz"}, ("run_dirs",)),
+    "hmm-decode": ({"states": "csv"}, ("run_dirs", "model")),
+    "map": ({"edges": "csv", "svg": "svg", "png": "png"}, ("run_dirs", "model", "states", "regression")),
+    "regress": ({"out": "json", "coefficients": "csv", "convergence_csv": "csv"}, ("run_dirs", "states", "model")),
+    "baselines": ({"out": "csv"}, ("run_dirs",)),
+    "figures": ({}, ("run_dirs", "selection_csv", "states", "convergence_csv")),
+}
+
+
+def _input_files(values) -> list[Path]:
+    """The files the given input paths stand for (a directory: the files directly in it)."""
+    files: list[Path] = []
+    for value in values:
+        path = Path(value)
+        files.extend(sorted(path.iterdir()) if path.is_dir() else [path])
+    return files
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, outputs of the wrong format or that are inputs of the command."""
+    from trainmap.fileguard import check_output_format, refuse_clobber
+
+    outputs, input_dests = _FILE_OPTIONS.get(args.command, ({}, ()))
+    given = {}
+    for dest, fmt in outputs.items():
+        value = getattr(args, dest, None)
+        if isinstance(value, Path):  # (an option of another type under this name is not a file)
+            option = "--" + dest.replace("_", "-")
+            given[option] = check_output_format(value, fmt, option=option)
+    values = []
+    for dest in input_dests:
+        value = getattr(args, dest, None)
+        values += value if isinstance(value, list) else [value] if value is not None else []
+    refuse_clobber(given, _input_files(values))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainmap", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -400,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         f"trainmap {args.command}: warning: {message}\n"
     )
     try:
+        _check_outputs(args)
         return args.run(args)
     except (ValueError, OSError) as exc:
         if os.environ.get("TRAINMAP_DEBUG"):

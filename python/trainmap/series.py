@@ -35,6 +35,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from trainmap.contracts import CHECKPOINTS_DIR, LOG_CSV, METRICS_CSV, RUN_JSON, STEP, parse_step
+from trainmap.fileguard import input_file
 from trainmap.train.datafiles import DataFileError
 
 __all__ = [
@@ -69,6 +70,8 @@ _MODEL_FILES = (
     "pytorch_model.bin.index.json",
 )
 _TRAINER_STATE = "trainer_state.json"
+# Largest JSON/CSV side file (shard index, trainer_state.json, log) read whole.
+_MAX_TEXT_BYTES = 256 << 20
 #: Log names of the Hugging Face Trainer (and others) that mean trainmap's log columns.
 RENAMED_LOG_COLUMNS: Mapping[str, str] = {
     "loss": "train_loss",
@@ -156,6 +159,7 @@ def step_of(name: str) -> int | None:
 
 
 def _read_json(path: Path) -> Any:
+    input_file(path, max_bytes=_MAX_TEXT_BYTES, what="JSON side file")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
@@ -170,7 +174,7 @@ def _shards(index: Path) -> tuple[Path, ...]:
         raise SeriesError(f"{index}: not a shard index (no weight_map: {exc})") from None
     shards = tuple(index.parent / name for name in names)
     for shard in shards:
-        if not shard.is_file():
+        if input_file(shard, required=False, what="checkpoint shard") is None:
             raise SeriesError(f"{index}: names shard {shard.name}, which is missing")
     return shards
 
@@ -179,7 +183,7 @@ def _step_dir_checkpoint(folder: Path, step: int) -> Checkpoint:
     """The checkpoint held by one step directory."""
     for name in _MODEL_FILES:
         path = folder / name
-        if not path.is_file():
+        if input_file(path, required=False, what="checkpoint") is None:
             continue
         if name.endswith(".index.json"):
             return Checkpoint(step, _shards(path), "sharded" if "safetensors" in name else "bin", path, folder)
@@ -225,7 +229,7 @@ def _step_files(folder: Path) -> list[Checkpoint]:
         step = parse_step(int(match.group(1)) * (1000 if match.group(2) else 1), path)
         if step in found:
             raise SeriesError(f"{path} and {found[step].files[0]} both stand for step {step}")
-        found[step] = Checkpoint(step, (path,), "safetensors")
+        found[step] = Checkpoint(step, (input_file(path, what="checkpoint"),), "safetensors")
     return [found[step] for step in sorted(found)]
 
 
@@ -234,7 +238,8 @@ def _logs(src: Path, checkpoints: Sequence[Checkpoint]) -> tuple[Path, ...]:
     directory's, then the step directories' by step, so the newest comes last)."""
     candidates = [src / LOG_CSV, src / _TRAINER_STATE]
     candidates += [c.folder / _TRAINER_STATE for c in checkpoints if c.folder is not None]
-    return tuple(path for path in candidates if path.is_file())
+    return tuple(path for path in candidates
+                 if input_file(path, required=False, max_bytes=_MAX_TEXT_BYTES, what="training log") is not None)
 
 
 def discover(src: str | os.PathLike) -> Series:
@@ -284,6 +289,7 @@ def mapped_tensors(paths: Sequence[Path]) -> list[tuple[str, str, list[int], np.
     tensors: dict[str, tuple[str, str, list[int], np.ndarray]] = {}
     owner: dict[str, Path] = {}
     for path in paths:
+        input_file(path, what="checkpoint shard")
         header, data_start = _safetensors_header(path)
         raw = np.memmap(path, dtype=np.uint8, mode="r")
         for name, entry in header.items():
@@ -337,6 +343,7 @@ def _load_file(path: Path) -> dict:
     import torch
     from safetensors.torch import load_file
 
+    input_file(path, what="checkpoint")
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path))

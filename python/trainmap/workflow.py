@@ -27,6 +27,8 @@ from trainmap.options import BaselineOptions, HMMSelectOptions, MetricsOptions
 
 __all__ = [
     "ConfigError",
+    "MAX_CONFIG_VALUES",
+    "check_config_size",
     "Experiment",
     "DEFAULT_THRESHOLDS",
     "load_schema",
@@ -52,8 +54,35 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
 }
 
 
+#: Most values (mappings, lists and scalars, counted with repetition) a configuration may
+#: expand to. YAML aliases let a few hundred bytes stand for billions of values (an "alias
+#: bomb"); PyYAML (and so Snakemake's --configfile) builds those cheaply as shared objects,
+#: but anything that walks them as a tree (validation, error messages) would run for hours.
+MAX_CONFIG_VALUES = 100_000
+
+
 class ConfigError(ValueError):
     """A configuration problem; the message names the config key."""
+
+
+def check_config_size(config: Any, limit: int = MAX_CONFIG_VALUES) -> None:
+    """Refuse a configuration that expands to more than ``limit`` values, naming the key
+    where the count ran over. Stops counting at the limit, so it costs at most ``limit``
+    steps whatever the input (self-referencing aliases included)."""
+    stack: list[tuple[Any, tuple]] = [(config, ())]
+    seen = 0
+    while stack:
+        node, path = stack.pop()
+        seen += 1
+        if seen > limit:
+            raise ConfigError(
+                f"config key {_key(path)}: the configuration expands to more than {limit} values "
+                "(YAML aliases repeating a large value?); refusing to read it"
+            )
+        if isinstance(node, dict):
+            stack.extend((value, (*path, key)) for key, value in node.items())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((value, (*path, i)) for i, value in enumerate(node))
 
 
 def load_schema(path: str | Path) -> dict[str, Any]:
@@ -73,7 +102,12 @@ def _with_defaults(validator_class):
                     instance[name] = json.loads(json.dumps(subschema["default"]))
         yield from validate_properties(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+    # JSON Schema counts 2.0 as an integer; a seed count or a number of restarts written as
+    # a float is a mistake (or a lost digit), so only real integers are (bool is no integer).
+    types = validator_class.TYPE_CHECKER.redefine(
+        "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults}, type_checker=types)
 
 
 def _key(path) -> str:
@@ -85,8 +119,11 @@ def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
 
     Raises :class:`ConfigError` naming the offending key, e.g.
     ``config key experiments.modular.hmm.restarts: 0 is less than the minimum of 1``.
+    Regular expressions (``format: regex``) must compile; the configuration's size is
+    checked first (:func:`check_config_size`).
     """
-    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    check_config_size(config)
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema, format_checker=jsonschema.FormatChecker())
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None and error.validator == "oneOf":
         # Of the alternatives, report the problem with the one of the instance's own type.
@@ -99,11 +136,24 @@ def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
         if "propertyNames" in error.schema_path:
             raise ConfigError(f"config key {_key(error.absolute_path)}: bad name {error.instance!r} "
                               f"(must match {error.validator_value})")
+        if error.validator == "format" and error.validator_value == "regex":
+            raise ConfigError(f"config key {_key(error.absolute_path)}: {error.instance!r} is not a valid "
+                              f"regular expression ({_regex_problem(error.instance)})")
         hint = ""
         if error.validator == "type" and error.validator_value == "boolean" and isinstance(error.instance, str):
             hint = " (on the command line write --config KEY=True or KEY=False)"
         raise ConfigError(f"config key {_key(error.absolute_path)}: {error.message}{hint}")
     return config
+
+
+def _regex_problem(pattern: str) -> str:
+    import re
+
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return str(exc)
+    return "does not compile"
 
 
 @dataclass(frozen=True)
@@ -187,8 +237,9 @@ def _runs(name: str, spec: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(str(s) for s in (range(seeds) if isinstance(seeds, int) else seeds))
 
 
-#: Run names become directories and Snakemake wildcards: no separators, no "." or "..".
-_RUN_NAME = re.compile(r"^(?!\.\.?$)[A-Za-z0-9_.-]+$")
+#: Run names become directories and Snakemake wildcards (the schema's rule for run names):
+#: letters, digits, "_", "." and "-", not starting with "." or "-", at most 100 characters.
+_RUN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 
 
 def _globbed_runs(key: str, pattern: str) -> dict[str, str]:
@@ -201,7 +252,8 @@ def _globbed_runs(key: str, pattern: str) -> dict[str, str]:
         name = os.path.basename(os.path.normpath(path))
         if not _RUN_NAME.match(name):
             raise ConfigError(f"config key {key}: run directory {path!r}: its name {name!r} cannot name a run "
-                              "(letters, digits, '_', '.', '-' only); list the runs as a mapping name: directory")
+                              "(letters, digits, '_', '.', '-', not first '.' or '-'); "
+                              "list the runs as a mapping name: directory")
         if name in runs:
             raise ConfigError(f"config key {key}: {runs[name]!r} and {path!r} have the same name {name!r}; "
                               "list the runs as a mapping name: directory")

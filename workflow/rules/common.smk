@@ -12,7 +12,9 @@ try:
     tw.validate_config(config, tw.load_schema(workflow.source_path("../schemas/config.schema.yaml")))
     EXPERIMENTS = tw.experiments(config)
 except tw.ConfigError as exc:
-    raise WorkflowError(str(exc)) from None
+    # Name the files the configuration came from (Snakemake merges them into one dict).
+    _files = ", ".join(map(str, workflow.configfiles)) or "none"
+    raise WorkflowError(f"{exc} (config files: {_files})") from None
 
 # Existing run directories are read when the DAG is built (their files are the inputs of
 # their metrics jobs): one that cannot be read stops the workflow here, naming its key.

@@ -168,6 +168,10 @@ def save_figure(fig, stem: str | os.PathLike, formats: Sequence[str] = ("png", "
     return out
 
 
+#: Columns of selection.csv that :func:`selection_figure` draws.
+SELECTION_COLUMNS = ("n_components", "status", "best_for_n", "chosen", "test_loglik", "aic", "bic")
+
+
 def selection_figure(selection: pd.DataFrame, *, title: str = ""):
     """Model-selection curves (Appendix H): held-out log-likelihood, AIC and BIC against the
     number of states; every successful restart as a dot, the best restart per n and the

@@ -35,6 +35,9 @@ __all__ = [
 COVARIANCE_TYPES = ("full", "diag")
 #: The ``format`` entry of a model file.
 MODEL_FORMAT = "trainmap-gaussianhmm-1"
+# The most a model file can need: covars of 64 states x 100 features in float64 is 5 MB.
+_MAX_ARRAY_BYTES = 64 << 20
+_MAX_TOTAL_BYTES = 128 << 20
 # Rows of probabilities may be off by rounding after EM and a float64 round trip.
 _PROBABILITY_TOL = 1e-6
 
@@ -155,12 +158,16 @@ def save_model(path: str | os.PathLike, model, *, features: Sequence[str], zscor
 def load_model(path: str | os.PathLike) -> SavedModel:
     """Read and validate a model written by :func:`save_model` (``allow_pickle=False``).
     Raises :class:`ModelFormatError` naming ``path`` for an unreadable file, a missing
-    entry or invalid parameters."""
+    entry or invalid parameters, and for arrays larger than a model can need, before they
+    are read (a FIFO or a tiny file declaring gigabytes must not hang or exhaust memory)."""
+    from trainmap.fileguard import InputFileError, read_npz
+
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
+        arrays = read_npz(path, max_array_bytes=_MAX_ARRAY_BYTES, max_total_bytes=_MAX_TOTAL_BYTES, what="model file")
     except FileNotFoundError:
         raise
+    except InputFileError as exc:  # already names the file
+        raise ModelFormatError(str(exc)) from None
     except (ValueError, OSError, EOFError) as exc:
         raise ModelFormatError(f"{path}: not a readable model file ({exc})") from exc
     required = ("startprob", "transmat", "means", "covars", "covariance_type", "features", "zscore_first_n")

@@ -38,6 +38,7 @@ import pandas as pd
 from trainmap.analysis.errors import AnalysisError, InsufficientRunsError
 from trainmap.analysis.hmm_estep import gaussian_hmm_class
 from trainmap.analysis.hmm_model import COVARIANCE_TYPES, model_from_params, model_params
+from trainmap.limits import cap_workers
 from trainmap.options import HMMSelectOptions
 
 __all__ = [
@@ -257,7 +258,8 @@ def _run_fits(data: _Data, options: HMMSelectOptions, progress) -> list[tuple[di
     """Every (n, restart) fit, in (n, restart) order, over ``options.workers`` processes."""
     jobs = [(n, r, restart_seed(options.seed, n, r))
             for n in range(1, options.max_components + 1) for r in range(options.restarts)]
-    if options.workers == 1:
+    workers = cap_workers(options.workers, "--workers")
+    if workers == 1:
         results = []
         for done, job in enumerate(jobs, 1):
             results.append(_fit_one(data, *job, options))
@@ -268,7 +270,7 @@ def _run_fits(data: _Data, options: HMMSelectOptions, progress) -> list[tuple[di
 
     # Big n first so the slowest fits do not end up last.
     order = sorted(range(len(jobs)), key=lambda i: -jobs[i][0])
-    parallel = Parallel(n_jobs=options.workers, backend="loky", return_as="generator")
+    parallel = Parallel(n_jobs=workers, backend="loky", return_as="generator")
     out: dict[int, tuple[dict, dict | None]] = {}
     stream = parallel(delayed(_fit_one)(data, *jobs[i], options) for i in order)
     for done, (i, result) in enumerate(zip(order, stream), 1):

@@ -27,6 +27,7 @@ import pandas as pd
 from trainmap.analysis.errors import InsufficientRunsError, RunFormatError
 from trainmap.contracts import METRICS_CSV, STEP, RunPaths, StepError, parse_steps
 from trainmap.options import FitOptions
+from trainmap.fileguard import input_file
 
 __all__ = [
     "Run",
@@ -101,20 +102,20 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     run_dir = Path(run_dir)
     paths = RunPaths(run_dir)
     metrics_path = paths.metrics_csv
-    if not metrics_path.is_file():
+    if input_file(metrics_path, required=False, what=METRICS_CSV) is None:
         raise RunFormatError(f"{run_dir}: no {METRICS_CSV} in this run directory")
     metrics = _ordered_by_step(_read_csv(metrics_path), metrics_path)
     log_path = paths.log_csv
-    log = _ordered_by_step(_read_csv(log_path), log_path) if log_path.is_file() else None
+    log = _ordered_by_step(_read_csv(log_path), log_path) if input_file(log_path, required=False) else None
     info: dict = {}
     info_path = paths.run_json
-    if info_path.is_file():
+    if input_file(info_path, required=False, what="run.json"):
         try:
             info = json.loads(info_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RunFormatError(f"{info_path}: not valid JSON ({exc})") from exc
         if not isinstance(info, dict):
-            raise RunFormatError(f"{info_path}: expected a JSON object")
+            raise RunFormatError(f"{info_path}: expected a JSON object, found a {type(info).__name__}")
     seed = info.get("seed")
     run_id = str(seed) if seed is not None else run_dir.resolve().name
     return Run(run_id=run_id, path=run_dir, metrics=metrics, log=log, info=info)

@@ -38,6 +38,7 @@ from trainmap.options import (
     MapOptions,
     RegressOptions,
 )
+from trainmap.fileguard import read_csv
 
 __all__ = [
     "hmm_select",
@@ -124,16 +125,14 @@ def hmm_decode(run_dirs: Sequence[str | os.PathLike], model_path: str | os.PathL
 def read_states(path: str | os.PathLike) -> dict[str, pd.DataFrame]:
     """states.csv as ``{run_id: frame(step, state)}`` in file order."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    frame = pd.read_csv(path, dtype={contracts.RUN: str})
-    missing = set(contracts.STATES_COLUMNS) - set(frame.columns)
-    if missing:
-        raise RunFormatError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    frame = read_csv(path, columns=contracts.STATES_COLUMNS, what="states.csv", dtype={contracts.RUN: str})
     out = {}
     for run_id, group in frame.groupby(contracts.RUN, sort=False):
-        out[str(run_id)] = (group[[contracts.STEP, contracts.STATE]]
-                            .astype({contracts.STEP: "int64", contracts.STATE: "int64"}).reset_index(drop=True))
+        try:
+            out[str(run_id)] = (group[[contracts.STEP, contracts.STATE]]
+                                .astype({contracts.STEP: "int64", contracts.STATE: "int64"}).reset_index(drop=True))
+        except (TypeError, ValueError):
+            raise RunFormatError(f"{path}: run {run_id} has a step or state that is not an integer") from None
     if not out:
         raise RunFormatError(f"{path}: no decoded runs")
     return out
@@ -292,7 +291,7 @@ def figures(run_dirs: Sequence[str | os.PathLike], selection_path: str | os.Path
     options = options or FiguresOptions()
     out_dir = Path(out_dir)
     name = _name(options, run_dirs)
-    selection = pd.read_csv(selection_path)
+    selection = read_csv(selection_path, columns=_figures.SELECTION_COLUMNS, what="selection.csv")
     states = read_states(states_path)
     conv = read_convergence(convergence_path)
     criterion = Criterion.parse(conv["criterion"].iloc[0], str(convergence_path)) if len(conv) else None

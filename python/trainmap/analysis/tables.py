@@ -24,6 +24,10 @@ import pandas as pd
 from trainmap import atomic
 from trainmap.analysis.errors import AnalysisError
 from trainmap.contracts import TABLES, ExperimentPaths
+from trainmap.fileguard import InputFileError, input_file, read_csv, read_json_object
+
+# Columns of selection.csv Table 4 reads.
+_SELECTION_COLUMNS = ("n_components", "chosen", "bic")
 
 __all__ = [
     "TABLE1_COLUMNS",
@@ -43,38 +47,58 @@ TABLE4_COLUMNS = ["experiment", "method", "components", "bic"]
 
 
 def _need(path: Path) -> Path:
-    if not path.is_file():
+    if input_file(path, required=False, what=path.name) is None:
         raise AnalysisError(f"{path}: missing (run the earlier stages for this experiment first)")
     return path
 
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(_need(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise AnalysisError(f"{path}: not valid JSON ({exc})") from exc
+        return read_json_object(_need(path), what=path.name)
+    except InputFileError as exc:
+        raise AnalysisError(str(exc)) from None
 
 
-def _num(value) -> float:
-    return float("nan") if value is None else float(value)
+def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    """A CSV input of the tables with the columns they use, or one error naming the file."""
+    try:
+        return read_csv(_need(path), columns=columns, what=path.name)
+    except InputFileError as exc:
+        raise AnalysisError(str(exc)) from None
+
+
+def _field(record: Mapping, key: str, kind: Callable, path: Path, default=None):
+    """``kind(record[key])`` (``default`` when absent or null), or an error naming file and key."""
+    value = record.get(key)
+    if value is None:
+        return default
+    try:
+        if isinstance(value, (dict, list)) or (kind is not bool and isinstance(value, (bool, str))):
+            raise TypeError(type(value).__name__)
+        return kind(value)
+    except (TypeError, ValueError):
+        expected = {int: "an integer", float: "a number", bool: "true or false"}[kind]
+        raise AnalysisError(f"{path}: key {key!r} must be {expected}, found {value!r}") from None
 
 
 def table1(experiments: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
     """Table 1: one row per experiment from ``DIR/regression.json``."""
     rows = []
     for name, directory in experiments.items():
-        reg = _read_json(ExperimentPaths.at(directory).regression_json)
+        path = ExperimentPaths.at(directory).regression_json
+        reg = _read_json(path)
+        nan = float("nan")
         rows.append({
             "experiment": name,
-            "convergence": (reg.get("convergence") or {}).get("text", ""),
-            "n_runs": int(reg.get("n_runs", 0)),
-            "n_states": int(reg.get("n_states", 0)),
-            "r2": _num(reg.get("r2")),
-            "r2_adjusted": _num(reg.get("r2_adjusted")),
-            "r2_loo": _num(reg.get("r2_loo")),
-            "p_value": _num(reg.get("p_value")),
-            "dissimilarity": _num(reg.get("dissimilarity")),
-            "forking": bool(reg.get("forking", False)),
+            "convergence": str((reg.get("convergence") if isinstance(reg.get("convergence"), dict) else {}).get("text", "")),
+            "n_runs": _field(reg, "n_runs", int, path, 0),
+            "n_states": _field(reg, "n_states", int, path, 0),
+            "r2": _field(reg, "r2", float, path, nan),
+            "r2_adjusted": _field(reg, "r2_adjusted", float, path, nan),
+            "r2_loo": _field(reg, "r2_loo", float, path, nan),
+            "p_value": _field(reg, "p_value", float, path, nan),
+            "dissimilarity": _field(reg, "dissimilarity", float, path, nan),
+            "forking": _field(reg, "forking", bool, path, False),
         })
     return pd.DataFrame(rows, columns=TABLE1_COLUMNS)
 
@@ -83,7 +107,7 @@ def table2(experiments: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
     """Table 2: one row per (experiment, state) from ``DIR/coefficients.csv``."""
     frames = []
     for name, directory in experiments.items():
-        coef = pd.read_csv(_need(ExperimentPaths.at(directory).coefficients_csv))
+        coef = _read_table(ExperimentPaths.at(directory).coefficients_csv, ("state", "coefficient"))
         frame = coef.reindex(columns=["state", "coefficient", "runs_visiting", "detour"]).copy()
         frame.insert(0, "experiment", name)
         frame["detour"] = frame["detour"].fillna(False).astype(bool)
@@ -100,8 +124,8 @@ def table4(experiments: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
     for name, directory in experiments.items():
         paths = ExperimentPaths.at(directory)
         base_path = paths.baselines_csv
-        if base_path.is_file():
-            base = pd.read_csv(base_path)
+        if input_file(base_path, required=False, what="baselines.csv") is not None:
+            base = _read_table(base_path, ("method", "chosen", "n_components", "bic"))
             for method in ("kmeans", "hmm_l2"):
                 chosen = base[(base["method"] == method) & base["chosen"].astype(bool)]
                 if len(chosen):
@@ -111,7 +135,7 @@ def table4(experiments: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
                     rows.append({"experiment": name, "method": method, "components": pd.NA, "bic": np.nan})
         else:
             warnings.warn(f"{base_path}: missing, Table 4 has no baseline rows for {name}", RuntimeWarning, stacklevel=2)
-        sel = pd.read_csv(_need(paths.selection_csv))
+        sel = _read_table(paths.selection_csv, _SELECTION_COLUMNS)
         chosen = sel[sel["chosen"].astype(bool)]
         rows.append({"experiment": name, "method": "hmm",
                      "components": int(chosen["n_components"].iloc[0]) if len(chosen) else pd.NA,
@@ -145,6 +169,11 @@ def _fmt_plain(x) -> str:
     return "–" if x is None or x is pd.NA or (isinstance(x, float) and not np.isfinite(x)) else str(x)
 
 
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell: ``|`` escaped, line breaks as spaces."""
+    return " ".join(str(text).splitlines()).replace("|", "\\|")
+
+
 def markdown_table(frame: pd.DataFrame, formats: Mapping[str, Callable[[object], str]] | None = None,
                    headers: Mapping[str, str] | None = None, bold_rows: pd.Series | None = None) -> str:
     """A GitHub-flavoured Markdown table of ``frame`` (``formats`` per column, ``headers``
@@ -156,7 +185,7 @@ def markdown_table(frame: pd.DataFrame, formats: Mapping[str, Callable[[object],
              "|" + "|".join("---" for _ in cols) + "|"]
     for i in range(len(frame)):
         # column by column: iterrows would turn integers into floats in mixed frames
-        cells = [formats.get(c, _fmt_plain)(frame[c].iloc[i]) for c in cols]
+        cells = [_cell(formats.get(c, _fmt_plain)(frame[c].iloc[i])) for c in cols]
         if bold_rows is not None and bool(bold_rows.iloc[i]):
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")

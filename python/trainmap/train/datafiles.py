@@ -6,6 +6,12 @@ Files are looked up in a data directory; nothing is downloaded unless asked
 checksums verified before the file is renamed into place. The CIFAR-100 archive is a
 pickle written by Python 2: it is read with a restricted unpickler that can rebuild numpy
 arrays and plain containers and refuses anything else, never with ``pickle.load``.
+
+Every size is checked against what the file is for before memory is allocated: an IDX
+header's dimensions (Python integers, so they cannot overflow), the decompressed size of a
+gzipped file, an archive member's declared size. A small corrupt or hostile file is refused
+with a message naming it instead of taking gigabytes. Inputs must be regular files
+(:func:`trainmap.fileguard.input_file`).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import codecs
 import gzip
 import hashlib
 import io
+import math
 import os
 import pickle
 import tarfile
@@ -25,6 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from trainmap import atomic
+from trainmap.fileguard import InputFileError, input_file
 
 __all__ = [
     "DataFileError",
@@ -65,6 +73,14 @@ MNIST_MIRRORS: tuple[str, ...] = (
 #: The CIFAR-100 python archive and its published MD5.
 CIFAR100_ARCHIVE: tuple[str, str] = ("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85")
 CIFAR100_URL: str = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+
+#: Largest IDX file (decompressed) read: MNIST's biggest is 47 MB (60000 images of 28x28).
+MAX_IDX_BYTES = 256 << 20
+#: Largest CIFAR-100 batch file read (the real ``train`` is 155 MB) and archive accepted (161 MB).
+MAX_CIFAR_MEMBER_BYTES = 512 << 20
+MAX_CIFAR_ARCHIVE_BYTES = 1 << 30
+# Members of the CIFAR archive skipped over before the wanted one (it has 4).
+_MAX_ARCHIVE_MEMBERS = 1000
 
 _IDX_DTYPES = {
     0x08: np.uint8,
@@ -107,25 +123,33 @@ def download_file(urls: Sequence[str], dest: str | os.PathLike, md5: str) -> Pat
 # --------------------------------------------------------------------------- MNIST
 
 
-def _open_maybe_gzip(path: Path) -> bytes:
-    """The file's bytes, gunzipped when it starts with the gzip magic (whatever its name)."""
-    raw = path.read_bytes()
+def _open_maybe_gzip(path: Path, max_bytes: int) -> bytes:
+    """The file's bytes, gunzipped when it starts with the gzip magic (whatever its name);
+    more than ``max_bytes`` (before or after decompression) raises :class:`DataFileError`."""
+    try:
+        raw = input_file(path, max_bytes=max_bytes, what="data file").read_bytes()
+    except InputFileError as exc:
+        raise DataFileError(str(exc)) from None
     if raw[:2] != b"\x1f\x8b":
         return raw
     try:
-        return gzip.decompress(raw)
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+            data = stream.read(max_bytes + 1)  # never more than the limit in memory
     except (OSError, EOFError, zlib.error) as exc:
         raise DataFileError(f"{path}: corrupt gzip data ({exc})") from None
+    if len(data) > max_bytes:
+        raise DataFileError(f"{path}: decompresses to more than {max_bytes} bytes; refusing it as a data file")
+    return data
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
+def read_idx(path: str | os.PathLike, *, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
     """Read an IDX file (the MNIST format; gzipped or not) into a numpy array.
 
     Raises :class:`DataFileError` naming the file when the magic number, the dimensions
-    or the amount of data do not match the format.
+    or the amount of data do not match the format, or it holds more than ``max_bytes``.
     """
     path = Path(path)
-    data = _open_maybe_gzip(path)
+    data = _open_maybe_gzip(path, max_bytes)
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise DataFileError(f"{path}: not an IDX file (bad magic number {data[:4].hex() or 'empty'})")
     ndim = data[3]
@@ -134,7 +158,12 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise DataFileError(f"{path}: truncated IDX header")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[data[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python integers: no overflow to a small number
+    if expected > max_bytes:
+        raise DataFileError(
+            f"{path}: IDX header declares shape {shape} ({expected} bytes), more than the {max_bytes} "
+            "an IDX data file may hold (corrupt header?)"
+        )
     if len(data) - header != expected:
         raise DataFileError(
             f"{path}: IDX header promises shape {shape} ({expected} bytes) but the file holds "
@@ -149,7 +178,7 @@ def _find_mnist_file(data_dir: Path, gz_name: str) -> Path | None:
     plain = gz_name.removesuffix(".gz")
     for folder in (data_dir, data_dir / "MNIST" / "raw"):
         for name in (gz_name, plain):
-            if (folder / name).is_file():
+            if (folder / name).exists():  # (read_idx refuses what is not a regular file)
                 return folder / name
     return None
 
@@ -279,10 +308,10 @@ def _cifar_sources(data_dir: Path) -> dict[str, Callable[[], tuple[bytes, str]]]
     """Readers of the ``train`` and ``test`` files, from the extracted folder when present,
     else from the archive; None when neither is there."""
     folder = data_dir / "cifar-100-python"
-    if (folder / "train").is_file() and (folder / "test").is_file():
-        return {split: (lambda p=folder / split: (p.read_bytes(), str(p))) for split in ("train", "test")}
+    if (folder / "train").exists() and (folder / "test").exists():
+        return {split: (lambda p=folder / split: (_read_batch_file(p), str(p))) for split in ("train", "test")}
     archive = data_dir / CIFAR100_ARCHIVE[0]
-    if archive.is_file():
+    if archive.exists():
         return {
             split: (lambda s=split: (_read_member(archive, f"cifar-100-python/{s}"), f"{archive}:cifar-100-python/{s}"))
             for split in ("train", "test")
@@ -290,17 +319,41 @@ def _cifar_sources(data_dir: Path) -> dict[str, Callable[[], tuple[bytes, str]]]
     return None
 
 
-def _read_member(archive: Path, member: str) -> bytes:
+def _read_batch_file(path: Path) -> bytes:
+    """An extracted CIFAR batch file's bytes (a regular file of a plausible size)."""
     try:
-        with tarfile.open(archive, "r:*") as tar:
-            handle = tar.extractfile(member)
-            if handle is None:
-                raise KeyError(member)
-            return handle.read()
-    except KeyError:
-        raise DataFileError(f"{archive}: no member {member} (not the CIFAR-100 python archive?)") from None
+        return input_file(path, max_bytes=MAX_CIFAR_MEMBER_BYTES, what="CIFAR-100 batch file").read_bytes()
+    except InputFileError as exc:
+        raise DataFileError(str(exc)) from None
+
+
+def _read_member(archive: Path, member: str) -> bytes:
+    """One member of the CIFAR archive, read as a stream; every member's declared size is
+    checked before its data is read, so a tiny archive cannot make this allocate gigabytes."""
+    try:
+        input_file(archive, max_bytes=MAX_CIFAR_ARCHIVE_BYTES, what="CIFAR-100 archive")
+        with tarfile.open(archive, "r|*") as tar:
+            for count, info in enumerate(tar):
+                if count >= _MAX_ARCHIVE_MEMBERS:
+                    break
+                if info.name != member:
+                    continue
+                if not info.isfile():
+                    raise DataFileError(f"{archive}: member {member} is not a regular file")
+                if info.size > MAX_CIFAR_MEMBER_BYTES:
+                    raise DataFileError(
+                        f"{archive}: member {member} declares {info.size} bytes, more than the "
+                        f"{MAX_CIFAR_MEMBER_BYTES} a CIFAR-100 batch file can be; refusing to read it"
+                    )
+                data = tar.extractfile(info).read()
+                if len(data) != info.size:
+                    raise DataFileError(f"{archive}: member {member} is truncated")
+                return data
+    except InputFileError as exc:
+        raise DataFileError(str(exc)) from None
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise DataFileError(f"{archive}: corrupt archive ({exc})") from None
+    raise DataFileError(f"{archive}: no member {member} (not the CIFAR-100 python archive?)")
 
 
 def _cifar_missing_message(data_dir: Path) -> str:

@@ -11,7 +11,10 @@ Output: ``checkpoints/step{N:08d}.safetensors`` with the floating-point tensors 
 step in their original dtype (integer buffers such as ``position_ids`` are dropped),
 ``log.csv`` with the columns the source provides at the checkpoint steps (from
 ``trainer_state.json`` or a ``log.csv`` with a ``step`` column, :func:`trainmap.series.read_log`),
-and ``run.json`` last. An interrupted import started again skips the checkpoints already written.
+and ``run.json`` last. An interrupted import started again skips the checkpoints already written;
+from another source it is refused (the owner file records the source), as is an output
+directory holding anything else, and a second import into the same directory while one runs
+(:class:`trainmap.runlock.RunLock`).
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from trainmap import atomic, series as series_reader
+from trainmap.runlock import RunLock
 from trainmap.train import layout
 
 __all__ = ["import_series"]
+
 
 def _write_imported(path: Path, tensors: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str]]:
     """Write the floating-point tensors (original dtype, keys sorted) atomically; return
@@ -52,29 +57,61 @@ def _log_columns(metrics: Mapping[int, Mapping[str, Any]]) -> list[str]:
 def import_series(src: str | os.PathLike, out: str | os.PathLike, *, progress: bool = True) -> dict[str, Any]:
     """Import the checkpoint series in ``src`` as a run in ``out``; return run.json's content.
 
-    A finished import (run.json present) of the same source is returned untouched.
+    A finished import (run.json present) of the same source is returned untouched. ``out``
+    must be empty or hold an import of the same source (finished or interrupted); another
+    process importing into it makes this raise :class:`trainmap.runlock.RunLockedError`.
     """
-    from tqdm import tqdm
-
-    from trainmap import __version__
-
     src, out = Path(src), Path(out)
     source = str(src.resolve())
     finished = layout.read_run_json(out)
     if finished is not None:
-        if finished.get("source") != source:
-            raise ValueError(
-                f"{out / 'run.json'} belongs to another run (source {finished.get('source')!r}); "
-                "use another output directory"
-            )
+        _check_same_source(finished, source, out / "run.json")
         return finished
-    checkpoints = series_reader.find_step_dirs(src)
+    series = series_reader.find_step_dirs(src)
     log = series_reader.read_log(series_reader.discover(src))
-    metrics = {c.step: log.get(c.step, {}) for c in checkpoints}
+    metrics = {c.step: log.get(c.step, {}) for c in series}
+    _check_claim(out, source)  # before the lock: a refused directory gains no lock file
     layout.ensure_writable(out)
+    with RunLock(out, purpose=f"trainmap import {source}"):
+        finished = layout.read_run_json(out)
+        if finished is not None:
+            _check_same_source(finished, source, out / "run.json")
+            return finished
+        _check_claim(out, source)
+        layout.write_owner(out, {"kind": "import", "source": source})
+        return _import_locked(src, out, series, metrics, progress)
+
+
+def _check_claim(out: Path, source: str) -> None:
+    """Refuse ``out`` unless it is empty or holds an (interrupted) import of ``source``."""
+    owner = layout.read_owner(out)
+    if owner is None:
+        layout.refuse_foreign(out, "import")
+    else:
+        _check_same_source(owner, source, out / layout.OWNER_NAME)
+
+
+def _check_same_source(record: Mapping[str, Any], source: str, where: Path) -> None:
+    """Refuse a run record (run.json or owner file) that is not an import of ``source``."""
+    if record.get("kind", "import") != "import" or record.get("task", "import") != "import":
+        raise ValueError(f"{where}: this directory holds a training run, not an import; use another --out")
+    if record.get("source") != source:
+        raise ValueError(
+            f"{where} belongs to an import of another source ({record.get('source')!r}, not {source!r}); "
+            "its checkpoints must not be mixed with this one's: use another --out"
+        )
+
+
+def _import_locked(src: Path, out: Path, series, metrics, progress: bool) -> dict[str, Any]:
+    """Write the checkpoints, log.csv and run.json of a claimed import directory."""
+    from tqdm import tqdm
+
+    from trainmap import __version__
+
+    source = str(src.resolve())
     started = time.perf_counter()
     dropped: set[str] = set()
-    bar = tqdm(checkpoints, desc=f"import {src.name}", unit="ckpt", disable=not progress, file=sys.stderr)
+    bar = tqdm(series, desc=f"import {src.name}", unit="ckpt", disable=not progress, file=sys.stderr)
     for checkpoint in bar:
         dest = layout.checkpoint_path(out, checkpoint.step)
         if dest.exists():  # written, atomically, by an interrupted earlier import
@@ -82,15 +119,15 @@ def import_series(src: str | os.PathLike, out: str | os.PathLike, *, progress: b
         _, dropped_here = _write_imported(dest, series_reader.load_checkpoint(checkpoint))
         dropped.update(dropped_here)
     columns = _log_columns(metrics)
-    layout.write_log(out / "log.csv", [{"step": c.step, **metrics[c.step]} for c in checkpoints], columns)
+    layout.write_log(out / "log.csv", [{"step": c.step, **metrics[c.step]} for c in series], columns)
     record = {
         "task": "import",
         "seed": None,
         "status": "complete",
         "source": source,
-        "source_files": {str(c.step): str((c.index or c.files[0]).relative_to(src)) for c in checkpoints},
-        "checkpoints": len(checkpoints),
-        "last_checkpoint_step": checkpoints[-1].step,
+        "source_files": {str(c.step): str((c.index or c.files[0]).relative_to(src)) for c in series},
+        "checkpoints": len(series),
+        "last_checkpoint_step": series[-1].step,
         "log_columns": columns,
         "dropped_tensors": sorted(dropped),
         "torch_version": torch.__version__,

@@ -6,9 +6,15 @@
     DIR/log.csv                               one row per checkpoint
     DIR/run.json                              written last, only when the run has ended
     DIR/resume/state.safetensors              resume state while the run is unfinished
+    DIR/.trainmap-run.json                    whose run this is (task, seed, settings or source),
+                                              written before anything else
+    DIR/.trainmap.lock                        held by the one process writing DIR (trainmap.runlock)
 
 The names (``LOG_COLUMNS``, ``checkpoint_path``, ``checkpoint_steps``) are
-:mod:`trainmap.contracts`'s, re-exported for the training code. Nothing here is pickled: tensors go to safetensors, everything else to JSON or CSV.
+:mod:`trainmap.contracts`'s, re-exported for the training code. Nothing here is pickled:
+tensors go to safetensors, everything else to JSON or CSV. A directory is only written into
+when it is empty or its owner file says it holds the same run (:func:`read_owner`,
+:func:`refuse_foreign`): trainmap never mixes its files with, or deletes, files it did not write.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from safetensors.torch import save as safetensors_bytes
 
 from trainmap import atomic
 from trainmap.contracts import LOG_COLUMNS, checkpoint_path, checkpoint_steps
+from trainmap.fileguard import input_file
+from trainmap.runlock import LOCK_NAME
 
 __all__ = [
     "LOG_COLUMNS",
@@ -43,9 +51,19 @@ __all__ = [
     "resume_bytes",
     "read_resume",
     "ensure_writable",
+    "OWNER_NAME",
+    "read_owner",
+    "write_owner",
+    "foreign_entries",
+    "refuse_foreign",
+    "ForeignDirectoryError",
 ]
 
 _RESUME_KEY = "trainmap_resume"
+#: Name of the file that says which run a directory holds.
+OWNER_NAME = ".trainmap-run.json"
+# The most a run.json or owner file can reasonably need (a log of every checkpoint is not in them).
+_MAX_RECORD_BYTES = 16 << 20
 
 
 class ResumeError(ValueError):
@@ -87,13 +105,56 @@ def write_log(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[s
 
 def read_run_json(out: Path) -> dict[str, Any] | None:
     """The finished run's run.json, or None when the run has not finished."""
-    path = Path(out) / "run.json"
-    if not path.is_file():
+    return _read_record(Path(out) / "run.json", "delete it to train the run again")
+
+
+def _read_record(path: Path, remedy: str) -> dict[str, Any] | None:
+    """A JSON object from a regular file, None when absent; one ``ValueError`` naming the file
+    for anything else (a FIFO, a list, broken JSON)."""
+    if input_file(path, required=False, max_bytes=_MAX_RECORD_BYTES, what=path.name) is None:
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable run.json ({exc}); delete it to train the run again") from None
+        raise ValueError(f"{path}: unreadable {path.name} ({exc}); {remedy}") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: expected a JSON object, found a {type(record).__name__}; {remedy}")
+    return record
+
+
+def read_owner(out: Path) -> dict[str, Any] | None:
+    """The identity of the run ``out`` holds (its owner file), or None when it has none."""
+    return _read_record(Path(out) / OWNER_NAME, "delete it only if this directory holds nothing you need")
+
+
+def write_owner(out: Path, identity: Mapping[str, Any]) -> None:
+    """Atomically record whose run ``out`` holds (see :func:`read_owner`)."""
+    atomic.write_json(Path(out) / OWNER_NAME, dict(identity))
+
+
+class ForeignDirectoryError(ValueError):
+    """An output directory that holds files of something other than the run being written."""
+
+
+def refuse_foreign(out: Path, command: str) -> None:
+    """Raise :class:`ForeignDirectoryError` naming what ``out`` holds when it is not empty
+    (lock and owner files aside); call it when ``out`` has no owner file of the run."""
+    entries = foreign_entries(out)
+    if entries:
+        shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+        raise ForeignDirectoryError(
+            f"{out}: not empty ({shown}) and not a run directory of this {command}; it writes only into an "
+            "empty directory or its own run, and deletes nothing it did not write: use another --out"
+        )
+
+
+def foreign_entries(out: Path) -> list[str]:
+    """Names in ``out`` other than the lock and owner files, sorted (empty when ``out`` is
+    missing): what a run would mix its files with."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    return sorted(p.name for p in out.iterdir() if p.name not in (LOCK_NAME, OWNER_NAME))
 
 
 def write_run_json(out: Path, record: Mapping[str, Any]) -> None:
@@ -131,7 +192,7 @@ def write_together(files: Sequence[tuple[Path, bytes]]) -> None:
 def read_resume(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
     """The resume state (:func:`resume_bytes`) as (tensors, state), or None when there is none."""
     path = resume_path(out)
-    if not path.is_file():
+    if input_file(path, required=False, what="resume state") is None:
         return None
     try:
         with safe_open(str(path), framework="pt") as handle:
@@ -154,6 +215,8 @@ def ensure_writable(out: Path) -> None:
     """Create ``out`` and prove that files can be written in it, or raise an
     :class:`OSError` that names it."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OSError(f"{out}: output directory is a file; refusing to touch it")
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):

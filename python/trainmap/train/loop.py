@@ -13,6 +13,9 @@ Guarantees (docs/training.md):
   written after it, and continues; it ends byte-identical to an uninterrupted run.
 * Finished once: run.json is written last, only when the run ends (complete or diverged);
   then the resume state is deleted. A run whose run.json exists is not touched again.
+* Its own directory: one process at a time writes it (:class:`trainmap.runlock.RunLock`),
+  and only when it is empty or holds this run's files (its owner file, or a resume state,
+  of the same task, seed and settings). A directory holding other files is refused.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import nn
 
+from trainmap.limits import cap_workers
+from trainmap.runlock import RunLock
 from trainmap.train import components, layout
 from trainmap.train.tasks import SettingsError, resolve_settings
 
@@ -41,6 +46,8 @@ _LOCATION_SETTINGS = ("data_dir", "download")
 _RESUME_FORMAT = 1
 # Queued checkpoint bytes above which they are written whatever the time (memory bound).
 _MAX_PENDING_BYTES = 64 << 20
+# Seeds are stored as int64 (run.json, step-like file contracts).
+_MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -212,6 +219,38 @@ def _check_same_run(record: Mapping[str, Any], task: str, seed: int, settings: M
             f"{where} belongs to a different run ({'; '.join(problems)}); "
             "use another output directory, or delete that one to start over"
         )
+
+
+def _identity(task: str, seed: int, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """What the owner file of a training run directory records."""
+    return {"kind": "train", "task": task, "seed": seed, "settings": dict(settings)}
+
+
+def _check_claim(out: Path, task: str, seed: int, settings: Mapping[str, Any]) -> None:
+    """Refuse ``out`` unless it may become this run's directory (checked once before taking
+    its lock, so a refused directory gains no lock file, and again with the lock held).
+
+    * no owner file: ``out`` must be empty, or hold a resume state of this run (one begun
+      before owner files existed);
+    * an owner file of this run: continue;
+    * an owner file of another training run: refused while its resume state is there (a
+      half-finished run); otherwise the run has ended and Snakemake removed its run.json
+      because the settings changed: its files, all written by trainmap, are replaced;
+    * an owner file of anything else (an import): refused.
+    """
+    owner = layout.read_owner(out)
+    if owner is None:
+        saved = layout.read_resume(out)
+        if saved is None:
+            layout.refuse_foreign(out, "training run")
+        else:  # checked here, before an owner file could claim it for other settings
+            _check_same_run(saved[1], task, seed, settings, layout.resume_path(out))
+    elif owner.get("kind") != "train":
+        raise layout.ForeignDirectoryError(
+            f"{out} holds a {owner.get('kind')!r} run ({layout.OWNER_NAME}), not a training run; use another --out"
+        )
+    elif layout.resume_path(out).is_file():
+        _check_same_run(owner, task, seed, settings, layout.resume_path(out))
 
 
 class _Run:
@@ -437,6 +476,7 @@ def train_run(
     device: str = "auto",
     progress: bool = True,
     resume_interval_s: float = 10.0,
+    lock_wait_s: float = 0.0,
 ) -> dict[str, Any]:
     """Train ``task`` with ``seed`` into the run directory ``out``; return run.json's content.
 
@@ -449,16 +489,25 @@ def train_run(
     changes the result.
 
     A run killed at any moment and started again with the same arguments continues from its
-    last checkpoint; a finished run (run.json present) is returned as it is. Raises
-    :class:`SettingsError` (a ``ValueError``) for bad settings or a directory holding another
-    run, ``OSError`` for an output directory that cannot be written, and the data readers'
-    errors for missing or corrupt data files.
+    last checkpoint; a finished run (run.json present) is returned as it is.
+
+    One process at a time trains into ``out``: another one holding it makes this call raise
+    :class:`trainmap.runlock.RunLockedError` naming its PID and host, after waiting up to
+    ``lock_wait_s`` seconds for it to let go. ``threads`` above the CPUs available is
+    lowered to them with a warning.
+
+    Raises :class:`SettingsError` (a ``ValueError``) for bad settings or a directory holding
+    another run or foreign files, ``OSError`` for an output directory that cannot be
+    written, and the data readers' errors for missing or corrupt data files.
     """
     settings = resolve_settings(task, overrides)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise SettingsError(f"seed must be a non-negative integer, got {seed!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise SettingsError(f"threads must be a positive integer, got {threads!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= _MAX_SEED:
+        raise SettingsError(f"seed must be an integer from 0 to {_MAX_SEED}, got {seed!r}")
+    if threads is not None:
+        try:
+            threads = cap_workers(threads, "threads")
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
     if not resume_interval_s >= 0:
         raise SettingsError(f"resume_interval_s must be a non-negative number of seconds, got {resume_interval_s!r}")
     out = Path(out)
@@ -467,7 +516,22 @@ def train_run(
         _check_same_run(finished, task, seed, settings, out / "run.json")
         return finished
     torch_device = resolve_device(device)
+    _check_claim(out, task, seed, settings)
     layout.ensure_writable(out)
+    with RunLock(out, purpose=f"trainmap train {task} --seed {seed}", wait_s=lock_wait_s):
+        finished = layout.read_run_json(out)  # finished by a process this one waited for
+        if finished is not None:
+            _check_same_run(finished, task, seed, settings, out / "run.json")
+            return finished
+        _check_claim(out, task, seed, settings)
+        layout.write_owner(out, _identity(task, seed, settings))
+        _train_locked(task, seed, out, settings, threads, torch_device, progress, resume_interval_s)
+    return layout.read_run_json(out)  # exactly what was written (NaN became null)
+
+
+def _train_locked(task: str, seed: int, out: Path, settings: dict[str, Any], threads: int | None,
+                  torch_device: torch.device, progress: bool, resume_interval_s: float) -> None:
+    """Train (or resume) the claimed run in ``out`` to its end and write run.json."""
     with _torch_configured(threads, torch_device):
         run = _Run(task, seed, settings, out, torch_device, resume_interval_s)
         run.start()
@@ -482,7 +546,6 @@ def train_run(
     layout.remove_files([layout.resume_path(out)])
     with contextlib.suppress(OSError):
         layout.resume_path(out).parent.rmdir()
-    return layout.read_run_json(out)  # exactly what was written (NaN became null)
 
 
 def _run_record(

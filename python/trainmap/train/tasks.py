@@ -173,6 +173,15 @@ _AT_LEAST: dict[str, float] = {
     "adam_beta1": 0.0,
     "adam_beta2": 0.0,
     "stop_at_eval_accuracy": 0.0,
+    "data_seed": 0,
+}
+# Exclusive upper bounds: Adam's averaging factors and SGD momentum must stay below 1 (at 1
+# the averages never forget and training silently stalls or diverges); seeds fit in int64.
+_BELOW: dict[str, float] = {
+    "adam_beta1": 1.0,
+    "adam_beta2": 1.0,
+    "momentum": 1.0,
+    "data_seed": 2**63,
 }
 # Settings that must lie strictly between 0 and 1.
 _OPEN_UNIT_INTERVAL = ("train_fraction", "test_fraction")
@@ -231,6 +240,8 @@ def _check_range(task: str, settings: Mapping[str, Any]) -> None:
             raise SettingsError(f"setting {key!r} must be one of {', '.join(_CHOICES[key])}; got {value!r}")
         if key in _AT_LEAST and value < _AT_LEAST[key]:
             raise SettingsError(f"setting {key!r} must be at least {_AT_LEAST[key]:g}, got {value!r}")
+        if key in _BELOW and value >= _BELOW[key]:
+            raise SettingsError(f"setting {key!r} must be less than {_BELOW[key]:g}, got {value!r}")
         if key in _OPEN_UNIT_INTERVAL and not 0.0 < value < 1.0:
             raise SettingsError(f"setting {key!r} must lie strictly between 0 and 1, got {value!r}")
     if settings.get("stop_at_eval_accuracy", 0.0) > 1.0:

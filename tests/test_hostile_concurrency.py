@@ -1,0 +1,86 @@
+"""One process per run directory: two trainings into one --out, and a killed lock holder."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from hostile_helpers import env, set_args, trainmap_command
+from trainmap.runlock import RunLock, RunLockedError
+from trainmap.train import layout, train_run
+
+# ~8000 steps with a checkpoint every 100: long enough (seconds) that two processes started
+# together overlap, short enough for a test.
+SETTINGS = {"n_train": 64, "n_test": 16, "hidden": 8, "batch_size": 32, "epochs": 4000,
+            "checkpoint_every": 100, "checkpoint_unit": "step"}
+
+
+def _command(out: Path, *extra: str) -> list[str]:
+    return trainmap_command("train", "parities", "--seed", "3", "--out", out, "--threads", "1", "--no-progress",
+                            "--resume-interval", "0", *set_args(SETTINGS), *extra)
+
+
+def _run_bytes(out: Path) -> dict[str, bytes]:
+    files = sorted((out / "checkpoints").glob("*.safetensors")) + [out / "log.csv"]
+    return {str(p.relative_to(out)): p.read_bytes() for p in files}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[str, bytes]:
+    out = tmp_path_factory.mktemp("reference")
+    train_run("parities", 3, out, SETTINGS, threads=1, progress=False)
+    return _run_bytes(out)
+
+
+def test_run_lock_names_its_holder_and_is_exclusive(tmp_path):
+    with RunLock(tmp_path, purpose="test"):
+        with pytest.raises(RunLockedError, match=rf"in use by pid \d+ on host {re.escape(socket.gethostname())}"):
+            RunLock(tmp_path).acquire()
+    with RunLock(tmp_path):  # released on exit
+        pass
+
+
+@pytest.mark.slow
+def test_two_trainings_started_together_one_proceeds(tmp_path, reference):
+    out = tmp_path / "run"
+    first, second = (subprocess.Popen(_command(out), stderr=subprocess.PIPE, text=True, env=env())
+                     for _ in range(2))
+    results = {p.pid: (p.communicate(timeout=300)[1], p.returncode) for p in (first, second)}
+    codes = sorted(code for _, code in results.values())
+    assert codes == [0, 2], results
+    winner = next(pid for pid, (_, code) in results.items() if code == 0)
+    loser_err = next(err for err, code in results.values() if code == 2)
+    assert f"in use by pid {winner} on host {socket.gethostname()}" in loser_err, loser_err
+    assert str(out) in loser_err and "Traceback" not in loser_err
+    assert _run_bytes(out) == reference  # not interleaved: exactly one uninterrupted run's files
+    assert layout.read_run_json(out)["timing"]["sessions"] == 1
+
+
+@pytest.mark.slow
+def test_a_killed_holder_releases_the_lock_and_the_waiter_resumes(tmp_path, reference):
+    out = tmp_path / "run"
+    holder = subprocess.Popen(_command(out), stderr=subprocess.DEVNULL, env=env())
+    deadline = time.monotonic() + 120
+    while not layout.resume_path(out).is_file():
+        assert holder.poll() is None and time.monotonic() < deadline, "the first training made no progress"
+        time.sleep(0.02)
+    waiter_log = tmp_path / "waiter.err"
+    with open(waiter_log, "w") as err:
+        waiter = subprocess.Popen(_command(out, "--wait-for-lock", "300"), stderr=err, env=env())
+        while f"in use by pid {holder.pid}" not in waiter_log.read_text():
+            assert waiter.poll() is None and time.monotonic() < deadline + 120, waiter_log.read_text()
+            time.sleep(0.02)
+        assert holder.poll() is None, "the holder finished before it could be killed"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        assert waiter.wait(timeout=300) == 0, waiter_log.read_text()
+    assert "waiting up to 300 s" in waiter_log.read_text()
+    record = layout.read_run_json(out)
+    assert record["status"] == "complete" and record["timing"]["sessions"] == 2  # it resumed, not restarted
+    assert _run_bytes(out) == reference

@@ -1,0 +1,103 @@
+"""Hostile and careless input, class 3: input that used to give silently wrong results
+(floats taken for integers, regexes and names that break later, out-of-range settings,
+files readable only by their owner). Each is now refused at the door, naming the key."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hostile_helpers import ROOT, TINY_PARITIES, fingerprint, one_error_line
+from trainmap import atomic, workflow
+from trainmap.cli import main
+
+SCHEMA = workflow.load_schema(ROOT / "workflow" / "schemas" / "config.schema.yaml")
+
+
+def _validate(tmp_path: Path, text: str) -> None:
+    """Validate a config file's text as Snakemake would hand it over; the file must not change."""
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    before = fingerprint(tmp_path)
+    try:
+        workflow.experiments(workflow.validate_config(yaml.safe_load(path.read_text()), SCHEMA))
+    finally:
+        assert fingerprint(tmp_path) == before
+
+
+@pytest.mark.parametrize("seeds, key", [("2.0", "experiments.e.seeds"), ("[0, 1.0]", "experiments.e.seeds"),
+                                        ("100000000", "experiments.e.seeds")])
+def test_config_integers_must_be_integers(tmp_path, seeds, key):
+    with pytest.raises(workflow.ConfigError, match=rf"config key {key}"):
+        _validate(tmp_path, f"experiments:\n  e: {{task: parities, seeds: {seeds}}}\n")
+
+
+def test_config_hmm_counts_refuse_floats(tmp_path):
+    with pytest.raises(workflow.ConfigError, match=r"config key experiments\.e\.hmm\.restarts: 5\.0 is not of type"):
+        _validate(tmp_path, "experiments:\n  e: {task: parities, seeds: 2, hmm: {restarts: 5.0}}\n")
+
+
+@pytest.mark.parametrize("key, pattern", [("include", "fc[("), ("exclude", "(?P<x")])
+def test_config_regexes_must_compile(tmp_path, key, pattern):
+    with pytest.raises(workflow.ConfigError, match=rf"config key experiments\.e\.metrics\.{key}: .* is not a valid "
+                                                   "regular expression"):
+        _validate(tmp_path, f"experiments:\n  e: {{task: parities, seeds: 2, metrics: {{{key}: '{pattern}'}}}}\n")
+
+
+@pytest.mark.parametrize("name, key", [
+    ("'..'", r"experiments\.e\.sources"),           # results/e/runs/.. is the experiment directory
+    ("'-rf'", r"experiments\.e\.sources"),          # a run name read as a command-line option
+    ("'a|b'", r"experiments\.e\.sources"),          # breaks a Markdown table row
+])
+def test_config_run_names_that_break_paths_or_tables_are_refused(tmp_path, name, key):
+    with pytest.raises(workflow.ConfigError, match=rf"config key {key}: bad name"):
+        _validate(tmp_path, f"experiments:\n  e:\n    threshold: 0.9\n    sources: {{{name}: /tmp}}\n")
+
+
+def test_config_experiment_names_that_break_paths_are_refused(tmp_path):
+    with pytest.raises(workflow.ConfigError, match=r"config key experiments: bad name 'a/b'"):
+        _validate(tmp_path, "experiments:\n  a/b: {task: parities, seeds: 2}\n")
+
+
+@pytest.mark.parametrize("assignment, key", [("adam_beta1=1.5", "adam_beta1"), ("data_seed=-1", "data_seed"),
+                                             ("momentum=1", "momentum"), ("epochs=2.5", "epochs")])
+def test_train_set_values_are_validated_naming_the_key(tmp_path, capsys, assignment, key):
+    task = "parities" if key in ("momentum", "epochs") else "digits"
+    out = tmp_path / "run"
+    status = main(["train", task, "--seed", "0", "--out", str(out), "--set", assignment, "--no-progress"])
+    line = one_error_line(capsys.readouterr().err, "train")
+    assert status == 2 and f"'{key}'" in line
+    assert not out.exists()  # refused before anything was written
+
+
+def test_markdown_cells_cannot_break_a_table():
+    import pandas as pd
+
+    from trainmap.analysis.tables import markdown_table
+
+    text = markdown_table(pd.DataFrame({"experiment": ["a|b", "two\nlines"], "x": [1, 2]}))
+    rows = text.splitlines()
+    # every row still has exactly two cells: unescaped pipes are the separators only
+    assert len(rows) == 4 and all(len(re.split(r"(?<!\\)\|", row)) == 4 for row in rows), text
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    """Every file trainmap writes gets 0666 less the umask (it used to be 0600 always)."""
+    previous = os.umask(umask)
+    try:
+        atomic.write_text(tmp_path / "a.txt", "x")
+        atomic.write_json(tmp_path / "b.json", {"x": 1})
+        assert main(["train", "parities", "--seed", "0", "--out", str(tmp_path / "run"), "--no-progress",
+                     "--threads", "1", *[a for k, v in TINY_PARITIES.items() for a in ("--set", f"{k}={v}")]]) == 0
+    finally:
+        os.umask(previous)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) > 5
+    modes = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
+    assert set(modes.values()) == {oct(mode)}, modes
