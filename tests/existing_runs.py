@@ -1,7 +1,6 @@
-"""Test helpers: run directories as researchers have them, written without trainmap's own
-writers — a trainmap.Recorder run (docs/design.md "File contracts", written here from
-``trainmap.metrics`` as the Recorder does) and a plain loop's ``step*.safetensors`` files —
-whose weights follow a small MLP through a change of regime at a run-specific step."""
+"""Test helpers: run directories as researchers have them — a ``trainmap.Recorder`` run and
+a plain loop's ``step*.safetensors`` files with a log.csv — whose weights follow a small MLP
+through a change of regime at a run-specific step."""
 
 from __future__ import annotations
 
@@ -47,35 +46,19 @@ def write_checkpoint_run(folder: Path, seed: int, steps: Sequence[int], *, switc
     return folder
 
 
-def recorder_options(**changes) -> dict:
-    """The resolved metric options a Recorder writes into run.json (the engine's defaults)."""
-    from trainmap import _rust_metrics as engine
-
-    return {"include": None, "exclude": engine.DEFAULT_EXCLUDE, "svd": "auto",
-            "exact_max_dim": engine.DEFAULT_EXACT_MAX_DIM, "rank": engine.DEFAULT_RANK, **changes}
-
-
 def write_recorder_run(folder: Path, seed: int, steps: Sequence[int], *, switch: float = 0.5,
-                       keep_checkpoints: bool = False, options: dict | None = None, engine: str | None = None) -> Path:
-    """A trainmap.Recorder run directory (contracts: metrics.csv, log.csv, run.json, and
-    with keep_checkpoints ``checkpoints/step{N:08d}.safetensors``)."""
-    from trainmap import metrics
+                       keep_checkpoints: bool = False, exclude: str | None = None, engine: str | None = None) -> Path:
+    """A run directory recorded by ``trainmap.Recorder`` (with ``engine``: as if another
+    engine build had recorded it)."""
+    from trainmap import Recorder
 
-    folder.mkdir(parents=True, exist_ok=True)
     total = max(steps)
-    options = options or recorder_options()
-    results = []
-    for step in steps:
-        state = weights(seed, step, total, switch)
-        results.append(metrics.weights_metrics(state, **options))
-        if keep_checkpoints:
-            (folder / "checkpoints").mkdir(exist_ok=True)
-            save_file(state, str(folder / "checkpoints" / f"step{step:08d}.safetensors"))
-    metrics.metrics_frame(list(steps), results).to_csv(folder / "metrics.csv", index=False)
-    (folder / "log.csv").write_text(log_rows(steps, total, switch))
-    (folder / "run.json").write_text(json.dumps({
-        "kind": "recorder", "status": "complete", "seed": seed, "steps_recorded": len(steps),
-        "first_step": min(steps), "last_step": max(steps), "options": options,
-        "engine": engine or metrics.ENGINE_FINGERPRINT, "versions": {}, "keep_checkpoints": keep_checkpoints,
-    }))
+    with Recorder(folder, seed=seed, keep_checkpoints=keep_checkpoints, exclude=exclude, threads=1) as recorder:
+        for step in steps:
+            accuracy = 1.0 / (1.0 + np.exp(-12.0 * (step / total - switch)))
+            recorder.record(step, weights(seed, step, total, switch), eval_loss=2.0 * (1 - accuracy),
+                            eval_accuracy=accuracy)
+    if engine is not None:
+        record = json.loads((folder / "run.json").read_text())
+        (folder / "run.json").write_text(json.dumps({**record, "engine": engine}))
     return folder

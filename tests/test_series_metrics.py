@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from existing_runs import recorder_options, write_checkpoint_run, write_recorder_run
+from existing_runs import write_checkpoint_run, write_recorder_run
 from trainmap.cli import main
 from trainmap.metrics import METRIC_NAMES, checkpoint_metrics
 from trainmap.series import SeriesError
@@ -184,7 +184,7 @@ def test_a_recorder_run_is_adopted_under_the_same_engine_and_options(tmp_path):
 
 def test_a_recorder_run_under_other_options_is_recomputed_from_its_checkpoints(tmp_path):
     src = write_recorder_run(tmp_path / "run", seed=3, steps=[0, 5, 10], keep_checkpoints=True,
-                             options=recorder_options(exclude=""))
+                             exclude="")
     record = series_metrics(src, tmp_path / "out", threads=1)
     assert record["metrics"] == "recomputed" and "exclude" in record["metrics_differences"][0]
     expected = [checkpoint_metrics(src / "checkpoints" / f"step{s:08d}.safetensors") for s in (0, 5, 10)]

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from safetensors.numpy import save_file
 
-from existing_runs import recorder_options, weights, write_checkpoint_run, write_recorder_run
+from existing_runs import weights, write_checkpoint_run, write_recorder_run
 from snakemake_runner import dry_run, snakemake
 
 STEPS = list(range(0, 200, 10))
@@ -35,7 +35,7 @@ def sweep(tmp_path_factory) -> tuple[Path, Path, str]:
     write_recorder_run(sweep / "seed_0", 0, STEPS, switch=0.3)  # adopted
     write_recorder_run(sweep / "seed_1", 1, STEPS, switch=0.45, keep_checkpoints=True)  # adopted
     write_recorder_run(sweep / "seed_2", 2, STEPS, switch=0.5, keep_checkpoints=True,
-                       options=recorder_options(exclude=""))  # other options: recomputed from its checkpoints
+                       exclude="")  # other options: recomputed from its checkpoints
     write_checkpoint_run(sweep / "seed_3", 3, STEPS, switch=0.6)
     write_checkpoint_run(sweep / "seed_4", 4, STEPS, switch=0.7)
     config = config_file(root / "config.yaml", f"{sweep}/seed_*")
