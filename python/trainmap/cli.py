@@ -250,9 +250,11 @@ def _add_map(subparsers) -> None:
     p.add_argument("--states", required=True, type=Path, help="states.csv from hmm-decode")
     p.add_argument("--edges", required=True, type=Path, help="edges.csv to write")
     p.add_argument("--figure-dir", type=Path, default=None,
-                   help="write DIR/training_map.svg and DIR/training_map.png")
+                   help="write DIR/training_map.svg, DIR/training_map.png and DIR/training_map.html")
     p.add_argument("--svg", type=Path, default=None, help="SVG path (overrides --figure-dir for the SVG)")
     p.add_argument("--png", type=Path, default=None, help="PNG path (overrides --figure-dir for the PNG)")
+    p.add_argument("--html", type=Path, default=None,
+                   help="interactive page (self-contained HTML; overrides --figure-dir for the page)")
     p.add_argument("--top-features", type=int, default=3, help="features reported per edge (default 3)")
     _add_threshold(p)
     p.set_defaults(run=_run_map)
@@ -263,11 +265,12 @@ def _run_map(args: argparse.Namespace) -> int:
 
     svg = args.svg or (args.figure_dir / "training_map.svg" if args.figure_dir else None)
     png = args.png or (args.figure_dir / "training_map.png" if args.figure_dir else None)
+    page = args.html or (args.figure_dir / "training_map.html" if args.figure_dir else None)
     edges = stages.map_stage(args.run_dirs, args.model, args.states, args.edges, threshold=args.threshold,
                              svg_path=svg, png_path=png, experiment=args.experiment,
-                             accuracy_column=args.accuracy_column, top_k=args.top_features)
-    print(f"wrote {len(edges)} edges to {args.edges}" + (f", map to {svg} and {png}" if svg or png else ""),
-          file=sys.stderr)
+                             accuracy_column=args.accuracy_column, top_k=args.top_features, html_path=page)
+    print(f"wrote {len(edges)} edges to {args.edges}" + (f", map to {svg} and {png}" if svg or png else "")
+          + (f", interactive map to {page}" if page else ""), file=sys.stderr)
     return 0
 
 

@@ -20,6 +20,12 @@ rule training_map:
             subcategory="training map",
         ),
         png="results/{exp}/map/training_map.png",
+        html=report(
+            "results/{exp}/map/training_map.html",
+            caption="../report/training_map_html.rst",
+            category="{exp}",
+            subcategory="training map",
+        ),
     params:
         runs=lambda w: exp_of(w).run_dirs(),
         threshold=lambda w: exp_of(w).threshold_arg(),
@@ -32,7 +38,8 @@ rule training_map:
         "../../envs/trainmap.yaml"
     shell:
         "trainmap map {params.runs} --model {input.model} --states {input.states} {params.threshold}"
-        " --edges {output.edges} --svg {output.svg} --png {output.png} --experiment {wildcards.exp} > {log} 2>&1"
+        " --edges {output.edges} --svg {output.svg} --png {output.png} --html {output.html}"
+        " --experiment {wildcards.exp} > {log} 2>&1"
 
 
 rule regress:

@@ -191,8 +191,10 @@ def map_stage(
     experiment: str | None = None,
     accuracy_column: str = "eval_accuracy",
     top_k: int = 3,
+    html_path: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
-    """``trainmap map``: edges.csv and the training map drawing. Detour states are taken
+    """``trainmap map``: edges.csv and the training map drawing, and with ``html_path``
+    the interactive page (:mod:`trainmap.analysis.interactive`). Detour states are taken
     from the same regression as ``trainmap regress`` (computed here too, so the map does
     not depend on the regression's outputs). Returns the edge frame."""
     saved, traj, all_runs = _decoding_inputs(run_dirs, model_path)
@@ -222,7 +224,31 @@ def map_stage(
         graph = _figures.training_map_graph(edges, summary, n_runs=len(states), detour_states=result.detour_states,
                                             title=title, top_k=top_k)
         _figures.write_graph(graph, svg=svg_path, png=png_path)
+    if html_path is not None:
+        _interactive_map(html_path, edges=edges, states=states, saved=saved, runs=runs, result=result,
+                         conv=conv, threshold=threshold, accuracy_column=accuracy_column, experiment=name)
     return edges
+
+
+# --- the interactive map page (map stage) ------------------------------------------------
+
+def _interactive_map(path, *, edges, states, saved, runs, result, conv, threshold, accuracy_column, experiment):
+    """Write the interactive training map: regression.json's and coefficients.csv's content
+    (the same regression as ``regress``), the model's means, and every run's metrics and log."""
+    from trainmap.analysis.interactive import write_training_map_html
+
+    occ = occupancy({r: f["state"].to_numpy() for r, f in states.items()}, int(saved.model.n_components))
+    regression = {**result.to_dict(), "n_runs_regression": result.n_runs,
+                  "dissimilarity": dissimilarity(occ.to_numpy()), "forking": forking(edges)}
+    table = pd.concat([f.assign(run=r) for r, f in states.items()], ignore_index=True)[["run", "step", "state"]]
+    write_training_map_html(
+        path, edges=edges, states=table, model_means=saved.model.means_, features=saved.features,
+        metrics={r: run.metrics for r, run in runs.items()}, logs={r: run.log for r, run in runs.items()},
+        regression=regression, coefficients=result.coefficients, convergence=conv,
+        criterion=f"first logged step with {accuracy_column} > {threshold:g}",
+        criterion_column=accuracy_column, threshold=threshold, experiment=experiment,
+        zscore_first_n=saved.zscore_first_n,
+    )
 
 
 def regress(
