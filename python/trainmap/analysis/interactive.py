@@ -330,9 +330,10 @@ def _graph_svg(edges: pd.DataFrame, states: pd.DataFrame, n_states: int, detour_
 
 
 def _script_json(data: dict) -> str:
-    """JSON safe inside ``<script type="application/json">`` (no ``</``)."""
+    """JSON safe inside ``<script type="application/json">``: ``<``, ``>`` and ``&`` written as
+    ``\\u`` escapes, so no string (a run id, say) can end the element or open a comment."""
     text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return text.replace("</", "<\\/").replace("<!--", "<\\!--")
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def training_map_html(data: dict, *, edges: pd.DataFrame, states: pd.DataFrame) -> str:

@@ -65,7 +65,7 @@
       ? `${signed(st.coefficient, 4)} steps` + (isNum(st.coefficient_p) ? ` (p = ${fmt(st.coefficient_p, 2)})` : "")
       : "–";
     const rows = D.metric_names.map((name, j) => {
-      const z = fmt(st.z[j], 3);
+      const z = isNum(st.z[j]) ? st.z[j].toFixed(2) : "–";
       return `<tr><td>${esc(D.metric_labels[j])}</td><td>${D.z_from_model[j] ? z : `<i>${z}</i>`}</td>`
         + `<td>${fmt(st.raw[j], 4)}</td></tr>`;
     }).join("");
@@ -195,6 +195,8 @@
     }
     detail.textContent = soloRun ? `Showing run ${soloRun} alone; click it again to show every listed run.`
       : "Click a run to show it alone. Click a state or an edge to list the runs that use it; click the graph's background for all runs.";
+    document.getElementById("selection-info").innerHTML = selection.kind === "state" ? stateTip(D.states[selection.key])
+      : selection.kind === "edge" ? edgeTip(selection.edge) : "";
     const ordered = selection.runs.map((id) => runsById.get(id)).filter(Boolean)
       .sort((a, b) => (isNum(a.convergence_step) ? a.convergence_step : Infinity) - (isNum(b.convergence_step) ? b.convergence_step : Infinity));
     const list = document.getElementById("run-list");
