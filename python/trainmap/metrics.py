@@ -14,7 +14,6 @@ Example
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -22,6 +21,7 @@ from typing import Callable, Iterable, Sequence
 import pandas as pd
 
 from trainmap import _rust_metrics as _engine
+from trainmap.contracts import checkpoint_step
 
 __all__ = [
     "METRIC_NAMES",
@@ -48,15 +48,12 @@ ENGINE_FINGERPRINT: str = _engine.ENGINE_FINGERPRINT
 #: counted tensor of unsupported dtype. Missing files raise ``FileNotFoundError``.
 CheckpointError = _engine.CheckpointError
 
-_STEP = re.compile(r"(\d+)$")
 _SVD_MODES = ("exact", "randomized", "auto")
 
 
-def parse_step(path: str | os.PathLike) -> int | None:
-    """Training step encoded in a checkpoint's file name (``step00001200.safetensors`` → 1200):
-    the trailing integer of the stem, or None when there is none."""
-    match = _STEP.search(Path(path).stem)
-    return int(match.group(1)) if match else None
+#: Training step encoded in a checkpoint's file name (``step00001200.safetensors`` → 1200),
+#: None when the stem does not end in digits: :func:`trainmap.contracts.checkpoint_step`.
+parse_step = checkpoint_step
 
 
 def checkpoint_paths(directory: str | os.PathLike) -> list[Path]:

@@ -7,7 +7,8 @@
     DIR/run.json                              written last, only when the run has ended
     DIR/resume/state.safetensors              resume state while the run is unfinished
 
-Nothing here is pickled: tensors go to safetensors, everything else to JSON or CSV.
+The names (``LOG_COLUMNS``, ``checkpoint_path``, ``checkpoint_steps``) are
+:mod:`trainmap.contracts`'s, re-exported for the training code. Nothing here is pickled: tensors go to safetensors, everything else to JSON or CSV.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -25,6 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from trainmap import atomic
+from trainmap.contracts import LOG_COLUMNS, checkpoint_path, checkpoint_steps
 
 __all__ = [
     "LOG_COLUMNS",
@@ -44,28 +45,11 @@ __all__ = [
     "ensure_writable",
 ]
 
-#: Columns of a training run's log.csv, in order.
-LOG_COLUMNS: tuple[str, ...] = ("step", "epoch", "train_loss", "train_accuracy", "eval_loss", "eval_accuracy")
-
-_STEP_FILE = re.compile(r"^step(\d{8,})\.safetensors$")
 _RESUME_KEY = "trainmap_resume"
 
 
 class ResumeError(ValueError):
     """A resume state that cannot be used (unreadable, or of another run)."""
-
-
-def checkpoint_path(out: Path, step: int) -> Path:
-    """``out/checkpoints/step{step:08d}.safetensors``."""
-    return Path(out) / "checkpoints" / f"step{step:08d}.safetensors"
-
-
-def checkpoint_steps(out: Path) -> list[int]:
-    """Steps of the checkpoint files present in ``out/checkpoints``, ascending."""
-    folder = Path(out) / "checkpoints"
-    if not folder.is_dir():
-        return []
-    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _STEP_FILE.match(p.name)))
 
 
 def checkpoint_bytes(tensors: Mapping[str, torch.Tensor]) -> bytes:

@@ -1,0 +1,318 @@
+"""File contracts: where every file of a run and of an experiment lives, how checkpoint files
+are named, how a training step is read, and the names of the columns stages exchange.
+
+This is the one place these names are written down (docs/design.md "Shape of the system");
+training, the metrics engine's Python side, the Recorder, the analysis and the workflow all
+import them from here. The module is plain data and small functions: importing it costs
+nothing (no numpy, no torch, no engine).
+
+Layout::
+
+    results/{exp}/runs/{run}/checkpoints/step{N:08d}.safetensors
+    results/{exp}/runs/{run}/metrics.csv, log.csv, run.json
+    results/{exp}/hmm/selection.csv, model.npz, states.csv
+    results/{exp}/map/edges.csv, training_map.svg, training_map.png
+    results/{exp}/regression.json, coefficients.csv, convergence.csv, baselines.csv
+    results/{exp}/figures/{model_selection,convergence_histogram,trajectories}.{png,svg}
+    results/table{1,2,4}.{csv,md}
+
+A training step is a non-negative integer that fits in int64. :func:`parse_step` is the
+only function that turns text or numbers into a step; it rejects anything else (negative,
+fractional, ``1e30``, beyond int64) with a message naming the file, never truncating.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+__all__ = [
+    "STEP",
+    "EPOCH",
+    "TRAIN_LOSS",
+    "TRAIN_ACCURACY",
+    "EVAL_LOSS",
+    "EVAL_ACCURACY",
+    "LOG_COLUMNS",
+    "PATH",
+    "SVD",
+    "CONTENT_HASH",
+    "RUN",
+    "STATE",
+    "STATES_COLUMNS",
+    "METRICS_CSV",
+    "LOG_CSV",
+    "RUN_JSON",
+    "CHECKPOINTS_DIR",
+    "CHECKPOINT_SUFFIX",
+    "MAX_STEP",
+    "StepError",
+    "parse_step",
+    "parse_steps",
+    "checkpoint_name",
+    "checkpoint_path",
+    "checkpoint_step",
+    "checkpoint_steps",
+    "RunPaths",
+    "ExperimentPaths",
+    "FIGURES",
+    "TABLES",
+    "table_paths",
+]
+
+# --- columns -----------------------------------------------------------------------------
+
+#: The training step: first column of metrics.csv, log.csv and states.csv.
+STEP = "step"
+EPOCH = "epoch"
+TRAIN_LOSS = "train_loss"
+TRAIN_ACCURACY = "train_accuracy"
+EVAL_LOSS = "eval_loss"
+EVAL_ACCURACY = "eval_accuracy"
+#: Columns of a training run's log.csv, in order (other sources may log a subset, or more).
+LOG_COLUMNS: tuple[str, ...] = (STEP, EPOCH, TRAIN_LOSS, TRAIN_ACCURACY, EVAL_LOSS, EVAL_ACCURACY)
+
+#: metrics.csv: the checkpoint file (when computed from files), how singular values were
+#: computed, and the hash of the counted tensors; the 14 statistics are
+#: ``trainmap.metrics.METRIC_NAMES`` (defined by the engine).
+PATH = "path"
+SVD = "svd"
+CONTENT_HASH = "content_hash"
+
+#: states.csv: one row per checkpoint of every decoded run.
+RUN = "run"
+STATE = "state"
+STATES_COLUMNS: tuple[str, ...] = (RUN, STEP, STATE)
+
+# --- run directory -----------------------------------------------------------------------
+
+METRICS_CSV = "metrics.csv"
+LOG_CSV = "log.csv"
+RUN_JSON = "run.json"
+CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINT_SUFFIX = ".safetensors"
+
+# --- steps -------------------------------------------------------------------------------
+
+#: Largest step: the largest int64.
+MAX_STEP = 2**63 - 1
+# Floats are integers exactly only below 2**53; a larger float step may already be rounded.
+_EXACT_FLOAT = 2**53
+_DIGITS = re.compile(r"^\s*\+?(\d+)\s*$")
+_TRAILING_DIGITS = re.compile(r"(\d+)$")
+
+
+class StepError(ValueError):
+    """A value that is not a valid training step; the message names where it came from."""
+
+
+def _where(source: str | os.PathLike | None) -> str:
+    return f"{os.fspath(source)}: " if source is not None else ""
+
+
+def parse_step(value: Any, source: str | os.PathLike | None = None) -> int:
+    """``value`` as a training step: a non-negative integer within int64.
+
+    Accepts Python/numpy integers, digit strings (``"1200"``, ``"00001200"``) and floats
+    that are exactly integers below 2**53 (CSV readers turn integer columns with gaps into
+    floats). Rejects booleans, negative numbers, fractions, NaN/inf, floats from 2**53 up
+    (``1e30``: no longer exact) and integers beyond int64, raising :class:`StepError`
+    whose message starts with ``source`` (a file name, or "file, row 3").
+    """
+    where = _where(source)
+    if isinstance(value, bool) or value is None:
+        raise StepError(f"{where}{value!r} is not a training step (a non-negative integer)")
+    if isinstance(value, numbers.Integral):
+        step = int(value)
+    elif isinstance(value, numbers.Real):
+        number = float(value)
+        if not math.isfinite(number) or number != math.floor(number):
+            raise StepError(f"{where}{value!r} is not a training step (a non-negative integer)")
+        if abs(number) >= _EXACT_FLOAT:
+            raise StepError(f"{where}step {value!r} is a float too large to be an exact integer; "
+                            "write steps as integers")
+        step = int(number)
+    elif isinstance(value, (str, bytes)):
+        text = value.decode() if isinstance(value, bytes) else value
+        match = _DIGITS.match(text)
+        if match is None:
+            raise StepError(f"{where}{text!r} is not a training step (a non-negative integer)")
+        step = int(match.group(1))
+    else:
+        raise StepError(f"{where}{value!r} ({type(value).__name__}) is not a training step")
+    if step < 0:
+        raise StepError(f"{where}step {step} is negative")
+    if step > MAX_STEP:
+        raise StepError(f"{where}step {step} does not fit in a 64-bit integer")
+    return step
+
+
+def parse_steps(values: Iterable[Any], source: str | os.PathLike | None = None) -> list[int]:
+    """Every value as a step (:func:`parse_step`); the error names ``source`` and the row
+    (1-based, not counting a header)."""
+    out = []
+    for row, value in enumerate(values, 1):
+        try:
+            out.append(parse_step(value))
+        except StepError as exc:
+            where = f"{os.fspath(source)}, row {row}" if source is not None else f"row {row}"
+            raise StepError(f"{where}: {exc}") from None
+    return out
+
+
+def checkpoint_name(step: int) -> str:
+    """File name of the checkpoint of ``step``: ``step{step:08d}.safetensors``."""
+    return f"step{parse_step(step):08d}{CHECKPOINT_SUFFIX}"
+
+
+def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
+    """``run_dir/checkpoints/step{step:08d}.safetensors``."""
+    return Path(run_dir) / CHECKPOINTS_DIR / checkpoint_name(step)
+
+
+def checkpoint_step(path: str | os.PathLike) -> int | None:
+    """Training step a checkpoint file's name carries: the trailing integer of its stem
+    (``step00001200.safetensors`` → 1200, ``model_500.safetensors`` → 500), or None when
+    the stem does not end in digits. A number beyond int64 raises :class:`StepError`
+    naming the file."""
+    match = _TRAILING_DIGITS.search(Path(path).stem)
+    return parse_step(match.group(1), path) if match else None
+
+
+def checkpoint_steps(run_dir: str | os.PathLike) -> list[int]:
+    """Steps of the files named like :func:`checkpoint_name` in ``run_dir/checkpoints``,
+    ascending (other files, e.g. temporaries of an interrupted write, are ignored)."""
+    folder = Path(run_dir) / CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return []
+    steps = []
+    for path in folder.iterdir():
+        name = path.name
+        if name.startswith("step") and name.endswith(CHECKPOINT_SUFFIX) and name[4:-len(CHECKPOINT_SUFFIX)].isdigit():
+            steps.append(parse_step(name[4:-len(CHECKPOINT_SUFFIX)], path))
+    return sorted(steps)
+
+
+# --- run and experiment paths ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The files of one run directory."""
+
+    root: Path
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.root / METRICS_CSV
+
+    @property
+    def log_csv(self) -> Path:
+        return self.root / LOG_CSV
+
+    @property
+    def run_json(self) -> Path:
+        return self.root / RUN_JSON
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINTS_DIR
+
+    def checkpoint(self, step: int) -> Path:
+        return checkpoint_path(self.root, step)
+
+
+#: Figures of the figures stage (each as .png and .svg in ``figures/``).
+FIGURES: tuple[str, ...] = ("model_selection", "convergence_histogram", "trajectories")
+#: Tables of the tables stage (each as .csv and .md in the results directory).
+TABLES: tuple[int, ...] = (1, 2, 4)
+
+
+@dataclass(frozen=True)
+class ExperimentPaths:
+    """Every file of one experiment under ``results/{name}``.
+
+    ``ExperimentPaths("{exp}")`` gives the Snakemake patterns (``results/{exp}/hmm/model.npz``).
+    """
+
+    name: str
+    results: Path = Path("results")
+
+    @property
+    def root(self) -> Path:
+        return Path(self.results) / self.name
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    def run(self, run: str) -> RunPaths:
+        return RunPaths(self.runs_dir / str(run))
+
+    @property
+    def hmm_dir(self) -> Path:
+        return self.root / "hmm"
+
+    @property
+    def selection_csv(self) -> Path:
+        return self.hmm_dir / "selection.csv"
+
+    @property
+    def model_npz(self) -> Path:
+        return self.hmm_dir / "model.npz"
+
+    @property
+    def states_csv(self) -> Path:
+        return self.hmm_dir / "states.csv"
+
+    @property
+    def map_dir(self) -> Path:
+        return self.root / "map"
+
+    @property
+    def edges_csv(self) -> Path:
+        return self.map_dir / "edges.csv"
+
+    @property
+    def map_svg(self) -> Path:
+        return self.map_dir / "training_map.svg"
+
+    @property
+    def map_png(self) -> Path:
+        return self.map_dir / "training_map.png"
+
+    @property
+    def regression_json(self) -> Path:
+        return self.root / "regression.json"
+
+    @property
+    def coefficients_csv(self) -> Path:
+        return self.root / "coefficients.csv"
+
+    @property
+    def convergence_csv(self) -> Path:
+        return self.root / "convergence.csv"
+
+    @property
+    def baselines_csv(self) -> Path:
+        return self.root / "baselines.csv"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.root / "figures"
+
+    def figure(self, name: str, ext: str) -> Path:
+        return self.figures_dir / f"{name}.{ext}"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+
+def table_paths(results: str | os.PathLike = "results") -> list[Path]:
+    """``results/table{1,2,4}.{csv,md}``."""
+    return [Path(results) / f"table{n}.{ext}" for n in TABLES for ext in ("csv", "md")]
