@@ -11,7 +11,7 @@ Layout::
     results/{exp}/runs/{run}/checkpoints/step{N:08d}.safetensors
     results/{exp}/runs/{run}/metrics.csv, log.csv, run.json
     results/{exp}/hmm/selection.csv, model.npz, states.csv
-    results/{exp}/map/edges.csv, training_map.svg, training_map.png
+    results/{exp}/map/edges.csv, training_map.svg, training_map.png, training_map.html
     results/{exp}/regression.json, coefficients.csv, convergence.csv, baselines.csv
     results/{exp}/figures/{model_selection,convergence_histogram,trajectories}.{png,svg}
     results/table{1,2,4}.{csv,md}
@@ -284,6 +284,11 @@ class ExperimentPaths:
     @property
     def map_png(self) -> Path:
         return self.map_dir / "training_map.png"
+
+    @property
+    def map_html(self) -> Path:
+        """The interactive training map (one self-contained page)."""
+        return self.map_dir / "training_map.html"
 
     @property
     def regression_json(self) -> Path:

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from trainmap import atomic
+from trainmap.contracts import EPOCH, RUN, STATE, STEP
 from trainmap.analysis.figures import STATE_COLORS, training_map_graph
 from trainmap.analysis.runs import metric_names, zscore
 from trainmap.analysis.training_map import feature_label, state_summary
@@ -38,7 +39,7 @@ DEFAULT_MAX_POINTS = 250
 
 _ASSETS = Path(__file__).with_name("interactive_assets")
 #: Log columns that are not curves to plot.
-_NOT_CURVES = ("step", "epoch")
+_NOT_CURVES = (STEP, EPOCH)
 
 
 def _num(x, digits: int = 6):
@@ -173,13 +174,13 @@ def page_data(
     """
     n_states = int(np.asarray(model_means).shape[0])
     names = list(metric_names())
-    frame = states.astype({"run": str})
-    run_ids = list(dict.fromkeys(frame["run"]))
+    frame = states.astype({RUN: str})
+    run_ids = list(dict.fromkeys(frame[RUN]))
     paths, steps_by_run = {}, {}
-    for run_id, group in frame.groupby("run", sort=False):
-        group = group.sort_values("step", kind="stable")
-        paths[run_id] = group["state"].to_numpy(int)
-        steps_by_run[run_id] = group["step"].to_numpy(np.int64)
+    for run_id, group in frame.groupby(RUN, sort=False):
+        group = group.sort_values(STEP, kind="stable")
+        paths[run_id] = group[STATE].to_numpy(int)
+        steps_by_run[run_id] = group[STEP].to_numpy(np.int64)
     conv = convergence.copy() if convergence is not None else None
     if conv is not None:
         conv.index = conv.index.astype(str)
@@ -188,7 +189,7 @@ def page_data(
     aligned = {r: _aligned_metrics(metrics.get(r), steps_by_run[r]) for r in run_ids}
     raw, zmean, from_model = _state_metric_means(paths, aligned, n_states, names, model_means, features,
                                                  zscore_first_n)
-    coef = coefficients.set_index(coefficients["state"].astype(int)) if coefficients is not None else None
+    coef = coefficients.set_index(coefficients[STATE].astype(int)) if coefficients is not None else None
     detours = {int(s) for s in regression.get("detour_states", []) or []}
     state_rows = []
     for k in range(n_states):
@@ -272,15 +273,15 @@ def page_data(
 def _aligned_metrics(frame: pd.DataFrame | None, steps: np.ndarray) -> pd.DataFrame:
     """The metrics rows at the decoded steps (NaN where a statistic or step is missing)."""
     names = list(metric_names())
-    out = pd.DataFrame({"step": steps})
+    out = pd.DataFrame({STEP: steps})
     if frame is None:
         for c in names:
             out[c] = np.nan
         return out
     cols = [c for c in names if c in frame.columns]
-    right = frame[["step", *cols]].copy()
-    right["step"] = pd.to_numeric(right["step"], errors="coerce")
-    out = out.merge(right.drop_duplicates("step"), on="step", how="left")
+    right = frame[[STEP, *cols]].copy()
+    right[STEP] = pd.to_numeric(right[STEP], errors="coerce")
+    out = out.merge(right.drop_duplicates(STEP), on=STEP, how="left")
     for c in names:
         if c not in out.columns:
             out[c] = np.nan
@@ -296,10 +297,10 @@ def _order_log_columns(columns: list[str], first: str | None) -> list[str]:
 def _log_payload(log, steps, path, max_points, conv_step) -> dict:
     """A run's logged curves, thinned, each point with the state decoded at the last
     checkpoint at or before its step (the first state before the first checkpoint)."""
-    if log is None or "step" not in log.columns or len(log) == 0:
+    if log is None or STEP not in log.columns or len(log) == 0:
         return {"steps": [], "states": [], "columns": {}}
-    log = log.sort_values("step", kind="stable")
-    log_steps = pd.to_numeric(log["step"], errors="coerce").to_numpy(float)
+    log = log.sort_values(STEP, kind="stable")
+    log_steps = pd.to_numeric(log[STEP], errors="coerce").to_numpy(float)
     at = np.clip(np.searchsorted(steps, log_steps, side="right") - 1, 0, len(path) - 1)
     log_states = path[at]
     change = np.nonzero(log_states[1:] != log_states[:-1])[0] + 1
@@ -320,7 +321,7 @@ def _log_payload(log, steps, path, max_points, conv_step) -> dict:
 
 def _graph_svg(edges: pd.DataFrame, states: pd.DataFrame, n_states: int, detour_states) -> str:
     """The static map's Graphviz drawing (same layout, no title or edge table) as inline SVG."""
-    paths = {r: g.sort_values("step")["state"].to_numpy(int) for r, g in states.astype({"run": str}).groupby("run")}
+    paths = {r: g.sort_values(STEP)[STATE].to_numpy(int) for r, g in states.astype({RUN: str}).groupby(RUN)}
     summary = state_summary(paths, n_states)
     top_k = sum(1 for c in edges.columns if c.startswith("feature_"))
     graph = training_map_graph(edges, summary, n_runs=len(paths), detour_states=detour_states, title="",

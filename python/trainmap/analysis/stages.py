@@ -236,11 +236,12 @@ def _interactive_map(path, *, edges, states, saved, runs, result, conv, threshol
     """Write the interactive training map: regression.json's and coefficients.csv's content
     (the same regression as ``regress``), the model's means, and every run's metrics and log."""
     from trainmap.analysis.interactive import write_training_map_html
+    from trainmap.contracts import RUN, STATES_COLUMNS
 
     occ = occupancy({r: f["state"].to_numpy() for r, f in states.items()}, int(saved.model.n_components))
     regression = {**result.to_dict(), "n_runs_regression": result.n_runs,
                   "dissimilarity": dissimilarity(occ.to_numpy()), "forking": forking(edges)}
-    table = pd.concat([f.assign(run=r) for r, f in states.items()], ignore_index=True)[["run", "step", "state"]]
+    table = pd.concat([f.assign(**{RUN: r}) for r, f in states.items()], ignore_index=True)[list(STATES_COLUMNS)]
     write_training_map_html(
         path, edges=edges, states=table, model_means=saved.model.means_, features=saved.features,
         metrics={r: run.metrics for r, run in runs.items()}, logs={r: run.log for r, run in runs.items()},
