@@ -73,7 +73,11 @@ def _visits(path: np.ndarray) -> list[tuple[int, int, int]]:
     return [(int(path[a]), int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def _state_entries(paths, steps_by_run, n_states):
+def _mean_or_nan(values) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def _state_visits(paths, steps_by_run, n_states):
     """Per state: runs visiting, and the mean dwell of a visit in checkpoints and in steps.
 
     A visit's dwell in steps runs from the step where the run enters the state to the step
@@ -90,26 +94,20 @@ def _state_entries(paths, steps_by_run, n_states):
         for k, a, b in _visits(path):
             dwell_ckpt[k].append(b - a)
             dwell_steps[k].append(float(steps[min(b, len(steps) - 1)] - steps[a]))
-    mean = lambda xs: float(np.mean(xs)) if xs else float("nan")  # noqa: E731
-    return runs, [mean(x) for x in dwell_ckpt], [mean(x) for x in dwell_steps]
+    return runs, [_mean_or_nan(x) for x in dwell_ckpt], [_mean_or_nan(x) for x in dwell_steps]
 
 
 def _state_metric_means(paths, metrics, n_states, names, model_means, features, zscore_first_n):
     """Per state and metric: raw mean over the checkpoints decoded as the state, and the
     mean in z units — the model's μ_k for the model's features, else the mean of the
-    per-run z-scores (same z-scoring as the model) over those checkpoints."""
+    per-run z-scores (same z-scoring as the model) over those checkpoints. ``metrics``:
+    per run, a frame with every column of ``names`` aligned with the run's path."""
     raw_sum = np.zeros((n_states, len(names)))
     raw_n = np.zeros((n_states, len(names)))
     z_sum = np.zeros((n_states, len(names)))
     z_n = np.zeros((n_states, len(names)))
     for run_id, path in paths.items():
-        frame = metrics.get(run_id)
-        if frame is None:
-            continue
-        values = np.column_stack([
-            pd.to_numeric(frame[c], errors="coerce").to_numpy(float) if c in frame.columns
-            else np.full(len(frame), np.nan) for c in names
-        ])
+        values = metrics[run_id][names].apply(pd.to_numeric, errors="coerce").to_numpy(float)
         with np.errstate(invalid="ignore", divide="ignore"):
             z, _ = zscore(values, zscore_first_n)
         onehot = np.eye(n_states)[path]  # (T, K)
@@ -129,6 +127,7 @@ def _state_metric_means(paths, metrics, n_states, names, model_means, features, 
 
 
 def _lookup(conv, run_id, column, default=None):
+    """``conv.loc[run_id, column]``, or ``default`` when the table, run or column is missing."""
     if conv is None or run_id not in conv.index or column not in conv.columns:
         return default
     return conv.loc[run_id, column]
@@ -185,7 +184,7 @@ def page_data(
     if conv is not None:
         conv.index = conv.index.astype(str)
 
-    visiting, dwell_ckpt, dwell_steps = _state_entries(paths, steps_by_run, n_states)
+    visiting, dwell_ckpt, dwell_steps = _state_visits(paths, steps_by_run, n_states)
     aligned = {r: _aligned_metrics(metrics.get(r), steps_by_run[r]) for r in run_ids}
     raw, zmean, from_model = _state_metric_means(paths, aligned, n_states, names, model_means, features,
                                                  zscore_first_n)
@@ -290,8 +289,7 @@ def _aligned_metrics(frame: pd.DataFrame | None, steps: np.ndarray) -> pd.DataFr
 
 def _order_log_columns(columns: list[str], first: str | None) -> list[str]:
     """Eval columns first (the criterion's column at the head), then the rest."""
-    order = sorted(columns, key=lambda c: (c != first, not c.startswith("eval"), columns.index(c)))
-    return order
+    return sorted(columns, key=lambda c: (c != first, not c.startswith("eval"), columns.index(c)))
 
 
 def _log_payload(log, steps, path, max_points, conv_step) -> dict:
