@@ -74,10 +74,14 @@ def test_bad_training_setting_stops_with_its_name(tmp_path):
     assert "experiments.p.train" in output and "lr" in output
 
 
-def test_missing_dataset_stops_at_the_start(tmp_path):
-    result = snakemake(tmp_path, "--dry-run", "--config", f"data_dir={tmp_path / 'nowhere'}")
+def test_missing_dataset_stops_a_real_run_at_the_start(tmp_path):
+    """A run whose plan trains MNIST and CIFAR-100 without their files stops before any job,
+    naming data_dir and the files (a dry run plans without them: tests/test_front_door.py)."""
+    result = snakemake(tmp_path, "--cores", "1", "results/mnist/runs/0/run.json", "results/cifar100/runs/0/run.json",
+                       "--config", f"data_dir={tmp_path / 'nowhere'}")
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "config key data_dir" in output
     assert "train-images-idx3-ubyte.gz" in output and "cifar-100-python.tar.gz" in output
     assert "download=true" in output
+    assert not (tmp_path / "results").exists()
