@@ -2,7 +2,8 @@
 # Create .venv at the repository root when missing and install the locked environment
 # into it: every dependency at the exact version in requirements.lock, then trainmap
 # itself (editable; maturin builds the Rust metrics engine into the package). Also makes
-# sure Graphviz's `dot`, which draws the training maps, is on PATH.
+# sure Graphviz's `dot`, which draws the training maps, is on PATH, and a headless
+# Chromium with its chromedriver, which the interactive map's browser tests drive.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,5 +26,16 @@ if ! command -v dot >/dev/null 2>&1; then
     else
         echo "warning: Graphviz 'dot' is not on PATH; install it (apt install graphviz," \
              "brew install graphviz or conda install graphviz) to draw training maps" >&2
+    fi
+fi
+
+if ! { command -v chromium >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1; } \
+        || ! command -v chromedriver >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "== installing Chromium and chromedriver from Debian packages (browser tests of the interactive map)"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "warning: no Chromium/chromedriver on PATH; the interactive map's browser tests will be skipped" \
+             "(apt install chromium chromium-driver, or set TRAINMAP_CHROME and TRAINMAP_CHROMEDRIVER)" >&2
     fi
 fi

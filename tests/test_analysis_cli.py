@@ -194,8 +194,8 @@ def test_unvisited_state_is_reported_not_a_crash(pipeline, tmp_path):
                      str(tmp_path / "c.csv"), "--convergence-csv", str(tmp_path / "conv.csv"), "--model",
                      str(tmp_path / "model.npz"), "--threshold", "0.9"]) == 0
     assert main(["map", *runs, "--model", str(tmp_path / "model.npz"), "--states", str(st), "--regression",
-                 str(tmp_path / "r.json"), "--edges", str(tmp_path / "edges.csv"), "--figure-dir", str(tmp_path),
-                 "--threshold", "0.9"]) == 0
+                 str(tmp_path / "r.json"), "--coefficients", str(tmp_path / "c.csv"), "--edges",
+                 str(tmp_path / "edges.csv"), "--figure-dir", str(tmp_path), "--threshold", "0.9"]) == 0
     assert "not visited" in (tmp_path / "training_map.svg").read_text(encoding="utf-8")
     reg = json.loads((tmp_path / "r.json").read_text())
     assert reg["n_states"] == 4 and reg["unvisited_states"] == [3]

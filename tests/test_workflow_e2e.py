@@ -43,7 +43,7 @@ def test_every_target_exists(completed):
     for exp in EXPERIMENTS:
         root = completed / "results" / exp
         for path in ("hmm/selection.csv", "hmm/model.npz", "hmm/states.csv", "map/edges.csv",
-                     "map/training_map.svg", "map/training_map.png", "regression.json", "coefficients.csv",
+                     "map/training_map.svg", "map/training_map.png", "map/training_map.html", "regression.json", "coefficients.csv",
                      "baselines.csv", *(f"figures/{f}.{e}" for f in FIGURES for e in ("png", "svg"))):
             assert (root / path).stat().st_size > 0, f"{exp}/{path}"
         for run in range(4):
@@ -69,7 +69,7 @@ def test_report_includes_every_figure_and_table(completed, tmp_path):
     result = snakemake(completed, "--configfile", str(TINY_CONFIG), "--report", str(report))
     assert result.returncode == 0, result.stderr[-3000:]
     html = report.read_text(errors="replace")
-    for name in (*(f"{f}.png" for f in FIGURES), "training_map.svg", "table1.csv", "table2.md", "table4.csv",
+    for name in (*(f"{f}.png" for f in FIGURES), "training_map.svg", "training_map.html", "table1.csv", "table2.md", "table4.csv",
                  "coefficients.csv", "edges.csv", "selection.csv"):
         assert name in html, name
 

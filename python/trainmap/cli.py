@@ -13,7 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from trainmap.contracts import MAP_PNG, MAP_SVG
+from trainmap.contracts import MAP_HTML, MAP_PNG, MAP_SVG
 from trainmap.options import (
     BaselineOptions,
     FiguresOptions,
@@ -280,9 +280,15 @@ def _add_map(subparsers) -> None:
     p.add_argument("--states", required=True, type=Path, help="states.csv from hmm-decode")
     p.add_argument("--regression", required=True, type=Path, help="regression.json from regress")
     p.add_argument("--edges", required=True, type=Path, help="edges.csv to write")
-    p.add_argument("--figure-dir", type=Path, default=None, help="write DIR/training_map.svg and DIR/training_map.png")
+    p.add_argument("--figure-dir", type=Path, default=None,
+                   help="write DIR/training_map.svg, DIR/training_map.png and DIR/training_map.html")
     p.add_argument("--svg", type=Path, default=None, help="SVG path (overrides --figure-dir for the SVG)")
     p.add_argument("--png", type=Path, default=None, help="PNG path (overrides --figure-dir for the PNG)")
+    p.add_argument("--html", type=Path, default=None,
+                   help="interactive page, one self-contained HTML file (overrides --figure-dir for the page)")
+    p.add_argument("--coefficients", type=Path, default=None,
+                   help="coefficients.csv from regress, shown on the interactive page "
+                   "(default: the coefficients.csv beside --regression)")
     MapOptions.add_arguments(p, require_convergence=False)
     p.set_defaults(run=_run_map)
 
@@ -292,10 +298,12 @@ def _run_map(args: argparse.Namespace) -> int:
 
     svg = args.svg or (args.figure_dir / MAP_SVG if args.figure_dir else None)
     png = args.png or (args.figure_dir / MAP_PNG if args.figure_dir else None)
+    page = args.html or (args.figure_dir / MAP_HTML if args.figure_dir else None)
     edges = stages.map(args.run_dirs, args.model, args.states, args.regression, args.edges,
-                       MapOptions.from_args(args), svg_path=svg, png_path=png)
-    print(f"wrote {len(edges)} edges to {args.edges}" + (f", map to {svg} and {png}" if svg or png else ""),
-          file=sys.stderr)
+                       MapOptions.from_args(args), svg_path=svg, png_path=png, html_path=page,
+                       coefficients_path=args.coefficients)
+    print(f"wrote {len(edges)} edges to {args.edges}" + (f", map to {svg} and {png}" if svg or png else "")
+          + (f", interactive map to {page}" if page else ""), file=sys.stderr)
     return 0
 
 
@@ -386,7 +394,7 @@ _FILE_OPTIONS: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
     "metrics": ({"output": "csv"}, ("inputs",)),
     "hmm-select": ({"selection_csv": "csv", "model": "npz"}, ("run_dirs",)),
     "hmm-decode": ({"states": "csv"}, ("run_dirs", "model")),
-    "map": ({"edges": "csv", "svg": "svg", "png": "png"}, ("run_dirs", "model", "states", "regression")),
+    "map": ({"edges": "csv", "svg": "svg", "png": "png", "html": "html"}, ("run_dirs", "model", "states", "regression", "coefficients")),
     "regress": ({"out": "json", "coefficients": "csv", "convergence_csv": "csv"}, ("run_dirs", "states", "model")),
     "baselines": ({"out": "csv"}, ("run_dirs",)),
     "figures": ({}, ("run_dirs", "selection_csv", "states", "convergence_csv")),

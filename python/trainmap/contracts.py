@@ -11,7 +11,7 @@ Layout::
     results/{exp}/runs/{run}/checkpoints/step{N:08d}.safetensors
     results/{exp}/runs/{run}/metrics.csv, log.csv, run.json
     results/{exp}/hmm/selection.csv, model.npz, states.csv
-    results/{exp}/map/edges.csv, training_map.svg, training_map.png
+    results/{exp}/map/edges.csv, training_map.svg, training_map.png, training_map.html
     results/{exp}/regression.json, coefficients.csv, convergence.csv, baselines.csv
     results/{exp}/figures/{model_selection,convergence_histogram,trajectories}.{png,svg}
     results/table{1,2,4}.{csv,md}
@@ -61,6 +61,8 @@ __all__ = [
     "RunPaths",
     "ExperimentPaths",
     "MAP_SVG",
+    "MAP_HTML",
+    "COEFFICIENTS_CSV",
     "MAP_PNG",
     "FIGURES",
     "TABLES",
@@ -231,6 +233,8 @@ class RunPaths:
 #: File names of the training map drawing (in ``map/``).
 MAP_SVG = "training_map.svg"
 MAP_PNG = "training_map.png"
+MAP_HTML = "training_map.html"
+COEFFICIENTS_CSV = "coefficients.csv"
 #: Figures of the figures stage (each as .png and .svg in ``figures/``).
 FIGURES: tuple[str, ...] = ("model_selection", "convergence_histogram", "trajectories")
 #: Tables of the tables stage (each as .csv and .md in the results directory).
@@ -297,12 +301,17 @@ class ExperimentPaths:
         return self.map_dir / MAP_PNG
 
     @property
+    def map_html(self) -> Path:
+        """The interactive training map (one self-contained page)."""
+        return self.map_dir / MAP_HTML
+
+    @property
     def regression_json(self) -> Path:
         return self.root / "regression.json"
 
     @property
     def coefficients_csv(self) -> Path:
-        return self.root / "coefficients.csv"
+        return self.root / COEFFICIENTS_CSV
 
     @property
     def convergence_csv(self) -> Path:

@@ -42,10 +42,11 @@ _FORMAT_SUFFIXES: dict[str, tuple[str, ...]] = {
     "markdown": (".md",),
     "svg": (".svg",),
     "png": (".png",),
+    "html": (".html", ".htm"),
 }
 _FOREIGN_SUFFIXES = (
     ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".npz", ".npy", ".gz", ".tar", ".zip", ".png", ".svg",
-    ".pdf", ".csv", ".json", ".md", ".yaml", ".yml",
+    ".pdf", ".csv", ".json", ".md", ".yaml", ".yml", ".html",
 )
 
 

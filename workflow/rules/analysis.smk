@@ -38,6 +38,7 @@ rule map:
         model="results/{exp}/hmm/model.npz",
         states="results/{exp}/hmm/states.csv",
         regression="results/{exp}/regression.json",
+        coefficients="results/{exp}/coefficients.csv",
     output:
         edges=report(
             "results/{exp}/map/edges.csv",
@@ -52,6 +53,12 @@ rule map:
             subcategory="training map",
         ),
         png="results/{exp}/map/training_map.png",
+        html=report(
+            "results/{exp}/map/training_map.html",
+            caption="../report/training_map_html.rst",
+            category="{exp}",
+            subcategory="training map",
+        ),
     params:
         runs=lambda w: exp_of(w).run_dirs(),
         convergence=lambda w: exp_of(w).convergence_arg(),
@@ -64,7 +71,8 @@ rule map:
         "../../envs/trainmap.yaml"
     shell:
         "trainmap map {params.runs} --model {input.model} --states {input.states} --regression {input.regression}"
-        " {params.convergence} --edges {output.edges} --svg {output.svg} --png {output.png}"
+        " --coefficients {input.coefficients}"
+        " {params.convergence} --edges {output.edges} --svg {output.svg} --png {output.png} --html {output.html}"
         " --experiment {wildcards.exp} > {log} 2>&1"
 
 

@@ -222,9 +222,14 @@ def read_regression(path: str | os.PathLike) -> dict:
 
 def map(run_dirs: Sequence[str | os.PathLike], model_path: str | os.PathLike, states_path: str | os.PathLike,
         regression_path: str | os.PathLike, edges_path: str | os.PathLike, options: MapOptions | None = None, *,
-        svg_path: str | os.PathLike | None = None, png_path: str | os.PathLike | None = None) -> pd.DataFrame:
-    """``trainmap map``: edges.csv and the training map drawing. Detour states and
-    convergence steps come from regression.json. Returns the edge frame."""
+        svg_path: str | os.PathLike | None = None, png_path: str | os.PathLike | None = None,
+        html_path: str | os.PathLike | None = None,
+        coefficients_path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """``trainmap map``: edges.csv, the training map drawing and, with ``html_path``, the
+    interactive page (:mod:`trainmap.analysis.interactive`). Detour states and convergence
+    steps come from regression.json, the page's coefficients from ``coefficients_path``
+    (default: the coefficients.csv beside regression.json; both written by ``regress``).
+    Returns the edge frame."""
     options = options or MapOptions()
     saved = load_model(model_path)
     states = read_states(states_path)
@@ -255,7 +260,34 @@ def map(run_dirs: Sequence[str | os.PathLike], model_path: str | os.PathLike, st
         graph = _figures.training_map_graph(edges, state_summary(paths, n_states), n_runs=len(states),
                                             detour_states=detours, title=title, top_k=options.top_features)
         _figures.write_graph(graph, svg=svg_path, png=png_path)
+    if html_path is not None:
+        _interactive_map(html_path, edges=edges, states=states, saved=saved, runs=runs, reg=reg,
+                         coefficients_path=coefficients_path or Path(regression_path).with_name(contracts.COEFFICIENTS_CSV),
+                         experiment=_name(options, run_dirs) or "")
     return edges
+
+
+def _interactive_map(path, *, edges, states, saved, runs, reg, coefficients_path, experiment) -> None:
+    """Write the interactive training map from regress's outputs, the model's means and
+    every run's metrics and log."""
+    from trainmap.analysis.interactive import write_training_map_html
+
+    criterion = Criterion.parse(reg["convergence"]["text"], "regression.json convergence")
+    conv = pd.DataFrame(
+        {"convergence_step": [np.nan if r["convergence_step"] is None else float(r["convergence_step"])
+                              for r in reg["runs"]],
+         "converged": [bool(r["converged"]) for r in reg["runs"]]},
+        index=[r["run"] for r in reg["runs"]])
+    coefficients = read_csv(coefficients_path, columns=(contracts.STATE, "coefficient"), what="coefficients.csv")
+    table = pd.concat([f.assign(**{contracts.RUN: r}) for r, f in states.items()],
+                      ignore_index=True)[list(contracts.STATES_COLUMNS)]
+    write_training_map_html(
+        path, edges=edges, states=table, model_means=saved.model.means_, features=saved.features,
+        metrics={r: run.metrics for r, run in runs.items()}, logs={r: run.log for r, run in runs.items()},
+        regression=reg, coefficients=coefficients, convergence=conv, criterion=str(criterion),
+        criterion_column=criterion.column, threshold=criterion.threshold, experiment=experiment,
+        zscore_first_n=saved.zscore_first_n,
+    )
 
 
 def baselines(run_dirs: Sequence[str | os.PathLike], out_path: str | os.PathLike,
