@@ -32,6 +32,9 @@ def _add_metrics(subparsers) -> None:
     p.add_argument("--include", default=None, help="regex: only tensors whose name matches count")
     p.add_argument("--exclude", default=None,
                    help="regex replacing the default exclusion of embeddings and norm layers ('' excludes nothing)")
+    p.add_argument("--device", default="auto",
+                   help="auto (a CUDA GPU when torch sees one, else the Rust engine), cpu (the engine), "
+                   "cuda or cuda:N (torch on that GPU; singular values always exact there)")
     p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
     p.set_defaults(run=_run_metrics)
 
@@ -55,6 +58,7 @@ def _run_metrics(args: argparse.Namespace) -> int:
             exact_max_dim=args.exact_max_dim,
             rank=args.rank,
             progress=lambda done: bar.update(done - bar.n),
+            device=args.device,
         )
     atomic.write_csv(args.output, frame)
     print(f"wrote {len(frame)} rows to {args.output}", file=sys.stderr)

@@ -27,6 +27,7 @@ __all__ = [
     "METRIC_NAMES",
     "DEFAULT_EXCLUDE",
     "DEFAULT_EXACT_MAX_DIM",
+    "DEFAULT_DEVICE",
     "ENGINE_FINGERPRINT",
     "CheckpointError",
     "checkpoint_metrics",
@@ -50,6 +51,9 @@ CheckpointError = _engine.CheckpointError
 
 _STEP = re.compile(r"(\d+)$")
 _SVD_MODES = ("exact", "randomized", "auto")
+#: Where the statistics are computed: "auto" (a CUDA GPU when torch sees one, else the
+#: engine), "cpu" (the Rust engine) or "cuda" / "cuda:N" (torch on that GPU).
+DEFAULT_DEVICE = "auto"
 
 
 def parse_step(path: str | os.PathLike) -> int | None:
@@ -85,6 +89,16 @@ def _check_svd(svd: str) -> None:
         raise ValueError(f"svd must be one of {', '.join(_SVD_MODES)}, not {svd!r}")
 
 
+def _torch_device(device: str, svd: str):
+    """The torch device to compute on, or None for the Rust engine (see
+    :func:`trainmap.metrics_torch.resolve_device`). torch is imported only when needed."""
+    if device == "cpu":
+        return None
+    from trainmap import metrics_torch
+
+    return metrics_torch.resolve_device(device, svd)
+
+
 def _emit(warning_messages: Iterable[str]) -> None:
     for message in warning_messages:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
@@ -99,6 +113,7 @@ def checkpoint_metrics(
     exact_max_dim: int | None = None,
     rank: int | None = None,
     threads: int | None = None,
+    device: str = DEFAULT_DEVICE,
 ) -> dict[str, float]:
     """The 14 statistics of one checkpoint, as ``{name: value}`` in :data:`METRIC_NAMES` order.
 
@@ -112,12 +127,23 @@ def checkpoint_metrics(
     exact_max_dim : threshold of ``svd="auto"`` (default :data:`DEFAULT_EXACT_MAX_DIM`).
     rank : leading singular values computed in randomized mode (default 64).
     threads : worker threads (default: all CPUs available to this process).
+    device : ``"auto"`` (a CUDA GPU when torch sees one, else the engine), ``"cpu"`` (the
+        Rust engine) or ``"cuda"``/``"cuda:N"``. On a GPU singular values are always exact
+        (``exact_max_dim``, ``rank`` and ``threads`` do not apply; ``svd="randomized"`` is
+        an error there and makes ``"auto"`` choose the engine).
 
     A statistic with nothing to average (e.g. a model without biases) is NaN. Tensors with
     non-finite values make the statistics they enter NaN and raise a ``RuntimeWarning``
     naming them.
     """
     _check_svd(svd)
+    torch_device = _torch_device(device, svd)
+    if torch_device is not None:
+        from trainmap import metrics_torch
+
+        values, _, notes = metrics_torch.checkpoint_metrics(path, device=torch_device, include=include, exclude=exclude)
+        _emit(notes)
+        return values
     stats = _engine.checkpoint_stats(
         os.fspath(path),
         svd=svd,
@@ -141,6 +167,7 @@ def trajectory_metrics(
     exact_max_dim: int | None = None,
     rank: int | None = None,
     progress: Callable[[int], object] | None = None,
+    device: str = DEFAULT_DEVICE,
 ) -> pd.DataFrame:
     """Statistics of many checkpoints, computed in parallel, one row per path in order.
 
@@ -153,6 +180,14 @@ def trajectory_metrics(
     """
     _check_svd(svd)
     paths = [os.fspath(p) for p in paths]
+    torch_device = _torch_device(device, svd)
+    if torch_device is not None:
+        from trainmap import metrics_torch
+
+        results = metrics_torch.trajectory_results(
+            paths, device=torch_device, include=include, exclude=exclude, progress=progress
+        )
+        return _frame(paths, [list(values.values()) for values, _ in results], [label for _, label in results])
     results = _engine.trajectory_stats(
         paths,
         svd=svd,
@@ -165,10 +200,15 @@ def trajectory_metrics(
     )
     for stats in results:
         _emit(stats.warnings)
-    frame = pd.DataFrame([stats.values for stats in results], columns=list(METRIC_NAMES), dtype="float64")
+    return _frame(paths, [stats.values for stats in results], [stats.svd for stats in results])
+
+
+def _frame(paths: list[str], values: list[list[float]], svd_labels: list[str]) -> pd.DataFrame:
+    """trajectory_metrics' frame: path, step, the 14 statistics, svd."""
+    frame = pd.DataFrame(values, columns=list(METRIC_NAMES), dtype="float64")
     frame.insert(0, "step", pd.array([parse_step(p) for p in paths], dtype="Int64"))
     frame.insert(0, "path", paths)
-    frame["svd"] = [stats.svd for stats in results]
+    frame["svd"] = svd_labels
     return frame
 
 

@@ -136,7 +136,8 @@ class Experiment:
 
     def metrics_args(self) -> str:
         m = self.metrics
-        args = [f"--svd {m['svd']}", f"--exact-max-dim {m['exact_max_dim']}", f"--rank {m['rank']}"]
+        args = [f"--svd {m['svd']}", f"--exact-max-dim {m['exact_max_dim']}", f"--rank {m['rank']}",
+                f"--device {m['device']}"]
         if m["include"] is not None:
             args.append(f"--include {shlex.quote(m['include'])}")
         if m["exclude"] is not None:
