@@ -32,7 +32,7 @@ def test_directory_rows_are_ordered_by_step(run_dir, tmp_path):
     assert main(["metrics", str(folder), "-o", str(out), "--threads", "2", "--no-progress"]) == 0
     frame = pd.read_csv(out)
     assert list(frame["step"]) == [0, 20, 1000]
-    assert list(frame.columns) == ["path", "step", *METRIC_NAMES, "svd"]
+    assert list(frame.columns) == ["path", "step", *METRIC_NAMES, "svd", "content_hash"]
     for row in frame.itertuples(index=False):
         expected = reference_metrics(models[row.step])
         for name in METRIC_NAMES:

@@ -1,14 +1,16 @@
 """Per-checkpoint weight statistics (Hu et al. 2023, Appendix B), computed by the Rust
 engine ``trainmap._rust_metrics``.
 
-The engine reads ``.safetensors`` checkpoints through a memory map, one tensor at a time,
-in float64, in parallel over tensors and checkpoints, with the GIL released. Which tensors
-count, and the exact definition of each column, are in ``docs/metrics.md``.
+The engine reads ``.safetensors`` checkpoints one tensor at a time, or tensors already in
+memory (a model, a state dict) in place, in float64, in parallel over tensors and
+checkpoints, with the GIL released. Which tensors count, and the exact definition of each
+column, are in ``docs/metrics.md``.
 
 Example
 -------
->>> from trainmap.metrics import trajectory_metrics, checkpoint_paths
+>>> from trainmap.metrics import trajectory_metrics, checkpoint_paths, weights_metrics
 >>> frame = trajectory_metrics(checkpoint_paths("runs/0/checkpoints"), threads=4)
+>>> weights_metrics(model)["spectral"]
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from trainmap import _rust_metrics as _engine
@@ -30,7 +33,11 @@ __all__ = [
     "DEFAULT_DEVICE",
     "ENGINE_FINGERPRINT",
     "CheckpointError",
+    "RESULT_COLUMNS",
     "checkpoint_metrics",
+    "weights_metrics",
+    "select_tensors",
+    "metrics_frame",
     "trajectory_metrics",
     "checkpoint_paths",
     "parse_step",
@@ -48,6 +55,10 @@ ENGINE_FINGERPRINT: str = _engine.ENGINE_FINGERPRINT
 #: Raised (a ``ValueError``) for a file that is not a valid safetensors checkpoint, or a
 #: counted tensor of unsupported dtype. Missing files raise ``FileNotFoundError``.
 CheckpointError = _engine.CheckpointError
+#: Keys of every per-checkpoint result and columns of metrics.csv after ``step``: the 14
+#: statistics, ``svd`` (how singular values were obtained) and ``content_hash`` (hex
+#: xxh3-128 of the counted tensors' names, dtypes, shapes and bytes, in name order).
+RESULT_COLUMNS: tuple[str, ...] = (*METRIC_NAMES, "svd", "content_hash")
 
 _STEP = re.compile(r"(\d+)$")
 _SVD_MODES = ("exact", "randomized", "auto")
@@ -114,8 +125,9 @@ def checkpoint_metrics(
     rank: int | None = None,
     threads: int | None = None,
     device: str = DEFAULT_DEVICE,
-) -> dict[str, float]:
-    """The 14 statistics of one checkpoint, as ``{name: value}`` in :data:`METRIC_NAMES` order.
+) -> dict[str, Any]:
+    """The statistics of one checkpoint: ``{column: value}`` for the :data:`RESULT_COLUMNS`
+    (the 14 :data:`METRIC_NAMES` as floats, then ``svd`` and ``content_hash`` as strings).
 
     Parameters
     ----------
@@ -126,11 +138,13 @@ def checkpoint_metrics(
     exclude : regex replacing :data:`DEFAULT_EXCLUDE`; ``""`` excludes nothing.
     exact_max_dim : threshold of ``svd="auto"`` (default :data:`DEFAULT_EXACT_MAX_DIM`).
     rank : leading singular values computed in randomized mode (default 64).
-    threads : worker threads (default: all CPUs available to this process).
+    threads : worker threads (default, and at most: all CPUs available to this process;
+        more gives a ``RuntimeWarning`` and is capped).
     device : ``"auto"`` (a CUDA GPU when torch sees one, else the engine), ``"cpu"`` (the
-        Rust engine) or ``"cuda"``/``"cuda:N"``. On a GPU singular values are always exact
-        (``exact_max_dim``, ``rank`` and ``threads`` do not apply; ``svd="randomized"`` is
-        an error there and makes ``"auto"`` choose the engine).
+        Rust engine) or ``"cuda"``/``"cuda:N"`` (``trainmap.metrics_torch``). On a GPU
+        singular values are always exact (``exact_max_dim``, ``rank`` and ``threads`` do
+        not apply; ``svd="randomized"`` is an error there and makes ``"auto"`` choose the
+        engine).
 
     A statistic with nothing to average (e.g. a model without biases) is NaN. Tensors with
     non-finite values make the statistics they enter NaN and raise a ``RuntimeWarning``
@@ -141,9 +155,9 @@ def checkpoint_metrics(
     if torch_device is not None:
         from trainmap import metrics_torch
 
-        values, _, notes = metrics_torch.checkpoint_metrics(path, device=torch_device, include=include, exclude=exclude)
+        result, notes = metrics_torch.checkpoint_metrics(path, device=torch_device, include=include, exclude=exclude)
         _emit(notes)
-        return values
+        return result
     stats = _engine.checkpoint_stats(
         os.fspath(path),
         svd=svd,
@@ -154,7 +168,7 @@ def checkpoint_metrics(
         exclude=exclude,
     )
     _emit(stats.warnings)
-    return dict(zip(METRIC_NAMES, stats.values))
+    return _result(stats)
 
 
 def trajectory_metrics(
@@ -171,9 +185,10 @@ def trajectory_metrics(
 ) -> pd.DataFrame:
     """Statistics of many checkpoints, computed in parallel, one row per path in order.
 
-    Columns: ``path``, ``step`` (parsed from the file name, ``<NA>`` when absent), the 14
-    :data:`METRIC_NAMES`, and ``svd`` (``exact``, ``randomized``, ``mixed`` or ``none``:
-    how the singular values of that checkpoint were obtained). ``progress``, if given, is
+    Columns: ``path``, then :func:`metrics_frame`'s: ``step`` (parsed from the file name,
+    ``<NA>`` when absent), the 14 :data:`METRIC_NAMES`, ``svd`` (``exact``, ``randomized``,
+    ``mixed`` or ``none``: how the singular values of that checkpoint were obtained) and
+    ``content_hash``. ``progress``, if given, is
     called with the number of finished checkpoints. Other parameters as in
     :func:`checkpoint_metrics`. The first bad file stops the computation with an exception
     naming it.
@@ -187,7 +202,7 @@ def trajectory_metrics(
         results = metrics_torch.trajectory_results(
             paths, device=torch_device, include=include, exclude=exclude, progress=progress
         )
-        return _frame(paths, [list(values.values()) for values, _ in results], [label for _, label in results])
+        return _trajectory_frame(paths, results)
     results = _engine.trajectory_stats(
         paths,
         svd=svd,
@@ -200,22 +215,178 @@ def trajectory_metrics(
     )
     for stats in results:
         _emit(stats.warnings)
-    return _frame(paths, [stats.values for stats in results], [stats.svd for stats in results])
+    return _trajectory_frame(paths, [_result(stats) for stats in results])
 
 
-def _frame(paths: list[str], values: list[list[float]], svd_labels: list[str]) -> pd.DataFrame:
-    """trajectory_metrics' frame: path, step, the 14 statistics, svd."""
-    frame = pd.DataFrame(values, columns=list(METRIC_NAMES), dtype="float64")
-    frame.insert(0, "step", pd.array([parse_step(p) for p in paths], dtype="Int64"))
+def _trajectory_frame(paths: list[str], results: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = metrics_frame([parse_step(p) for p in paths], results)
     frame.insert(0, "path", paths)
-    frame["svd"] = svd_labels
     return frame
 
 
-def _threads(threads: int | None) -> int:
-    """Explicit thread count for the engine (0 is never passed: it would ignore CPU affinity)."""
-    if threads is None:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if threads < 1:
+def metrics_frame(steps: Sequence[int | None], results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """metrics.csv's frame from per-checkpoint results (as :func:`checkpoint_metrics` and
+    :func:`weights_metrics` return them): columns ``step`` (nullable integer), then the
+    :data:`RESULT_COLUMNS`, one row per result in order.
+
+    Raises ``ValueError`` when the lengths differ or a result lacks a column.
+    """
+    steps, results = list(steps), list(results)
+    if len(steps) != len(results):
+        raise ValueError(f"metrics_frame: {len(steps)} steps but {len(results)} results")
+    for i, result in enumerate(results):
+        missing = [c for c in RESULT_COLUMNS if c not in result]
+        if missing:
+            raise ValueError(f"metrics_frame: result {i} (step {steps[i]}) lacks {', '.join(missing)}")
+    frame = pd.DataFrame(
+        [[r[name] for name in METRIC_NAMES] for r in results], columns=list(METRIC_NAMES), dtype="float64"
+    )
+    frame.insert(0, "step", pd.array(steps, dtype="Int64"))
+    frame["svd"] = pd.Series([str(r["svd"]) for r in results], dtype="object")
+    frame["content_hash"] = pd.Series([str(r["content_hash"]) for r in results], dtype="object")
+    return frame
+
+
+def select_tensors(
+    entries: Iterable[tuple[str, Sequence[int]]], include: str | None = None, exclude: str | None = None
+) -> list[tuple[str, str]]:
+    """The tensors that count among ``(name, shape)`` entries, in order, as ``(name, role)``
+    with role ``"matrix"`` or ``"bias"``: the engine's one definition of tensor selection
+    (docs/metrics.md, "Which tensors count")."""
+    return _engine.select_tensors([(name, [int(d) for d in shape]) for name, shape in entries], include, exclude)
+
+
+def weights_metrics(
+    weights: Any,
+    *,
+    svd: str = "auto",
+    include: str | None = None,
+    exclude: str | None = None,
+    exact_max_dim: int | None = None,
+    rank: int | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """The statistics of weights in memory, as :func:`checkpoint_metrics` gives them for the
+    same tensors saved to a safetensors file (same numbers, same ``content_hash``).
+
+    ``weights`` is a ``torch.nn.Module`` (its ``named_parameters()``: the weights
+    ``trainmap train`` saves), a mapping of name to ``torch.Tensor`` or numpy array, or the
+    path of a ``.safetensors`` file. Only the tensors that count are read. CPU tensors and
+    numpy arrays are read in place, without a copy (bfloat16 through a 16-bit integer view).
+    When a counted tensor lives on a CUDA GPU the statistics are computed there by
+    :mod:`trainmap.metrics_torch` (exact singular values, float64 on the device, one tensor
+    at a time; ``content_hash`` empty), unless ``svd="randomized"``; tensors on another
+    device are copied to the host one by one (the model is not moved), so host memory grows
+    by the size of the counted tensors for the call. Non-contiguous or
+    big-endian arrays are copied to C order first. Options as in :func:`checkpoint_metrics`.
+    Do not modify the tensors from another thread during the call.
+    """
+    _check_svd(svd)
+    if isinstance(weights, (str, os.PathLike)):
+        return checkpoint_metrics(
+            weights, svd=svd, include=include, exclude=exclude, exact_max_dim=exact_max_dim, rank=rank,
+            threads=threads,
+        )
+    named = _named_tensors(weights)
+    counted = {name for name, _ in select_tensors(((n, _shape(t)) for n, t in named), include, exclude)}
+    gpu = _cuda_device(value for name, value in named if name in counted)
+    if gpu is not None and svd != "randomized":
+        from trainmap import metrics_torch
+
+        result, notes = metrics_torch.tensors_metrics(
+            [(name, value) for name, value in named if name in counted], device=gpu, include=include, exclude=exclude
+        )
+        _emit(notes)
+        return result
+    tensors = [_engine_tensor(name, value) for name, value in named if name in counted]
+    return _engine.tensor_metrics(
+        tensors, include=include, exclude=exclude, svd=svd, exact_max_dim=exact_max_dim, rank=rank,
+        threads=_threads(threads),
+    )
+
+
+def _cuda_device(values: Iterable[Any]):
+    """The device of the first tensor among ``values`` that lives on a CUDA GPU, or None."""
+    for value in values:
+        device = getattr(value, "device", None)
+        if getattr(device, "type", None) == "cuda":
+            return device
+    return None
+
+
+def _named_tensors(weights: Any) -> list[tuple[str, Any]]:
+    """``(name, tensor)`` pairs of a module (its parameters) or a mapping."""
+    if hasattr(weights, "named_parameters") and callable(weights.named_parameters):
+        return list(weights.named_parameters())
+    if isinstance(weights, Mapping):
+        pairs = list(weights.items())
+        bad = [name for name, _ in pairs if not isinstance(name, str)]
+        if bad:
+            raise TypeError(f"weights: tensor names must be strings, not {bad[0]!r}")
+        return pairs
+    raise TypeError(
+        "weights must be a torch.nn.Module, a mapping of name to tensor or array, or a .safetensors path; "
+        f"not {type(weights).__name__}"
+    )
+
+
+def _shape(value: Any) -> list[int]:
+    shape = getattr(value, "shape", None)
+    if shape is None:
+        raise TypeError(f"weights: expected tensors or arrays, not {type(value).__name__}")
+    return [int(d) for d in shape]
+
+
+#: safetensors names of the element types the engine reads, by numpy / torch name.
+_ENGINE_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16"}
+
+
+def _engine_tensor(name: str, value: Any) -> tuple[str, str, list[int], Any]:
+    """``(name, dtype, shape, buffer)`` for the engine: the memory of ``value`` itself where
+    possible (CPU tensors, C-ordered little-endian arrays), else a C-ordered host copy. A
+    dtype the engine does not read is passed by name with no data: the engine reports it."""
+    shape = _shape(value)
+    if isinstance(value, np.ndarray):
+        dtype_name = value.dtype.name
+    else:
+        dtype_name = str(getattr(value, "dtype", type(value).__name__)).removeprefix("torch.")
+    dtype = _ENGINE_DTYPES.get(dtype_name)
+    if dtype is None:
+        return name, dtype_name, shape, b""
+    array = value if isinstance(value, np.ndarray) else _torch_host_array(name, value)
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return name, dtype, shape, np.ascontiguousarray(array)
+
+
+def _torch_host_array(name: str, tensor: Any) -> np.ndarray:
+    """A numpy view of a CPU torch tensor's memory (bfloat16 as int16), or of a host copy of
+    a tensor on another device."""
+    import torch
+
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"weights: tensor '{name}' is a {type(tensor).__name__}, not a torch.Tensor or numpy array")
+    if tensor.layout != torch.strided:
+        raise ValueError(f"weights: tensor '{name}' has layout {tensor.layout}; only dense tensors are read")
+    tensor = tensor.detach()
+    if tensor.device.type != "cpu":
+        tensor = tensor.to("cpu")
+    tensor = tensor.contiguous()
+    if tensor.dtype == torch.bfloat16:
+        tensor = tensor.view(torch.int16)
+    return tensor.numpy()
+
+
+def _result(stats: Any) -> dict[str, Any]:
+    """One checkpoint's result dict from the engine's CheckpointStats."""
+    result: dict[str, Any] = dict(zip(METRIC_NAMES, stats.values))
+    result["svd"] = stats.svd
+    result["content_hash"] = stats.content_hash
+    return result
+
+
+def _threads(threads: int | None) -> int | None:
+    """Validated thread count; None lets the engine use every CPU this process may use."""
+    if threads is not None and threads < 1:
         raise ValueError(f"threads must be at least 1, not {threads}")
     return threads

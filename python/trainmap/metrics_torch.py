@@ -25,7 +25,7 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
@@ -38,6 +38,11 @@ DEVICES = ("auto", "cpu", "cuda")
 #: Relative bound on the error of Σσ above which the Gram path falls back to svdvals
 #: (the engine's GRAM_TOLERANCE, rust_metrics/src/spectrum.rs).
 GRAM_TOLERANCE = 1e-9
+#: ``content_hash`` of results computed here. The engine's hash (xxh3-128 over the counted
+#: tensors' bytes) has no Python binding that hashes without computing the statistics, and
+#: recomputing them on the CPU would cost more than the GPU work; so it is left empty
+#: ("not computed") rather than filled with a hash that differs from the engine's.
+CONTENT_HASH = ""
 #: Once a median's candidates number at most this, they are gathered and sorted.
 _GATHER_LIMIT = 1 << 22
 _FLOAT_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
@@ -209,7 +214,9 @@ def _median(sources: Callable[[], Iterable[torch.Tensor]], count: int, device: t
 
 def _selection(entries: Sequence[tuple[str, Sequence[int]]], include: str | None, exclude: str | None) -> dict[str, str]:
     """{name: "matrix" | "bias"} of the counted tensors, by the engine's one definition."""
-    return dict(_engine.select_tensors([(name, list(shape)) for name, shape in entries], include=include, exclude=exclude))
+    from trainmap.metrics import select_tensors
+
+    return dict(select_tensors(entries, include, exclude))
 
 
 def tensors_metrics(
@@ -220,15 +227,17 @@ def tensors_metrics(
     exclude: str | None = None,
     shapes: Sequence[tuple[str, Sequence[int]]] | None = None,
     source: str = "weights",
-) -> tuple[dict[str, float], str, list[str]]:
+) -> tuple[dict[str, Any], list[str]]:
     """The 14 statistics of named tensors, computed on ``device`` in float64.
 
     ``tensors``: ``(name, tensor)`` pairs, on any device (each counted one is copied to
     ``device`` and cast to float64 on its own), or a callable yielding them afresh (the
     medians take a few passes; a callable lets tensors be loaded one at a time). ``shapes``
     gives ``(name, shape)`` of every tensor without loading them (default: read from
-    ``tensors``). Returns ``({name: value}, svd label, warnings)``; the label is ``exact``
-    or ``none`` (no matrices). ``source`` names the input in warnings and errors.
+    ``tensors``). Returns ``(result, warnings)``: ``result`` has the engine's keys (the 14
+    statistics, ``svd``: ``exact`` or ``none`` when there are no matrices, and
+    ``content_hash``, empty here: see :data:`CONTENT_HASH`). ``source`` names the input in
+    warnings and errors.
     """
     device = torch.device(device)
     fetch = tensors if callable(tensors) else (lambda: iter(tensors))
@@ -280,11 +289,16 @@ def tensors_metrics(
         )
     notes = [f"{source}: tensor '{name}' has non-finite values; its {affected} are NaN"
              for name, affected in non_finite.items()]
-    ordered = {name: values[name] for name in _engine.METRIC_NAMES}
-    return ordered, ("exact" if matrices else "none"), notes
+    result: dict[str, Any] = {name: values[name] for name in _engine.METRIC_NAMES}
+    result["svd"] = "exact" if matrices else "none"
+    result["content_hash"] = CONTENT_HASH
+    return result, notes
 
 
-def _as_float64(name: str, t: torch.Tensor, device: torch.device, source: str) -> torch.Tensor:
+def _as_float64(name: str, t: Any, device: torch.device, source: str) -> torch.Tensor:
+    """Tensor (or numpy array) ``t`` as float64 on ``device``; unsupported dtypes are named."""
+    if not isinstance(t, torch.Tensor):
+        t = torch.as_tensor(t)
     if t.dtype not in _FLOAT_DTYPES:
         from trainmap.metrics import CheckpointError
 
@@ -295,7 +309,7 @@ def _as_float64(name: str, t: torch.Tensor, device: torch.device, source: str) -
 
 def checkpoint_metrics(
     path: str | os.PathLike, *, device: torch.device | str, include: str | None = None, exclude: str | None = None
-) -> tuple[dict[str, float], str, list[str]]:
+) -> tuple[dict[str, Any], list[str]]:
     """:func:`tensors_metrics` of a ``.safetensors`` file, its tensors loaded one at a time
     straight onto ``device``. Missing files raise ``FileNotFoundError``; invalid ones
     ``CheckpointError`` naming the file."""
@@ -331,15 +345,15 @@ def trajectory_results(
     include: str | None = None,
     exclude: str | None = None,
     progress: Callable[[int], object] | None = None,
-) -> list[tuple[dict[str, float], str]]:
-    """``(values, svd label)`` of each checkpoint in order, warnings emitted as
-    ``RuntimeWarning``; ``progress`` is called with the number finished."""
+) -> list[dict[str, Any]]:
+    """The result of each checkpoint in order, warnings emitted as ``RuntimeWarning``;
+    ``progress`` is called with the number finished."""
     results = []
     for done, path in enumerate(paths, start=1):
-        values, label, notes = checkpoint_metrics(path, device=device, include=include, exclude=exclude)
+        result, notes = checkpoint_metrics(path, device=device, include=include, exclude=exclude)
         for note in notes:
             warnings.warn(note, RuntimeWarning, stacklevel=2)
-        results.append((values, label))
+        results.append(result)
         if progress is not None:
             progress(done)
     return results

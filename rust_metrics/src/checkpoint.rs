@@ -9,10 +9,13 @@ use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use std::borrow::Cow;
+
 use memmap2::Mmap;
 use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors};
 
 use crate::error::{MetricsError, Result};
+use crate::source::TensorSource;
 
 /// Element types the engine decodes. All arithmetic happens in f64.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +27,26 @@ pub enum ValueType {
 }
 
 impl ValueType {
+    /// The dtype named `name` ("F64", "F32", "F16", "BF16"), or None for any other.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "F64" => Some(ValueType::F64),
+            "F32" => Some(ValueType::F32),
+            "F16" => Some(ValueType::F16),
+            "BF16" => Some(ValueType::BF16),
+            _ => None,
+        }
+    }
+
+    pub fn dtype(self) -> Dtype {
+        match self {
+            ValueType::F64 => Dtype::F64,
+            ValueType::F32 => Dtype::F32,
+            ValueType::F16 => Dtype::F16,
+            ValueType::BF16 => Dtype::BF16,
+        }
+    }
+
     pub fn from_dtype(dtype: Dtype) -> Option<Self> {
         match dtype {
             Dtype::F64 => Some(ValueType::F64),
@@ -115,16 +138,17 @@ impl Checkpoint {
         Ok(Checkpoint { path: path.to_owned(), map, tensors })
     }
 
-    pub fn path(&self) -> &Path {
+}
+
+impl TensorSource for Checkpoint {
+    fn origin(&self) -> &Path {
         &self.path
     }
-
-    pub fn tensors(&self) -> &[TensorEntry] {
+    fn tensors(&self) -> &[TensorEntry] {
         &self.tensors
     }
-
-    pub fn bytes(&self, tensor: &TensorEntry) -> &[u8] {
-        &self.map[tensor.data.clone()]
+    fn bytes(&self, index: usize) -> Result<Cow<'_, [u8]>> {
+        Ok(Cow::Borrowed(&self.map[self.tensors[index].data.clone()]))
     }
 }
 
@@ -256,8 +280,7 @@ mod tests {
         let ck = Checkpoint::open(&path).unwrap();
         let names: Vec<_> = ck.tensors().iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
-        let b = &ck.tensors()[1];
-        assert_eq!(decode(ck.bytes(b), ValueType::F32), vec![3.0, 4.0]);
+        assert_eq!(decode(&ck.bytes(1).unwrap(), ValueType::F32), vec![3.0, 4.0]);
     }
 
     #[test]

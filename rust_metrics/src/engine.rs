@@ -12,14 +12,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use faer::MatRef;
 use rayon::prelude::*;
 
+use xxhash_rust::xxh3::{xxh3_128, Xxh3};
+
 use crate::checkpoint::{decode, for_each_chunk, Checkpoint, TensorEntry, ValueType};
 use crate::error::{MetricsError, Result};
+use crate::source::TensorSource;
 use crate::median::{self, Rescan, TopHistogram};
 use crate::selection::{Role, Selection};
 use crate::spectrum::{spectrum, Method, Spectrum, SvdOptions};
 use crate::stats::{mean_of, sum_map, Moments};
 
-/// Column names, in DESIGN.md order (kept from the authors' code).
+/// Column names, in docs/design.md order (kept from the authors' code).
 pub const METRIC_NAMES: [&str; 14] = [
     "l1",
     "l2",
@@ -51,6 +54,8 @@ pub struct CheckpointReport {
     pub n_biases: usize,
     pub exact_matrices: usize,
     pub randomized_matrices: usize,
+    /// Hex xxh3-128 digest of the counted tensors (see `content_hash`).
+    pub content_hash: String,
     pub warnings: Vec<String>,
 }
 
@@ -87,8 +92,10 @@ struct Partial {
     biases: Vec<BiasSummary>,
     weight_hist: Option<TopHistogram>,
     bias_hist: Option<TopHistogram>,
-    /// (file index, tensor name, is bias)
-    non_finite: Vec<(usize, String, bool)>,
+    /// (unit index, is bias) of tensors with non-finite values.
+    non_finite: Vec<(usize, bool)>,
+    /// (unit index, xxh3-128 of the raw bytes) of every counted tensor.
+    digests: Vec<(usize, u128)>,
 }
 
 impl Partial {
@@ -96,6 +103,7 @@ impl Partial {
         self.matrices.extend(other.matrices);
         self.biases.extend(other.biases);
         self.non_finite.extend(other.non_finite);
+        self.digests.extend(other.digests);
         self.weight_hist = merge_hist(self.weight_hist, other.weight_hist);
         self.bias_hist = merge_hist(self.bias_hist, other.bias_hist);
         self
@@ -109,9 +117,10 @@ fn merge_hist(a: Option<TopHistogram>, b: Option<TopHistogram>) -> Option<TopHis
     }
 }
 
-/// A selected tensor: its entry, decoded type and role.
+/// A selected tensor: its position in the source, decoded type and role.
 struct Unit<'a> {
-    index: usize,
+    /// Position in the source (for reading).
+    source_index: usize,
     tensor: &'a TensorEntry,
     value_type: ValueType,
     role: Role,
@@ -123,31 +132,38 @@ fn seed_for(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
-fn select<'a>(checkpoint: &'a Checkpoint, selection: &Selection) -> Result<Vec<Unit<'a>>> {
+/// The counted tensors of `source`, in name order: per-tensor results are combined in this
+/// order, so a file and the same tensors in memory (in any order) give identical numbers.
+fn select<'a>(source: &'a dyn TensorSource, selection: &Selection) -> Result<Vec<Unit<'a>>> {
     let mut units = Vec::new();
-    for (index, tensor) in checkpoint.tensors().iter().enumerate() {
+    for (source_index, tensor) in source.tensors().iter().enumerate() {
         let role = selection.role(&tensor.name, &tensor.shape);
         if role == Role::Ignored {
             continue;
         }
         let value_type = ValueType::from_dtype(tensor.dtype).ok_or_else(|| MetricsError::Dtype {
-            path: checkpoint.path().to_owned(),
+            path: source.origin().to_owned(),
             tensor: tensor.name.clone(),
             dtype: format!("{:?}", tensor.dtype),
         })?;
-        units.push(Unit { index, tensor, value_type, role });
+        units.push(Unit { source_index, tensor, value_type, role });
     }
+    units.sort_by(|a, b| a.tensor.name.cmp(&b.tensor.name));
     Ok(units)
 }
 
-fn process(checkpoint: &Checkpoint, unit: &Unit<'_>, svd: &SvdOptions, mut acc: Partial) -> Partial {
-    let bytes = checkpoint.bytes(unit.tensor);
+/// Statistics of one counted tensor, folded into `acc`. `index` is the unit's position in
+/// name order.
+fn process(source: &dyn TensorSource, index: usize, unit: &Unit<'_>, svd: &SvdOptions, mut acc: Partial) -> Result<Partial> {
+    let bytes = source.bytes(unit.source_index)?;
+    acc.digests.push((index, xxh3_128(&bytes)));
     match unit.role {
         Role::Matrix { rows, cols } => {
-            let values = decode(bytes, unit.value_type);
+            let values = decode(&bytes, unit.value_type);
+            drop(bytes);
             if !values.iter().all(|x| x.is_finite()) {
-                acc.non_finite.push((unit.index, unit.tensor.name.clone(), false));
-                return acc;
+                acc.non_finite.push((index, false));
+                return Ok(acc);
             }
             let l1 = sum_map(&values, f64::abs);
             let frobenius_sq = sum_map(&values, |x| x * x);
@@ -155,7 +171,7 @@ fn process(checkpoint: &Checkpoint, unit: &Unit<'_>, svd: &SvdOptions, mut acc: 
             acc.weight_hist.get_or_insert_with(TopHistogram::new).add(&values);
             let view = MatRef::from_row_major_slice(&values, rows, cols);
             acc.matrices.push(MatrixSummary {
-                index: unit.index,
+                index,
                 l1,
                 frobenius: frobenius_sq.sqrt(),
                 trace,
@@ -167,7 +183,7 @@ fn process(checkpoint: &Checkpoint, unit: &Unit<'_>, svd: &SvdOptions, mut acc: 
             let mut moments = Moments::default();
             let mut finite = true;
             let hist = acc.bias_hist.get_or_insert_with(TopHistogram::new);
-            for_each_chunk(bytes, unit.value_type, |chunk| {
+            for_each_chunk(&bytes, unit.value_type, |chunk| {
                 if finite && chunk.iter().all(|x| x.is_finite()) {
                     moments = moments.merge(Moments::of(chunk));
                     hist.add(chunk);
@@ -176,71 +192,108 @@ fn process(checkpoint: &Checkpoint, unit: &Unit<'_>, svd: &SvdOptions, mut acc: 
                 }
             });
             if finite {
-                acc.biases.push(BiasSummary { index: unit.index, moments });
+                acc.biases.push(BiasSummary { index, moments });
             } else {
-                acc.non_finite.push((unit.index, unit.tensor.name.clone(), true));
+                acc.non_finite.push((index, true));
             }
         }
         Role::Ignored => {}
     }
-    acc
+    Ok(acc)
 }
 
 /// Rescans of one group (weights or biases) for the median.
 struct GroupScan<'a> {
-    checkpoint: &'a Checkpoint,
-    tensors: Vec<(&'a TensorEntry, ValueType)>,
+    source: &'a dyn TensorSource,
+    /// (source index, value type) of the group's tensors.
+    tensors: Vec<(usize, ValueType)>,
+    cancel: &'a AtomicBool,
 }
 
 impl Rescan for GroupScan<'_> {
     fn parts(&self) -> usize {
         self.tensors.len()
     }
-    fn scan(&self, i: usize, f: &mut dyn FnMut(&[f64])) {
-        let (tensor, vt) = self.tensors[i];
-        for_each_chunk(self.checkpoint.bytes(tensor), vt, f);
+    fn scan(&self, i: usize, f: &mut dyn FnMut(&[f64])) -> Result<()> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(MetricsError::Cancelled);
+        }
+        let (index, vt) = self.tensors[i];
+        self.source.scan(index, vt, f)
     }
+}
+
+/// Content hash of the counted tensors: xxh3-128 over, in name order, each tensor's name,
+/// dtype, shape, byte length and the xxh3-128 of its raw bytes. Equal for byte-identical
+/// files and for files (or memory) holding the same tensors in another order.
+fn content_hash(units: &[Unit<'_>], digests: &[(usize, u128)]) -> String {
+    let mut hasher = Xxh3::new();
+    let mut put = |bytes: &[u8]| {
+        hasher.update(&(bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    for (unit, (index, digest)) in units.iter().zip(digests) {
+        debug_assert_eq!(units[*index].tensor.name, unit.tensor.name);
+        let tensor = unit.tensor;
+        put(tensor.name.as_bytes());
+        put(format!("{:?}", tensor.dtype).as_bytes());
+        let shape: Vec<u8> = tensor.shape.iter().flat_map(|d| (*d as u64).to_le_bytes()).collect();
+        put(&shape);
+        put(&((tensor.numel() * tensor.dtype.bitsize() / 8) as u64).to_le_bytes());
+        put(&digest.to_le_bytes());
+    }
+    format!("{:032x}", hasher.digest128())
 }
 
 /// Compute the 14 statistics of the checkpoint at `path`.
 pub fn checkpoint_metrics(path: &Path, options: &Options, cancel: &AtomicBool) -> Result<CheckpointReport> {
     let checkpoint = Checkpoint::open(path)?;
-    let units = select(&checkpoint, &options.selection)?;
+    source_metrics(&checkpoint, options, cancel)
+}
+
+/// Compute the 14 statistics of the tensors of `source` (a file or memory).
+pub fn source_metrics(source: &dyn TensorSource, options: &Options, cancel: &AtomicBool) -> Result<CheckpointReport> {
+    let units = select(source, &options.selection)?;
+    let origin = source.origin().display();
 
     let partial = units
         .par_iter()
-        .try_fold(Partial::default, |acc, unit| {
+        .enumerate()
+        .try_fold(Partial::default, |acc, (index, unit)| {
             if cancel.load(Ordering::Relaxed) {
                 return Err(MetricsError::Cancelled);
             }
-            Ok(process(&checkpoint, unit, &options.svd, acc))
+            process(source, index, unit, &options.svd, acc)
         })
         .try_reduce(Partial::default, |a, b| Ok(a.merge(b)))?;
 
-    let Partial { mut matrices, mut biases, weight_hist, bias_hist, mut non_finite } = partial;
+    let Partial { mut matrices, mut biases, weight_hist, bias_hist, mut non_finite, mut digests } = partial;
     matrices.sort_by_key(|m| m.index);
     biases.sort_by_key(|b| b.index);
-    non_finite.sort_by_key(|(index, _, _)| *index);
+    non_finite.sort_by_key(|(index, _)| *index);
+    digests.sort_by_key(|(index, _)| *index);
 
     let mut warnings = Vec::new();
-    for (_, name, is_bias) in &non_finite {
+    for (index, is_bias) in &non_finite {
         let affected = if *is_bias { "bias statistics" } else { "weight statistics" };
-        warnings.push(format!("{}: tensor '{name}' has non-finite values; its {affected} are NaN", path.display()));
+        let name = &units[*index].tensor.name;
+        warnings.push(format!("{origin}: tensor '{name}' has non-finite values; its {affected} are NaN"));
     }
     for m in matrices.iter().filter(|m| !m.spectrum.is_finite()) {
-        let name = &checkpoint.tensors()[m.index].name;
-        warnings.push(format!("{}: singular values of tensor '{name}' did not converge", path.display()));
+        let name = &units[m.index].tensor.name;
+        warnings.push(format!("{origin}: singular values of tensor '{name}' did not converge"));
     }
 
-    let weights_ok = !non_finite.iter().any(|(_, _, is_bias)| !is_bias);
-    let biases_ok = !non_finite.iter().any(|(_, _, is_bias)| *is_bias);
+    let weights_ok = !non_finite.iter().any(|(_, is_bias)| !is_bias);
+    let biases_ok = !non_finite.iter().any(|(_, is_bias)| *is_bias);
     let group = |role_is_bias: bool| GroupScan {
-        checkpoint: &checkpoint,
+        source,
         tensors: units
             .iter()
             .filter(|u| matches!(u.role, Role::Bias) == role_is_bias)
-            .map(|u| (u.tensor, u.value_type))
+            .map(|u| (u.source_index, u.value_type))
             .collect(),
+        cancel,
     };
 
     let nan = f64::NAN;
@@ -258,23 +311,24 @@ pub fn checkpoint_metrics(path: &Path, options: &Options, cancel: &AtomicBool) -
         values[6] = mean_of(matrices.iter().map(|m| m.spectrum.mean));
         values[7] = mean_of(matrices.iter().map(|m| m.spectrum.variance));
         values[8] = weights.mean();
-        values[9] = median::median(&group(false), weight_hist.as_ref().expect("matrices were seen"));
+        values[9] = median::median(&group(false), weight_hist.as_ref().expect("matrices were seen"))?;
         values[10] = weights.variance();
     }
     if biases_ok && !biases.is_empty() {
         let moments = biases.iter().fold(Moments::default(), |m, x| m.merge(x.moments));
         values[11] = moments.mean();
-        values[12] = median::median(&group(true), bias_hist.as_ref().expect("biases were seen"));
+        values[12] = median::median(&group(true), bias_hist.as_ref().expect("biases were seen"))?;
         values[13] = moments.variance();
     }
 
     let count = |method| matrices.iter().filter(|m| m.spectrum.method == method).count();
     Ok(CheckpointReport {
         values,
-        n_matrices: matrices.len() + non_finite.iter().filter(|(_, _, b)| !b).count(),
-        n_biases: biases.len() + non_finite.iter().filter(|(_, _, b)| *b).count(),
+        n_matrices: matrices.len() + non_finite.iter().filter(|(_, b)| !b).count(),
+        n_biases: biases.len() + non_finite.iter().filter(|(_, b)| *b).count(),
         exact_matrices: count(Method::Exact),
         randomized_matrices: count(Method::Randomized),
+        content_hash: content_hash(&units, &digests),
         warnings,
     })
 }

@@ -8,6 +8,8 @@
 
 use rayon::prelude::*;
 
+use crate::error::Result;
+
 pub const DIGIT_BITS: u32 = 16;
 pub const BINS: usize = 1 << DIGIT_BITS;
 /// Most keys gathered in memory at once (32 MiB).
@@ -61,8 +63,9 @@ impl Default for TopHistogram {
 /// Data that can be scanned again, in independent parts (tensors) scanned in parallel.
 pub trait Rescan: Sync {
     fn parts(&self) -> usize;
-    /// Call `f` on decoded chunks of part `i`.
-    fn scan(&self, i: usize, f: &mut dyn FnMut(&[f64]));
+    /// Call `f` on decoded chunks of part `i`; an error (unreadable data, cancellation)
+    /// ends the search.
+    fn scan(&self, i: usize, f: &mut dyn FnMut(&[f64])) -> Result<()>;
 }
 
 /// State of the search for one rank: the key prefix found so far and the rank within it.
@@ -105,10 +108,10 @@ enum Pass {
 /// Median (numpy convention: mean of the two middle values for an even count) of all
 /// values in `data`, whose top-digit histogram is `top`. NaN when there are no values.
 /// The values must be free of NaN.
-pub fn median(data: &impl Rescan, top: &TopHistogram) -> f64 {
+pub fn median(data: &impl Rescan, top: &TopHistogram) -> Result<f64> {
     let n = top.total();
     if n == 0 {
-        return f64::NAN;
+        return Ok(f64::NAN);
     }
     let ranks = if n % 2 == 1 { vec![n / 2] } else { vec![n / 2 - 1, n / 2] };
     let mut searches: Vec<Search> = ranks
@@ -130,7 +133,7 @@ pub fn median(data: &impl Rescan, top: &TopHistogram) -> f64 {
         }
         let plan: Vec<(Search, bool)> =
             pending.iter().map(|&i| (searches[i], searches[i].count <= COLLECT_LIMIT)).collect();
-        let passes = scan_pass(data, &plan);
+        let passes = scan_pass(data, &plan)?;
         for (&i, pass) in pending.iter().zip(passes) {
             let s = &mut searches[i];
             match pass {
@@ -144,11 +147,11 @@ pub fn median(data: &impl Rescan, top: &TopHistogram) -> f64 {
         }
     }
     let found: Vec<f64> = searches.iter().map(|s| s.found.unwrap()).collect();
-    found.iter().sum::<f64>() / found.len() as f64
+    Ok(found.iter().sum::<f64>() / found.len() as f64)
 }
 
 /// One parallel pass over the data serving every pending search.
-fn scan_pass(data: &impl Rescan, plan: &[(Search, bool)]) -> Vec<Pass> {
+fn scan_pass(data: &impl Rescan, plan: &[(Search, bool)]) -> Result<Vec<Pass>> {
     let empty = || -> Vec<Pass> {
         plan.iter()
             .map(|(_, collect)| if *collect { Pass::Collect(Vec::new()) } else { Pass::Histogram(vec![0; BINS]) })
@@ -174,10 +177,10 @@ fn scan_pass(data: &impl Rescan, plan: &[(Search, bool)]) -> Vec<Pass> {
                         }
                     }
                 }
-            });
-            acc
+            })?;
+            Ok(acc)
         })
-        .reduce(empty, |mut a, b| {
+        .try_reduce(empty, |mut a, b| {
             for (x, y) in a.iter_mut().zip(b) {
                 match (x, y) {
                     (Pass::Collect(u), Pass::Collect(v)) => u.extend(v),
@@ -189,7 +192,7 @@ fn scan_pass(data: &impl Rescan, plan: &[(Search, bool)]) -> Vec<Pass> {
                     _ => unreachable!("passes follow the same plan"),
                 }
             }
-            a
+            Ok(a)
         })
 }
 
@@ -203,10 +206,11 @@ mod tests {
         fn parts(&self) -> usize {
             self.0.len()
         }
-        fn scan(&self, i: usize, f: &mut dyn FnMut(&[f64])) {
+        fn scan(&self, i: usize, f: &mut dyn FnMut(&[f64])) -> Result<()> {
             for chunk in self.0[i].chunks(7) {
                 f(chunk);
             }
+            Ok(())
         }
     }
 
@@ -223,7 +227,7 @@ mod tests {
             top.add(p);
         }
         let expected = reference(&parts);
-        assert_eq!(median(&Parts(parts), &top), expected);
+        assert_eq!(median(&Parts(parts), &top).unwrap(), expected);
     }
 
     #[test]
@@ -263,6 +267,6 @@ mod tests {
 
     #[test]
     fn empty_is_nan() {
-        assert!(median(&Parts(vec![]), &TopHistogram::new()).is_nan());
+        assert!(median(&Parts(vec![]), &TopHistogram::new()).unwrap().is_nan());
     }
 }

@@ -1,18 +1,25 @@
 //! PyO3 binding: converts arguments, runs the engine with the GIL released, reports
 //! progress, honours Ctrl-C, and maps errors to Python exceptions. No logic lives here.
 
+use std::ffi::CString;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use pyo3::buffer::PyUntypedBuffer;
 use pyo3::create_exception;
-use pyo3::exceptions::{PyFileNotFoundError, PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{
+    PyFileNotFoundError, PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyRuntimeWarning, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
+use crate::checkpoint::{TensorEntry, ValueType};
 use crate::engine::{self, CheckpointReport, Options, METRIC_NAMES};
 use crate::error::MetricsError;
-use crate::selection::{Selection, DEFAULT_EXCLUDE};
+use crate::selection::{Role, Selection, DEFAULT_EXCLUDE};
+use crate::source::{MemoryTensors, MEMORY_ORIGIN};
 use crate::spectrum::{SvdMode, SvdOptions};
 
 create_exception!(
@@ -40,9 +47,9 @@ pub struct CheckpointStats {
     values: Vec<f64>,
     /// "exact", "randomized", "mixed" or "none".
     svd: String,
+    /// Hex xxh3-128 digest of the counted tensors (name, dtype, shape, bytes; name order).
+    content_hash: String,
     warnings: Vec<String>,
-    n_matrices: usize,
-    n_biases: usize,
 }
 
 impl From<CheckpointReport> for CheckpointStats {
@@ -50,10 +57,26 @@ impl From<CheckpointReport> for CheckpointStats {
         CheckpointStats {
             svd: r.svd_label().to_owned(),
             values: r.values.to_vec(),
+            content_hash: r.content_hash,
             warnings: r.warnings,
-            n_matrices: r.n_matrices,
-            n_biases: r.n_biases,
         }
+    }
+}
+
+/// Worker threads: `requested`, or every CPU this process may use; more than that is
+/// capped with a `RuntimeWarning` (oversubscription only slows the work down).
+fn resolve_threads(py: Python<'_>, requested: Option<usize>) -> PyResult<usize> {
+    let available = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    match requested {
+        None => Ok(available),
+        Some(0) => Err(PyValueError::new_err("threads must be at least 1, not 0")),
+        Some(n) if n > available => {
+            let message = format!("threads={n} is more than the {available} CPUs available; using {available}");
+            let message = CString::new(message).expect("no NUL in the message");
+            PyErr::warn(py, &py.get_type::<PyRuntimeWarning>(), &message, 1)?;
+            Ok(available)
+        }
+        Some(n) => Ok(n),
     }
 }
 
@@ -159,7 +182,7 @@ fn run_detached<T: Send>(
 
 /// Statistics of one checkpoint. See `trainmap.metrics.checkpoint_metrics`.
 #[pyfunction]
-#[pyo3(signature = (path, *, svd="auto", exact_max_dim=None, rank=None, threads=0, include=None, exclude=None))]
+#[pyo3(signature = (path, *, svd="auto", exact_max_dim=None, rank=None, threads=None, include=None, exclude=None))]
 #[allow(clippy::too_many_arguments)]
 fn checkpoint_stats(
     py: Python<'_>,
@@ -167,11 +190,12 @@ fn checkpoint_stats(
     svd: &str,
     exact_max_dim: Option<usize>,
     rank: Option<usize>,
-    threads: usize,
+    threads: Option<usize>,
     include: Option<&str>,
     exclude: Option<&str>,
 ) -> PyResult<CheckpointStats> {
     let options = options(svd, exact_max_dim, rank, include, exclude)?;
+    let threads = resolve_threads(py, threads)?;
     run_detached(py, threads, None, |cancel, _| engine::checkpoint_metrics(&path, &options, cancel))
         .map(CheckpointStats::from)
 }
@@ -179,7 +203,7 @@ fn checkpoint_stats(
 /// Statistics of many checkpoints in parallel, in order. See
 /// `trainmap.metrics.trajectory_metrics`. `progress(n_done)` is called as they finish.
 #[pyfunction]
-#[pyo3(signature = (paths, *, svd="auto", exact_max_dim=None, rank=None, threads=0, include=None, exclude=None, progress=None))]
+#[pyo3(signature = (paths, *, svd="auto", exact_max_dim=None, rank=None, threads=None, include=None, exclude=None, progress=None))]
 #[allow(clippy::too_many_arguments)]
 fn trajectory_stats(
     py: Python<'_>,
@@ -187,12 +211,13 @@ fn trajectory_stats(
     svd: &str,
     exact_max_dim: Option<usize>,
     rank: Option<usize>,
-    threads: usize,
+    threads: Option<usize>,
     include: Option<&str>,
     exclude: Option<&str>,
     progress: Option<Bound<'_, PyAny>>,
 ) -> PyResult<Vec<CheckpointStats>> {
     let options = options(svd, exact_max_dim, rank, include, exclude)?;
+    let threads = resolve_threads(py, threads)?;
     let reports = run_detached(py, threads, progress.as_ref(), |cancel, done| {
         engine::trajectory_metrics(&paths, &options, cancel, &|| {
             done.fetch_add(1, Ordering::Relaxed);
@@ -201,17 +226,120 @@ fn trajectory_stats(
     Ok(reports.into_iter().map(CheckpointStats::from).collect())
 }
 
+/// One counted tensor passed from Python: its header entry and its buffer (held so the
+/// memory stays valid and unmoved while the engine reads it).
+struct HeldTensor {
+    entry: TensorEntry,
+    buffer: PyUntypedBuffer,
+}
+
+/// Check one `(name, dtype, shape, data)` item and take its buffer, without copying.
+fn hold_tensor(name: String, dtype: &str, shape: Vec<usize>, data: &Bound<'_, PyAny>) -> PyResult<HeldTensor> {
+    let value_type = ValueType::from_name(dtype).ok_or_else(|| {
+        to_pyerr(MetricsError::Dtype { path: PathBuf::from(MEMORY_ORIGIN), tensor: name.clone(), dtype: dtype.to_owned() })
+    })?;
+    let buffer = PyUntypedBuffer::get(data).map_err(|e| {
+        PyTypeError::new_err(format!(
+            "tensor '{name}': data must support the buffer protocol (a numpy array or memoryview), not {}: {e}",
+            data.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+        ))
+    })?;
+    if !buffer.is_c_contiguous() {
+        return Err(PyValueError::new_err(format!("tensor '{name}': data is not C-contiguous")));
+    }
+    let nbytes = buffer.len_bytes();
+    Ok(HeldTensor { entry: TensorEntry { name, dtype: value_type.dtype(), shape, data: 0..nbytes }, buffer })
+}
+
+/// The statistics dict of one checkpoint: the 14 METRIC_NAMES, "svd" and "content_hash".
+fn report_dict<'py>(py: Python<'py>, report: &CheckpointReport) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (name, value) in METRIC_NAMES.iter().zip(report.values) {
+        dict.set_item(*name, value)?;
+    }
+    dict.set_item("svd", report.svd_label())?;
+    dict.set_item("content_hash", &report.content_hash)?;
+    Ok(dict)
+}
+
+/// Statistics of tensors in memory, read in place. See `trainmap.metrics.weights_metrics`.
+/// `tensors`: a sequence of `(name, dtype, shape, data)` with `data` a C-contiguous buffer.
+/// Tensors that do not count (by name or shape) are skipped unread; warnings are raised
+/// as `RuntimeWarning`.
+#[pyfunction]
+#[pyo3(signature = (tensors, *, include=None, exclude=None, svd="auto", exact_max_dim=None, rank=None, threads=None))]
+#[allow(clippy::too_many_arguments)]
+fn tensor_metrics<'py>(
+    py: Python<'py>,
+    tensors: &Bound<'py, PyAny>,
+    include: Option<&str>,
+    exclude: Option<&str>,
+    svd: &str,
+    exact_max_dim: Option<usize>,
+    rank: Option<usize>,
+    threads: Option<usize>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let options = options(svd, exact_max_dim, rank, include, exclude)?;
+    let threads = resolve_threads(py, threads)?;
+    let mut held = Vec::new();
+    for item in tensors.try_iter()? {
+        let (name, dtype, shape, data): (String, String, Vec<usize>, Bound<'py, PyAny>) = item?.extract()?;
+        if options.selection.role(&name, &shape) != Role::Ignored {
+            held.push(hold_tensor(name, &dtype, shape, &data)?);
+        }
+    }
+    let entries: Vec<TensorEntry> = held.iter().map(|h| h.entry.clone()).collect();
+    // SAFETY: each buffer is C-contiguous, `len_bytes` long, and held (its exporter keeps
+    // the memory alive and in place) until `held` is dropped after the engine returns.
+    let data: Vec<&[u8]> = held
+        .iter()
+        .map(|h| unsafe { std::slice::from_raw_parts(h.buffer.buf_ptr() as *const u8, h.buffer.len_bytes()) })
+        .collect();
+    let source = MemoryTensors::new(entries, data).map_err(to_pyerr)?;
+    let report = run_detached(py, threads, None, |cancel, _| engine::source_metrics(&source, &options, cancel))?;
+    drop(source);
+    drop(held);
+    for warning in &report.warnings {
+        let message = CString::new(warning.replace('\0', "")).expect("NULs removed");
+        PyErr::warn(py, &py.get_type::<PyRuntimeWarning>(), &message, 1)?;
+    }
+    report_dict(py, &report)
+}
+
+/// The counted tensors among `entries` (`(name, shape)` pairs), in the given order, as
+/// `(name, "matrix" | "bias")`: the one definition of tensor selection.
+#[pyfunction]
+#[pyo3(signature = (entries, include=None, exclude=None))]
+fn select_tensors(
+    entries: &Bound<'_, PyAny>,
+    include: Option<&str>,
+    exclude: Option<&str>,
+) -> PyResult<Vec<(String, &'static str)>> {
+    let selection = Selection::new(include, exclude).map_err(to_pyerr)?;
+    let mut counted = Vec::new();
+    for item in entries.try_iter()? {
+        let (name, shape): (String, Vec<usize>) = item?.extract()?;
+        match selection.role(&name, &shape) {
+            Role::Matrix { .. } => counted.push((name, "matrix")),
+            Role::Bias => counted.push((name, "bias")),
+            Role::Ignored => {}
+        }
+    }
+    Ok(counted)
+}
+
 #[pymodule]
 fn _rust_metrics(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let defaults = SvdOptions::default();
     m.add("METRIC_NAMES", METRIC_NAMES.to_vec())?;
     m.add("DEFAULT_EXCLUDE", DEFAULT_EXCLUDE)?;
     m.add("DEFAULT_EXACT_MAX_DIM", defaults.exact_max_dim)?;
-    m.add("DEFAULT_RANK", defaults.rank)?;
     m.add("ENGINE_FINGERPRINT", env!("TRAINMAP_ENGINE_FINGERPRINT"))?;
     m.add("CheckpointError", m.py().get_type::<CheckpointError>())?;
     m.add_class::<CheckpointStats>()?;
     m.add_function(wrap_pyfunction!(checkpoint_stats, m)?)?;
     m.add_function(wrap_pyfunction!(trajectory_stats, m)?)?;
+    m.add_function(wrap_pyfunction!(tensor_metrics, m)?)?;
+    m.add_function(wrap_pyfunction!(select_tensors, m)?)?;
     Ok(())
 }

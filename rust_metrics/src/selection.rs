@@ -1,4 +1,4 @@
-//! Which tensors count for the statistics (DESIGN.md, "Checkpoint statistics").
+//! Which tensors count for the statistics (docs/design.md, "Checkpoint statistics").
 //!
 //! Embeddings and normalisation layers are excluded by name; remaining tensors with at
 //! least two dimensions are weight matrices (read as `shape[0] × prod(rest)`), remaining
