@@ -75,16 +75,63 @@ def test_experiment_kinds_are_checked():
         resolve({"experiments": {"exp": {"task": "digits", "sources": {"a": "/x"}, "threshold": 0.5}}})
     with pytest.raises(tw.ConfigError, match=r"experiments\.exp\.threshold"):
         resolve({"experiments": {"exp": {"sources": {"a": "/x"}}}})
+    with pytest.raises(tw.ConfigError, match=r"experiments\.exp: give runs or sources, not both"):
+        resolve({"experiments": {"exp": {"sources": {"a": "/x"}, "runs": {"b": "/y"}, "threshold": 0.5}}})
 
 
-def test_imported_series(tmp_path):
-    (tmp_path / "seed_0").mkdir()
-    config = {"experiments": {"bert": {"sources": {"seed_0": str(tmp_path / "seed_0"), "seed_1": "/missing"},
-                                       "threshold": 0.5}}}
+def write_run(folder):
+    """A run directory of two step*.safetensors checkpoints."""
+    from safetensors.torch import save_file
+    import torch
+
+    folder.mkdir(parents=True)
+    for step in (0, 10):
+        save_file({"w": torch.ones(2, 2) * step}, str(folder / f"step{step}.safetensors"))
+    return folder
+
+
+def test_series_read_in_place(tmp_path):
+    write_run(tmp_path / "seed_0")
+    (tmp_path / "empty").mkdir()
+    config = {"experiments": {"bert": {"sources": {"seed_0": str(tmp_path / "seed_0"), "seed_1": "/missing",
+                                                   "seed_2": str(tmp_path / "empty")}, "threshold": 0.5}}}
     exp = resolve(config)["bert"]
-    assert exp.imported and exp.runs == ("seed_0", "seed_1")
+    assert exp.in_place and exp.runs == ("seed_0", "seed_1", "seed_2")
+    assert exp.series_inputs("seed_0") == [str(tmp_path / "seed_0" / f"step{s}.safetensors") for s in (0, 10)]
     problems = tw.data_problems({"bert": exp})
-    assert problems == ["experiment bert: sources.seed_1: /missing is not a directory"]
+    assert problems[0] == "experiment bert: sources.seed_1: /missing is not a directory"
+    assert problems[1].startswith(f"experiment bert: sources.seed_2: {tmp_path / 'empty'}: no checkpoints found")
+    assert len(problems) == 2
+
+
+def test_runs_glob_names_runs_after_their_directories(tmp_path):
+    for name in ("seed_1", "seed_0"):
+        write_run(tmp_path / "sweep" / name)
+    (tmp_path / "sweep" / "seed_notes.txt").write_text("not a directory")
+    exp = resolve({"experiments": {"s": {"runs": str(tmp_path / "sweep" / "seed_*"), "threshold": 0.5}}})["s"]
+    assert exp.runs == ("seed_0", "seed_1") and exp.sources["seed_1"] == str(tmp_path / "sweep" / "seed_1")
+    assert exp.sources_key == "runs" and tw.data_problems({"s": exp}) == []
+    mapping = resolve({"experiments": {"s": {"runs": {"a": str(tmp_path / "sweep" / "seed_0")}, "threshold": 0.5}}})
+    assert mapping["s"].runs == ("a",)
+
+
+@pytest.mark.parametrize(
+    "runs, message",
+    [
+        ("{tmp}/nothing_*", r"config key experiments\.s\.runs: the pattern '{tmp}/nothing_\*' matches no directory"),
+        ("{tmp}/odd*", r"config key experiments\.s\.runs: run directory '{tmp}/odd name': its name 'odd name' "),
+        ("{tmp}/*/seed_0", r"config key experiments\.s\.runs: .* have the same name 'seed_0'"),
+        ({"..": "/x"}, r"config key experiments\.s\.runs: bad name '\.\.'"),
+        ({"a/b": "/x"}, r"config key experiments\.s\.runs: bad name 'a/b'"),
+    ],
+)
+def test_bad_runs_are_named(tmp_path, runs, message):
+    (tmp_path / "odd name").mkdir()
+    for parent in ("p", "q"):
+        (tmp_path / parent / "seed_0").mkdir(parents=True)
+    runs = runs.format(tmp=tmp_path) if isinstance(runs, str) else runs
+    with pytest.raises(tw.ConfigError, match=message.format(tmp=re.escape(str(tmp_path)))):
+        resolve({"experiments": {"s": {"runs": runs, "threshold": 0.5}}})
 
 
 def test_missing_datasets_are_named_with_the_config_key(tmp_path):
@@ -104,8 +151,8 @@ def test_options_are_passed_to_the_command_line():
     reordered = resolve(minimal(train={"lr": 0.5, "epochs": 7}))["exp"]
     assert reordered.train_args() == exp.train_args()  # key order in the file is irrelevant
     assert "--exclude 'head|tail'" in exp.metrics_args()
-    assert "--device auto" in exp.metrics_args()
-    assert "--device cuda:1" in resolve(minimal(metrics={"device": "cuda:1"}))["exp"].metrics_args()
+    assert exp.device_arg() == "--device auto"
+    assert resolve(minimal(metrics={"device": "cuda:1"}))["exp"].device_arg() == "--device cuda:1"
     with pytest.raises(tw.ConfigError, match="experiments.exp.metrics.device"):
         resolve(minimal(metrics={"device": "gpu"}))
     assert "--restarts 2" in exp.hmm_args() and "--min-runs 4" in exp.hmm_args()

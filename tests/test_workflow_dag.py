@@ -39,16 +39,20 @@ def test_quick_preset_builds_every_rule(tmp_path):
     assert jobs["hmm_select"] == len(preset["experiments"])
 
 
-def test_imported_series_use_the_import_rule(tmp_path):
+def test_released_series_are_read_in_place(tmp_path):
+    from safetensors.torch import save_file
+    import torch
+
     sources = {}
     for run in ("seed_0", "seed_1"):
-        (tmp_path / "released" / run).mkdir(parents=True)
+        (tmp_path / "released" / run / "step_20k").mkdir(parents=True)
+        save_file({"w": torch.ones(2, 2)}, str(tmp_path / "released" / run / "step_20k" / "model.safetensors"))
         sources[run] = str(tmp_path / "released" / run)
     config = tmp_path / "import.yaml"
     config.write_text(yaml.safe_dump({"experiments": {"bert": {"sources": sources, "threshold": 0.5}}}))
     jobs = dry_run(tmp_path / "work", "--configfile", str(config))
-    assert sorted(w["run"] for rule, w in jobs if rule == "import_run") == ["seed_0", "seed_1"]
-    assert not any(rule == "train" for rule, _ in jobs)
+    assert sorted(w["run"] for rule, w in jobs if rule == "series_metrics") == ["seed_0", "seed_1"]
+    assert not any(rule in ("train", "metrics") for rule, _ in jobs)
 
 
 def test_lint_is_clean(fake_data):

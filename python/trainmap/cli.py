@@ -24,6 +24,16 @@ def _add_metrics(subparsers) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="CHECKPOINT_OR_DIR")
     p.add_argument("-o", "--output", required=True, type=Path, help="CSV file to write (atomically)")
+    _add_metric_options(p)
+    p.add_argument("--device", default="auto",
+                   help="auto (a CUDA GPU when torch sees one, else the Rust engine), cpu (the engine), "
+                   "cuda or cuda:N (torch on that GPU; singular values always exact there)")
+    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    p.set_defaults(run=_run_metrics)
+
+
+def _add_metric_options(p) -> None:
+    """The engine's options, shared by the metrics and metrics-series commands."""
     p.add_argument("--threads", type=int, default=None, help="worker threads (default: all available CPUs)")
     p.add_argument("--svd", choices=("auto", "exact", "randomized"), default="auto")
     p.add_argument("--exact-max-dim", type=int, default=None,
@@ -32,11 +42,6 @@ def _add_metrics(subparsers) -> None:
     p.add_argument("--include", default=None, help="regex: only tensors whose name matches count")
     p.add_argument("--exclude", default=None,
                    help="regex replacing the default exclusion of embeddings and norm layers ('' excludes nothing)")
-    p.add_argument("--device", default="auto",
-                   help="auto (a CUDA GPU when torch sees one, else the Rust engine), cpu (the engine), "
-                   "cuda or cuda:N (torch on that GPU; singular values always exact there)")
-    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
-    p.set_defaults(run=_run_metrics)
 
 
 def _run_metrics(args: argparse.Namespace) -> int:
@@ -135,13 +140,43 @@ def _run_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_metrics_series(subparsers) -> None:
+    p = subparsers.add_parser(
+        "metrics-series",
+        help="the weight statistics of a run directory you already have, read in place",
+        description="Read a run directory where it lies (a trainmap.Recorder run, step*.safetensors files, "
+        "or one sub-directory per step such as checkpoint-500/ or step_20k/ with model.safetensors, sharded "
+        "safetensors or pytorch_model.bin, plus log.csv or trainer_state.json) and write OUT/metrics.csv, "
+        "OUT/log.csv, OUT/integrity.json and OUT/run.json, as for a trained run. Nothing is copied; a "
+        "Recorder's metrics.csv is adopted when its engine and options equal these. See docs/your-runs.md.",
+    )
+    p.add_argument("source", type=Path, metavar="SRC", help="the run directory")
+    p.add_argument("--out-dir", required=True, type=Path, metavar="OUT", help="where to write (results/EXP/runs/RUN)")
+    _add_metric_options(p)
+    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    p.set_defaults(run=_run_metrics_series)
+
+
+def _run_metrics_series(args: argparse.Namespace) -> int:
+    from trainmap.series_metrics import series_metrics
+
+    bar, progress = _progress_bar(f"metrics {args.source.name}", args.no_progress, unit="ckpt")
+    with bar:
+        record = series_metrics(args.source, args.out_dir, svd=args.svd, include=args.include, exclude=args.exclude,
+                                exact_max_dim=args.exact_max_dim, rank=args.rank, threads=args.threads,
+                                progress=progress)
+    print(f"{args.out_dir}: {record['metrics']} metrics of {record['checkpoints']} checkpoints "
+          f"({record['layout']} layout) from {record['source']}", file=sys.stderr)
+    return 0
+
+
 # --- analysis stage (trainmap.analysis.stages); flags documented in docs/analysis.md ---------
 
-def _progress_bar(desc: str, disable: bool):
+def _progress_bar(desc: str, disable: bool, unit: str = "fit"):
     """A tqdm bar on stderr and a ``progress(done, total)`` callback feeding it."""
     from tqdm import tqdm
 
-    bar = tqdm(total=0, unit="fit", desc=desc, disable=disable, file=sys.stderr)
+    bar = tqdm(total=0, unit=unit, desc=desc, disable=disable, file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
         if bar.total != total:
@@ -397,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_metrics(subparsers)
     _add_train(subparsers)
     _add_import(subparsers)
+    _add_metrics_series(subparsers)
     for add in (_add_hmm_select, _add_hmm_decode, _add_map, _add_regress, _add_baselines, _add_figures, _add_tables):
         add(subparsers)
     return parser

@@ -8,9 +8,11 @@ here as a plain string, so Snakemake's ``params`` rerun trigger sees every chang
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
+import re
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -80,6 +82,10 @@ def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
     """
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None and error.validator == "oneOf":
+        # Of the alternatives, report the problem with the one of the instance's own type.
+        own_type = [e for e in error.context if e.validator != "type"]
+        error = jsonschema.exceptions.best_match(own_type) if own_type else error
     if error is not None:
         if error.validator == "additionalProperties":
             extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
@@ -100,8 +106,9 @@ class Experiment:
 
     name: str
     runs: tuple[str, ...]
-    task: str | None = None  # None for imported checkpoint series
-    sources: Mapping[str, str] = field(default_factory=dict)
+    task: str | None = None  # None for run directories read in place
+    sources: Mapping[str, str] = field(default_factory=dict)  # run name -> directory read in place
+    sources_key: str = "runs"  # the config key that gave them: runs or sources
     train_overrides: Mapping[str, Any] = field(default_factory=dict)
     train_settings: Mapping[str, Any] = field(default_factory=dict)
     threshold: float | None = None
@@ -112,7 +119,8 @@ class Experiment:
     figures: Mapping[str, Any] = field(default_factory=dict)
 
     @property
-    def imported(self) -> bool:
+    def in_place(self) -> bool:
+        """Whether the runs are directories read where they lie (``runs:``/``sources:``)."""
         return self.task is None
 
     def run_dir(self, run: str) -> str:
@@ -136,13 +144,25 @@ class Experiment:
 
     def metrics_args(self) -> str:
         m = self.metrics
-        args = [f"--svd {m['svd']}", f"--exact-max-dim {m['exact_max_dim']}", f"--rank {m['rank']}",
-                f"--device {m['device']}"]
+        args = [f"--svd {m['svd']}", f"--exact-max-dim {m['exact_max_dim']}", f"--rank {m['rank']}"]
         if m["include"] is not None:
             args.append(f"--include {shlex.quote(m['include'])}")
         if m["exclude"] is not None:
             args.append(f"--exclude {shlex.quote(m['exclude'])}")
         return " ".join(args)
+
+    def device_arg(self) -> str:
+        """Where trained runs' metrics are computed (``trainmap metrics --device``); runs read
+        in place use the engine."""
+        return f"--device {self.metrics['device']}"
+
+    def series_inputs(self, run: str) -> list[str]:
+        """The files the metrics of an in-place run depend on (its checkpoints, shard indexes
+        and logs), listed when the DAG is built: a new checkpoint or a changed log makes that
+        run's metrics stale, and no other run's."""
+        from trainmap.series import discover
+
+        return discover(self.sources[run]).input_files()
 
     def _fit_args(self, max_components: int) -> list[str]:
         h = self.hmm
@@ -174,6 +194,42 @@ def _runs(name: str, spec: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(str(s) for s in (range(seeds) if isinstance(seeds, int) else seeds))
 
 
+#: Run names become directories and Snakemake wildcards: no separators, no "." or "..".
+_RUN_NAME = re.compile(r"^(?!\.\.?$)[A-Za-z0-9_.-]+$")
+
+
+def _globbed_runs(key: str, pattern: str) -> dict[str, str]:
+    """Run name (the directory's name) -> directory for every directory ``pattern`` matches."""
+    matches = sorted(path for path in glob.glob(os.path.expanduser(pattern)) if os.path.isdir(path))
+    if not matches:
+        raise ConfigError(f"config key {key}: the pattern {pattern!r} matches no directory")
+    runs: dict[str, str] = {}
+    for path in matches:
+        name = os.path.basename(os.path.normpath(path))
+        if not _RUN_NAME.match(name):
+            raise ConfigError(f"config key {key}: run directory {path!r}: its name {name!r} cannot name a run "
+                              "(letters, digits, '_', '.', '-' only); list the runs as a mapping name: directory")
+        if name in runs:
+            raise ConfigError(f"config key {key}: {runs[name]!r} and {path!r} have the same name {name!r}; "
+                              "list the runs as a mapping name: directory")
+        runs[name] = path
+    return runs
+
+
+def _in_place(key: str, spec: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+    """(config key, run name -> directory) of an experiment that gives runs or sources."""
+    given = [k for k in ("runs", "sources") if k in spec]
+    if len(given) == 2:
+        raise ConfigError(f"config key {key}: give runs or sources, not both")
+    clash = [k for k in ("task", "seeds", "train") if k in spec and spec[k] != {}]
+    if clash:
+        raise ConfigError(f"config key {key}: an experiment of existing runs ({given[0]}) cannot also set "
+                          f"{', '.join(clash)}")
+    value = spec[given[0]]
+    runs = _globbed_runs(f"{key}.{given[0]}", value) if isinstance(value, str) else dict(value)
+    return given[0], runs
+
+
 def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
     """Resolve the (schema-validated) configuration into :class:`Experiment` records.
 
@@ -194,18 +250,17 @@ def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
             baselines=spec["baselines"],
             figures=spec["figures"],
         )
-        if "sources" in spec:
-            clash = [k for k in ("task", "seeds", "train") if k in spec and spec[k] != {}]
-            if clash:
-                raise ConfigError(f"config key {key}: an imported experiment (sources) cannot also set {', '.join(clash)}")
+        if "runs" in spec or "sources" in spec:
+            sources_key, sources = _in_place(key, spec)
             if common["threshold"] is None:
-                raise ConfigError(f"config key {key}.threshold: imported series need a convergence threshold "
+                raise ConfigError(f"config key {key}.threshold: existing runs need a convergence threshold "
                                   "on their eval accuracy")
-            resolved[name] = Experiment(runs=tuple(spec["sources"]), sources=dict(spec["sources"]), **common)
+            resolved[name] = Experiment(runs=tuple(sources), sources=sources, sources_key=sources_key, **common)
             continue
         missing = [k for k in ("task", "seeds") if k not in spec]
         if missing:
-            raise ConfigError(f"config key {key}: needs {' and '.join(missing)} (or sources, to import checkpoint series)")
+            raise ConfigError(f"config key {key}: needs {' and '.join(missing)} "
+                              "(or runs, to analyse existing run directories)")
         task = spec["task"]
         overrides = dict(spec["train"])
         defaults = default_settings(task)
@@ -225,19 +280,26 @@ def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
 
 
 def data_problems(experiments: Mapping[str, Experiment]) -> list[str]:
-    """Messages for experiments whose data files are missing (and may not be downloaded).
+    """Messages for experiments whose data files are missing (and may not be downloaded),
+    or whose existing run directories hold no checkpoint series.
 
     Checked before anything runs, so a missing dataset stops the workflow at the start
     instead of failing forty training jobs.
     """
+    from trainmap.series import discover
     from trainmap.train.datafiles import missing_data
 
     problems = []
     for exp in experiments.values():
-        if exp.imported:
+        if exp.in_place:
             for run, source in exp.sources.items():
                 if not Path(source).is_dir():
-                    problems.append(f"experiment {exp.name}: sources.{run}: {source} is not a directory")
+                    problems.append(f"experiment {exp.name}: {exp.sources_key}.{run}: {source} is not a directory")
+                    continue
+                try:
+                    discover(source)
+                except (OSError, ValueError) as exc:
+                    problems.append(f"experiment {exp.name}: {exp.sources_key}.{run}: {exc}")
             continue
         message = missing_data(exp.task, exp.train_settings)
         if message:

@@ -6,8 +6,44 @@ rule metrics:
         "results/{exp}/runs/{run}/run.json",
     output:
         "results/{exp}/runs/{run}/metrics.csv",
+    wildcard_constraints:
+        exp="|".join(e.name for e in EXPERIMENTS.values() if not e.in_place) or "(?!)",
     params:
         checkpoints=lambda w: f"{exp_of(w).run_dir(w.run)}/checkpoints",
+        options=lambda w: exp_of(w).metrics_args(),
+        device=lambda w: exp_of(w).device_arg(),
+        engine=ENGINE,
+    threads: config["threads"]["metrics"]
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        "results/{exp}/logs/metrics/{run}.log",
+    conda:
+        "../../envs/trainmap.yaml"
+    shell:
+        "trainmap metrics {params.checkpoints} -o {output} --threads {threads} {params.options} {params.device}"
+        " > {log} 2>&1"
+
+
+# A run directory that exists already (config runs:/sources:), read where it lies. Its
+# inputs are the run's checkpoint files and logs, listed when the DAG is built: a new
+# checkpoint or a changed log in one run directory makes that run's job stale, no other.
+
+
+rule series_metrics:
+    input:
+        lambda w: exp_of(w).series_inputs(w.run),
+    output:
+        metrics="results/{exp}/runs/{run}/metrics.csv",
+        log="results/{exp}/runs/{run}/log.csv",
+        integrity="results/{exp}/runs/{run}/integrity.json",
+        record="results/{exp}/runs/{run}/run.json",
+    wildcard_constraints:
+        exp="|".join(e.name for e in EXPERIMENTS.values() if e.in_place) or "(?!)",
+    params:
+        source=lambda w: exp_of(w).sources[w.run],
+        out_dir=lambda w: exp_of(w).run_dir(w.run),
         options=lambda w: exp_of(w).metrics_args(),
         engine=ENGINE,
     threads: config["threads"]["metrics"]
@@ -19,4 +55,5 @@ rule metrics:
     conda:
         "../../envs/trainmap.yaml"
     shell:
-        "trainmap metrics {params.checkpoints} -o {output} --threads {threads} {params.options} > {log} 2>&1"
+        "trainmap metrics-series {params.source:q} --out-dir {params.out_dir} --threads {threads} {params.options}"
+        " > {log} 2>&1"

@@ -1,4 +1,4 @@
-# Training (or importing) one run. Only run.json is declared: it is written last, when the
+# Training one run (runs that exist already are read in place: rule series_metrics). Only run.json is declared: it is written last, when the
 # run has ended, and Snakemake would delete the checkpoints and resume state of a killed
 # job if they were declared outputs. The trainmap train command resumes such a run.
 
@@ -7,7 +7,7 @@ rule train:
     output:
         "results/{exp}/runs/{run}/run.json",
     wildcard_constraints:
-        exp="|".join(e.name for e in EXPERIMENTS.values() if not e.imported) or "(?!)",
+        exp="|".join(e.name for e in EXPERIMENTS.values() if not e.in_place) or "(?!)",
     params:
         task=lambda w: exp_of(w).task,
         out=lambda w: exp_of(w).run_dir(w.run),
@@ -27,21 +27,3 @@ rule train:
         "trainmap train {params.task} --seed {wildcards.run} --out {params.out} {params.overrides}"
         " --threads {threads} --device {params.device} > {log} 2>&1"
 
-
-rule import_run:
-    output:
-        "results/{exp}/runs/{run}/run.json",
-    wildcard_constraints:
-        exp="|".join(e.name for e in EXPERIMENTS.values() if e.imported) or "(?!)",
-    params:
-        source=lambda w: exp_of(w).sources[w.run],
-        out=lambda w: exp_of(w).run_dir(w.run),
-    resources:
-        mem_mb=lambda w: exp_of(w).resources["mem_mb"],
-        runtime=lambda w: exp_of(w).resources["runtime"],
-    log:
-        "results/{exp}/logs/import/{run}.log",
-    conda:
-        "../../envs/trainmap.yaml"
-    shell:
-        "trainmap import {params.source:q} --out {params.out} > {log} 2>&1"

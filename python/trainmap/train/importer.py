@@ -1,143 +1,34 @@
 """Import a series of released checkpoints (MultiBERTs, Pythia, Hugging Face Trainer
-style) into the run layout, so it goes through the rest of the workflow like a trained run.
+style) into the run layout: a copy, for people who want one. The workflow reads such series
+in place instead (config ``runs:``/``sources:``, :mod:`trainmap.series_metrics`).
 
-The source is a directory with one sub-directory per training step, named so that the step
-can be read from it: ``step_20k`` (MultiBERTs: 20 000), ``step143000`` (Pythia),
-``checkpoint-500`` (Trainer), or a plain number. Each holds ``model.safetensors`` or
-``pytorch_model.bin`` (or their sharded forms with an ``.index.json``). ``.bin`` files are
-loaded with ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects.
+The source is a directory with one sub-directory per training step, read by
+:mod:`trainmap.series` (the one reader of checkpoint series: step names such as
+``step_20k``, ``step143000``, ``checkpoint-500``; ``model.safetensors``, sharded safetensors
+with their index, or ``pytorch_model.bin`` loaded with ``torch.load(weights_only=True)``).
 
 Output: ``checkpoints/step{N:08d}.safetensors`` with the floating-point tensors of each
 step in their original dtype (integer buffers such as ``position_ids`` are dropped),
-``log.csv`` with the columns the source provides (from ``trainer_state.json`` in the step
-directories or a ``log.csv``/``metrics.csv`` with a ``step`` column next to them), and
-``run.json`` last. An interrupted import started again skips the checkpoints already written.
+``log.csv`` with the columns the source provides at the checkpoint steps (from
+``trainer_state.json`` or a ``log.csv`` with a ``step`` column, :func:`trainmap.series.read_log`),
+and ``run.json`` last. An interrupted import started again skips the checkpoints already written.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from trainmap import atomic
+from trainmap import atomic, series as series_reader
 from trainmap.train import layout
-from trainmap.train.datafiles import DataFileError
 
-__all__ = ["import_series", "find_series", "step_of", "load_released_checkpoint"]
-
-_STEP_PATTERNS = (
-    re.compile(r"step[_-]?(\d+)(k?)(?![0-9])", re.IGNORECASE),
-    re.compile(r"checkpoint[_-](\d+)()(?![0-9])", re.IGNORECASE),
-    re.compile(r"^(\d+)()$"),
-)
-_MODEL_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
-_SOURCE_LOGS = ("log.csv", "metrics.csv")
-# Source metric names that mean our log columns.
-_RENAME = {
-    "loss": "train_loss",
-    "accuracy": "train_accuracy",
-    "train_acc": "train_accuracy",
-    "eval_acc": "eval_accuracy",
-}
-
-
-def step_of(name: str) -> int | None:
-    """Training step a checkpoint directory's name stands for, or None.
-
-    ``step_20k`` → 20000, ``multiberts-seed_1-step_2000k`` → 2000000, ``step143000`` →
-    143000, ``checkpoint-500`` → 500, ``1200`` → 1200.
-    """
-    for pattern in _STEP_PATTERNS:
-        matches = list(pattern.finditer(name))
-        if matches:
-            number, thousands = matches[-1].groups()
-            return int(number) * (1000 if thousands else 1)
-    return None
-
-
-def _model_file(folder: Path) -> Path | None:
-    for name in _MODEL_FILES:
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
-def find_series(src: str | os.PathLike) -> list[tuple[int, Path]]:
-    """``(step, model file)`` of every checkpoint directory in ``src``, by step.
-
-    Sub-directories whose name holds no step are ignored; one that does but holds no model
-    file, or two that claim the same step, raise :class:`DataFileError` naming them.
-    """
-    src = Path(src)
-    if not src.is_dir():
-        raise FileNotFoundError(f"{src}: no such source directory")
-    series: dict[int, Path] = {}
-    for folder in sorted(p for p in src.iterdir() if p.is_dir()):
-        step = step_of(folder.name)
-        if step is None:
-            continue
-        model_file = _model_file(folder)
-        if model_file is None:
-            raise DataFileError(f"{folder}: no {' or '.join(_MODEL_FILES)} in this checkpoint directory")
-        if step in series:
-            raise DataFileError(f"{folder} and {series[step].parent} both stand for step {step}")
-        series[step] = model_file
-    if not series:
-        raise DataFileError(
-            f"{src}: no checkpoint directories (expected sub-directories such as step_20k/, step143000/ "
-            "or checkpoint-500/ holding model.safetensors or pytorch_model.bin)"
-        )
-    return sorted(series.items())
-
-
-def _load_single(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        if path.suffix == ".safetensors":
-            return load_file(str(path))
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt files and refused pickles surface as many exception types
-        raise DataFileError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from None
-    for key in ("state_dict", "model"):  # some .bin files wrap the state dict
-        if isinstance(loaded, dict) and set(loaded) == {key} and isinstance(loaded[key], dict):
-            loaded = loaded[key]
-    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise DataFileError(f"{path}: expected a state dict of named tensors")
-    return loaded
-
-
-def load_released_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """All tensors of one released checkpoint (one file, or the shards its index names)."""
-    path = Path(path)
-    if not path.name.endswith(".index.json"):
-        return _load_single(path)
-    try:
-        weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
-        shards = sorted(set(weight_map.values()))
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-        raise DataFileError(f"{path}: not a shard index ({type(exc).__name__}: {exc})") from None
-    tensors: dict[str, torch.Tensor] = {}
-    for shard in shards:
-        shard_path = path.parent / shard
-        if not shard_path.is_file():
-            raise DataFileError(f"{path}: names shard {shard}, which is missing")
-        tensors.update(_load_single(shard_path))
-    return tensors
-
+__all__ = ["import_series"]
 
 def _write_imported(path: Path, tensors: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str]]:
     """Write the floating-point tensors (original dtype, keys sorted) atomically; return
@@ -149,48 +40,6 @@ def _write_imported(path: Path, tensors: Mapping[str, torch.Tensor]) -> tuple[li
     }
     atomic.write_bytes(path, safetensors_bytes(kept))
     return list(kept), sorted(set(tensors) - set(kept))
-
-
-def _number(text: Any) -> Any:
-    """CSV text → int or float when it is one, else unchanged."""
-    if not isinstance(text, str):
-        return text
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text if text != "" else None
-
-
-def _source_metrics(src: Path, series: list[tuple[int, Path]]) -> dict[int, dict[str, Any]]:
-    """Per-step metrics the source provides: a log.csv/metrics.csv with a ``step`` column,
-    and each step directory's trainer_state.json log entries for that step."""
-    metrics: dict[int, dict[str, Any]] = {step: {} for step, _ in series}
-    for name in _SOURCE_LOGS:
-        path = src / name
-        if not path.is_file():
-            continue
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            if "step" not in (reader.fieldnames or []):
-                raise DataFileError(f"{path}: no 'step' column")
-            for row in reader:
-                step = _number(row.pop("step"))
-                if step in metrics:
-                    metrics[step].update({k: _number(v) for k, v in row.items() if k})
-    for step, model_file in series:
-        state_file = model_file.parent / "trainer_state.json"
-        if not state_file.is_file():
-            continue
-        try:
-            history = json.loads(state_file.read_text(encoding="utf-8")).get("log_history", [])
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
-            raise DataFileError(f"{state_file}: unreadable ({exc})") from None
-        for entry in history:
-            if isinstance(entry, dict) and entry.get("step") == step:
-                metrics[step].update({k: v for k, v in entry.items() if k != "step" and isinstance(v, (int, float))})
-    return {step: {_RENAME.get(k, k): v for k, v in values.items()} for step, values in metrics.items()}
 
 
 def _log_columns(metrics: Mapping[int, Mapping[str, Any]]) -> list[str]:
@@ -219,27 +68,29 @@ def import_series(src: str | os.PathLike, out: str | os.PathLike, *, progress: b
                 "use another output directory"
             )
         return finished
-    series = find_series(src)
-    metrics = _source_metrics(src, series)
+    checkpoints = series_reader.find_step_dirs(src)
+    log = series_reader.read_log(series_reader.discover(src))
+    metrics = {c.step: log.get(c.step, {}) for c in checkpoints}
     layout.ensure_writable(out)
     started = time.perf_counter()
     dropped: set[str] = set()
-    for step, model_file in tqdm(series, desc=f"import {src.name}", unit="ckpt", disable=not progress, file=sys.stderr):
-        dest = layout.checkpoint_path(out, step)
+    bar = tqdm(checkpoints, desc=f"import {src.name}", unit="ckpt", disable=not progress, file=sys.stderr)
+    for checkpoint in bar:
+        dest = layout.checkpoint_path(out, checkpoint.step)
         if dest.exists():  # written, atomically, by an interrupted earlier import
             continue
-        _, dropped_here = _write_imported(dest, load_released_checkpoint(model_file))
+        _, dropped_here = _write_imported(dest, series_reader.load_checkpoint(checkpoint))
         dropped.update(dropped_here)
     columns = _log_columns(metrics)
-    layout.write_log(out / "log.csv", [{"step": step, **metrics[step]} for step, _ in series], columns)
+    layout.write_log(out / "log.csv", [{"step": c.step, **metrics[c.step]} for c in checkpoints], columns)
     record = {
         "task": "import",
         "seed": None,
         "status": "complete",
         "source": source,
-        "source_files": {str(step): str(path.relative_to(src)) for step, path in series},
-        "checkpoints": len(series),
-        "last_checkpoint_step": series[-1][0],
+        "source_files": {str(c.step): str((c.index or c.files[0]).relative_to(src)) for c in checkpoints},
+        "checkpoints": len(checkpoints),
+        "last_checkpoint_step": checkpoints[-1].step,
         "log_columns": columns,
         "dropped_tensors": sorted(dropped),
         "torch_version": torch.__version__,

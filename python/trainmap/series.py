@@ -1,0 +1,422 @@
+"""Reading a checkpoint series where it lies: which layout a run directory has, the step
+of each checkpoint, which files make up each checkpoint, its tensors, and the training log.
+
+The one reader of checkpoint series, used by ``trainmap import`` (which copies a series into
+the run layout) and by the in-place metrics of :mod:`trainmap.series_metrics`. Layouts of a
+run directory ``DIR`` (docs/your-runs.md):
+
+``recorder``
+    ``DIR/run.json`` with ``"kind": "recorder"`` (written by ``trainmap.Recorder``):
+    ``metrics.csv``, ``log.csv`` and, when kept, ``checkpoints/step{N:08d}.safetensors``.
+``files``
+    ``step*.safetensors`` files (``step1200.safetensors``, ``step00001200.safetensors``)
+    directly in ``DIR`` or in ``DIR/checkpoints/``.
+``dirs``
+    one sub-directory per step, its name holding the step (``checkpoint-500``, ``step_20k``
+    = 20 000, ``step143000``, ``1200``), with ``model.safetensors``, sharded
+    ``*.safetensors`` named by ``model.safetensors.index.json``, or ``pytorch_model.bin``
+    (or shards named by ``pytorch_model.bin.index.json``).
+
+The training log is ``DIR/log.csv`` (a ``step`` column) and/or the Hugging Face Trainer's
+``trainer_state.json`` (``log_history``) in the step directories or in ``DIR``. Nothing is
+pickled: ``.bin`` files are read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from trainmap.train.datafiles import DataFileError
+
+__all__ = [
+    "Checkpoint",
+    "Series",
+    "SeriesError",
+    "step_of",
+    "discover",
+    "find_step_dirs",
+    "load_checkpoint",
+    "mapped_tensors",
+    "read_log",
+    "trainer_global_step",
+    "RENAMED_LOG_COLUMNS",
+]
+
+#: A problem with a series on disk (missing shard, two directories for one step...);
+#: the message names the file or directory.
+SeriesError = DataFileError
+
+_STEP_PATTERNS = (
+    re.compile(r"step[_-]?(\d+)(k?)(?![0-9])", re.IGNORECASE),
+    re.compile(r"checkpoint[_-](\d+)()(?![0-9])", re.IGNORECASE),
+    re.compile(r"^(\d+)()$"),
+)
+_STEP_FILE = re.compile(r"^step[_-]?(\d+)(k?)\.safetensors$", re.IGNORECASE)
+# Model files of a step directory, by preference.
+_MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_TRAINER_STATE = "trainer_state.json"
+_MAX_STEP = 2**63 - 1
+#: Log names of the Hugging Face Trainer (and others) that mean trainmap's log columns.
+RENAMED_LOG_COLUMNS: Mapping[str, str] = {
+    "loss": "train_loss",
+    "accuracy": "train_accuracy",
+    "train_acc": "train_accuracy",
+    "eval_acc": "eval_accuracy",
+}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One checkpoint of a series.
+
+    Attributes
+    ----------
+    step : training step (from the file or directory name).
+    files : the files holding its tensors (one file, or every shard).
+    format : ``"safetensors"`` (one file), ``"sharded"`` (safetensors shards) or ``"bin"``
+        (``pytorch_model.bin``, possibly sharded).
+    index : the shard index (``*.index.json``), when sharded.
+    folder : its step directory (``dirs`` layout), else None.
+    """
+
+    step: int
+    files: tuple[Path, ...]
+    format: str
+    index: Path | None = None
+    folder: Path | None = None
+
+    @property
+    def name(self) -> str:
+        """How the checkpoint is named in messages: its directory or file."""
+        return str(self.folder if self.folder is not None else self.files[0])
+
+
+@dataclass(frozen=True)
+class Series:
+    """A run directory as found on disk.
+
+    Attributes
+    ----------
+    source : the run directory.
+    layout : ``"recorder"``, ``"files"`` or ``"dirs"``.
+    checkpoints : ordered by step (may be empty for a Recorder run without checkpoints).
+    logs : the log files that exist (``log.csv``, every ``trainer_state.json``), oldest first.
+    recorder : a Recorder run's run.json, else None.
+    """
+
+    source: Path
+    layout: str
+    checkpoints: tuple[Checkpoint, ...]
+    logs: tuple[Path, ...]
+    recorder: Mapping[str, Any] | None = None
+
+    @property
+    def steps(self) -> list[int]:
+        return [c.step for c in self.checkpoints]
+
+    def input_files(self) -> list[str]:
+        """Every file the series' metrics depend on (checkpoint files, indexes, logs, and a
+        Recorder's metrics.csv and run.json): the inputs of its Snakemake job, so that a new
+        or changed one makes that job stale."""
+        files: list[Path] = []
+        if self.recorder is not None:
+            files += [self.source / "run.json", self.source / "metrics.csv"]
+        for checkpoint in self.checkpoints:
+            files += [*checkpoint.files, *([checkpoint.index] if checkpoint.index else [])]
+        files += list(self.logs)
+        return [str(path) for path in dict.fromkeys(files) if path.is_file()]
+
+
+def step_of(name: str) -> int | None:
+    """Training step a checkpoint directory's (or file stem's) name stands for, or None.
+
+    ``step_20k`` → 20000, ``multiberts-seed_1-step_2000k`` → 2000000, ``step143000`` →
+    143000, ``checkpoint-500`` → 500, ``1200`` → 1200. Steps beyond int64 are refused.
+    """
+    for pattern in _STEP_PATTERNS:
+        matches = list(pattern.finditer(name))
+        if matches:
+            number, thousands = matches[-1].groups()
+            step = int(number) * (1000 if thousands else 1)
+            if step > _MAX_STEP:
+                raise SeriesError(f"{name}: step {step} is beyond the int64 range")
+            return step
+    return None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise SeriesError(f"{path}: unreadable JSON ({exc})") from None
+
+
+def _shards(index: Path) -> tuple[Path, ...]:
+    """The shard files a ``*.index.json`` names, each checked to exist."""
+    try:
+        names = sorted(set(_read_json(index)["weight_map"].values()))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise SeriesError(f"{index}: not a shard index (no weight_map: {exc})") from None
+    shards = tuple(index.parent / name for name in names)
+    for shard in shards:
+        if not shard.is_file():
+            raise SeriesError(f"{index}: names shard {shard.name}, which is missing")
+    return shards
+
+
+def _step_dir_checkpoint(folder: Path, step: int) -> Checkpoint:
+    """The checkpoint held by one step directory."""
+    for name in _MODEL_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        if name.endswith(".index.json"):
+            return Checkpoint(step, _shards(path), "sharded" if "safetensors" in name else "bin", path, folder)
+        return Checkpoint(step, (path,), "safetensors" if name.endswith(".safetensors") else "bin", None, folder)
+    loose = sorted(folder.glob("*.safetensors"))
+    if loose:
+        raise SeriesError(f"{folder}: {len(loose)} safetensors shards but no model.safetensors.index.json naming them")
+    raise SeriesError(f"{folder}: no {' or '.join(_MODEL_FILES)} in this checkpoint directory")
+
+
+def find_step_dirs(src: str | os.PathLike) -> list[Checkpoint]:
+    """The checkpoints of ``src``'s step directories, by step.
+
+    Sub-directories whose name holds no step are ignored; one that does but holds no model
+    file, or two that claim the same step, raise :class:`SeriesError` naming them.
+    """
+    src = Path(src)
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src}: no such source directory")
+    found: dict[int, Checkpoint] = {}
+    for folder in sorted(p for p in src.iterdir() if p.is_dir()):
+        step = step_of(folder.name)
+        if step is None:
+            continue
+        if step in found:
+            raise SeriesError(f"{folder} and {found[step].folder} both stand for step {step}")
+        found[step] = _step_dir_checkpoint(folder, step)
+    if not found:
+        raise SeriesError(
+            f"{src}: no checkpoint directories (expected sub-directories such as step_20k/, step143000/ "
+            "or checkpoint-500/ holding model.safetensors or pytorch_model.bin)"
+        )
+    return [found[step] for step in sorted(found)]
+
+
+def _step_files(folder: Path) -> list[Checkpoint]:
+    """``step*.safetensors`` files directly in ``folder``, by step."""
+    found: dict[int, Checkpoint] = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        match = _STEP_FILE.match(path.name)
+        if match is None:
+            continue
+        step = int(match.group(1)) * (1000 if match.group(2) else 1)
+        if step in found:
+            raise SeriesError(f"{path} and {found[step].files[0]} both stand for step {step}")
+        found[step] = Checkpoint(step, (path,), "safetensors")
+    return [found[step] for step in sorted(found)]
+
+
+def _logs(src: Path, checkpoints: Sequence[Checkpoint]) -> tuple[Path, ...]:
+    """The log files of a series: ``log.csv``, then every ``trainer_state.json`` (the run
+    directory's, then the step directories' by step, so the newest comes last)."""
+    candidates = [src / "log.csv", src / _TRAINER_STATE]
+    candidates += [c.folder / _TRAINER_STATE for c in checkpoints if c.folder is not None]
+    return tuple(path for path in candidates if path.is_file())
+
+
+def discover(src: str | os.PathLike) -> Series:
+    """Find the layout, checkpoints and logs of the run directory ``src`` (no tensor is read).
+
+    Raises ``FileNotFoundError`` for a missing directory and :class:`SeriesError` for one
+    that holds no checkpoints in any known layout (and is no Recorder run).
+    """
+    src = Path(src)
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src}: no such run directory")
+    run_json = src / "run.json"
+    if run_json.is_file():
+        record = _read_json(run_json)
+        if isinstance(record, dict) and record.get("kind") == "recorder":
+            checkpoints = _step_files(src / "checkpoints") if (src / "checkpoints").is_dir() else []
+            return Series(src, "recorder", tuple(checkpoints), _logs(src, checkpoints), record)
+    for folder in (src, src / "checkpoints"):
+        if folder.is_dir():
+            checkpoints = _step_files(folder)
+            if checkpoints:
+                return Series(src, "files", tuple(checkpoints), _logs(src, checkpoints))
+    has_step_dirs = any(p.is_dir() and step_of(p.name) is not None for p in src.iterdir())
+    if has_step_dirs:
+        checkpoints = find_step_dirs(src)
+        return Series(src, "dirs", tuple(checkpoints), _logs(src, checkpoints))
+    raise SeriesError(
+        f"{src}: no checkpoints found (expected step*.safetensors files, here or in checkpoints/, "
+        "sub-directories per step such as checkpoint-500/ or step_20k/, or a trainmap.Recorder run)"
+    )
+
+
+# --- tensors ---------------------------------------------------------------------------------
+
+_SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2"}
+
+
+def mapped_tensors(paths: Sequence[Path]) -> list[tuple[str, str, list[int], np.ndarray]]:
+    """The floating-point tensors of one checkpoint stored in safetensors ``paths`` (one file
+    or every shard), as ``(name, dtype, shape, data)`` for the engine's ``tensor_metrics``.
+
+    ``data`` is a read-only memory map of the file (BF16 as its 16-bit patterns): nothing is
+    read until the engine reads it. Integer tensors are left out. A name in two shards is
+    an error naming both.
+    """
+    tensors: dict[str, tuple[str, str, list[int], np.ndarray]] = {}
+    owner: dict[str, Path] = {}
+    for path in paths:
+        header, data_start = _safetensors_header(path)
+        raw = np.memmap(path, dtype=np.uint8, mode="r")
+        for name, entry in header.items():
+            if name == "__metadata__" or entry.get("dtype") not in _SAFETENSORS_DTYPES:
+                continue
+            if name in tensors:
+                raise SeriesError(f"tensor {name!r} is in both {owner[name]} and {path}")
+            begin, end = entry["data_offsets"]
+            dtype = np.dtype(_SAFETENSORS_DTYPES[entry["dtype"]])
+            shape = [int(d) for d in entry["shape"]]
+            if end - begin != dtype.itemsize * int(np.prod(shape, dtype=np.int64)) or data_start + end > raw.size:
+                raise SeriesError(f"{path}: tensor {name!r} has offsets that do not match its shape")
+            data = raw[data_start + begin:data_start + end].view(dtype)
+            tensors[name] = (name, entry["dtype"], shape, data)
+            owner[name] = path
+    return [tensors[name] for name in sorted(tensors)]
+
+
+def _safetensors_header(path: Path) -> tuple[dict, int]:
+    """The JSON header of a safetensors file and the offset where its data starts."""
+    try:
+        with open(path, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            if size <= 0 or size > min(100_000_000, path.stat().st_size - 8):
+                raise ValueError(f"header size {size} does not fit the file")
+            header = json.loads(handle.read(size))
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise SeriesError(f"{path}: not a safetensors file ({exc})") from None
+    return header, 8 + size
+
+
+def load_checkpoint(checkpoint: Checkpoint) -> dict:
+    """All tensors of a checkpoint as ``{name: torch.Tensor}`` (every shard together).
+
+    ``.bin`` files are read with ``torch.load(weights_only=True, mmap=True)`` (arbitrary
+    pickled objects are refused); a state dict wrapped in ``{"state_dict": ...}`` or
+    ``{"model": ...}`` is unwrapped.
+    """
+    tensors: dict = {}
+    for path in checkpoint.files:
+        for name, value in _load_file(path).items():
+            if name in tensors:
+                raise SeriesError(f"tensor {name!r} appears in more than one shard of {checkpoint.name}")
+            tensors[name] = value
+    return tensors
+
+
+def _load_file(path: Path) -> dict:
+    import torch
+    from safetensors.torch import load_file
+
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):  # the legacy (pre-zip) format cannot be memory-mapped
+                raise
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt files and refused pickles surface as many exception types
+        raise SeriesError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from None
+    for key in ("state_dict", "model"):  # some .bin files wrap the state dict
+        if isinstance(loaded, dict) and set(loaded) == {key} and isinstance(loaded[key], dict):
+            loaded = loaded[key]
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise SeriesError(f"{path}: expected a state dict of named tensors")
+    return loaded
+
+
+# --- the training log ------------------------------------------------------------------------
+
+
+def _number(text: Any) -> Any:
+    """CSV text → int or float when it is one, empty → None, else unchanged."""
+    if not isinstance(text, str):
+        return text
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text if text != "" else None
+
+
+def _csv_log(path: Path) -> dict[int, dict[str, Any]]:
+    rows: dict[int, dict[str, Any]] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if "step" not in (reader.fieldnames or []):
+            raise SeriesError(f"{path}: no 'step' column")
+        for number, row in enumerate(reader, start=2):
+            step = _number(row.pop("step"))
+            if not isinstance(step, int) or step < 0:
+                raise SeriesError(f"{path}: line {number} has no valid step ({step!r})")
+            rows.setdefault(step, {}).update({k: _number(v) for k, v in row.items() if k})
+    return rows
+
+
+def _trainer_log(path: Path) -> dict[int, dict[str, Any]]:
+    """``log_history`` of a trainer_state.json, merged per step (numbers only)."""
+    state = _read_json(path)
+    history = state.get("log_history", []) if isinstance(state, dict) else []
+    rows: dict[int, dict[str, Any]] = {}
+    for entry in history:
+        if isinstance(entry, dict) and isinstance(entry.get("step"), int):
+            values = {k: v for k, v in entry.items() if k != "step" and isinstance(v, (int, float))}
+            rows.setdefault(entry["step"], {}).update(values)
+    return rows
+
+
+def read_log(series: Series) -> dict[int, dict[str, Any]]:
+    """The training log of a series, ``{step: {column: value}}`` by step.
+
+    Rows of ``log.csv`` and of every ``trainer_state.json`` are merged by step; where two
+    give the same column for a step, the newer file (a later checkpoint's state) wins, so
+    the Trainer's cumulative history in the newest checkpoint decides. Trainer names are
+    renamed to trainmap's (``loss`` → ``train_loss``, :data:`RENAMED_LOG_COLUMNS`). Empty
+    when the series has no log.
+    """
+    merged: dict[int, dict[str, Any]] = {}
+    for path in series.logs:
+        rows = _csv_log(path) if path.suffix == ".csv" else _trainer_log(path)
+        for step, values in rows.items():
+            merged.setdefault(step, {}).update(values)
+    return {
+        step: {RENAMED_LOG_COLUMNS.get(k, k): v for k, v in merged[step].items()} for step in sorted(merged)
+    }
+
+
+def trainer_global_step(folder: Path) -> int | None:
+    """``global_step`` of a step directory's trainer_state.json, or None without one."""
+    path = folder / _TRAINER_STATE
+    if not path.is_file():
+        return None
+    state = _read_json(path)
+    step = state.get("global_step") if isinstance(state, dict) else None
+    return step if isinstance(step, int) else None

@@ -1,0 +1,301 @@
+"""The metrics of a run directory read where it lies (``trainmap metrics-series``).
+
+A run directory the researcher already has (:mod:`trainmap.series`: a Recorder run,
+``step*.safetensors`` files, or one directory per step with ``model.safetensors``, sharded
+safetensors or ``pytorch_model.bin``) becomes, in ``OUT`` (``results/<exp>/runs/<run>``)::
+
+    OUT/metrics.csv     step, the 14 statistics, svd, content_hash (one row per checkpoint)
+    OUT/log.csv         step + the columns of the run's log.csv / trainer_state.json
+    OUT/integrity.json  identical checkpoints, gaps in the step grid, steps that disagree
+    OUT/run.json        kind "in_place", source directory, layout, steps; written last
+
+so the analysis stages read it exactly as a trained run. No checkpoint is copied:
+safetensors files (every shard of a checkpoint together, since the means and medians are
+over all its matrices) are memory-mapped and handed to the engine's ``tensor_metrics``;
+``.bin`` state dicts go through :func:`trainmap.metrics.weights_metrics`. A Recorder run's
+own metrics.csv is adopted when its engine and options equal these (docs/design.md,
+"File contracts").
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from trainmap import atomic, series as series_reader
+from trainmap.series import Checkpoint, Series, SeriesError
+
+__all__ = [
+    "OPTION_KEYS",
+    "resolved_options",
+    "adoption_differences",
+    "integrity_report",
+    "integrity_warning",
+    "series_metrics",
+]
+
+#: Metric options that decide the numbers (a Recorder's run.json "options" has the same keys).
+OPTION_KEYS: tuple[str, ...] = ("include", "exclude", "svd", "exact_max_dim", "rank")
+_LOG_COLUMNS = ("step", "epoch", "train_loss", "train_accuracy", "eval_loss", "eval_accuracy")
+
+
+def resolved_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Metric options with the engine's defaults filled in (``exclude=None`` → the default
+    exclusion, ``exact_max_dim``/``rank`` None → the engine's defaults), so that two
+    spellings of the same settings compare equal."""
+    from trainmap import metrics
+
+    return {
+        "include": options.get("include"),
+        "exclude": metrics.DEFAULT_EXCLUDE if options.get("exclude") is None else options["exclude"],
+        "svd": options.get("svd") or "auto",
+        "exact_max_dim": options.get("exact_max_dim") or metrics.DEFAULT_EXACT_MAX_DIM,
+        "rank": options.get("rank") or metrics._engine.DEFAULT_RANK,
+    }
+
+
+def adoption_differences(record: Mapping[str, Any], options: Mapping[str, Any], engine: str) -> list[str]:
+    """Why a Recorder run's metrics.csv cannot be adopted (empty: it can): its engine
+    fingerprint and resolved options must equal ``engine`` and ``options``."""
+    differences = []
+    if record.get("engine") != engine:
+        differences.append(f"engine {str(record.get('engine'))[:12]}… (run) vs {engine[:12]}… (this installation)")
+    theirs = resolved_options(record.get("options") or {})
+    ours = resolved_options(options)
+    differences += [f"{key} {theirs[key]!r} (run) vs {ours[key]!r} (experiment)" for key in OPTION_KEYS
+                    if theirs[key] != ours[key]]
+    return differences
+
+
+# --- integrity -------------------------------------------------------------------------------
+
+
+def _grid_gaps(steps: Sequence[int]) -> list[dict[str, int]]:
+    """Holes in a regular grid of steps.
+
+    The grid interval d is the most common difference between consecutive steps (the
+    smallest among equally common ones). A difference of k·d (k ≥ 2) whose neighbouring
+    differences are d (those that exist) is a gap of k − 1 missing checkpoints. Schedules
+    that change their spacing (Pythia's log-spaced start, MultiBERTs' 20k then 100k) are
+    not gaps: there a wider difference does not sit between two grid intervals.
+    """
+    diffs = np.diff(np.asarray(steps, dtype=np.int64))
+    if len(diffs) < 2:
+        return []
+    counts = Counter(int(d) for d in diffs if d > 0)
+    if not counts:
+        return []
+    grid = min(d for d, n in counts.items() if n == max(counts.values()))
+    gaps = []
+    for i, diff in enumerate(int(d) for d in diffs):
+        neighbours = [int(diffs[j]) for j in (i - 1, i + 1) if 0 <= j < len(diffs)]
+        if diff > grid and diff % grid == 0 and all(n == grid for n in neighbours):
+            gaps.append({"after": int(steps[i]), "before": int(steps[i + 1]), "missing": diff // grid - 1,
+                         "grid": grid})
+    return gaps
+
+
+def integrity_report(
+    steps: Sequence[int],
+    hashes: Sequence[str | None],
+    recorded_steps: Mapping[int, int] | None = None,
+) -> dict[str, Any]:
+    """Integrity of a series: ``{"duplicates", "gaps", "out_of_order", "checked"}``.
+
+    duplicates : ``{"step", "duplicate_of"}`` for each checkpoint whose ``content_hash``
+        equals an earlier one's (byte- or tensor-identical counted tensors).
+    gaps : :func:`_grid_gaps`.
+    out_of_order : ``{"step", "recorded_step"}`` where the checkpoint's own record (the
+        Trainer's ``global_step``) disagrees with the step in its name, and
+        ``{"step", "after"}`` where steps do not increase.
+    checked : what could be checked (``content_hash`` is absent from metrics written by
+        engines without it).
+    """
+    first: dict[str, int] = {}
+    duplicates = []
+    for step, digest in zip(steps, hashes, strict=True):
+        if not isinstance(digest, str) or not digest:
+            continue
+        if digest in first:
+            duplicates.append({"step": int(step), "duplicate_of": first[digest]})
+        else:
+            first[digest] = int(step)
+    out_of_order = [{"step": int(s), "recorded_step": int(g)} for s, g in sorted((recorded_steps or {}).items())
+                    if g != s]
+    out_of_order += [{"step": int(b), "after": int(a)} for a, b in zip(steps, steps[1:]) if b <= a]
+    return {
+        "duplicates": duplicates,
+        "gaps": _grid_gaps(steps),
+        "out_of_order": out_of_order,
+        "checked": {"content_hash": any(isinstance(h, str) and h for h in hashes),
+                    "recorded_steps": bool(recorded_steps)},
+    }
+
+
+def integrity_warning(report: Mapping[str, Any], where: str) -> str | None:
+    """One line naming every problem of :func:`integrity_report`, or None when there is none."""
+    parts = [f"step {d['step']} is identical to step {d['duplicate_of']}" for d in report["duplicates"]]
+    parts += [f"{g['missing']} checkpoint(s) of the {g['grid']}-step grid missing between steps {g['after']} "
+              f"and {g['before']}" for g in report["gaps"]]
+    parts += [f"checkpoint of step {o['step']} records step {o['recorded_step']}" if "recorded_step" in o
+              else f"step {o['step']} comes after step {o['after']}" for o in report["out_of_order"]]
+    return f"{where}: checkpoint series integrity: {'; '.join(parts)}" if parts else None
+
+
+# --- computing -------------------------------------------------------------------------------
+
+
+def _checkpoint_result(checkpoint: Checkpoint, options: Mapping[str, Any], threads: int | None) -> dict:
+    """The engine's result dict for one checkpoint, its shards combined as one checkpoint
+    (the medians and means are over all its matrices). Warnings name the checkpoint."""
+    from trainmap import metrics
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if checkpoint.format == "bin":
+            state = {k: v for k, v in series_reader.load_checkpoint(checkpoint).items() if v.is_floating_point()}
+            result = metrics.weights_metrics(state, threads=threads, **options)
+        else:
+            try:
+                result = metrics._engine.tensor_metrics(series_reader.mapped_tensors(checkpoint.files),
+                                                        threads=threads, **options)
+            except ValueError as exc:
+                raise SeriesError(f"{checkpoint.name}: {exc}") from None
+    for warning in caught:
+        warnings.warn(f"{checkpoint.name}: {warning.message}", warning.category, stacklevel=2)
+    return result
+
+
+def _computed_frame(series: Series, options, threads, progress) -> pd.DataFrame:
+    from trainmap import metrics
+
+    results = []
+    for done, checkpoint in enumerate(series.checkpoints, start=1):
+        results.append(_checkpoint_result(checkpoint, options, threads))
+        if progress is not None:
+            progress(done)
+    return metrics.metrics_frame(series.steps, results)
+
+
+def _adopted_frame(series: Series) -> pd.DataFrame:
+    """A Recorder run's metrics.csv, checked to have the contract's columns."""
+    from trainmap.metrics import METRIC_NAMES
+
+    path = series.source / "metrics.csv"
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise SeriesError(f"{path}: unreadable metrics ({exc})") from None
+    columns = ["step", *METRIC_NAMES, "svd", "content_hash"]
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise SeriesError(f"{path}: not a Recorder metrics.csv (no {', '.join(missing)} column)")
+    return frame[columns]
+
+
+def _log_frame(log: Mapping[int, Mapping[str, Any]]) -> pd.DataFrame:
+    """The log as log.csv's frame: ``step``, trainmap's known columns present, then the rest by name."""
+    present = {key for values in log.values() for key in values}
+    known = [c for c in _LOG_COLUMNS[1:] if c in present]
+    columns = ["step", *known, *sorted(present - set(known))]
+    return pd.DataFrame([{"step": step, **values} for step, values in log.items()], columns=columns)
+
+
+def _recorded_steps(series: Series) -> dict[int, int]:
+    """The step each checkpoint directory's own trainer_state.json records."""
+    recorded = {}
+    for checkpoint in series.checkpoints:
+        if checkpoint.folder is not None:
+            step = series_reader.trainer_global_step(checkpoint.folder)
+            if step is not None:
+                recorded[checkpoint.step] = step
+    return recorded
+
+
+def _metrics_source(series: Series, options: Mapping[str, Any], engine: str) -> tuple[str, list[str]]:
+    """``("adopted" | "computed" | "recomputed", differences)`` for this series."""
+    if series.recorder is None:
+        return "computed", []
+    differences = adoption_differences(series.recorder, options, engine)
+    if not differences:
+        return "adopted", []
+    if not series.checkpoints:
+        raise SeriesError(
+            f"{series.source}: the Recorder's metrics.csv was computed with other settings ({'; '.join(differences)}) "
+            "and the run kept no checkpoints to recompute them: record the run again with these settings, or "
+            "set the experiment's metrics options to the run's"
+        )
+    return "recomputed", differences
+
+
+def series_metrics(
+    src: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    svd: str = "auto",
+    include: str | None = None,
+    exclude: str | None = None,
+    exact_max_dim: int | None = None,
+    rank: int | None = None,
+    threads: int | None = None,
+    progress: Callable[[int, int], object] | None = None,
+) -> dict[str, Any]:
+    """Analyse the run directory ``src`` in place into ``out_dir``; return run.json's content.
+
+    Raises ``FileNotFoundError``/:class:`trainmap.series.SeriesError` naming the file for a
+    series that cannot be read; nothing in ``out_dir`` is replaced then.
+    """
+    from trainmap import __version__, metrics
+
+    src, out_dir = Path(src), Path(out_dir)
+    series = series_reader.discover(src)
+    options = {"svd": svd, "include": include, "exclude": exclude, "exact_max_dim": exact_max_dim, "rank": rank}
+    how, differences = _metrics_source(series, options, metrics.ENGINE_FINGERPRINT)
+    if how == "adopted":
+        frame = _adopted_frame(series)
+    else:
+        total = len(series.checkpoints)
+        frame = _computed_frame(series, options, threads, progress and (lambda done: progress(done, total)))
+    steps = [int(s) for s in frame["step"]]
+    report = integrity_report(steps, list(frame["content_hash"]) if "content_hash" in frame else [None] * len(steps),
+                              _recorded_steps(series))
+    message = integrity_warning(report, str(src))
+    if message:
+        warnings.warn(f"{message} (recorded in {out_dir / 'integrity.json'})", RuntimeWarning, stacklevel=2)
+    log = series_reader.read_log(series)
+    if not log:
+        warnings.warn(
+            f"{src}: no log.csv or trainer_state.json: {out_dir / 'log.csv'} has no logged values, so there is "
+            "no eval column to find convergence in (put a log.csv with a step column and eval columns in "
+            f"{src})", RuntimeWarning, stacklevel=2,
+        )
+    atomic.write_csv(out_dir / "metrics.csv", frame)
+    atomic.write_csv(out_dir / "log.csv", _log_frame(log))
+    atomic.write_json(out_dir / "integrity.json", {"source": str(src.resolve()), **report})
+    record = {
+        "kind": "in_place",
+        "seed": None,  # the run is known by its name (the directory in results/)
+        "status": "complete",
+        "source": str(src.resolve()),
+        "layout": series.layout,
+        "formats": sorted({c.format for c in series.checkpoints}),
+        "steps": steps,
+        "checkpoints": len(steps),
+        "metrics": how,
+        "metrics_differences": differences,
+        "options": resolved_options(options),
+        "engine": metrics.ENGINE_FINGERPRINT,
+        "log_files": [str(p) for p in series.logs],
+        "source_run": dict(series.recorder) if series.recorder is not None else None,
+        "integrity": {key: len(report[key]) for key in ("duplicates", "gaps", "out_of_order")},
+        "trainmap_version": __version__,
+    }
+    atomic.write_json(out_dir / "run.json", record)
+    return record
+
