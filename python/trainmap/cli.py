@@ -153,8 +153,40 @@ def _add_metrics_series(subparsers) -> None:
     p.add_argument("source", type=Path, metavar="SRC", help="the run directory")
     p.add_argument("--out-dir", required=True, type=Path, metavar="OUT", help="where to write (results/EXP/runs/RUN)")
     _add_metric_options(p)
+    p.add_argument("--from-chunks", nargs="+", type=Path, default=None, metavar="CHUNK",
+                   help="gather metrics computed by metrics-chunk instead of computing them")
     p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
     p.set_defaults(run=_run_metrics_series)
+
+
+def _add_metrics_chunk(subparsers) -> None:
+    p = subparsers.add_parser(
+        "metrics-chunk",
+        help="the weight statistics of one chunk of a run directory's checkpoints",
+        description="Compute the metrics of checkpoints INDEX*SIZE .. INDEX*SIZE+SIZE-1 (in step order) of a "
+        "run directory read in place and write them to a JSON chunk file, which metrics-series "
+        "--from-chunks gathers into the run's metrics.csv (config metrics: {chunk: SIZE}).",
+    )
+    p.add_argument("source", type=Path, metavar="SRC", help="the run directory")
+    p.add_argument("--index", required=True, type=int, help="which chunk (0-based)")
+    p.add_argument("--size", required=True, type=int, help="checkpoints per chunk")
+    p.add_argument("-o", "--output", required=True, type=Path, help="chunk file to write (JSON, atomically)")
+    _add_metric_options(p)
+    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    p.set_defaults(run=_run_metrics_chunk)
+
+
+def _run_metrics_chunk(args: argparse.Namespace) -> int:
+    from trainmap.series_chunks import write_chunk
+
+    options = {"svd": args.svd, "include": args.include, "exclude": args.exclude,
+               "exact_max_dim": args.exact_max_dim, "rank": args.rank}
+    bar, progress = _progress_bar(f"metrics {args.source.name} chunk {args.index}", args.no_progress, unit="ckpt")
+    with bar:
+        record = write_chunk(args.source, args.output, index=args.index, size=args.size, options=options,
+                             threads=args.threads, progress=progress)
+    print(f"{args.output}: metrics of {len(record['steps'])} checkpoints from {record['source']}", file=sys.stderr)
+    return 0
 
 
 def _run_metrics_series(args: argparse.Namespace) -> int:
@@ -164,7 +196,7 @@ def _run_metrics_series(args: argparse.Namespace) -> int:
     with bar:
         record = series_metrics(args.source, args.out_dir, svd=args.svd, include=args.include, exclude=args.exclude,
                                 exact_max_dim=args.exact_max_dim, rank=args.rank, threads=args.threads,
-                                progress=progress)
+                                progress=progress, chunk_files=args.from_chunks)
     print(f"{args.out_dir}: {record['metrics']} metrics of {record['checkpoints']} checkpoints "
           f"({record['layout']} layout) from {record['source']}", file=sys.stderr)
     return 0
@@ -433,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(subparsers)
     _add_import(subparsers)
     _add_metrics_series(subparsers)
+    _add_metrics_chunk(subparsers)
     for add in (_add_hmm_select, _add_hmm_decode, _add_map, _add_regress, _add_baselines, _add_figures, _add_tables):
         add(subparsers)
     return parser

@@ -245,8 +245,12 @@ def series_metrics(
     rank: int | None = None,
     threads: int | None = None,
     progress: Callable[[int, int], object] | None = None,
+    chunk_files: Sequence[str | os.PathLike] | None = None,
 ) -> dict[str, Any]:
     """Analyse the run directory ``src`` in place into ``out_dir``; return run.json's content.
+
+    ``chunk_files``: the series' metrics already computed in chunks
+    (:mod:`trainmap.series_chunks`), gathered instead of computing them here.
 
     Raises ``FileNotFoundError``/:class:`trainmap.series.SeriesError` naming the file for a
     series that cannot be read; nothing in ``out_dir`` is replaced then.
@@ -261,7 +265,12 @@ def series_metrics(
         frame = _adopted_frame(series)
     else:
         total = len(series.checkpoints)
-        frame = _computed_frame(series, options, threads, progress and (lambda done: progress(done, total)))
+        if chunk_files is not None:
+            from trainmap.series_chunks import gathered_frame
+
+            frame = gathered_frame(series, chunk_files, options)
+        else:
+            frame = _computed_frame(series, options, threads, progress and (lambda done: progress(done, total)))
     steps = [int(s) for s in frame["step"]]
     report = integrity_report(steps, list(frame["content_hash"]) if "content_hash" in frame else [None] * len(steps),
                               _recorded_steps(series))
