@@ -1,18 +1,21 @@
-//! Memory-mapped safetensors checkpoints: header validation and tensor decoding.
+//! Safetensors checkpoints: header validation and guarded reading of tensor data.
 //!
 //! The header is parsed and validated by the `safetensors` crate (so the engine accepts
 //! exactly the files the reference implementation accepts); its errors are translated
-//! into messages that name the file and, where possible, the tensor. Tensor data is
-//! never copied as a whole: callers decode one tensor at a time, straight from the map.
+//! into messages that name the file and, where possible, the tensor. Tensor data is read
+//! with positioned reads (`pread`), a few MiB at a time, never through a memory map: a file
+//! that another process truncates while the engine reads it then gives an error ("changed
+//! while reading") instead of a SIGBUS that would kill the Python process. Only regular
+//! files are opened, and without blocking, so a FIFO or device named like a checkpoint is
+//! refused rather than waited on.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
 use std::ops::Range;
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use std::borrow::Cow;
-
-use memmap2::Mmap;
-use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors};
+use safetensors::tensor::{Dtype, Metadata, SafeTensorError, SafeTensors};
 
 use crate::error::{MetricsError, Result};
 use crate::source::TensorSource;
@@ -84,47 +87,109 @@ impl TensorEntry {
 /// An open, validated checkpoint.
 pub struct Checkpoint {
     path: PathBuf,
-    map: Mmap,
+    file: File,
+    /// File length when the header was validated; reads check it still holds.
+    len: u64,
     tensors: Vec<TensorEntry>,
 }
 
 const HEADER_LEN_BYTES: usize = 8;
+/// The `safetensors` crate's limit on the header size.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+/// Bytes read per positioned read (a multiple of every element size).
+const READ_CHUNK: usize = 4 << 20;
+
+/// "is a FIFO" etc. for a path that exists but is not a regular file or directory.
+fn special_kind(file_type: std::fs::FileType) -> Option<&'static str> {
+    if file_type.is_fifo() {
+        Some("a FIFO (named pipe)")
+    } else if file_type.is_socket() {
+        Some("a socket")
+    } else if file_type.is_char_device() {
+        Some("a character device")
+    } else if file_type.is_block_device() {
+        Some("a block device")
+    } else if file_type.is_file() || file_type.is_dir() {
+        None
+    } else {
+        Some("not a regular file")
+    }
+}
+
+/// Check the file type of `meta`: a directory or a special file is an error naming `path`.
+fn require_regular(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    if meta.is_dir() {
+        return Err(MetricsError::format(path, "is a directory, not a .safetensors file"));
+    }
+    if let Some(kind) = special_kind(meta.file_type()) {
+        return Err(MetricsError::format(path, format!("is {kind}, not a regular .safetensors file")));
+    }
+    Ok(())
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> MetricsError {
+    match source.kind() {
+        ErrorKind::NotFound => MetricsError::NotFound { path: path.to_owned() },
+        _ => MetricsError::Io { path: path.to_owned(), source },
+    }
+}
 
 impl Checkpoint {
-    /// Map `path` and validate its header and data layout.
+    /// Open `path` and validate its header and data layout.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => MetricsError::NotFound { path: path.to_owned() },
-            _ => MetricsError::Io { path: path.to_owned(), source },
-        })?;
-        let meta = file
-            .metadata()
-            .map_err(|source| MetricsError::Io { path: path.to_owned(), source })?;
-        if meta.is_dir() {
-            return Err(MetricsError::format(path, "is a directory, not a .safetensors file"));
-        }
-        let file_len = meta.len() as usize;
+        // Refuse special files before opening: opening a FIFO for reading would block.
+        let meta = std::fs::metadata(path).map_err(|e| io_error(path, e))?;
+        require_regular(path, &meta)?;
+        // O_NONBLOCK: should the path be swapped for a FIFO after the check, open() still
+        // returns at once, and the second check below refuses it.
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| io_error(path, e))?;
+        let meta = file.metadata().map_err(|e| io_error(path, e))?;
+        require_regular(path, &meta)?;
+        let file_len = meta.len();
         if file_len == 0 {
             return Err(MetricsError::format(path, "file is empty"));
         }
-        if file_len < HEADER_LEN_BYTES {
+        if file_len < HEADER_LEN_BYTES as u64 {
             return Err(MetricsError::format(
                 path,
                 format!("file is truncated: {file_len} bytes, too short for the 8-byte header length"),
             ));
         }
-        // SAFETY: the map is read-only; a file truncated by another process while mapped
-        // would fault, which no reader of memory-mapped files can prevent.
-        let map = unsafe { Mmap::map(&file) }
-            .map_err(|source| MetricsError::Io { path: path.to_owned(), source })?;
+        let mut len_bytes = [0u8; HEADER_LEN_BYTES];
+        read_exact_at(&file, path, &mut len_bytes, 0)?;
+        let header_len = u64::from_le_bytes(len_bytes);
+        let fail = |error| Err(describe(path, None, file_len, header_len, error));
+        if header_len > MAX_HEADER_BYTES {
+            return fail(SafeTensorError::HeaderTooLarge);
+        }
+        if HEADER_LEN_BYTES as u64 + header_len > file_len {
+            return fail(SafeTensorError::InvalidHeaderLength);
+        }
+        let mut head = vec![0u8; HEADER_LEN_BYTES + header_len as usize];
+        read_exact_at(&file, path, &mut head, 0)?;
 
-        let header_len = u64::from_le_bytes(map[..HEADER_LEN_BYTES].try_into().unwrap());
-        let (header_size, metadata) =
-            SafeTensors::read_metadata(&map).map_err(|e| describe(path, &map, header_len, e))?;
-        let data_start = HEADER_LEN_BYTES + header_size;
+        // The header alone, validated by the reference crate: it checks everything but
+        // the data length, which it reports as an incomplete buffer; that check is below.
+        let metadata = match SafeTensors::read_metadata(&head) {
+            Ok((_, metadata)) => metadata,
+            Err(SafeTensorError::MetadataIncompleteBuffer) => {
+                serde_json::from_slice::<Metadata>(&head[HEADER_LEN_BYTES..])
+                    .map_err(|e| describe(path, Some(&head), file_len, header_len, SafeTensorError::JsonError(e)))?
+            }
+            Err(error) => return Err(describe(path, Some(&head), file_len, header_len, error)),
+        };
+        let data_start = HEADER_LEN_BYTES + header_len as usize;
+        let tensors_info = metadata.tensors();
+        let data_len = tensors_info.values().map(|info| info.data_offsets.1).max().unwrap_or(0);
+        if (data_start + data_len) as u64 != file_len {
+            return fail(SafeTensorError::MetadataIncompleteBuffer);
+        }
 
-        let mut tensors: Vec<TensorEntry> = metadata
-            .tensors()
+        let mut tensors: Vec<TensorEntry> = tensors_info
             .into_iter()
             .map(|(name, info)| TensorEntry {
                 name,
@@ -133,11 +198,23 @@ impl Checkpoint {
                 data: data_start + info.data_offsets.0..data_start + info.data_offsets.1,
             })
             .collect();
-        // File order: deterministic, and sequential through the map.
+        // File order: deterministic, and sequential through the file.
         tensors.sort_by_key(|t| t.data.start);
-        Ok(Checkpoint { path: path.to_owned(), map, tensors })
+        Ok(Checkpoint { path: path.to_owned(), file, len: file_len, tensors })
     }
 
+    /// The error for a file whose length or contents changed under the engine.
+    fn changed(&self, detail: String) -> MetricsError {
+        MetricsError::format(&self.path, format!("changed while reading ({detail}); was it being written?"))
+    }
+}
+
+/// `pread` exactly `buf.len()` bytes at `offset`; a short file is a format error.
+fn read_exact_at(file: &File, path: &Path, buf: &mut [u8], offset: u64) -> Result<()> {
+    file.read_exact_at(buf, offset).map_err(|e| match e.kind() {
+        ErrorKind::UnexpectedEof => MetricsError::format(path, "file is shorter than its header says: truncated"),
+        _ => MetricsError::Io { path: path.to_owned(), source: e },
+    })
 }
 
 impl TensorSource for Checkpoint {
@@ -147,14 +224,33 @@ impl TensorSource for Checkpoint {
     fn tensors(&self) -> &[TensorEntry] {
         &self.tensors
     }
-    fn bytes(&self, index: usize) -> Result<Cow<'_, [u8]>> {
-        Ok(Cow::Borrowed(&self.map[self.tensors[index].data.clone()]))
+    fn read_chunks(&self, index: usize, f: &mut dyn FnMut(&[u8])) -> Result<()> {
+        let range = self.tensors[index].data.clone();
+        let mut buf = vec![0u8; READ_CHUNK.min(range.len())];
+        let mut offset = range.start;
+        while offset < range.end {
+            let n = READ_CHUNK.min(range.end - offset);
+            self.file.read_exact_at(&mut buf[..n], offset as u64).map_err(|e| match e.kind() {
+                ErrorKind::UnexpectedEof => self.changed(format!(
+                    "tensor '{}' ends past the end of the file",
+                    self.tensors[index].name
+                )),
+                _ => MetricsError::Io { path: self.path.clone(), source: e },
+            })?;
+            f(&buf[..n]);
+            offset += n;
+        }
+        let now = self.file.metadata().map_err(|e| io_error(&self.path, e))?.len();
+        if now != self.len {
+            return Err(self.changed(format!("{} bytes when opened, {now} now", self.len)));
+        }
+        Ok(())
     }
 }
 
-/// Translate a `safetensors` validation error into a message for people.
-fn describe(path: &Path, map: &[u8], header_len: u64, error: SafeTensorError) -> MetricsError {
-    let file_len = map.len();
+/// Translate a `safetensors` validation error into a message for people. `head` is the
+/// length field and header, when they were read.
+fn describe(path: &Path, head: Option<&[u8]>, file_len: u64, header_len: u64, error: SafeTensorError) -> MetricsError {
     let message = match error {
         SafeTensorError::HeaderTooLarge => format!(
             "header length field says {header_len} bytes, over the 100 MB limit: not a safetensors file"
@@ -165,12 +261,15 @@ fn describe(path: &Path, map: &[u8], header_len: u64, error: SafeTensorError) ->
         ),
         SafeTensorError::InvalidHeader(e) => format!("header is not valid UTF-8: {e}"),
         SafeTensorError::InvalidHeaderDeserialization(e) | SafeTensorError::JsonError(e) => {
-            format!("header is not valid safetensors JSON: {e}")
+            match head.and_then(mismatched_tensor) {
+                Some(detail) if e.to_string().contains("TensorInvalidInfo") => detail,
+                _ => format!("header is not valid safetensors JSON: {e}"),
+            }
         }
         SafeTensorError::InvalidOffset(name) => format!(
             "data offsets of tensor '{name}' overlap another tensor or leave a gap"
         ),
-        SafeTensorError::TensorInvalidInfo => match mismatched_tensor(map, header_len) {
+        SafeTensorError::TensorInvalidInfo => match head.and_then(mismatched_tensor) {
             Some(detail) => detail,
             None => "a tensor's shape and dtype do not match its data offsets".to_owned(),
         },
@@ -186,8 +285,8 @@ fn describe(path: &Path, map: &[u8], header_len: u64, error: SafeTensorError) ->
 }
 
 /// Name the tensor whose byte range disagrees with shape × dtype size (for the error message).
-fn mismatched_tensor(map: &[u8], header_len: u64) -> Option<String> {
-    let header = map.get(HEADER_LEN_BYTES..HEADER_LEN_BYTES + header_len as usize)?;
+fn mismatched_tensor(head: &[u8]) -> Option<String> {
+    let header = head.get(HEADER_LEN_BYTES..)?;
     let json: serde_json::Value = serde_json::from_slice(header).ok()?;
     for (name, entry) in json.as_object()? {
         if name == "__metadata__" {
@@ -280,7 +379,9 @@ mod tests {
         let ck = Checkpoint::open(&path).unwrap();
         let names: Vec<_> = ck.tensors().iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
-        assert_eq!(decode(&ck.bytes(1).unwrap(), ValueType::F32), vec![3.0, 4.0]);
+        let mut seen = Vec::new();
+        ck.scan(1, ValueType::F32, &mut |c| seen.extend_from_slice(c)).unwrap();
+        assert_eq!(seen, vec![3.0, 4.0]);
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //!
 //! One checkpoint is processed in one parallel pass over its selected tensors (each
 //! matrix decoded to f64 once: norms, trace, moments, top-digit histogram for the median,
-//! singular values), then, for each median, a short radix-selection rescan of the map.
-//! Per-tensor results are combined in file order, so the numbers do not depend on the
-//! number of threads. Peak memory is a few copies of the largest matrix per thread.
+//! singular values, and the content hash of its bytes), then, for each median, a short
+//! radix-selection rescan of the source. Per-tensor results are combined in name order, so
+//! the numbers depend neither on the number of threads nor on the order of the tensors in
+//! a file or in memory. Peak memory is a few copies of the largest matrix per thread.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,9 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use faer::MatRef;
 use rayon::prelude::*;
 
-use xxhash_rust::xxh3::{xxh3_128, Xxh3};
+use xxhash_rust::xxh3::Xxh3;
 
-use crate::checkpoint::{decode, for_each_chunk, Checkpoint, TensorEntry, ValueType};
+use crate::checkpoint::{decode_into, for_each_chunk, Checkpoint, TensorEntry, ValueType};
 use crate::error::{MetricsError, Result};
 use crate::source::TensorSource;
 use crate::median::{self, Rescan, TopHistogram};
@@ -155,12 +156,17 @@ fn select<'a>(source: &'a dyn TensorSource, selection: &Selection) -> Result<Vec
 /// Statistics of one counted tensor, folded into `acc`. `index` is the unit's position in
 /// name order.
 fn process(source: &dyn TensorSource, index: usize, unit: &Unit<'_>, svd: &SvdOptions, mut acc: Partial) -> Result<Partial> {
-    let bytes = source.bytes(unit.source_index)?;
-    acc.digests.push((index, xxh3_128(&bytes)));
+    let mut hasher = Xxh3::new();
     match unit.role {
         Role::Matrix { rows, cols } => {
-            let values = decode(&bytes, unit.value_type);
-            drop(bytes);
+            let mut values = Vec::with_capacity(rows * cols);
+            source.read_chunks(unit.source_index, &mut |raw| {
+                hasher.update(raw);
+                let start = values.len();
+                values.resize(start + raw.len() / unit.value_type.size(), 0.0);
+                decode_into(raw, unit.value_type, &mut values[start..]);
+            })?;
+            acc.digests.push((index, hasher.digest128()));
             if !values.iter().all(|x| x.is_finite()) {
                 acc.non_finite.push((index, false));
                 return Ok(acc);
@@ -183,14 +189,18 @@ fn process(source: &dyn TensorSource, index: usize, unit: &Unit<'_>, svd: &SvdOp
             let mut moments = Moments::default();
             let mut finite = true;
             let hist = acc.bias_hist.get_or_insert_with(TopHistogram::new);
-            for_each_chunk(&bytes, unit.value_type, |chunk| {
-                if finite && chunk.iter().all(|x| x.is_finite()) {
-                    moments = moments.merge(Moments::of(chunk));
-                    hist.add(chunk);
-                } else {
-                    finite = false;
-                }
-            });
+            source.read_chunks(unit.source_index, &mut |raw| {
+                hasher.update(raw);
+                for_each_chunk(raw, unit.value_type, |chunk| {
+                    if finite && chunk.iter().all(|x| x.is_finite()) {
+                        moments = moments.merge(Moments::of(chunk));
+                        hist.add(chunk);
+                    } else {
+                        finite = false;
+                    }
+                });
+            })?;
+            acc.digests.push((index, hasher.digest128()));
             if finite {
                 acc.biases.push(BiasSummary { index, moments });
             } else {

@@ -5,7 +5,9 @@ use std::ffi::CString;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::create_exception;
@@ -112,71 +114,82 @@ fn options(
     })
 }
 
-/// Run `work` on `threads` threads while this thread waits with the GIL released, calling
-/// `progress(n_done)` as work completes and turning Ctrl-C into a cancellation.
-fn run_detached<T: Send>(
+/// Flags shared between the waiting Python thread and the engine's worker.
+#[derive(Default)]
+struct Shared {
+    cancel: AtomicBool,
+    done: AtomicUsize,
+}
+
+/// How long an interrupted call waits for the tensors in flight before returning anyway.
+const INTERRUPT_GRACE: Duration = Duration::from_millis(500);
+
+/// Text of a caught panic, for the error message.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+/// Run `work` on a pool of `threads` threads while this thread waits with the GIL released,
+/// calling `progress(n_done)` as work completes. Ctrl-C (or an exception raised by
+/// `progress`) cancels the work and returns at once: the worker owns everything it reads
+/// (`work` is `'static`), so tensors already in flight may finish in the background, their
+/// results discarded, while Python goes on. A panic becomes a RuntimeError, never crossing
+/// into Python.
+fn run_detached<T: Send + 'static>(
     py: Python<'_>,
     threads: usize,
     progress: Option<&Bound<'_, PyAny>>,
-    work: impl FnOnce(&AtomicBool, &AtomicUsize) -> crate::Result<T> + Send,
+    work: impl FnOnce(&AtomicBool, &AtomicUsize) -> crate::Result<T> + Send + 'static,
 ) -> PyResult<T> {
-    let cancel = AtomicBool::new(false);
-    let done = AtomicUsize::new(0);
-    let finished = AtomicBool::new(false);
-    let mut interrupt: Option<PyErr> = None;
-
-    let outcome = std::thread::scope(|scope| {
-        let worker = scope.spawn(|| {
-            let result = catch_unwind(AssertUnwindSafe(|| {
-                engine::with_threads(threads, || work(&cancel, &done)).and_then(|r| r)
+    let shared = Arc::new(Shared::default());
+    let (sender, receiver) = mpsc::channel();
+    // A Mutex makes the receiver shareable with the GIL-free closures below.
+    let receiver = Mutex::new(receiver);
+    let wait = |timeout| receiver.lock().expect("only this thread locks it").recv_timeout(timeout);
+    let worker_shared = Arc::clone(&shared);
+    std::thread::Builder::new()
+        .name("rust_metrics".to_owned())
+        .spawn(move || {
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                engine::with_threads(threads, || work(&worker_shared.cancel, &worker_shared.done)).and_then(|r| r)
             }));
-            finished.store(true, Ordering::Release);
-            result
-        });
-        let mut reported = 0;
-        loop {
-            let is_finished = py.detach(|| {
-                let start = Instant::now();
-                while !finished.load(Ordering::Acquire) && start.elapsed() < Duration::from_millis(50) {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                finished.load(Ordering::Acquire)
-            });
-            let now = done.load(Ordering::Relaxed);
-            if let (Some(callback), true) = (progress, now > reported) {
-                reported = now;
-                if let Err(e) = callback.call1((now,)) {
-                    interrupt.get_or_insert(e);
-                    cancel.store(true, Ordering::Relaxed);
-                }
-            }
-            if is_finished {
-                break;
-            }
-            if interrupt.is_none() {
-                if let Err(e) = py.check_signals() {
-                    interrupt = Some(e);
-                    cancel.store(true, Ordering::Relaxed);
-                }
-            }
-        }
-        worker.join()
-    });
+            let _ = sender.send(outcome.map_err(|panic| panic_text(&*panic)));
+        })
+        .map_err(|e| PyRuntimeError::new_err(format!("cannot start the metrics worker thread: {e}")))?;
 
-    if let Some(e) = interrupt {
-        return Err(e);
+    let mut reported = 0;
+    let outcome = loop {
+        match py.detach(|| wait(Duration::from_millis(50))) {
+            Ok(outcome) => break outcome,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break Err("the worker thread ended without a result".to_owned()),
+        }
+        let now = shared.done.load(Ordering::Relaxed);
+        let mut interrupt = None;
+        if let (Some(callback), true) = (progress, now > reported) {
+            reported = now;
+            interrupt = callback.call1((now,)).err();
+        }
+        if interrupt.is_none() {
+            interrupt = py.check_signals().err();
+        }
+        if let Some(e) = interrupt {
+            shared.cancel.store(true, Ordering::Relaxed);
+            let _ = py.detach(|| wait(INTERRUPT_GRACE));
+            return Err(e);
+        }
+    };
+    if let (Some(callback), true) = (progress, shared.done.load(Ordering::Relaxed) > reported) {
+        callback.call1((shared.done.load(Ordering::Relaxed),))?;
     }
     match outcome {
-        Ok(Ok(Ok(value))) => Ok(value),
-        Ok(Ok(Err(e))) => Err(to_pyerr(e)),
-        Ok(Err(panic)) | Err(panic) => {
-            let what = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Err(PyRuntimeError::new_err(format!("internal error in rust_metrics (please report): {what}")))
-        }
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(to_pyerr(e)),
+        Err(what) => Err(PyRuntimeError::new_err(format!("internal error in rust_metrics (please report): {what}"))),
     }
 }
 
@@ -196,7 +209,7 @@ fn checkpoint_stats(
 ) -> PyResult<CheckpointStats> {
     let options = options(svd, exact_max_dim, rank, include, exclude)?;
     let threads = resolve_threads(py, threads)?;
-    run_detached(py, threads, None, |cancel, _| engine::checkpoint_metrics(&path, &options, cancel))
+    run_detached(py, threads, None, move |cancel, _| engine::checkpoint_metrics(&path, &options, cancel))
         .map(CheckpointStats::from)
 }
 
@@ -218,7 +231,7 @@ fn trajectory_stats(
 ) -> PyResult<Vec<CheckpointStats>> {
     let options = options(svd, exact_max_dim, rank, include, exclude)?;
     let threads = resolve_threads(py, threads)?;
-    let reports = run_detached(py, threads, progress.as_ref(), |cancel, done| {
+    let reports = run_detached(py, threads, progress.as_ref(), move |cancel, done| {
         engine::trajectory_metrics(&paths, &options, cancel, &|| {
             done.fetch_add(1, Ordering::Relaxed);
         })
@@ -288,17 +301,19 @@ fn tensor_metrics<'py>(
             held.push(hold_tensor(name, &dtype, shape, &data)?);
         }
     }
-    let entries: Vec<TensorEntry> = held.iter().map(|h| h.entry.clone()).collect();
-    // SAFETY: each buffer is C-contiguous, `len_bytes` long, and held (its exporter keeps
-    // the memory alive and in place) until `held` is dropped after the engine returns.
-    let data: Vec<&[u8]> = held
-        .iter()
-        .map(|h| unsafe { std::slice::from_raw_parts(h.buffer.buf_ptr() as *const u8, h.buffer.len_bytes()) })
-        .collect();
-    let source = MemoryTensors::new(entries, data).map_err(to_pyerr)?;
-    let report = run_detached(py, threads, None, |cancel, _| engine::source_metrics(&source, &options, cancel))?;
-    drop(source);
-    drop(held);
+    // The worker owns the buffers, so their memory stays valid and in place for as long
+    // as it reads them, even if an interrupted call returns first; it releases them (taking
+    // the GIL) when it ends.
+    let report = run_detached(py, threads, None, move |cancel, _| {
+        let entries: Vec<TensorEntry> = held.iter().map(|h| h.entry.clone()).collect();
+        // SAFETY: each buffer is C-contiguous and `len_bytes` long, and `held` outlives `source`.
+        let data: Vec<&[u8]> = held
+            .iter()
+            .map(|h| unsafe { std::slice::from_raw_parts(h.buffer.buf_ptr() as *const u8, h.buffer.len_bytes()) })
+            .collect();
+        let source = MemoryTensors::new(entries, data)?;
+        engine::source_metrics(&source, &options, cancel)
+    })?;
     for warning in &report.warnings {
         let message = CString::new(warning.replace('\0', "")).expect("NULs removed");
         PyErr::warn(py, &py.get_type::<PyRuntimeWarning>(), &message, 1)?;

@@ -2,7 +2,6 @@
 //! buffers already in memory ([`MemoryTensors`]). The engine sees only this trait, so both
 //! give the same numbers and the same content hash for the same tensors.
 
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{for_each_chunk, TensorEntry, ValueType};
@@ -17,12 +16,12 @@ pub trait TensorSource: Sync {
     fn origin(&self) -> &Path;
     /// Header entries, in a fixed order.
     fn tensors(&self) -> &[TensorEntry];
-    /// Raw bytes of tensor `index` (borrowed where the source allows).
-    fn bytes(&self, index: usize) -> Result<Cow<'_, [u8]>>;
+    /// Call `f` on consecutive pieces of the raw little-endian bytes of tensor `index`,
+    /// each a whole number of elements. An error means the bytes could not be read whole.
+    fn read_chunks(&self, index: usize, f: &mut dyn FnMut(&[u8])) -> Result<()>;
     /// Call `f` on consecutive decoded chunks of tensor `index`.
     fn scan(&self, index: usize, vt: ValueType, f: &mut dyn FnMut(&[f64])) -> Result<()> {
-        for_each_chunk(&self.bytes(index)?, vt, f);
-        Ok(())
+        self.read_chunks(index, &mut |raw| for_each_chunk(raw, vt, &mut *f))
     }
 }
 
@@ -69,7 +68,8 @@ impl TensorSource for MemoryTensors<'_> {
     fn tensors(&self) -> &[TensorEntry] {
         &self.tensors
     }
-    fn bytes(&self, index: usize) -> Result<Cow<'_, [u8]>> {
-        Ok(Cow::Borrowed(self.data[index]))
+    fn read_chunks(&self, index: usize, f: &mut dyn FnMut(&[u8])) -> Result<()> {
+        f(self.data[index]);
+        Ok(())
     }
 }
