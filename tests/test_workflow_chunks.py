@@ -11,8 +11,11 @@ import pytest
 import yaml
 
 import trainmap.workflow as tw
-from existing_runs import recorder_options, write_checkpoint_run, write_recorder_run
+from safetensors.numpy import save_file
+
+from existing_runs import weights, write_checkpoint_run, write_recorder_run
 from snakemake_runner import REPO, dry_run, snakemake
+from trainmap.metrics import DEFAULT_EXCLUDE
 from trainmap.series import SeriesError, discover
 from trainmap.series_chunks import chunk_count, chunk_input_files, write_chunk
 from trainmap.series_metrics import series_metrics
@@ -77,7 +80,8 @@ def test_chunk_config_key(tmp_path):
     with pytest.raises(tw.ConfigError, match="experiments.t.metrics.chunk: chunks apply to runs read in place"):
         resolve({"experiments": {"t": {"task": "parities", "seeds": 1, "metrics": {"chunk": 3}}}})
     # A Recorder run whose metrics.csv is adopted has nothing to compute: no chunk jobs.
-    write_recorder_run(tmp_path / "rec", 1, STEPS, keep_checkpoints=True, options=recorder_options())
+    resolved = {"include": None, "exclude": DEFAULT_EXCLUDE, "svd": "auto", "exact_max_dim": 2048, "rank": 64}
+    write_recorder_run(tmp_path / "rec", 1, STEPS, keep_checkpoints=True, options=resolved)
     adopted = resolve({"experiments": {"r": {"runs": {"b": str(tmp_path / "rec")}, "threshold": 0.5,
                                              "metrics": {"chunk": 3}}}})["r"]
     assert adopted.metrics_chunks("b") == []
@@ -99,19 +103,20 @@ def test_a_real_chunked_run_and_what_a_changed_checkpoint_replans(tmp_path):
         "runs": f"{sweep}/seed_*", "threshold": 0.5, "metrics": {"chunk": 3}}}}))
     workdir = tmp_path / "work"
     targets = [f"results/mine/runs/seed_{seed}/metrics.csv" for seed in (0, 1)]
-    planned = dry_run(workdir, "--configfile", str(config), *targets)
+    planned = dry_run(workdir, *targets, "--configfile", str(config))
     jobs = sorted((rule, w.get("run"), w.get("chunk")) for rule, w in planned if rule.startswith("series_metrics"))
     assert jobs == sorted([("series_metrics_chunk", f"seed_{s}", str(c)) for s in (0, 1) for c in range(3)]
                           + [("series_metrics", f"seed_{s}", None) for s in (0, 1)])
 
-    result = snakemake(workdir, "--configfile", str(config), "--cores", "2", *targets)
+    result = snakemake(workdir, *targets, "--cores", "2", "--configfile", str(config))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     unchunked = tmp_path / "unchunked"
     series_metrics(sweep / "seed_1", unchunked, **OPTIONS)
     assert (workdir / targets[1]).read_bytes() == (unchunked / "metrics.csv").read_bytes()
 
     changed = sweep / "seed_1" / "step40.safetensors"  # in chunk 1 of seed_1
+    save_file(weights(5, 40, 60, 0.5), str(changed))
     later(changed, workdir)
-    planned = dry_run(workdir, "--configfile", str(config), *targets)
+    planned = dry_run(workdir, *targets, "--configfile", str(config))
     assert sorted((rule, w.get("run"), w.get("chunk")) for rule, w in planned if rule.startswith("series_metrics")) \
         == [("series_metrics", "seed_1", None), ("series_metrics_chunk", "seed_1", "1")]
