@@ -1,7 +1,7 @@
 # trainmap: latent state models of training dynamics (Hu et al., TMLR 2023) as a workflow.
 #
 #   snakemake --cores 32 results/table1.csv                      # the paper's Table 1 (config.yaml)
-#   snakemake --cores 2 --configfile workflow/presets/quick.yaml  # a laptop-sized run
+#   snakemake --cores 2 all --configfile workflow/presets/quick.yaml  # a laptop-sized run
 #   snakemake --profile workflow/profiles/slurm results/table1.csv
 #
 # train -> metrics -> hmm_select -> hmm_decode -> training_map -> regress -> tables,

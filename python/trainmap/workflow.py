@@ -18,7 +18,7 @@ import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import jsonschema
 import yaml
@@ -31,6 +31,8 @@ __all__ = [
     "validate_config",
     "experiments",
     "data_problems",
+    "planned_training_experiments",
+    "stop_before_any_job",
     "engine_fingerprint",
     "prefer_this_installation",
 ]
@@ -330,18 +332,29 @@ def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
     return resolved
 
 
-def data_problems(experiments: Mapping[str, Experiment]) -> list[str]:
+def planned_training_experiments(dag) -> set[str]:
+    """Names of the experiments with a job reading their input data that a Snakemake DAG will run."""
+    return {job.wildcards["exp"] for job in dag.needrun_jobs() if job.rule.name in _DATA_RULES}
+
+
+#: The rules that read an experiment's input data (dataset files, existing run directories).
+_DATA_RULES = ("train", "series_metrics", "series_metrics_chunk")
+
+
+def data_problems(experiments: Mapping[str, Experiment], names: Iterable[str] | None = None) -> list[str]:
     """Messages for experiments whose data files are missing (and may not be downloaded),
     or whose existing run directories hold no checkpoint series.
 
-    Checked before anything runs, so a missing dataset stops the workflow at the start
-    instead of failing forty training jobs.
+    Only the experiments in ``names`` are checked (all when None): the workflow passes those
+    with a planned training job, so a missing dataset stops a run that needs it before any
+    job starts instead of failing forty training jobs, and does not stop one that does not.
     """
     from trainmap.series import discover
     from trainmap.train.datafiles import missing_data
 
+    wanted = set(experiments) if names is None else set(names)
     problems = []
-    for exp in experiments.values():
+    for exp in (e for e in experiments.values() if e.name in wanted):
         if exp.in_place:
             for run, source in exp.sources.items():
                 if not Path(source).is_dir():
@@ -356,6 +369,17 @@ def data_problems(experiments: Mapping[str, Experiment]) -> list[str]:
         if message:
             problems.append(f"experiment {exp.name} (config key data_dir): {message}")
     return problems
+
+
+def stop_before_any_job(message: str) -> None:
+    """Stop the workflow from its ``onstart`` handler with ``message`` alone on stderr.
+
+    Snakemake prints an exception raised there with a traceback line into the Snakefile;
+    the user needs only the message. Exiting is safe here: no job has started, and
+    Snakemake releases its directory lock on the way out.
+    """
+    print(f"Error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
 
 
 def engine_fingerprint(crate_dir: str | Path) -> str:

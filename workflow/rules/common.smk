@@ -14,9 +14,14 @@ try:
 except tw.ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
-_problems = tw.data_problems(EXPERIMENTS)
-if _problems:
-    raise WorkflowError("missing input data:\n  " + "\n  ".join(_problems))
+
+onstart:
+    # Data files are checked for the training jobs this run will start, and only then: a
+    # target that needs no dataset (or a dry run) plans without them, and a run that does
+    # need a missing one stops here, before any job has started.
+    _problems = tw.data_problems(EXPERIMENTS, tw.planned_training_experiments(workflow.dag))
+    if _problems:
+        tw.stop_before_any_job("missing input data:\n  " + "\n  ".join(_problems))
 
 # The engine that will compute the metrics; a metrics job is stale when it changes.
 ENGINE = trainmap.metrics.ENGINE_FINGERPRINT
