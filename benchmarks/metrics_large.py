@@ -198,8 +198,9 @@ def child(method: str, path: str, threads: int, device: str) -> None:
     seconds = time.perf_counter() - start
     done.set()
     sampler.join()
+    numbers = {k: float(v) for k, v in stats.items() if k not in ("svd", "content_hash")}
     print(json.dumps({"seconds": seconds, "anon_mb": (peak - baseline) / 1024, "hwm_mb": _status_kb("VmHWM") / 1024,
-                      "hwm_before_mb": hwm_before / 1024, "stats": {k: float(v) for k, v in stats.items()}, **extra}))
+                      "hwm_before_mb": hwm_before / 1024, "stats": numbers, "svd": stats.get("svd", ""), **extra}))
 
 
 # --- parent ---------------------------------------------------------------------------------
@@ -210,7 +211,9 @@ def measure(method: str, path: Path, threads: int, device: str) -> dict:
     own threads spin (eigvalsh of 1024² took 25x longer with 2 threads under load)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, __file__, "--child", method, str(path), "--threads", str(threads),
-                          "--device", device], check=True, capture_output=True, text=True, env=env)
+                          "--device", device], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"{method} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -227,7 +230,7 @@ def bench_one(workdir: Path, model: str, spectrum: str, args) -> dict:
     largest_f64 = write_checkpoint(path, model, spectrum, args.layers)
     print(f"\n== Pythia-{model.upper()}-shaped, {spectrum} spectrum, {args.layers} of {SHAPES[model]['layers']} layers "
           f"({4 * args.layers} matrices), bf16 {path.stat().st_size / 2**20:.0f} MiB, threads={args.threads}")
-    print(f"{'method':22s} {'time s':>8s} {'anon MB':>8s} {'VmHWM MB':>9s} {'max rel err vs exact':>21s}")
+    print(f"{'method':22s} {'time s':>8s} {'anon MB':>8s} {'VmHWM MB':>9s} {'max rel err vs exact':>21s}  svd")
     methods = [m for m in METHODS if not (args.skip_ww and m == "weightwatcher") and not (args.skip_svd and m == "numpy-svdvals")]
     if args.device.startswith("cuda"):
         methods.append("engine-torch")
@@ -238,7 +241,7 @@ def bench_one(workdir: Path, model: str, spectrum: str, args) -> dict:
         r = min((measure(method, path, args.threads, args.device) for _ in range(repeats)), key=lambda r: r["seconds"])
         results[method] = r
         err = worst_error(r["stats"], results["engine-exact"]["stats"]) if r["stats"] else float("nan")
-        print(f"{method:22s} {r['seconds']:8.2f} {r['anon_mb']:8.0f} {r['hwm_mb']:9.0f} {err:21.1e}")
+        print(f"{method:22s} {r['seconds']:8.2f} {r['anon_mb']:8.0f} {r['hwm_mb']:9.0f} {err:21.1e}  {r['svd']}")
     t = {m: r["seconds"] for m, r in results.items()}
     print(f"ratio engine exact / numpy Gram+eigvalsh : {t['engine-exact'] / t['numpy-gram-eigvalsh']:5.2f}  (goal <= 1.3)")
     print(f"ratio engine auto / engine exact         : {t['engine-auto'] / t['engine-exact']:5.2f}  (goal <= 1.10)")
