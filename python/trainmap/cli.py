@@ -37,7 +37,8 @@ def _add_metric_options(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="worker threads (default: all available CPUs)")
     p.add_argument("--svd", choices=("auto", "exact", "randomized"), default="auto")
     p.add_argument("--exact-max-dim", type=int, default=None,
-                   help="with --svd auto, matrices whose smaller side exceeds this use randomized SVD")
+                   help="with --svd auto, matrices whose smaller side is at most this are exact; above it, "
+                        "the cheaper path by the engine's cost model")
     p.add_argument("--rank", type=int, default=None, help="singular values computed in randomized mode")
     p.add_argument("--include", default=None, help="regex: only tensors whose name matches count")
     p.add_argument("--exclude", default=None,

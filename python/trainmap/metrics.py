@@ -47,7 +47,8 @@ __all__ = [
 METRIC_NAMES: tuple[str, ...] = tuple(_engine.METRIC_NAMES)
 #: Regular expression of tensor names left out by default (embeddings, normalisation layers).
 DEFAULT_EXCLUDE: str = _engine.DEFAULT_EXCLUDE
-#: In ``svd="auto"`` mode, matrices whose smaller side exceeds this use randomized SVD.
+#: In ``svd="auto"`` mode, matrices whose smaller side is at most this are computed exactly;
+#: above it, by whichever path the engine's cost model predicts cheaper.
 DEFAULT_EXACT_MAX_DIM: int = _engine.DEFAULT_EXACT_MAX_DIM
 #: SHA-256 of the engine sources this extension was built from (see
 #: ``trainmap.workflow.engine_fingerprint``); the workflow's metrics jobs depend on it.
@@ -133,7 +134,8 @@ def checkpoint_metrics(
     ----------
     path : a ``.safetensors`` file (F64, F32, F16 or BF16 tensors).
     svd : ``"exact"``, ``"randomized"`` or ``"auto"`` (exact when a matrix's smaller side
-        is at most ``exact_max_dim``, randomized above it).
+        is at most ``exact_max_dim``; above it, whichever path a cost model predicts
+        cheaper for that matrix: see docs/metrics.md).
     include : regex; when given, only tensors whose name matches count.
     exclude : regex replacing :data:`DEFAULT_EXCLUDE`; ``""`` excludes nothing.
     exact_max_dim : threshold of ``svd="auto"`` (default :data:`DEFAULT_EXACT_MAX_DIM`).

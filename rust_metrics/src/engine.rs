@@ -10,7 +10,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use faer::MatRef;
 use rayon::prelude::*;
 
 use xxhash_rust::xxh3::Xxh3;
@@ -20,7 +19,7 @@ use crate::error::{MetricsError, Result};
 use crate::source::TensorSource;
 use crate::median::{self, Rescan, TopHistogram};
 use crate::selection::{Role, Selection};
-use crate::spectrum::{spectrum, Method, Spectrum, SvdOptions};
+use crate::spectrum::{spectrum_of_values, Method, Spectrum, SvdOptions};
 use crate::stats::{mean_of, sum_map, Moments};
 
 /// Column names, in docs/design.md order (kept from the authors' code).
@@ -175,15 +174,10 @@ fn process(source: &dyn TensorSource, index: usize, unit: &Unit<'_>, svd: &SvdOp
             let frobenius_sq = sum_map(&values, |x| x * x);
             let trace = (0..rows.min(cols)).map(|i| values[i * cols + i]).sum();
             acc.weight_hist.get_or_insert_with(TopHistogram::new).add(&values);
-            let view = MatRef::from_row_major_slice(&values, rows, cols);
-            acc.matrices.push(MatrixSummary {
-                index,
-                l1,
-                frobenius: frobenius_sq.sqrt(),
-                trace,
-                spectrum: spectrum(view, frobenius_sq, svd, seed_for(&unit.tensor.name)),
-                moments: Moments::of(&values),
-            });
+            let moments = Moments::of(&values);
+            // Last: it consumes (and for a tall matrix, frees) the decoded values.
+            let spectrum = spectrum_of_values(values, rows, cols, frobenius_sq, svd, seed_for(&unit.tensor.name));
+            acc.matrices.push(MatrixSummary { index, l1, frobenius: frobenius_sq.sqrt(), trace, spectrum, moments });
         }
         Role::Bias => {
             let mut moments = Moments::default();

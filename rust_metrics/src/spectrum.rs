@@ -10,7 +10,11 @@
 //! faer's bidiagonal SVD. Exact mode therefore agrees with LAPACK's SVD to ~1e-9 relative
 //! on every statistic.
 //!
-//! **Randomized** (`SvdMode::Randomized`, or `Auto` above `exact_max_dim`): a
+//! **Auto** (`SvdMode::Auto`): exact when the smaller side is at most `exact_max_dim`;
+//! above it, whichever path [`prefers_randomized`] predicts cheaper from a flop-count cost
+//! model (documented, with its calibration, in docs/metrics.md).
+//!
+//! **Randomized** (`SvdMode::Randomized`, or `Auto` when cheaper): a
 //! Halko–Martinsson–Tropp sketch with oversampling p and q power iterations, keeping every
 //! iterate (randomized block Krylov, Musco & Musco 2015), gives the top-k singular values
 //! by Rayleigh–Ritz: σ₁ and the head Σ_{i≤k} σᵢ. The mean needs Σσ over *all* r singular
@@ -35,6 +39,46 @@ use rand_distr::StandardNormal;
 /// Relative bound on the error of Σσ above which the Gram path falls back to a full SVD.
 pub const GRAM_TOLERANCE: f64 = 1e-9;
 
+/// Cost-model weights, in units of one flop of the Gram product (a BLAS-3 rank-k update,
+/// the fastest kernel here). Calibrated by `benchmarks/svd_cost.py` on the project's 2-core
+/// machine: the eigensolver's tridiagonal reduction is half BLAS-2, so its (4/3)r³ flops
+/// cost about 1.5 each; the Krylov products with (k+p)-column blocks about 1.5; the Lanczos
+/// passes, products with only `probes` columns and hence memory-bound, about 2.5.
+const EIGEN_WEIGHT: f64 = 1.5;
+const KRYLOV_WEIGHT: f64 = 1.5;
+const LANCZOS_WEIGHT: f64 = 2.5;
+/// Auto takes the randomized path only when the model predicts it at least this many
+/// times cheaper, so that the model's error cannot make auto much slower than exact.
+pub const AUTO_MARGIN: f64 = 1.25;
+
+/// Predicted cost of the exact path on an r × c matrix (r ≤ c): the Gram matrix (r²c
+/// flops) and the eigenvalues of an r × r symmetric matrix ((4/3)r³ flops to tridiagonal).
+pub fn exact_cost(r: usize, c: usize) -> f64 {
+    let (r, c) = (r as f64, c as f64);
+    r * r * c + EIGEN_WEIGHT * 4.0 / 3.0 * r * r * r
+}
+
+/// Predicted cost of the randomized path on an r × c matrix (r ≤ c) with `options`: per
+/// matrix entry, 2l flops for A Ω, 4l per power iteration, 2w for B = Kᵀ A (l = k + p,
+/// w = (q+1)l), and 4 per probe and Lanczos step; plus the small dense work (QR of r × w,
+/// B Bᵀ, the w × w eigenproblem).
+pub fn randomized_cost(r: usize, c: usize, options: &SvdOptions) -> f64 {
+    let (r, c) = (r as f64, c as f64);
+    let l = (options.rank + options.oversample) as f64;
+    let q = options.power_iters as f64;
+    let w = (q + 1.0) * l;
+    let krylov = 2.0 * l * (1.0 + 2.0 * q) + 2.0 * w;
+    let lanczos = 4.0 * options.probes as f64 * options.lanczos_steps as f64;
+    let dense = 4.0 * r * w * w + 2.0 * w * w * c + 3.0 * w * w * w;
+    r * c * (KRYLOV_WEIGHT * krylov + LANCZOS_WEIGHT * lanczos) + dense
+}
+
+/// Whether `Auto` takes the randomized path for an r × c matrix (r ≤ c): only above
+/// `exact_max_dim`, and only when the cost model predicts it [`AUTO_MARGIN`] times cheaper.
+pub fn prefers_randomized(r: usize, c: usize, options: &SvdOptions) -> bool {
+    r > options.exact_max_dim && AUTO_MARGIN * randomized_cost(r, c, options) < exact_cost(r, c)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SvdMode {
     Exact,
@@ -45,7 +89,8 @@ pub enum SvdMode {
 #[derive(Clone, Debug)]
 pub struct SvdOptions {
     pub mode: SvdMode,
-    /// In `Auto` mode, matrices whose smaller side is at most this are computed exactly.
+    /// In `Auto` mode, matrices whose smaller side is at most this are computed exactly;
+    /// above it, the cheaper path by the cost model.
     pub exact_max_dim: usize,
     /// Randomized mode: leading singular values resolved by the sketch (k).
     pub rank: usize,
@@ -106,6 +151,36 @@ impl Spectrum {
     }
 }
 
+/// Singular-value summary of the `rows × cols` matrix stored row-major in `values`, which it
+/// consumes: a tall matrix is first transposed into a new buffer (the original freed), so
+/// that the work always runs on row-major rows of the short side, the layout in which
+/// faer's Gram product is fastest (about 3× faster than the transposed view).
+pub fn spectrum_of_values(values: Vec<f64>, rows: usize, cols: usize, frobenius_sq: f64, options: &SvdOptions, seed: u64) -> Spectrum {
+    if rows <= cols {
+        return spectrum(MatRef::from_row_major_slice(&values, rows, cols), frobenius_sq, options, seed);
+    }
+    let transposed = transpose(&values, rows, cols);
+    drop(values);
+    spectrum(MatRef::from_row_major_slice(&transposed, cols, rows), frobenius_sq, options, seed)
+}
+
+/// The row-major `cols × rows` transpose of the row-major `rows × cols` matrix `values`,
+/// in cache-sized tiles.
+fn transpose(values: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+    const TILE: usize = 32;
+    let mut out = vec![0.0; values.len()];
+    for i0 in (0..rows).step_by(TILE) {
+        for j0 in (0..cols).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(rows) {
+                for j in j0..(j0 + TILE).min(cols) {
+                    out[j * rows + i] = values[i * cols + j];
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Singular-value summary of `a` (any shape, finite entries). `frobenius_sq` is ‖a‖_F²,
 /// already known to the caller; `seed` fixes the randomized path's draws.
 pub fn spectrum(a: MatRef<'_, f64>, frobenius_sq: f64, options: &SvdOptions, seed: u64) -> Spectrum {
@@ -114,7 +189,7 @@ pub fn spectrum(a: MatRef<'_, f64>, frobenius_sq: f64, options: &SvdOptions, see
     let randomized = match options.mode {
         SvdMode::Exact => false,
         SvdMode::Randomized => true,
-        SvdMode::Auto => a.nrows() > options.exact_max_dim,
+        SvdMode::Auto => prefers_randomized(a.nrows(), a.ncols(), options),
     };
     // A Krylov space as wide as the matrix is no cheaper than the exact computation.
     let krylov_width = (options.power_iters + 1) * (options.rank + options.oversample);
@@ -511,6 +586,41 @@ mod tests {
             let exact: f64 = (0..12).map(|i| coords[(i, 0)].powi(2) * lambda[i].max(0.0).sqrt()).sum();
             assert!(relative(forms[j], exact) < 1e-8, "{} vs {}", forms[j], exact);
         }
+    }
+
+    #[test]
+    fn tall_matrices_are_transposed_without_changing_the_spectrum() {
+        let a = pseudo_random(37, 11, 21);
+        let values: Vec<f64> = (0..37).flat_map(|i| (0..11).map(move |j| (i, j))).map(|(i, j)| a[(i, j)]).collect();
+        let t = transpose(&values, 37, 11);
+        for i in 0..37 {
+            for j in 0..11 {
+                assert_eq!(t[j * 37 + i], a[(i, j)]);
+            }
+        }
+        let options = SvdOptions { mode: SvdMode::Exact, ..Default::default() };
+        let direct = spectrum(a.as_ref(), frob_sq(a.as_ref()), &options, 0);
+        let owned = spectrum_of_values(values, 37, 11, frob_sq(a.as_ref()), &options, 0);
+        assert!(relative(owned.mean, direct.mean) < 1e-13 && relative(owned.sigma_max, direct.sigma_max) < 1e-13);
+    }
+
+    #[test]
+    fn auto_picks_the_cheaper_path_by_the_cost_model() {
+        let options = SvdOptions { exact_max_dim: 256, ..Default::default() };
+        // Pythia-410M shapes (smaller side 1024): randomized would cost more.
+        for (r, c) in [(1024, 1024), (1024, 3072), (1024, 4096)] {
+            assert!(randomized_cost(r, c, &options) > exact_cost(r, c), "{r}x{c}");
+            assert!(!prefers_randomized(r, c, &options), "{r}x{c}");
+        }
+        // Large squares: the eigensolver's r³ dominates and the sketch wins.
+        for n in [3072, 4096, 8192] {
+            assert!(prefers_randomized(n, n, &options), "{n}");
+        }
+        // Never below the threshold, however cheap.
+        assert!(!prefers_randomized(8192, 8192, &SvdOptions { exact_max_dim: 8192, ..Default::default() }));
+        // A larger rank makes the sketch dearer.
+        let wide_rank = SvdOptions { rank: 1000, ..options.clone() };
+        assert!(!prefers_randomized(4096, 4096, &wide_rank));
     }
 
     #[test]
