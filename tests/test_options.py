@@ -20,6 +20,8 @@ from trainmap.options import (
     MapOptions,
     MetricsOptions,
     RegressOptions,
+    WORKFLOW_METRICS_KEYS,
+    metrics_options_of_config,
     StageOptions,
 )
 
@@ -55,7 +57,8 @@ def test_schema_defaults_and_bounds_are_the_options(section, cls, only):
     props = EXPERIMENT[section]["properties"]
     names = {f.name for f in dataclasses.fields(cls)} - NOT_CONFIG
     expected = names if only is None else only
-    assert set(props) == expected, f"config {section}: keys and options differ"
+    workflow_only = set(WORKFLOW_METRICS_KEYS) if section == "metrics" else set()
+    assert set(props) - workflow_only == expected, f"config {section}: keys and options differ"
     for f in dataclasses.fields(cls):
         if f.name in expected:
             assert _bounds_of_schema(props[f.name]) == _bounds_of_option(f), f"{section}.{f.name}"
@@ -89,8 +92,14 @@ def test_workflow_command_lines_parse_back_to_the_config_options():
         base = BaselineOptions.from_args(_parse("baselines", exp.baseline_args()))
         assert base == BaselineOptions(**{**hmm.fit_fields(), "max_components": exp.baselines["max_components"]})
         args = _parse("metrics", exp.metrics_args())
-        assert MetricsOptions.from_args(args) == MetricsOptions(**exp.metrics)
+        assert MetricsOptions.from_args(args) == metrics_options_of_config(exp.metrics)
+        assert _parse("metrics", exp.device_arg()).device == exp.metrics["device"]
     assert HMMSelectOptions.from_args(_parse("hmm-select", default.hmm_args())) == HMMSelectOptions()
+
+
+def test_metrics_device_default_is_the_cli_default():
+    """The one workflow-only metrics key the CLI also has: the same default in both."""
+    assert EXPERIMENT["metrics"]["properties"]["device"]["default"] == _parse("metrics", "").device
 
 
 def test_cli_defaults_are_the_dataclass_defaults():

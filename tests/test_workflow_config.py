@@ -163,6 +163,10 @@ def test_options_are_passed_to_the_command_line():
     reordered = resolve(minimal(train={"lr": 0.5, "epochs": 7}))["exp"]
     assert reordered.train_args() == exp.train_args()  # key order in the file is irrelevant
     assert "--exclude 'head|tail'" in exp.metrics_args()
+    assert exp.device_arg() == "--device auto"
+    assert resolve(minimal(metrics={"device": "cuda:1"}))["exp"].device_arg() == "--device cuda:1"
+    with pytest.raises(tw.ConfigError, match="experiments.exp.metrics.device"):
+        resolve(minimal(metrics={"device": "gpu"}))
     assert "--restarts 2" in exp.hmm_args() and "--min-runs 4" in exp.hmm_args()
     assert "--restarts 2" in exp.baseline_args() and "--covariance" not in exp.baseline_args()
     assert exp.convergence_arg() == "--convergence 'eval_accuracy>0.9'"

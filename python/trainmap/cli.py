@@ -36,6 +36,9 @@ def _add_metrics(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, type=Path, help="CSV file to write (atomically)")
     p.add_argument("--threads", type=int, default=None, help="worker threads (default: all available CPUs)")
     MetricsOptions.add_arguments(p)
+    p.add_argument("--device", default="auto",
+                   help="auto (a CUDA GPU when torch sees one, else the Rust engine), cpu (the engine), "
+                   "cuda or cuda:N (torch on that GPU; singular values always exact there)")
     p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
     p.set_defaults(run=_run_metrics)
 
@@ -60,6 +63,7 @@ def _run_metrics(args: argparse.Namespace) -> int:
             exact_max_dim=options.exact_max_dim,
             rank=options.rank,
             progress=lambda done: bar.update(done - bar.n),
+            device=args.device,
         )
     atomic.write_csv(args.output, frame)
     print(f"wrote {len(frame)} rows to {args.output}", file=sys.stderr)
@@ -155,8 +159,42 @@ def _add_series_metrics(subparsers) -> None:
     p.add_argument("--out-dir", required=True, type=Path, metavar="OUT", help="where to write (results/EXP/runs/RUN)")
     p.add_argument("--threads", type=int, default=None, help="worker threads (default: all available CPUs)")
     MetricsOptions.add_arguments(p)
+    p.add_argument("--from-chunks", nargs="+", type=Path, default=None, metavar="CHUNK",
+                   help="gather metrics computed by series-metrics-chunk instead of computing them")
     p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
     p.set_defaults(run=_run_series_metrics)
+
+
+def _add_series_metrics_chunk(subparsers) -> None:
+    p = subparsers.add_parser(
+        "series-metrics-chunk",
+        help="the weight statistics of one chunk of a run directory's checkpoints",
+        description="Compute the metrics of checkpoints INDEX*SIZE .. INDEX*SIZE+SIZE-1 (in step order) of a "
+        "run directory read in place and write them to a JSON chunk file, which series-metrics "
+        "--from-chunks gathers into the run's metrics.csv (config metrics: {chunk: SIZE}).",
+    )
+    p.add_argument("source", type=Path, metavar="SRC", help="the run directory")
+    p.add_argument("--index", required=True, type=int, help="which chunk (0-based)")
+    p.add_argument("--size", required=True, type=int, help="checkpoints per chunk")
+    p.add_argument("-o", "--output", required=True, type=Path, help="chunk file to write (JSON, atomically)")
+    p.add_argument("--threads", type=int, default=None, help="worker threads (default: all available CPUs)")
+    MetricsOptions.add_arguments(p)
+    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    p.set_defaults(run=_run_series_metrics_chunk)
+
+
+def _run_series_metrics_chunk(args: argparse.Namespace) -> int:
+    from trainmap.series_chunks import write_chunk
+
+    options = MetricsOptions.from_args(args)
+    bar, progress = _progress_bar(f"metrics {args.source.name} chunk {args.index}", args.no_progress, unit="ckpt")
+    with bar:
+        record = write_chunk(args.source, args.output, index=args.index, size=args.size,
+                             options={"svd": options.svd, "include": options.include, "exclude": options.exclude,
+                                      "exact_max_dim": options.exact_max_dim, "rank": options.rank},
+                             threads=args.threads, progress=progress)
+    print(f"{args.output}: metrics of {len(record['steps'])} checkpoints from {record['source']}", file=sys.stderr)
+    return 0
 
 
 def _run_series_metrics(args: argparse.Namespace) -> int:
@@ -167,7 +205,7 @@ def _run_series_metrics(args: argparse.Namespace) -> int:
     with bar:
         record = series_metrics(args.source, args.out_dir, svd=options.svd, include=options.include,
                                 exclude=options.exclude, exact_max_dim=options.exact_max_dim, rank=options.rank,
-                                threads=args.threads, progress=progress)
+                                threads=args.threads, progress=progress, chunk_files=args.from_chunks)
     print(f"{args.out_dir}: {record['metrics']} metrics of {record['checkpoints']} checkpoints "
           f"({record['layout']} layout) from {record['source']}", file=sys.stderr)
     return 0
@@ -436,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(subparsers)
     _add_import(subparsers)
     _add_series_metrics(subparsers)
+    _add_series_metrics_chunk(subparsers)
     for add in (_add_hmm_select, _add_hmm_decode, _add_regress, _add_map, _add_baselines, _add_figures, _add_tables):
         add(subparsers)
     return parser

@@ -31,6 +31,7 @@ __all__ = [
     "METRIC_NAMES",
     "DEFAULT_EXCLUDE",
     "DEFAULT_EXACT_MAX_DIM",
+    "DEFAULT_DEVICE",
     "ENGINE_FINGERPRINT",
     "CheckpointError",
     "RESULT_COLUMNS",
@@ -62,6 +63,9 @@ CheckpointError = _engine.CheckpointError
 RESULT_COLUMNS: tuple[str, ...] = (*METRIC_NAMES, SVD, CONTENT_HASH)
 
 _SVD_MODES = ("exact", "randomized", "auto")
+#: Where the statistics are computed: "auto" (a CUDA GPU when torch sees one, else the
+#: engine), "cpu" (the Rust engine) or "cuda" / "cuda:N" (torch on that GPU).
+DEFAULT_DEVICE = "auto"
 
 
 #: Training step encoded in a checkpoint's file name (``step00001200.safetensors`` → 1200),
@@ -95,6 +99,16 @@ def _check_svd(svd: str) -> None:
         raise ValueError(f"svd must be one of {', '.join(_SVD_MODES)}, not {svd!r}")
 
 
+def _torch_device(device: str, svd: str):
+    """The torch device to compute on, or None for the Rust engine (see
+    :func:`trainmap.metrics_torch.resolve_device`). torch is imported only when needed."""
+    if device == "cpu":
+        return None
+    from trainmap import metrics_torch
+
+    return metrics_torch.resolve_device(device, svd)
+
+
 def _emit(warning_messages: Iterable[str]) -> None:
     for message in warning_messages:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
@@ -109,6 +123,7 @@ def checkpoint_metrics(
     exact_max_dim: int | None = None,
     rank: int | None = None,
     threads: int | None = None,
+    device: str = DEFAULT_DEVICE,
 ) -> dict[str, Any]:
     """The statistics of one checkpoint: ``{column: value}`` for the :data:`RESULT_COLUMNS`
     (the 14 :data:`METRIC_NAMES` as floats, then ``svd`` and ``content_hash`` as strings).
@@ -125,12 +140,24 @@ def checkpoint_metrics(
     rank : leading singular values computed in randomized mode (default 64).
     threads : worker threads (default, and at most: all CPUs available to this process;
         more gives a ``RuntimeWarning`` and is capped).
+    device : ``"auto"`` (a CUDA GPU when torch sees one, else the engine), ``"cpu"`` (the
+        Rust engine) or ``"cuda"``/``"cuda:N"`` (``trainmap.metrics_torch``). On a GPU
+        singular values are always exact (``exact_max_dim``, ``rank`` and ``threads`` do
+        not apply; ``svd="randomized"`` is an error there and makes ``"auto"`` choose the
+        engine).
 
     A statistic with nothing to average (e.g. a model without biases) is NaN. Tensors with
     non-finite values make the statistics they enter NaN and raise a ``RuntimeWarning``
     naming them.
     """
     _check_svd(svd)
+    torch_device = _torch_device(device, svd)
+    if torch_device is not None:
+        from trainmap import metrics_torch
+
+        result, notes = metrics_torch.checkpoint_metrics(path, device=torch_device, include=include, exclude=exclude)
+        _emit(notes)
+        return result
     stats = _engine.checkpoint_stats(
         os.fspath(path),
         svd=svd,
@@ -154,6 +181,7 @@ def trajectory_metrics(
     exact_max_dim: int | None = None,
     rank: int | None = None,
     progress: Callable[[int], object] | None = None,
+    device: str = DEFAULT_DEVICE,
 ) -> pd.DataFrame:
     """Statistics of many checkpoints, computed in parallel, one row per path in order.
 
@@ -167,6 +195,14 @@ def trajectory_metrics(
     """
     _check_svd(svd)
     paths = [os.fspath(p) for p in paths]
+    torch_device = _torch_device(device, svd)
+    if torch_device is not None:
+        from trainmap import metrics_torch
+
+        results = metrics_torch.trajectory_results(
+            paths, device=torch_device, include=include, exclude=exclude, progress=progress
+        )
+        return _trajectory_frame(paths, results)
     results = _engine.trajectory_stats(
         paths,
         svd=svd,
@@ -179,7 +215,11 @@ def trajectory_metrics(
     )
     for stats in results:
         _emit(stats.warnings)
-    frame = metrics_frame([parse_step(p) for p in paths], [_result(stats) for stats in results])
+    return _trajectory_frame(paths, [_result(stats) for stats in results])
+
+
+def _trajectory_frame(paths: list[str], results: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = metrics_frame([parse_step(p) for p in paths], results)
     frame.insert(0, PATH, paths)
     return frame
 
@@ -234,9 +274,12 @@ def weights_metrics(
     ``weights`` is a ``torch.nn.Module`` (its ``named_parameters()``: the weights
     ``trainmap train`` saves), a mapping of name to ``torch.Tensor`` or numpy array, or the
     path of a ``.safetensors`` file. Only the tensors that count are read. CPU tensors and
-    numpy arrays are read in place, without a copy (bfloat16 through a 16-bit integer view);
-    tensors on another device are copied to the host one by one (the model is not moved), so
-    host memory grows by the size of the counted tensors for the call. Non-contiguous or
+    numpy arrays are read in place, without a copy (bfloat16 through a 16-bit integer view).
+    When a counted tensor lives on a CUDA GPU the statistics are computed there by
+    :mod:`trainmap.metrics_torch` (exact singular values, float64 on the device, one tensor
+    at a time; ``content_hash`` empty), unless ``svd="randomized"``; tensors on another
+    device are copied to the host one by one (the model is not moved), so host memory grows
+    by the size of the counted tensors for the call. Non-contiguous or
     big-endian arrays are copied to C order first. Options as in :func:`checkpoint_metrics`.
     Do not modify the tensors from another thread during the call.
     """
@@ -248,11 +291,29 @@ def weights_metrics(
         )
     named = _named_tensors(weights)
     counted = {name for name, _ in select_tensors(((n, _shape(t)) for n, t in named), include, exclude)}
+    gpu = _cuda_device(value for name, value in named if name in counted)
+    if gpu is not None and svd != "randomized":
+        from trainmap import metrics_torch
+
+        result, notes = metrics_torch.tensors_metrics(
+            [(name, value) for name, value in named if name in counted], device=gpu, include=include, exclude=exclude
+        )
+        _emit(notes)
+        return result
     tensors = [_engine_tensor(name, value) for name, value in named if name in counted]
     return _engine.tensor_metrics(
         tensors, include=include, exclude=exclude, svd=svd, exact_max_dim=exact_max_dim, rank=rank,
         threads=_threads(threads),
     )
+
+
+def _cuda_device(values: Iterable[Any]):
+    """The device of the first tensor among ``values`` that lives on a CUDA GPU, or None."""
+    for value in values:
+        device = getattr(value, "device", None)
+        if getattr(device, "type", None) == "cuda":
+            return device
+    return None
 
 
 def _named_tensors(weights: Any) -> list[tuple[str, Any]]:

@@ -167,6 +167,17 @@ class MetricsOptions(StageOptions):
                                        "('' excludes nothing)", type=str)
 
 
+#: Config ``metrics:`` keys that say where and how the workflow splits the metrics jobs
+#: (``device``: trained runs' jobs on a GPU; ``chunk``: checkpoints per job of runs read in
+#: place), not what the engine computes: they are not :class:`MetricsOptions`.
+WORKFLOW_METRICS_KEYS: tuple[str, ...] = ("device", "chunk")
+
+
+def metrics_options_of_config(metrics: dict[str, Any]) -> MetricsOptions:
+    """The :class:`MetricsOptions` of a config's resolved ``metrics:`` section."""
+    return MetricsOptions(**{k: v for k, v in metrics.items() if k not in WORKFLOW_METRICS_KEYS})
+
+
 # --- HMM fitting (hmm-select, baselines) ---------------------------------------------------
 
 @dataclass(frozen=True)

@@ -299,8 +299,12 @@ def series_metrics(
     rank: int | None = None,
     threads: int | None = None,
     progress: Callable[[int, int], object] | None = None,
+    chunk_files: Sequence[str | os.PathLike] | None = None,
 ) -> dict[str, Any]:
     """Analyse the run directory ``src`` in place into ``out_dir``; return run.json's content.
+
+    ``chunk_files``: the series' metrics already computed in chunks
+    (:mod:`trainmap.series_chunks`), gathered instead of computing them here.
 
     Raises ``FileNotFoundError``/:class:`trainmap.series.SeriesError` naming the file for a
     series that cannot be read; nothing in ``out_dir`` is replaced then. Long series save
@@ -324,8 +328,13 @@ def series_metrics(
                           RuntimeWarning, stacklevel=2)
     else:
         total = len(series.checkpoints)
-        frame = _computed_frame(series, options, threads, progress and (lambda done: progress(done, total)),
-                                out_dir / _PARTIAL)
+        if chunk_files is not None:
+            from trainmap.series_chunks import gathered_frame
+
+            frame = gathered_frame(series, chunk_files, options)
+        else:
+            frame = _computed_frame(series, options, threads, progress and (lambda done: progress(done, total)),
+                                    out_dir / _PARTIAL)
     steps = [int(s) for s in frame[STEP]]
     report = integrity_report(steps, list(frame[CONTENT_HASH]), _recorded_steps(series))
     message = integrity_warning(report, str(src))

@@ -8,6 +8,7 @@ here as a plain string, so Snakemake's ``params`` rerun trigger sees every chang
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import json
@@ -23,7 +24,7 @@ import jsonschema
 import yaml
 
 from trainmap.analysis.convergence import Criterion
-from trainmap.options import BaselineOptions, HMMSelectOptions, MetricsOptions
+from trainmap.options import BaselineOptions, HMMSelectOptions, MetricsOptions, metrics_options_of_config
 
 __all__ = [
     "ConfigError",
@@ -199,15 +200,58 @@ class Experiment:
         return json.dumps(self.train_settings, sort_keys=True)
 
     def metrics_args(self) -> str:
-        return MetricsOptions(**self.metrics).cli_args()
+        return metrics_options_of_config(self.metrics).cli_args()
+
+    def device_arg(self) -> str:
+        """Where trained runs' metrics are computed (``trainmap metrics --device``); runs read
+        in place use the engine."""
+        return f"--device {self.metrics['device']}"
 
     def series_inputs(self, run: str) -> list[str]:
         """The files the metrics of an in-place run depend on (its checkpoints, shard indexes
         and logs), listed when the DAG is built: a new checkpoint or a changed log makes that
         run's metrics stale, and no other run's."""
-        from trainmap.series import discover
+        return _series(self.sources[run]).input_files()
 
-        return discover(self.sources[run]).input_files()
+    def metrics_chunks(self, run: str) -> list[int]:
+        """Indexes of the chunk jobs of an in-place run (config ``metrics.chunk``): none when
+        not chunked, or when a Recorder's metrics.csv will be adopted (nothing to compute)."""
+        size = self.metrics["chunk"]
+        if size is None:
+            return []
+        from trainmap import metrics
+        from trainmap.series_chunks import chunk_count
+        from trainmap.series_metrics import adoption_differences
+
+        series = _series(self.sources[run])
+        if series.recorder is not None and not adoption_differences(series.recorder, self.engine_options(),
+                                                                    metrics.ENGINE_FINGERPRINT):
+            return []
+        return list(range(chunk_count(len(series.checkpoints), size)))
+
+    def chunk_inputs(self, run: str, index: int) -> list[str]:
+        """The checkpoint files chunk ``index`` of an in-place run reads."""
+        from trainmap.series_chunks import chunk_input_files
+
+        return chunk_input_files(_series(self.sources[run]), index, self.metrics["chunk"])
+
+    def chunk_file(self, run: str, index: int) -> str:
+        return f"{self.run_dir(run)}/metrics_chunks/{index}.json"
+
+    def series_job_inputs(self, run: str) -> dict[str, list[str]]:
+        """Inputs of an in-place run's metrics job: ``files`` (everything it reads) and
+        ``chunks`` (the chunk files it gathers). Chunked, the checkpoints are the chunk
+        jobs' inputs, so a changed checkpoint reruns its chunk and this gather only."""
+        chunks = self.metrics_chunks(run)
+        files = self.series_inputs(run)
+        if chunks:
+            in_chunks = {f for index in chunks for f in self.chunk_inputs(run, index)}
+            files = [f for f in files if f not in in_chunks]
+        return {"files": files, "chunks": [self.chunk_file(run, index) for index in chunks]}
+
+    def engine_options(self) -> dict[str, Any]:
+        """The engine's options, as the Recorder contract and series_metrics name them."""
+        return {key: self.metrics[key] for key in ("svd", "include", "exclude", "exact_max_dim", "rank")}
 
     def hmm_options(self) -> HMMSelectOptions:
         """Config ``hmm:`` as options (worker processes come from the rule's threads)."""
@@ -224,6 +268,15 @@ class Experiment:
     def convergence_arg(self) -> str:
         """``--convergence 'COLUMN>X'`` (shell-quoted) for regress, map and figures."""
         return f"--convergence {shlex.quote(str(self.convergence))}"
+
+
+@functools.lru_cache(maxsize=None)
+def _series(source: str):
+    """The series at ``source``, discovered once per workflow invocation (every chunk job's
+    input function asks for it)."""
+    from trainmap.series import discover
+
+    return discover(source)
 
 
 def _cli_value(value: Any) -> str:
@@ -310,6 +363,9 @@ def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
         if missing:
             raise ConfigError(f"config key {key}: needs {' and '.join(missing)} "
                               "(or runs, to analyse existing run directories)")
+        if spec["metrics"].get("chunk") is not None:
+            raise ConfigError(f"config key {key}.metrics.chunk: chunks apply to runs read in place (runs:); a "
+                              "trained run's checkpoints are not known before it trains")
         task = spec["task"]
         overrides = dict(spec["train"])
         defaults = default_settings(task)

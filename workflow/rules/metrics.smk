@@ -11,6 +11,7 @@ rule metrics:
     params:
         checkpoints=lambda w: f"{exp_of(w).run_dir(w.run)}/checkpoints",
         options=lambda w: exp_of(w).metrics_args(),
+        device=lambda w: exp_of(w).device_arg(),
         engine=ENGINE,
     threads: config["threads"]["metrics"]
     resources:
@@ -21,7 +22,8 @@ rule metrics:
     conda:
         "../../envs/trainmap.yaml"
     shell:
-        "trainmap metrics {params.checkpoints} -o {output} --threads {threads} {params.options} > {log} 2>&1"
+        "trainmap metrics {params.checkpoints} -o {output} --threads {threads} {params.options} {params.device}"
+        " > {log} 2>&1"
 
 
 # A run directory that exists already (config runs:/sources:), read where it lies. Its
@@ -31,7 +33,7 @@ rule metrics:
 
 rule series_metrics:
     input:
-        lambda w: exp_of(w).series_inputs(w.run),
+        unpack(lambda w: exp_of(w).series_job_inputs(w.run)),
     output:
         metrics="results/{exp}/runs/{run}/metrics.csv",
         log="results/{exp}/runs/{run}/log.csv",
@@ -43,6 +45,7 @@ rule series_metrics:
         source=lambda w: exp_of(w).sources[w.run],
         out_dir=lambda w: exp_of(w).run_dir(w.run),
         options=lambda w: exp_of(w).metrics_args(),
+        chunks=lambda w, input: f"--from-chunks {' '.join(input.chunks)}" if input.chunks else "",
         engine=ENGINE,
     threads: config["threads"]["metrics"]
     resources:
@@ -54,4 +57,36 @@ rule series_metrics:
         "../../envs/trainmap.yaml"
     shell:
         "trainmap series-metrics {params.source:q} --out-dir {params.out_dir} --threads {threads} {params.options}"
-        " > {log} 2>&1"
+        " {params.chunks} > {log} 2>&1"
+
+
+# With metrics: {chunk: N}, an in-place run's checkpoints are split into jobs of N (in step
+# order), each with only its checkpoints as inputs, gathered by series_metrics above: a long
+# series spreads over cluster nodes, and a changed checkpoint reruns its chunk and the gather.
+
+
+rule series_metrics_chunk:
+    input:
+        lambda w: exp_of(w).chunk_inputs(w.run, int(w.chunk)),
+    output:
+        "results/{exp}/runs/{run}/metrics_chunks/{chunk}.json",
+    wildcard_constraints:
+        exp="|".join(e.name for e in EXPERIMENTS.values() if e.in_place) or "(?!)",
+        run="[^/]+",
+        chunk=r"\d+",
+    params:
+        source=lambda w: exp_of(w).sources[w.run],
+        size=lambda w: exp_of(w).metrics["chunk"],
+        options=lambda w: exp_of(w).metrics_args(),
+        engine=ENGINE,
+    threads: config["threads"]["metrics"]
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        "results/{exp}/logs/metrics/{run}.chunk{chunk}.log",
+    conda:
+        "../../envs/trainmap.yaml"
+    shell:
+        "trainmap series-metrics-chunk {params.source:q} --index {wildcards.chunk} --size {params.size} -o {output}"
+        " --threads {threads} {params.options} > {log} 2>&1"

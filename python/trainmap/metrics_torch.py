@@ -1,0 +1,359 @@
+"""The 14 checkpoint statistics computed with torch on a device (a CUDA GPU), for weights
+that already live there or for checkpoints too large for the CPU engine to be quick.
+
+Same definitions as the Rust engine (``docs/metrics.md``), same tensor selection (the
+engine's ``select_tensors``: one definition of which tensors count), all arithmetic in
+float64 on the device: each counted tensor is cast to float64 there, one at a time.
+
+Singular values are always exact here: the eigenvalues of the smaller Gram matrix
+(``torch.linalg.eigvalsh`` in float64), with the engine's a-posteriori bound on the error
+of Σσ and the same fallback to ``torch.linalg.svdvals`` when the bound exceeds 1e-9·Σσ.
+On a GPU the exact spectrum of the largest matrices of a 1B-parameter model takes seconds,
+so ``svd="auto"`` means exact; ``svd="randomized"`` is the CPU engine's alone.
+
+Medians are exact (numpy convention) without gathering all weights: a radix selection
+over order-preserving 64-bit keys, 16 bits per pass over the tensors, finishing with a sort
+once few candidates remain.
+
+``device="cpu"`` at the public API (``trainmap.metrics``) means the Rust engine; the
+functions here take a torch device and are tested on torch's CPU backend.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+
+from trainmap import _rust_metrics as _engine
+
+__all__ = ["DEVICES", "resolve_device", "tensors_metrics", "checkpoint_metrics", "trajectory_results"]
+
+#: Accepted values of the ``device`` option (``cuda:N`` names one GPU).
+DEVICES = ("auto", "cpu", "cuda")
+#: Relative bound on the error of Σσ above which the Gram path falls back to svdvals
+#: (the engine's GRAM_TOLERANCE, rust_metrics/src/spectrum.rs).
+GRAM_TOLERANCE = 1e-9
+#: ``content_hash`` of results computed here. The engine's hash (xxh3-128 over the counted
+#: tensors' bytes) has no Python binding that hashes without computing the statistics, and
+#: recomputing them on the CPU would cost more than the GPU work; so it is left empty
+#: ("not computed") rather than filled with a hash that differs from the engine's.
+CONTENT_HASH = ""
+#: Once a median's candidates number at most this, they are gathered and sorted.
+_GATHER_LIMIT = 1 << 22
+_FLOAT_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+_NAN = float("nan")
+_WEIGHT_KEYS = ("l1", "l2", "code_sparsity", "trace", "spectral", "computational_sparsity", "mean_lambda",
+                "variance_lambda", "mean_w", "median_w", "var_w")
+_BIAS_KEYS = ("mean_b", "median_b", "var_b")
+
+
+def resolve_device(device: str, svd: str = "auto") -> torch.device | None:
+    """The torch device the statistics are computed on, or None for the Rust engine.
+
+    ``"auto"``: the first CUDA device when torch sees one (and ``svd`` is not
+    ``"randomized"``, which only the engine implements), else the engine. ``"cpu"``: the
+    engine. ``"cuda"`` / ``"cuda:N"``: that GPU, an error if torch sees none.
+    """
+    if not isinstance(device, str) or not (device in DEVICES or device.startswith("cuda:")):
+        raise ValueError(f"device must be one of {', '.join(DEVICES)} (or cuda:N), not {device!r}")
+    if device == "cpu":
+        return None
+    if device == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() and svd != "randomized" else None
+    if not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}, but torch sees no CUDA device (use device='auto' or 'cpu')")
+    if svd == "randomized":
+        raise ValueError("svd='randomized' is computed by the CPU engine only (device='cpu'); "
+                         "on a GPU the statistics use the exact spectrum (svd='exact' or 'auto')")
+    return torch.device(device)
+
+
+@dataclass
+class _Moments:
+    """Count, mean and centred sum of squares (merged with Chan et al.'s formula)."""
+
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    @classmethod
+    def of(cls, x: torch.Tensor) -> "_Moments":
+        n = x.numel()
+        mean = float(x.sum()) / n
+        return cls(n, mean, float(((x - mean) ** 2).sum()))
+
+    def merge(self, other: "_Moments") -> "_Moments":
+        if other.n == 0:
+            return self
+        if self.n == 0:
+            return other
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        return _Moments(n, self.mean + delta * other.n / n, self.m2 + other.m2 + delta * delta * self.n * other.n / n)
+
+    def mean_value(self) -> float:
+        return self.mean if self.n else _NAN
+
+    def variance(self) -> float:
+        return self.m2 / self.n if self.n else _NAN
+
+
+def _mean(values: Iterable[float]) -> float:
+    values = list(values)
+    return math.fsum(values) / len(values) if values else _NAN
+
+
+def _gram_error_bound(lam: torch.Tensor, delta: float) -> float:
+    """A-posteriori bound on |Σ√λ̂ − Σσ| for Gram eigenvalues with absolute error ≤ δ."""
+    small = lam <= delta
+    bound = torch.where(small, torch.full_like(lam, math.sqrt(delta)), delta / (2 * lam.clamp_min(delta).sqrt()))
+    return float(bound.sum())
+
+
+def singular_values(a: torch.Tensor) -> torch.Tensor:
+    """All singular values of the float64 matrix ``a`` (order unspecified), as the engine's
+    exact mode computes them: Gram eigenvalues, or svdvals when their error bound is too big."""
+    short = a if a.shape[0] <= a.shape[1] else a.T
+    r, c = short.shape
+    try:
+        lam = torch.linalg.eigvalsh(short @ short.T).clamp_min(0.0)
+    except RuntimeError:  # the eigensolver did not converge: use the SVD
+        return torch.linalg.svdvals(a)
+    lam_max = float(lam.max())
+    # Rounding in forming G (∝ √c ε ‖A‖²) and the eigensolver's backward error (∝ r ε ‖G‖).
+    delta = 4.0 * torch.finfo(torch.float64).eps * (r + math.sqrt(c)) * lam_max
+    sigma = lam.sqrt()
+    total = float(sigma.sum())
+    if total == 0.0 or _gram_error_bound(lam, delta) <= GRAM_TOLERANCE * total:
+        return sigma
+    return torch.linalg.svdvals(a)
+
+
+@dataclass
+class _MatrixSummary:
+    l1: float
+    frobenius: float
+    trace: float
+    sigma_max: float
+    sigma_mean: float
+    sigma_variance: float
+
+
+def _matrix_summary(a: torch.Tensor) -> _MatrixSummary:
+    sigma = singular_values(a)
+    mean = float(sigma.mean())
+    return _MatrixSummary(
+        l1=float(a.abs().sum()),
+        frobenius=math.sqrt(float((a * a).sum())),
+        trace=float(torch.diagonal(a).sum()),
+        sigma_max=float(sigma.max()),
+        sigma_mean=mean,
+        sigma_variance=float(((sigma - mean) ** 2).mean()),
+    )
+
+
+def _order_keys(x: torch.Tensor) -> torch.Tensor:
+    """Signed 64-bit keys ordered as the float64 values ``x`` (finite; −0 just below +0)."""
+    bits = x.contiguous().view(torch.int64)
+    return torch.where(bits < 0, bits ^ 0x7FFFFFFFFFFFFFFF, bits)
+
+
+def _select_rank(sources: Callable[[], Iterable[torch.Tensor]], rank: int, device: torch.device) -> float:
+    """The ``rank``-th smallest (0-based) value of all tensors ``sources()`` yields, exactly.
+
+    Radix selection: each pass histograms the next 16 bits of the keys that share the
+    prefix fixed so far, over all tensors; when at most ``_GATHER_LIMIT`` candidates are
+    left they are gathered and sorted.
+    """
+    prefix, shift = None, 64  # candidates: keys k with k >> shift == prefix
+    while True:
+        shift -= 16
+        counts = torch.zeros(1 << 16, dtype=torch.int64, device=device)
+        for x in sources():
+            keys = _order_keys(x)
+            if prefix is not None:
+                keys = keys[keys >> (shift + 16) == prefix]
+            counts += torch.bincount((keys >> shift) & 0xFFFF, minlength=1 << 16)
+        # Digits are 16 key bits read as unsigned; the top digit carries the sign, so its
+        # bins are visited in signed order (0x8000..0xFFFF are the negative keys).
+        order = torch.arange(1 << 16, device=device)
+        if prefix is None:
+            order = torch.cat([order[1 << 15:], order[: 1 << 15]])
+        cumulative = torch.cumsum(counts[order], 0)
+        position = int(torch.searchsorted(cumulative, torch.tensor([rank], device=device), right=True)[0])
+        rank -= int(cumulative[position - 1]) if position > 0 else 0
+        digit = int(order[position])
+        if prefix is None:
+            prefix = digit - (1 << 16) if digit >= 1 << 15 else digit
+        else:
+            prefix = (prefix << 16) | digit
+        if shift == 0:
+            return _key_value(prefix)
+        if int(counts[digit]) <= _GATHER_LIMIT:
+            gathered = torch.cat([k[k >> shift == prefix] for k in map(_order_keys, sources())])
+            return _key_value(int(torch.sort(gathered).values[rank]))
+
+
+def _key_value(key: int) -> float:
+    """The float64 value of an order key (inverse of :func:`_order_keys`)."""
+    bits = key ^ 0x7FFFFFFFFFFFFFFF if key < 0 else key
+    return float(torch.tensor([bits], dtype=torch.int64).view(torch.float64)[0])
+
+
+def _median(sources: Callable[[], Iterable[torch.Tensor]], count: int, device: torch.device) -> float:
+    """Median of all values (numpy convention: mean of the two middle values for an even count)."""
+    low = _select_rank(sources, (count - 1) // 2, device)
+    high = low if count % 2 else _select_rank(sources, count // 2, device)
+    return (low + high) / 2
+
+
+def _selection(entries: Sequence[tuple[str, Sequence[int]]], include: str | None, exclude: str | None) -> dict[str, str]:
+    """{name: "matrix" | "bias"} of the counted tensors, by the engine's one definition."""
+    from trainmap.metrics import select_tensors
+
+    return dict(select_tensors(entries, include, exclude))
+
+
+def tensors_metrics(
+    tensors: Sequence[tuple[str, torch.Tensor]] | Callable[[], Iterable[tuple[str, torch.Tensor]]],
+    *,
+    device: torch.device | str,
+    include: str | None = None,
+    exclude: str | None = None,
+    shapes: Sequence[tuple[str, Sequence[int]]] | None = None,
+    source: str = "weights",
+) -> tuple[dict[str, Any], list[str]]:
+    """The 14 statistics of named tensors, computed on ``device`` in float64.
+
+    ``tensors``: ``(name, tensor)`` pairs, on any device (each counted one is copied to
+    ``device`` and cast to float64 on its own), or a callable yielding them afresh (the
+    medians take a few passes; a callable lets tensors be loaded one at a time). ``shapes``
+    gives ``(name, shape)`` of every tensor without loading them (default: read from
+    ``tensors``). Returns ``(result, warnings)``: ``result`` has the engine's keys (the 14
+    statistics, ``svd``: ``exact`` or ``none`` when there are no matrices, and
+    ``content_hash``, empty here: see :data:`CONTENT_HASH`). ``source`` names the input in
+    warnings and errors.
+    """
+    device = torch.device(device)
+    fetch = tensors if callable(tensors) else (lambda: iter(tensors))
+    if shapes is None:
+        shapes = [(name, tuple(t.shape)) for name, t in fetch()]
+    roles = _selection(shapes, include, exclude)
+
+    def counted(role: str):
+        for name, t in fetch():
+            if roles.get(name) == role:
+                yield name, _as_float64(name, t, device, source)
+
+    matrices: list[_MatrixSummary] = []
+    weights, biases = _Moments(), _Moments()
+    non_finite: dict[str, str] = {}
+    for name, x in counted("matrix"):
+        if not bool(torch.isfinite(x).all()):
+            non_finite[name] = "weight statistics"
+            continue
+        a = x.reshape(x.shape[0], -1)
+        matrices.append(_matrix_summary(a))
+        weights = weights.merge(_Moments.of(x))
+    for name, x in counted("bias"):
+        if not bool(torch.isfinite(x).all()):
+            non_finite[name] = "bias statistics"
+            continue
+        biases = biases.merge(_Moments.of(x))
+
+    values = dict.fromkeys(_WEIGHT_KEYS + _BIAS_KEYS, _NAN)
+    if matrices and "weight statistics" not in non_finite.values():
+        values.update(
+            l1=_mean(m.l1 for m in matrices),
+            l2=_mean(m.frobenius for m in matrices),
+            code_sparsity=_mean(m.l1 / m.frobenius for m in matrices if m.frobenius > 0),
+            trace=_mean(m.trace for m in matrices),
+            spectral=_mean(m.sigma_max for m in matrices),
+            computational_sparsity=_mean(m.trace / m.sigma_max for m in matrices if m.sigma_max > 0),
+            mean_lambda=_mean(m.sigma_mean for m in matrices),
+            variance_lambda=_mean(m.sigma_variance for m in matrices),
+            mean_w=weights.mean_value(),
+            median_w=_median(lambda: (x.reshape(-1) for _, x in counted("matrix")), weights.n, device),
+            var_w=weights.variance(),
+        )
+    if biases.n and "bias statistics" not in non_finite.values():
+        values.update(
+            mean_b=biases.mean_value(),
+            median_b=_median(lambda: (x for _, x in counted("bias")), biases.n, device),
+            var_b=biases.variance(),
+        )
+    notes = [f"{source}: tensor '{name}' has non-finite values; its {affected} are NaN"
+             for name, affected in non_finite.items()]
+    result: dict[str, Any] = {name: values[name] for name in _engine.METRIC_NAMES}
+    result["svd"] = "exact" if matrices else "none"
+    result["content_hash"] = CONTENT_HASH
+    return result, notes
+
+
+def _as_float64(name: str, t: Any, device: torch.device, source: str) -> torch.Tensor:
+    """Tensor (or numpy array) ``t`` as float64 on ``device``; unsupported dtypes are named."""
+    if not isinstance(t, torch.Tensor):
+        t = torch.as_tensor(t)
+    if t.dtype not in _FLOAT_DTYPES:
+        from trainmap.metrics import CheckpointError
+
+        raise CheckpointError(f"{source}: tensor '{name}' has unsupported dtype {t.dtype} "
+                              f"(supported: {', '.join(_FLOAT_DTYPES.values())})")
+    return t.detach().to(device=device, dtype=torch.float64)
+
+
+def checkpoint_metrics(
+    path: str | os.PathLike, *, device: torch.device | str, include: str | None = None, exclude: str | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """:func:`tensors_metrics` of a ``.safetensors`` file, its tensors loaded one at a time
+    straight onto ``device``. Missing files raise ``FileNotFoundError``; invalid ones
+    ``CheckpointError`` naming the file."""
+    from safetensors import safe_open
+
+    from trainmap.metrics import CheckpointError
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    device = torch.device(device)
+    try:
+        handle = safe_open(path, framework="pt", device=str(device))
+    except Exception as exc:  # safetensors raises its own error types for bad files
+        raise CheckpointError(f"{path}: not a valid safetensors checkpoint ({exc})") from None
+    with handle as f:
+        names = list(f.keys())
+        shapes = [(name, f.get_slice(name).get_shape()) for name in names]
+        roles = _selection(shapes, include, exclude)
+
+        def load():
+            for name in names:
+                # Tensors that do not count are never loaded (they may be of any dtype).
+                yield name, (f.get_tensor(name) if name in roles else torch.empty(0))
+
+        return tensors_metrics(load, device=device, include=include, exclude=exclude, shapes=shapes, source=path)
+
+
+def trajectory_results(
+    paths: Sequence[str | os.PathLike],
+    *,
+    device: torch.device | str,
+    include: str | None = None,
+    exclude: str | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> list[dict[str, Any]]:
+    """The result of each checkpoint in order, warnings emitted as ``RuntimeWarning``;
+    ``progress`` is called with the number finished."""
+    results = []
+    for done, path in enumerate(paths, start=1):
+        result, notes = checkpoint_metrics(path, device=device, include=include, exclude=exclude)
+        for note in notes:
+            warnings.warn(note, RuntimeWarning, stacklevel=2)
+        results.append(result)
+        if progress is not None:
+            progress(done)
+    return results
