@@ -24,7 +24,7 @@ import jsonschema
 import yaml
 
 from trainmap.analysis.convergence import Criterion
-from trainmap.options import BaselineOptions, HMMSelectOptions, MetricsOptions, metrics_options_of_config
+from trainmap.options import BaselineOptions, HMMSelectOptions, metrics_options_of_config
 
 __all__ = [
     "ConfigError",
