@@ -1,5 +1,5 @@
 """Hostile inputs and conditions: a FIFO or device named like a checkpoint, a checkpoint
-truncated while the engine reads it, an absurd thread count, Ctrl-C during a long call.
+(or one shard of a checkpoint read in place) truncated while the engine reads it, an absurd thread count, Ctrl-C during a long call.
 
 Each case runs `trainmap metrics` in a child process with a hard timeout, so a hang fails
 the test instead of blocking the suite, and a crash (SIGBUS) shows as a signal exit."""
@@ -7,6 +7,7 @@ the test instead of blocking the suite, and a crash (SIGBUS) shows as a signal e
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -105,6 +106,36 @@ def test_a_checkpoint_truncated_while_read_gives_an_error_not_a_crash(tmp_path):
     assert process.returncode == 2, f"exit {process.returncode} (negative: killed by a signal): {stderr}"
     assert str(path) in stderr and "changed while reading" in stderr, stderr
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_shard_truncated_while_read_gives_an_error_not_a_crash(tmp_path):
+    """The shards of a checkpoint read in place go through the same guarded reader."""
+    folder = tmp_path / "series" / "checkpoint-100"
+    folder.mkdir(parents=True)
+    first = matrices(folder / "model-00001-of-00002.safetensors", 2, 40)
+    rng = np.random.default_rng(1)  # shard 2's names sort after shard 1's: the engine reads it last
+    second = write_checkpoint(folder / "model-00002-of-00002.safetensors", [
+        tensor(f"later.{i}.weight", rng.standard_normal((600, 600)), "F32", "matrix") for i in range(24)])
+    weight_map = {**{f"layers.{i}.weight": first.name for i in range(2)},
+                  **{f"later.{i}.weight": second.name for i in range(24)}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (tmp_path / "series" / "log.csv").write_text("step,eval_accuracy\n100,0.5\n")
+    size, out = second.stat().st_size, tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trainmap.cli", "series-metrics", str(tmp_path / "series"), "--out-dir", str(out),
+         "--threads", "1", "--svd", "exact", "--device", "cpu", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_until_open(process, second)
+        os.truncate(second, size // 2)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 2, f"exit {process.returncode} (negative: killed by a signal): {stderr}"
+    assert str(second) in stderr and "changed while reading" in stderr, stderr
+    assert not (out / "metrics.csv").exists()
 
 
 @pytest.mark.slow

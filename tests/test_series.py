@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from trainmap.contracts import StepError
-from trainmap.series import Series, SeriesError, discover, mapped_tensors, read_log, step_of, trainer_global_step
+from trainmap.series import Series, SeriesError, discover, read_log, step_of, trainer_global_step
 from trainmap.series_metrics import integrity_report, integrity_warning
 
 
@@ -100,25 +100,6 @@ def test_step_names_beyond_int64_are_refused():
     assert step_of("step9223372036854775807") == 2**63 - 1
     with pytest.raises(StepError, match="step9223372036854775808: step 9223372036854775808 does not fit"):
         step_of("step9223372036854775808")
-
-
-def test_mapped_tensors_are_the_files_bytes_of_every_shard(tmp_path):
-    weights = {"a.weight": torch.randn(4, 5).to(torch.bfloat16), "a.bias": torch.randn(4, dtype=torch.float64),
-               "ids": torch.arange(3)}
-    save_file({"a.weight": weights["a.weight"], "ids": weights["ids"]}, str(tmp_path / "s1.safetensors"))
-    save_file({"a.bias": weights["a.bias"]}, str(tmp_path / "s2.safetensors"))
-    tensors = mapped_tensors([tmp_path / "s1.safetensors", tmp_path / "s2.safetensors"])
-    assert [(n, d, s) for n, d, s, _ in tensors] == [("a.bias", "F64", [4]), ("a.weight", "BF16", [4, 5])]
-    assert np.array_equal(tensors[0][3], weights["a.bias"].numpy())
-    assert np.array_equal(tensors[1][3], weights["a.weight"].view(torch.int16).numpy().view(np.uint16).ravel())
-    assert isinstance(tensors[1][3].base, np.memmap) or isinstance(tensors[1][3], np.memmap)
-    save_file({"a.bias": weights["a.bias"]}, str(tmp_path / "s3.safetensors"))
-    with pytest.raises(SeriesError, match="'a.bias' is in both"):
-        mapped_tensors([tmp_path / "s2.safetensors", tmp_path / "s3.safetensors"])
-    (tmp_path / "bad.safetensors").write_bytes(b"\xff" * 16)
-    with pytest.raises(SeriesError, match="bad.safetensors: not a safetensors file"):
-        mapped_tensors([tmp_path / "bad.safetensors"])
-    assert load_file(str(tmp_path / "s1.safetensors"))["ids"].tolist() == [0, 1, 2]  # untouched
 
 
 def test_log_csv_and_the_newest_trainer_state_are_merged(tmp_path):

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from existing_runs import write_checkpoint_run, write_recorder_run
 from trainmap.cli import main
@@ -88,6 +88,24 @@ def test_checkpoints_are_analysed_in_place_as_one_file_would_be(tmp_path, refere
     assert record["integrity"] == {"duplicates": 0, "gaps": 0, "out_of_order": 0}
 
 
+@pytest.mark.parametrize("kind", ["file", "sharded", "bin"])
+def test_a_gpu_device_computes_with_torch_and_agrees_with_the_engine(tmp_path, reference, kind, monkeypatch):
+    """``device="cuda"`` routes every checkpoint layout to trainmap.metrics_torch; here torch's
+    CPU backend stands in for the GPU (this machine has none), running every line but the device."""
+    from trainmap import metrics
+
+    asked = []
+    monkeypatch.setattr(metrics, "_torch_device", lambda device, svd: asked.append(device) or torch.device("cpu"))
+    record = series_metrics(write_series(tmp_path / "series", kind), tmp_path / "out", threads=1, device="cuda")
+    frame = pd.read_csv(tmp_path / "out" / "metrics.csv")
+    assert asked == ["cuda"] * len(STEPS)
+    np.testing.assert_allclose(frame[list(METRIC_NAMES)].to_numpy(), reference.to_numpy(), rtol=1e-9, atol=0)
+    assert frame["content_hash"].isna().all()  # the GPU path has no content hash ...
+    integrity = json.loads((tmp_path / "out" / "integrity.json").read_text())
+    assert integrity["checked"]["content_hash"] is False  # ... which the integrity report says
+    assert record["steps"] == list(STEPS)
+
+
 def test_sharded_and_bin_hashes_equal_the_files(tmp_path):
     hashes = {}
     for kind in ("file", "sharded", "bin"):
@@ -99,7 +117,13 @@ def test_sharded_and_bin_hashes_equal_the_files(tmp_path):
 def test_a_bad_shard_or_bin_is_named_and_nothing_is_written(tmp_path):
     src = write_series(tmp_path / "sharded", "sharded")
     (src / "step_100" / "model-00002-of-00002.safetensors").write_bytes(b"\x10" + b"\x00" * 7 + b"{}")
-    with pytest.raises(SeriesError, match="step_100/model-00002-of-00002.safetensors: not a safetensors file"):
+    with pytest.raises(SeriesError, match="step_100/model-00002-of-00002.safetensors: .*not a safetensors file"):
+        series_metrics(src, tmp_path / "out", threads=1)
+    assert not (tmp_path / "out").exists()
+    src = write_series(tmp_path / "twice", "sharded")  # a tensor saved in both shards
+    first, second = (src / "step_100" / f"model-0000{i}-of-00002.safetensors" for i in (1, 2))
+    save_file({**load_file(str(second)), **dict(list(load_file(str(first)).items())[:1])}, str(second))
+    with pytest.raises(SeriesError, match="model-00002-of-00002.safetensors: tensor '.*' is also in .*model-00001"):
         series_metrics(src, tmp_path / "out", threads=1)
     assert not (tmp_path / "out").exists()
     src = write_series(tmp_path / "bin", "bin")

@@ -41,7 +41,7 @@ class CheckpointStats:
         """Messages about non-finite tensors or unconverged decompositions."""
 
 def checkpoint_stats(
-    path: str | PathLike[str],
+    path: str | PathLike[str] | Sequence[str | PathLike[str]],
     *,
     svd: str = "auto",
     exact_max_dim: int | None = None,
@@ -50,7 +50,7 @@ def checkpoint_stats(
     include: str | None = None,
     exclude: str | None = None,
 ) -> CheckpointStats:
-    """Statistics of one .safetensors file."""
+    """Statistics of one .safetensors file, or of the shard files of one checkpoint together."""
 
 def trajectory_stats(
     paths: Sequence[str | PathLike[str]],

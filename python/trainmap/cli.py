@@ -36,11 +36,15 @@ def _add_metrics(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, type=Path, help="CSV file to write (atomically)")
     p.add_argument("--threads", type=int, default=None, help="worker threads (default: all available CPUs)")
     MetricsOptions.add_arguments(p)
+    _add_device_argument(p)
+    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    p.set_defaults(run=_run_metrics)
+
+
+def _add_device_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto",
                    help="auto (a CUDA GPU when torch sees one, else the Rust engine), cpu (the engine), "
                    "cuda or cuda:N (torch on that GPU; singular values always exact there)")
-    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
-    p.set_defaults(run=_run_metrics)
 
 
 def _run_metrics(args: argparse.Namespace) -> int:
@@ -159,6 +163,7 @@ def _add_series_metrics(subparsers) -> None:
     p.add_argument("--out-dir", required=True, type=Path, metavar="OUT", help="where to write (results/EXP/runs/RUN)")
     p.add_argument("--threads", type=int, default=None, help="worker threads (default: all available CPUs)")
     MetricsOptions.add_arguments(p)
+    _add_device_argument(p)
     p.add_argument("--from-chunks", nargs="+", type=Path, default=None, metavar="CHUNK",
                    help="gather metrics computed by series-metrics-chunk instead of computing them")
     p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
@@ -179,6 +184,7 @@ def _add_series_metrics_chunk(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, type=Path, help="chunk file to write (JSON, atomically)")
     p.add_argument("--threads", type=int, default=None, help="worker threads (default: all available CPUs)")
     MetricsOptions.add_arguments(p)
+    _add_device_argument(p)
     p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
     p.set_defaults(run=_run_series_metrics_chunk)
 
@@ -192,7 +198,7 @@ def _run_series_metrics_chunk(args: argparse.Namespace) -> int:
         record = write_chunk(args.source, args.output, index=args.index, size=args.size,
                              options={"svd": options.svd, "include": options.include, "exclude": options.exclude,
                                       "exact_max_dim": options.exact_max_dim, "rank": options.rank},
-                             threads=args.threads, progress=progress)
+                             threads=args.threads, device=args.device, progress=progress)
     print(f"{args.output}: metrics of {len(record['steps'])} checkpoints from {record['source']}", file=sys.stderr)
     return 0
 
@@ -205,7 +211,8 @@ def _run_series_metrics(args: argparse.Namespace) -> int:
     with bar:
         record = series_metrics(args.source, args.out_dir, svd=options.svd, include=options.include,
                                 exclude=options.exclude, exact_max_dim=options.exact_max_dim, rank=options.rank,
-                                threads=args.threads, progress=progress, chunk_files=args.from_chunks)
+                                threads=args.threads, device=args.device, progress=progress,
+                                chunk_files=args.from_chunks)
     print(f"{args.out_dir}: {record['metrics']} metrics of {record['checkpoints']} checkpoints "
           f"({record['layout']} layout) from {record['source']}", file=sys.stderr)
     return 0

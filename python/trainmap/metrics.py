@@ -115,7 +115,7 @@ def _emit(warning_messages: Iterable[str]) -> None:
 
 
 def checkpoint_metrics(
-    path: str | os.PathLike,
+    path: str | os.PathLike | Sequence[str | os.PathLike],
     *,
     svd: str = "auto",
     include: str | None = None,
@@ -130,7 +130,9 @@ def checkpoint_metrics(
 
     Parameters
     ----------
-    path : a ``.safetensors`` file (F64, F32, F16 or BF16 tensors).
+    path : a ``.safetensors`` file (F64, F32, F16 or BF16 tensors), or the shard files of
+        one sharded checkpoint (a sequence: their tensors together, a name in two shards is
+        an error).
     svd : ``"exact"``, ``"randomized"`` or ``"auto"`` (exact when a matrix's smaller side
         is at most ``exact_max_dim``; above it, whichever path a cost model predicts
         cheaper for that matrix: see docs/metrics.md).
@@ -158,8 +160,9 @@ def checkpoint_metrics(
         result, notes = metrics_torch.checkpoint_metrics(path, device=torch_device, include=include, exclude=exclude)
         _emit(notes)
         return result
+    files = os.fspath(path) if isinstance(path, (str, os.PathLike)) else [os.fspath(p) for p in path]
     stats = _engine.checkpoint_stats(
-        os.fspath(path),
+        files,
         svd=svd,
         exact_max_dim=exact_max_dim,
         rank=rank,

@@ -21,6 +21,7 @@ functions here take a torch device and are tested on torch's CPU backend.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -308,34 +309,48 @@ def _as_float64(name: str, t: Any, device: torch.device, source: str) -> torch.T
 
 
 def checkpoint_metrics(
-    path: str | os.PathLike, *, device: torch.device | str, include: str | None = None, exclude: str | None = None
+    path: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    device: torch.device | str,
+    include: str | None = None,
+    exclude: str | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """:func:`tensors_metrics` of a ``.safetensors`` file, its tensors loaded one at a time
-    straight onto ``device``. Missing files raise ``FileNotFoundError``; invalid ones
-    ``CheckpointError`` naming the file."""
+    """:func:`tensors_metrics` of a ``.safetensors`` file, or of the shard files of one
+    checkpoint together (a sequence), its tensors loaded one at a time straight onto
+    ``device``. Missing files raise ``FileNotFoundError``; invalid ones, and a tensor name in
+    two shards, ``CheckpointError`` naming the file."""
     from safetensors import safe_open
 
     from trainmap.metrics import CheckpointError
 
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
+    paths = [os.fspath(path)] if isinstance(path, (str, os.PathLike)) else [os.fspath(p) for p in path]
+    if not paths:
+        raise ValueError("a sharded checkpoint needs at least one file")
+    for file in paths:
+        if not os.path.exists(file):
+            raise FileNotFoundError(f"{file}: no such file")
     device = torch.device(device)
-    try:
-        handle = safe_open(path, framework="pt", device=str(device))
-    except Exception as exc:  # safetensors raises its own error types for bad files
-        raise CheckpointError(f"{path}: not a valid safetensors checkpoint ({exc})") from None
-    with handle as f:
-        names = list(f.keys())
-        shapes = [(name, f.get_slice(name).get_shape()) for name in names]
+    with contextlib.ExitStack() as stack:
+        owner: dict[str, tuple[str, Any]] = {}
+        for file in paths:
+            try:
+                handle = stack.enter_context(safe_open(file, framework="pt", device=str(device)))
+            except Exception as exc:  # safetensors raises its own error types for bad files
+                raise CheckpointError(f"{file}: not a valid safetensors checkpoint ({exc})") from None
+            for name in handle.keys():
+                if name in owner:
+                    raise CheckpointError(f"{file}: tensor '{name}' is also in {owner[name][0]}")
+                owner[name] = (file, handle)
+        shapes = [(name, handle.get_slice(name).get_shape()) for name, (_, handle) in owner.items()]
         roles = _selection(shapes, include, exclude)
 
         def load():
-            for name in names:
+            for name, (_, handle) in owner.items():
                 # Tensors that do not count are never loaded (they may be of any dtype).
-                yield name, (f.get_tensor(name) if name in roles else torch.empty(0))
+                yield name, (handle.get_tensor(name) if name in roles else torch.empty(0))
 
-        return tensors_metrics(load, device=device, include=include, exclude=exclude, shapes=shapes, source=path)
+        source = paths[0] if len(paths) == 1 else os.path.dirname(paths[0]) or paths[0]
+        return tensors_metrics(load, device=device, include=include, exclude=exclude, shapes=shapes, source=source)
 
 
 def trajectory_results(

@@ -168,7 +168,7 @@ class MetricsOptions(StageOptions):
 
 
 #: Config ``metrics:`` keys that say where and how the workflow splits the metrics jobs
-#: (``device``: trained runs' jobs on a GPU; ``chunk``: checkpoints per job of runs read in
+#: (``device``: metrics jobs on a GPU; ``chunk``: checkpoints per job of runs read in
 #: place), not what the engine computes: they are not :class:`MetricsOptions`.
 WORKFLOW_METRICS_KEYS: tuple[str, ...] = ("device", "chunk")
 

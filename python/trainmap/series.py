@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 
 from trainmap.contracts import CHECKPOINTS_DIR, LOG_CSV, METRICS_CSV, RUN_JSON, STEP, parse_step
 from trainmap.fileguard import input_file
@@ -46,7 +45,6 @@ __all__ = [
     "discover",
     "find_step_dirs",
     "load_checkpoint",
-    "mapped_tensors",
     "read_log",
     "trainer_global_step",
     "RENAMED_LOG_COLUMNS",
@@ -274,53 +272,6 @@ def discover(src: str | os.PathLike) -> Series:
 
 
 # --- tensors ---------------------------------------------------------------------------------
-
-_SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2"}
-
-
-def mapped_tensors(paths: Sequence[Path]) -> list[tuple[str, str, list[int], np.ndarray]]:
-    """The floating-point tensors of one checkpoint stored in safetensors ``paths`` (one file
-    or every shard), as ``(name, dtype, shape, data)`` for the engine's ``tensor_metrics``.
-
-    ``data`` is a read-only memory map of the file (BF16 as its 16-bit patterns): nothing is
-    read until the engine reads it. Integer tensors are left out. A name in two shards is
-    an error naming both.
-    """
-    tensors: dict[str, tuple[str, str, list[int], np.ndarray]] = {}
-    owner: dict[str, Path] = {}
-    for path in paths:
-        input_file(path, what="checkpoint shard")
-        header, data_start = _safetensors_header(path)
-        raw = np.memmap(path, dtype=np.uint8, mode="r")
-        for name, entry in header.items():
-            if name == "__metadata__" or entry.get("dtype") not in _SAFETENSORS_DTYPES:
-                continue
-            if name in tensors:
-                raise SeriesError(f"tensor {name!r} is in both {owner[name]} and {path}")
-            begin, end = entry["data_offsets"]
-            dtype = np.dtype(_SAFETENSORS_DTYPES[entry["dtype"]])
-            shape = [int(d) for d in entry["shape"]]
-            if end - begin != dtype.itemsize * int(np.prod(shape, dtype=np.int64)) or data_start + end > raw.size:
-                raise SeriesError(f"{path}: tensor {name!r} has offsets that do not match its shape")
-            data = raw[data_start + begin:data_start + end].view(dtype)
-            tensors[name] = (name, entry["dtype"], shape, data)
-            owner[name] = path
-    return [tensors[name] for name in sorted(tensors)]
-
-
-def _safetensors_header(path: Path) -> tuple[dict, int]:
-    """The JSON header of a safetensors file and the offset where its data starts."""
-    try:
-        with open(path, "rb") as handle:
-            size = int.from_bytes(handle.read(8), "little")
-            if size <= 0 or size > min(100_000_000, path.stat().st_size - 8):
-                raise ValueError(f"header size {size} does not fit the file")
-            header = json.loads(handle.read(size))
-        if not isinstance(header, dict):
-            raise ValueError("header is not a JSON object")
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise SeriesError(f"{path}: not a safetensors file ({exc})") from None
-    return header, 8 + size
 
 
 def load_checkpoint(checkpoint: Checkpoint) -> dict:

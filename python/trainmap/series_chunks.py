@@ -57,10 +57,12 @@ def write_chunk(
     size: int,
     options: Mapping[str, Any],
     threads: int | None = None,
+    device: str = "auto",
     progress: Callable[[int, int], object] | None = None,
 ) -> dict[str, Any]:
-    """Compute the metrics of chunk ``index`` of the series at ``src`` and write them to
-    ``output`` (JSON, atomically); return what was written."""
+    """Compute the metrics of chunk ``index`` of the series at ``src`` (on ``device``, as in
+    :func:`trainmap.metrics.checkpoint_metrics`) and write them to ``output`` (JSON,
+    atomically); return what was written."""
     from trainmap import metrics
     from trainmap.series_metrics import _checkpoint_result, resolved_options
 
@@ -68,7 +70,7 @@ def write_chunk(
     checkpoints = chunk_of(series, index, size)
     results = []
     for done, checkpoint in enumerate(checkpoints, start=1):
-        results.append(_checkpoint_result(checkpoint, options, threads))
+        results.append(_checkpoint_result(checkpoint, options, threads, device))
         if progress is not None:
             progress(done, len(checkpoints))
     record = {

@@ -10,10 +10,10 @@ safetensors or ``pytorch_model.bin``) becomes, in ``OUT`` (``results/<exp>/runs/
     OUT/run.json        kind "in_place", source directory, layout, steps; written last
 
 so the analysis stages read it exactly as a trained run. No checkpoint is copied: a
-single safetensors file goes through the engine's file reader; the shards of a checkpoint
-are memory-mapped and handed to the engine's ``tensor_metrics`` together (the means and
-medians are over all its matrices); ``.bin`` state dicts go through
-:func:`trainmap.metrics.weights_metrics`. A Recorder run's own metrics.csv is adopted when
+safetensors file, or the shards of one checkpoint together (the means and medians are over
+all its matrices), go through the engine's guarded file reader; ``.bin`` state dicts go
+through :func:`trainmap.metrics.weights_metrics`. With ``device`` a CUDA GPU, both are
+computed there (:mod:`trainmap.metrics_torch`; ``content_hash`` is then empty). A Recorder run's own metrics.csv is adopted when
 its engine and options equal these (docs/design.md, "File contracts of runs read in place").
 """
 
@@ -163,34 +163,49 @@ def integrity_warning(report: Mapping[str, Any], where: str) -> str | None:
 # --- computing -------------------------------------------------------------------------------
 
 
-def _in_memory(checkpoint: Checkpoint):
-    """A sharded checkpoint's tensors as memory maps of every shard (the engine's
-    ``tensor_metrics`` items), or a ``.bin`` checkpoint's floating-point state dict."""
-    if checkpoint.format == "bin":
-        return {k: v for k, v in series_reader.load_checkpoint(checkpoint).items() if v.is_floating_point()}
-    return series_reader.mapped_tensors(checkpoint.files)
+def _checkpoint_result(checkpoint: Checkpoint, options: Mapping[str, Any], threads: int | None,
+                       device: str = "cpu") -> dict:
+    """The result dict of one checkpoint, its shards combined as one checkpoint (the means
+    and medians are over all its matrices). Warnings name the checkpoint.
 
-
-def _checkpoint_result(checkpoint: Checkpoint, options: Mapping[str, Any], threads: int | None) -> dict:
-    """The engine's result dict for one checkpoint, its shards combined as one checkpoint
-    (the medians and means are over all its matrices). Warnings name the checkpoint."""
+    Safetensors files (one, or every shard) go through the engine's guarded file reader,
+    or are loaded one tensor at a time onto ``device`` when that is a GPU
+    (:func:`trainmap.metrics.checkpoint_metrics`); a ``.bin`` state dict is loaded on the
+    host and computed by the engine or on that GPU."""
     from trainmap import metrics
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        if checkpoint.format == "safetensors":  # the engine's own (hardened) file reader
-            result = metrics.weights_metrics(checkpoint.files[0], threads=threads, **options)
-        else:  # memory-mapped shards, or a loaded .bin state dict: the engine names no file
-            tensors = _in_memory(checkpoint)
-            compute = metrics.weights_metrics if checkpoint.format == "bin" else metrics._engine.tensor_metrics
-            try:
-                result = compute(tensors, threads=threads, **options)
-            except ValueError as exc:
-                raise SeriesError(f"{checkpoint.name}: {exc}") from None
+        try:
+            if checkpoint.format == "bin":
+                result = _state_dict_result(checkpoint, options, threads, device)
+            else:
+                files = checkpoint.files[0] if checkpoint.format == "safetensors" else list(checkpoint.files)
+                result = metrics.checkpoint_metrics(files, threads=threads, device=device, **options)
+        except ValueError as exc:
+            message = str(exc)
+            raise SeriesError(message if checkpoint.name in message else f"{checkpoint.name}: {message}") from None
     for warning in caught:
         message = str(warning.message)
         message = message if checkpoint.name in message else f"{checkpoint.name}: {message}"
         warnings.warn(message, warning.category, stacklevel=2)
+    return result
+
+
+def _state_dict_result(checkpoint: Checkpoint, options: Mapping[str, Any], threads: int | None, device: str) -> dict:
+    """A ``.bin`` checkpoint's floating-point state dict through the engine, or on ``device``
+    when it resolves to a GPU."""
+    from trainmap import metrics
+
+    tensors = {k: v for k, v in series_reader.load_checkpoint(checkpoint).items() if v.is_floating_point()}
+    gpu = metrics._torch_device(device, options.get("svd") or "auto")
+    if gpu is None:
+        return metrics.weights_metrics(tensors, threads=threads, **options)
+    from trainmap import metrics_torch
+
+    result, notes = metrics_torch.tensors_metrics(list(tensors.items()), device=gpu, include=options.get("include"),
+                                                  exclude=options.get("exclude"), source=checkpoint.name)
+    metrics._emit(notes)
     return result
 
 
@@ -216,7 +231,7 @@ def _read_partial(path: Path, key: Mapping[str, Any]) -> dict[str, dict]:
             for stamp, result in saved.get("results", {}).items()}
 
 
-def _computed_frame(series: Series, options, threads, progress, partial: Path) -> pd.DataFrame:
+def _computed_frame(series: Series, options, threads, device, progress, partial: Path) -> pd.DataFrame:
     """Metrics of every checkpoint. Results are saved to ``partial`` every
     :data:`SAVE_EVERY_S` seconds, so a killed job started again continues where it stopped."""
     from trainmap import metrics
@@ -227,7 +242,7 @@ def _computed_frame(series: Series, options, threads, progress, partial: Path) -
     for count, checkpoint in enumerate(series.checkpoints, start=1):
         stamp = _stamp(checkpoint)
         if stamp not in done:
-            done[stamp] = _checkpoint_result(checkpoint, options, threads)
+            done[stamp] = _checkpoint_result(checkpoint, options, threads, device)
             if time.monotonic() - saved_at >= SAVE_EVERY_S:
                 atomic.write_json(partial, {**key, "results": done})
                 saved_at = time.monotonic()
@@ -298,11 +313,14 @@ def series_metrics(
     exact_max_dim: int | None = None,
     rank: int | None = None,
     threads: int | None = None,
+    device: str = "auto",
     progress: Callable[[int, int], object] | None = None,
     chunk_files: Sequence[str | os.PathLike] | None = None,
 ) -> dict[str, Any]:
     """Analyse the run directory ``src`` in place into ``out_dir``; return run.json's content.
 
+    ``device``: where checkpoints are computed (as in :func:`trainmap.metrics.checkpoint_metrics`:
+    ``auto`` is a CUDA GPU when torch sees one, else the engine).
     ``chunk_files``: the series' metrics already computed in chunks
     (:mod:`trainmap.series_chunks`), gathered instead of computing them here.
 
@@ -333,7 +351,7 @@ def series_metrics(
 
             frame = gathered_frame(series, chunk_files, options)
         else:
-            frame = _computed_frame(series, options, threads, progress and (lambda done: progress(done, total)),
+            frame = _computed_frame(series, options, threads, device, progress and (lambda done: progress(done, total)),
                                     out_dir / _PARTIAL)
     steps = [int(s) for s in frame[STEP]]
     report = integrity_report(steps, list(frame[CONTENT_HASH]), _recorded_steps(series))

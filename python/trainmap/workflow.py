@@ -203,8 +203,8 @@ class Experiment:
         return metrics_options_of_config(self.metrics).cli_args()
 
     def device_arg(self) -> str:
-        """Where trained runs' metrics are computed (``trainmap metrics --device``); runs read
-        in place use the engine."""
+        """Where the metrics jobs compute (``--device`` of ``trainmap metrics`` and
+        ``series-metrics``): a CUDA GPU or the Rust engine."""
         return f"--device {self.metrics['device']}"
 
     def series_inputs(self, run: str) -> list[str]:

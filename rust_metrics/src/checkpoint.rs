@@ -248,6 +248,62 @@ impl TensorSource for Checkpoint {
     }
 }
 
+/// The shards of one checkpoint (a sharded save: `model-00001-of-00002.safetensors`, ...),
+/// read together as one set of tensors through the same guarded reader as a single file.
+/// A tensor name in two shards is an error naming both files.
+pub struct Shards {
+    /// What messages name: the shards' common directory (or the first shard).
+    origin: PathBuf,
+    parts: Vec<Checkpoint>,
+    tensors: Vec<TensorEntry>,
+    /// `(part, index in that part)` of each entry of `tensors`.
+    owner: Vec<(usize, usize)>,
+}
+
+impl Shards {
+    /// Open and validate every shard in `paths` (at least one).
+    pub fn open(paths: &[PathBuf]) -> Result<Self> {
+        let first = paths.first().ok_or_else(|| MetricsError::Option {
+            message: "a sharded checkpoint needs at least one file".to_owned(),
+        })?;
+        let parts = paths.iter().map(|p| Checkpoint::open(p)).collect::<Result<Vec<_>>>()?;
+        let mut tensors = Vec::new();
+        let mut owner = Vec::new();
+        let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (p, part) in parts.iter().enumerate() {
+            for (i, tensor) in part.tensors.iter().enumerate() {
+                if let Some(q) = seen.insert(tensor.name.as_str(), p) {
+                    return Err(MetricsError::format(
+                        &part.path,
+                        format!("tensor '{}' is also in {}", tensor.name, parts[q].path.display()),
+                    ));
+                }
+                tensors.push(tensor.clone());
+                owner.push((p, i));
+            }
+        }
+        let parent = first.parent().map(Path::to_path_buf).filter(|d| !d.as_os_str().is_empty());
+        let origin = match parent {
+            Some(dir) if paths.len() > 1 && paths.iter().all(|p| p.parent() == Some(dir.as_path())) => dir,
+            _ => first.clone(),
+        };
+        Ok(Shards { origin, parts, tensors, owner })
+    }
+}
+
+impl TensorSource for Shards {
+    fn origin(&self) -> &Path {
+        &self.origin
+    }
+    fn tensors(&self) -> &[TensorEntry] {
+        &self.tensors
+    }
+    fn read_chunks(&self, index: usize, f: &mut dyn FnMut(&[u8])) -> Result<()> {
+        let (part, local) = self.owner[index];
+        self.parts[part].read_chunks(local, f)
+    }
+}
+
 /// Translate a `safetensors` validation error into a message for people. `head` is the
 /// length field and header, when they were read.
 fn describe(path: &Path, head: Option<&[u8]>, file_len: u64, header_len: u64, error: SafeTensorError) -> MetricsError {

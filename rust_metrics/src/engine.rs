@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::checkpoint::{decode_into, for_each_chunk, Checkpoint, TensorEntry, ValueType};
+use crate::checkpoint::{decode_into, for_each_chunk, Checkpoint, Shards, TensorEntry, ValueType};
 use crate::error::{MetricsError, Result};
 use crate::source::TensorSource;
 use crate::median::{self, Rescan, TopHistogram};
@@ -255,6 +255,13 @@ pub fn checkpoint_metrics(path: &Path, options: &Options, cancel: &AtomicBool) -
     source_metrics(&checkpoint, options, cancel)
 }
 
+/// Compute the 14 statistics of one checkpoint saved as several shard files, as one
+/// checkpoint (means and medians are over the matrices of every shard).
+pub fn shards_metrics(paths: &[PathBuf], options: &Options, cancel: &AtomicBool) -> Result<CheckpointReport> {
+    let shards = Shards::open(paths)?;
+    source_metrics(&shards, options, cancel)
+}
+
 /// Compute the 14 statistics of the tensors of `source` (a file or memory).
 pub fn source_metrics(source: &dyn TensorSource, options: &Options, cancel: &AtomicBool) -> Result<CheckpointReport> {
     let units = select(source, &options.selection)?;
@@ -484,6 +491,42 @@ mod tests {
         assert!(report.values[..11].iter().all(|x| x.is_nan()));
         assert_eq!(report.values[11], 2.0);
         assert_eq!(report.svd_label(), "none");
+    }
+
+    #[test]
+    fn shards_equal_the_same_tensors_in_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole = run(&sample(&dir, "whole.safetensors", None));
+        let w: Vec<f32> = (0..12).map(|i| (i as f32 - 5.5) * 0.5).collect();
+        let conv: Vec<f32> = (0..16).map(|i| ((i * 7 % 5) as f32) - 2.0).collect();
+        let first = write(
+            &dir,
+            "model-00001-of-00002.safetensors",
+            &[
+                ("fc.weight", Dtype::F32, vec![3, 4], f32_bytes(&w)),
+                ("embed.weight", Dtype::F32, vec![2, 2], f32_bytes(&[100.0; 4])),
+                ("position_ids", Dtype::I64, vec![2], vec![0u8; 16]),
+            ],
+        );
+        let second = write(
+            &dir,
+            "model-00002-of-00002.safetensors",
+            &[
+                ("fc.bias", Dtype::F32, vec![3], f32_bytes(&[1.0, -2.0, 4.0])),
+                ("conv.weight", Dtype::F32, vec![2, 2, 2, 2], f32_bytes(&conv)),
+                ("ln.weight", Dtype::F32, vec![2], f32_bytes(&[9.0, 9.0])),
+            ],
+        );
+        let sharded = shards_metrics(&[second.clone(), first.clone()], &Options::default(), &AtomicBool::new(false)).unwrap();
+        for (a, b) in whole.values.iter().zip(&sharded.values) {
+            assert_eq!(a.to_bits(), b.to_bits());
+        }
+        assert_eq!(whole.content_hash, sharded.content_hash);
+
+        let err = shards_metrics(&[first.clone(), first], &Options::default(), &AtomicBool::new(false)).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("is also in") && message.contains("model-00001-of-00002"), "{message}");
+        assert!(shards_metrics(&[], &Options::default(), &AtomicBool::new(false)).is_err());
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub mod stats;
 #[cfg(feature = "python")]
 mod python;
 
-pub use engine::{checkpoint_metrics, source_metrics, trajectory_metrics, with_threads, CheckpointReport, Options, METRIC_NAMES};
+pub use engine::{checkpoint_metrics, shards_metrics, source_metrics, trajectory_metrics, with_threads, CheckpointReport, Options, METRIC_NAMES};
 pub use error::{MetricsError, Result};
 pub use selection::{Selection, DEFAULT_EXCLUDE};
 pub use spectrum::{SvdMode, SvdOptions};

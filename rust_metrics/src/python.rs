@@ -193,13 +193,20 @@ fn run_detached<T: Send + 'static>(
     }
 }
 
+/// One checkpoint: a file, or the shard files of one sharded save.
+#[derive(FromPyObject)]
+enum CheckpointFiles {
+    One(PathBuf),
+    Shards(Vec<PathBuf>),
+}
+
 /// Statistics of one checkpoint. See `trainmap.metrics.checkpoint_metrics`.
 #[pyfunction]
 #[pyo3(signature = (path, *, svd="auto", exact_max_dim=None, rank=None, threads=None, include=None, exclude=None))]
 #[allow(clippy::too_many_arguments)]
 fn checkpoint_stats(
     py: Python<'_>,
-    path: PathBuf,
+    path: CheckpointFiles,
     svd: &str,
     exact_max_dim: Option<usize>,
     rank: Option<usize>,
@@ -209,8 +216,11 @@ fn checkpoint_stats(
 ) -> PyResult<CheckpointStats> {
     let options = options(svd, exact_max_dim, rank, include, exclude)?;
     let threads = resolve_threads(py, threads)?;
-    run_detached(py, threads, None, move |cancel, _| engine::checkpoint_metrics(&path, &options, cancel))
-        .map(CheckpointStats::from)
+    run_detached(py, threads, None, move |cancel, _| match &path {
+        CheckpointFiles::One(file) => engine::checkpoint_metrics(file, &options, cancel),
+        CheckpointFiles::Shards(files) => engine::shards_metrics(files, &options, cancel),
+    })
+    .map(CheckpointStats::from)
 }
 
 /// Statistics of many checkpoints in parallel, in order. See

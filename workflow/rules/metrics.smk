@@ -46,6 +46,7 @@ rule series_metrics:
         out_dir=lambda w: exp_of(w).run_dir(w.run),
         options=lambda w: exp_of(w).metrics_args(),
         chunks=lambda w, input: f"--from-chunks {' '.join(input.chunks)}" if input.chunks else "",
+        device=lambda w: exp_of(w).device_arg(),
         engine=ENGINE,
     threads: config["threads"]["metrics"]
     resources:
@@ -57,7 +58,7 @@ rule series_metrics:
         "../../envs/trainmap.yaml"
     shell:
         "trainmap series-metrics {params.source:q} --out-dir {params.out_dir} --threads {threads} {params.options}"
-        " {params.chunks} > {log} 2>&1"
+        " {params.device} {params.chunks} > {log} 2>&1"
 
 
 # With metrics: {chunk: N}, an in-place run's checkpoints are split into jobs of N (in step
@@ -78,6 +79,7 @@ rule series_metrics_chunk:
         source=lambda w: exp_of(w).sources[w.run],
         size=lambda w: exp_of(w).metrics["chunk"],
         options=lambda w: exp_of(w).metrics_args(),
+        device=lambda w: exp_of(w).device_arg(),
         engine=ENGINE,
     threads: config["threads"]["metrics"]
     resources:
@@ -89,4 +91,4 @@ rule series_metrics_chunk:
         "../../envs/trainmap.yaml"
     shell:
         "trainmap series-metrics-chunk {params.source:q} --index {wildcards.chunk} --size {params.size} -o {output}"
-        " --threads {threads} {params.options} > {log} 2>&1"
+        " --threads {threads} {params.options} {params.device} > {log} 2>&1"
