@@ -15,7 +15,7 @@ process (so peak memory is the method's own):
   float32 SVDs and power-law fits, one layer at a time, single-threaded BLAS);
 
 and prints time, peak anonymous memory (sampled RssAnon above the interpreter's baseline:
-the engine reads the file through a memory map, whose page-cache pages are not the
+the engine reads the file into small buffers; the page cache it fills is not the
 process's), VmHWM (all resident pages, file-backed included), and the largest relative error
 of the method's statistics against engine exact. Ratios: exact / numpy limit (goal ≤ 1.3),
 auto / exact (goal ≤ 1.10), WeightWatcher / engine exact. Memory goal for the exact path on

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -23,6 +24,14 @@ def env() -> dict[str, str]:
     out["PYTHONPATH"] = str(ROOT / "python") + os.pathsep + out.get("PYTHONPATH", "")
     out.pop("TRAINMAP_DEBUG", None)
     return out
+
+
+def like_a_terminal() -> None:
+    """``preexec_fn`` for a child the test sends Ctrl-C (SIGINT): reset SIGINT to its default
+    disposition, as in a terminal. A shell starts background jobs with SIGINT ignored, the
+    ignore is inherited across exec, and Python then installs no KeyboardInterrupt handler,
+    so without this the test would depend on how the test run itself was started."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def trainmap_command(*args: str) -> list[str]:

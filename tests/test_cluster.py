@@ -215,3 +215,36 @@ def test_rerun_after_fix_resumes_without_redoing_completed_jobs(cluster, failed_
     local_dir, _ = local_run
     for rel in CASE.compare:
         assert (why := files_differ(workdir / rel, local_dir / rel)) is None, why
+
+
+def test_chunked_metrics_of_runs_read_in_place_go_through_slurm(cluster, tmp_path):
+    """``metrics: {chunk: N}`` on the cluster: every chunk of every run read in place is a
+    SLURM job of its own, and the gathered metrics.csv is byte for byte the unchunked one."""
+    import yaml
+
+    from existing_runs import write_checkpoint_run
+    from trainmap.series_metrics import series_metrics
+
+    seeds, steps = (0, 1), list(range(0, 70, 10))  # 7 checkpoints: chunks of 3 are 3 + 3 + 1
+    for seed in seeds:
+        write_checkpoint_run(tmp_path / "sweep" / f"seed_{seed}", seed, steps)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"threads": {"metrics": 1}, "experiments": {"mine": {
+        "runs": f"{tmp_path / 'sweep'}/seed_*", "threshold": 0.5, "metrics": {"chunk": 3}}}}))
+    case = WorkflowCase(
+        snakefile=REPO / "Snakefile",
+        targets=tuple(f"results/mine/runs/seed_{seed}/metrics.csv" for seed in seeds),
+        compare=(), fail_env={}, failing_job="", fail_message="", args=("--configfile", str(config)),
+    )
+    result = run_snakemake(tmp_path / "work", case, SLURM_PROFILE, cluster=cluster)
+    assert result.returncode == 0, result
+
+    jobs = _by_comment(cluster, result)
+    assert sorted(job.rule for job in result.started) == ["series_metrics"] * 2 + ["series_metrics_chunk"] * 6
+    assert not [job for job in result.started if job.local]
+    assert len(result.submissions) == 8 and sum(len(js) for js in jobs.values()) == 8
+    assert all(job.state == "COMPLETED" for js in jobs.values() for job in js), jobs
+    for seed, target in zip(seeds, case.targets):
+        unchunked = series_metrics(tmp_path / "sweep" / f"seed_{seed}", tmp_path / f"unchunked_{seed}", device="cpu")
+        assert unchunked["checkpoints"] == len(steps)
+        assert (tmp_path / "work" / target).read_bytes() == (tmp_path / f"unchunked_{seed}" / "metrics.csv").read_bytes()

@@ -19,7 +19,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from hostile_helpers import TINY_PARITIES, env, fingerprint, one_error_line, run_cli, set_args, trainmap_command
+from hostile_helpers import (
+    TINY_PARITIES, env, fingerprint, like_a_terminal, one_error_line, run_cli, set_args, trainmap_command,
+)
 from trainmap.train import layout
 
 
@@ -150,7 +152,7 @@ def test_ctrl_c_stops_training_promptly_and_the_run_resumes(tmp_path):
     settings = {**TINY_PARITIES, "epochs": 100000}
     command = trainmap_command("train", "parities", "--seed", "0", "--out", out, "--no-progress", "--threads", "1",
                                "--resume-interval", "0", *set_args(settings))
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env())
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env(), preexec_fn=like_a_terminal)
     deadline = time.monotonic() + 120
     while len(layout.checkpoint_steps(out)) < 5:
         assert process.poll() is None and time.monotonic() < deadline, "training made no progress"

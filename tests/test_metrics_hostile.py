@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from checkpoint_factory import tensor, write_checkpoint
+from hostile_helpers import like_a_terminal
 from trainmap.metrics import CheckpointError, checkpoint_metrics
 
 CLI = [sys.executable, "-m", "trainmap.cli", "metrics", "--no-progress"]
@@ -162,7 +163,7 @@ def test_ctrl_c_stops_a_long_call_promptly(tmp_path):
     out = tmp_path / "metrics.csv"
     process = subprocess.Popen(
         [*CLI, str(path), "-o", str(out), "--threads", "1", "--svd", "exact"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=like_a_terminal,
     )
     try:
         wait_until_open(process, path)
