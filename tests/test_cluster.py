@@ -46,21 +46,22 @@ def _why_no_cluster() -> str | None:
 
 pytestmark = [pytest.mark.cluster, pytest.mark.skipif(_why_no_cluster() is not None, reason=str(_why_no_cluster()))]
 
-from snakemake_runner import REPO, TINY_CONFIG
+from snakemake_runner import REPO
 
-_RUNS = [(exp, run) for exp in ("digits", "digits_sgd") for run in range(4)]
+CLUSTER_CONFIG = REPO / "tests" / "configs" / "cluster.yaml"
+_RUNS = [("digits", run) for run in range(4)]
 
-#: The real workflow on the tiny end-to-end configuration (two experiments, four seeds).
-#: The deliberate failure: tests/cluster/fail_shim makes `trainmap metrics` fail for digits
-#: run 2 when it is on PYTHONPATH (SLURM jobs inherit the environment). Rules send their
-#: commands' output to their own log, so the failed job's SLURM log must point there.
+#: The real workflow on tests/configs/cluster.yaml (one experiment, four seeds: every rule
+#: of the trained-run path). The deliberate failure: tests/cluster/fail_shim makes
+#: `trainmap metrics` fail for digits run 2 when it is on PYTHONPATH (SLURM jobs inherit
+#: the environment). Rules send their commands' output to their own log, so the failed
+#: job's SLURM log must point there.
 CASE = WorkflowCase(
     snakefile=REPO / "Snakefile",
-    targets=("results/table1.csv", "results/table2.csv", "results/table4.csv",
-             "results/digits/map/training_map.svg", "results/digits_sgd/map/training_map.svg"),
+    targets=("results/table1.csv", "results/table2.csv", "results/table4.csv", "results/digits/map/training_map.svg"),
     compare=("results/table1.csv", "results/table2.csv", "results/table4.csv", "results/digits/map/edges.csv",
              *(f"results/{exp}/runs/{run}/metrics.csv" for exp, run in _RUNS)),
-    args=("--configfile", str(TINY_CONFIG)),
+    args=("--configfile", str(CLUSTER_CONFIG)),
     fail_env={"PYTHONPATH": str(REPO / "tests" / "cluster" / "fail_shim")},
     failing_job="rule_metrics_wildcards_digits_2",
     fail_message="log: results/digits/logs/metrics/2.log (check log file(s) for error details)",

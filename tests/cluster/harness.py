@@ -39,6 +39,9 @@ LOCAL_PROFILE = REPO / "workflow" / "profiles" / "local"
 #: plugin's first status query comes 40 s after a submission (kind to a busy slurmctld);
 #: with jobs of a few seconds that would dominate the test's wall time.
 CLUSTER_TEST_ARGS = ("--slurm-init-seconds-before-status-checks", "2")
+#: Snakemake with the SLURM executor's back-off between status checks capped, for the same
+#: reason (see the module); runs through the cluster use it.
+CAPPED_POLLING = Path(__file__).with_name("snakemake_capped_polling.py")
 
 
 @dataclass(frozen=True)
@@ -229,7 +232,7 @@ def run_snakemake(
     run_env = {**os.environ, **(cluster.env if cluster else {}), **(env or {})}
     run_env["PATH"] = os.pathsep.join([venv_bin, run_env.get("PATH", "")])
     args = [
-        sys.executable, "-m", "snakemake",
+        *([sys.executable, str(CAPPED_POLLING)] if cluster else [sys.executable, "-m", "snakemake"]),
         "--profile", str(profile),
         "--snakefile", str(case.snakefile),
         *case.args,
