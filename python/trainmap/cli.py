@@ -8,6 +8,7 @@ User errors (bad input files, bad options) print one line and exit with status 2
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import warnings
@@ -196,8 +197,7 @@ def _run_series_metrics_chunk(args: argparse.Namespace) -> int:
     bar, progress = _progress_bar(f"metrics {args.source.name} chunk {args.index}", args.no_progress, unit="ckpt")
     with bar:
         record = write_chunk(args.source, args.output, index=args.index, size=args.size,
-                             options={"svd": options.svd, "include": options.include, "exclude": options.exclude,
-                                      "exact_max_dim": options.exact_max_dim, "rank": options.rank},
+                             options=dataclasses.asdict(options),
                              threads=args.threads, device=args.device, progress=progress)
     print(f"{args.output}: metrics of {len(record['steps'])} checkpoints from {record['source']}", file=sys.stderr)
     return 0
@@ -209,8 +209,7 @@ def _run_series_metrics(args: argparse.Namespace) -> int:
     options = MetricsOptions.from_args(args)
     bar, progress = _progress_bar(f"metrics {args.source.name}", args.no_progress, unit="ckpt")
     with bar:
-        record = series_metrics(args.source, args.out_dir, svd=options.svd, include=options.include,
-                                exclude=options.exclude, exact_max_dim=options.exact_max_dim, rank=options.rank,
+        record = series_metrics(args.source, args.out_dir, **dataclasses.asdict(options),
                                 threads=args.threads, device=args.device, progress=progress,
                                 chunk_files=args.from_chunks)
     print(f"{args.out_dir}: {record['metrics']} metrics of {record['checkpoints']} checkpoints "
