@@ -11,7 +11,7 @@ import pytest
 
 from trainmap.analysis.baselines import BASELINE_COLUMNS, baseline_table, kmeans_bic, select_kmeans
 from trainmap.analysis.errors import AnalysisError
-from trainmap.analysis.hmm_select import split_runs
+from trainmap.analysis.hmm_select import run_folds, split_runs
 from trainmap.options import BaselineOptions
 from trainmap.analysis.tables import markdown_table, table1, table2, table4, write_tables
 
@@ -36,12 +36,19 @@ def blobs(n_runs=10, length=60, seed=0):
 
 def test_kmeans_selection_finds_the_planted_clusters_on_held_out_runs():
     seqs = blobs()
-    table = select_kmeans(seqs, max_components=6, seed=0)
-    assert list(table.columns) == BASELINE_COLUMNS
-    assert list(table["n_components"]) == list(range(1, 7))
-    assert int(table.loc[table["chosen"], "n_components"].iloc[0]) == 3
+    for folds in (1, 0):  # one split, and the default: 5 folds for 10 runs
+        table = select_kmeans(seqs, max_components=6, seed=0, folds=folds)
+        assert list(table.columns) == BASELINE_COLUMNS
+        assert list(table["n_components"]) == list(range(1, 7))
+        assert int(table.loc[table["chosen"], "n_components"].iloc[0]) == 3
     _, test = split_runs(len(seqs), 0.2, 0)
-    assert (table["n_test_obs"] == sum(len(seqs[i]) for i in test)).all()
+    assert (select_kmeans(seqs, max_components=2, folds=1)["n_test_obs"] == sum(len(seqs[i]) for i in test)).all()
+    # Folds: every checkpoint held out once, the log-likelihood summed over the folds.
+    table = select_kmeans(seqs, max_components=2)
+    assert (table["n_test_obs"] == 10 * 60).all()
+    by_fold = [kmeans_bic(np.concatenate([seqs[i] for i in tr]), np.concatenate([seqs[i] for i in te]), 2)
+               for tr, te in run_folds(10)]
+    assert table["test_loglik"].iloc[1] == pytest.approx(sum(f["test_loglik"] for f in by_fold))
 
 
 def test_baseline_table_runs_the_l2_hmm_on_the_l2_column_only():
@@ -61,19 +68,22 @@ def test_baseline_table_runs_the_l2_hmm_on_the_l2_column_only():
     assert no_l2[no_l2["method"] == "hmm_l2"]["bic"].isna().all()
 
 
-def write_experiment(directory, *, r2, p, diss, forking, coefs, hmm_n, hmm_bic, baselines=True):
+def write_experiment(directory, *, r2, p, diss, forking, coefs, hmm_n, hmm_bic, baselines=True, extra=None):
     (directory / "hmm").mkdir(parents=True)
     (directory / "regression.json").write_text(json.dumps(
         {"n_runs": 40, "n_states": len(coefs), "r2": r2, "r2_adjusted": r2 - 0.01, "r2_loo": r2 - 0.05,
          "p_value": p, "dissimilarity": diss, "forking": forking,
          "convergence": {"column": "eval_accuracy", "direction": "above", "threshold": 0.9,
-                         "text": "eval_accuracy>0.9"}}))
+                         "text": "eval_accuracy>0.9"}, **(extra or {})}))
     pd.DataFrame({"state": range(len(coefs)), "coefficient": coefs, "std_error": 1.0,
                   "runs_visiting": [40] + [20] * (len(coefs) - 1),
                   "detour": [False] + [c > 0 for c in coefs[1:]]}).to_csv(directory / "coefficients.csv", index=False)
-    pd.DataFrame({"n_components": [hmm_n - 1, hmm_n], "restart": [0, 0], "status": ["ok", "ok"],
-                  "bic": [hmm_bic + 10, hmm_bic], "chosen": [False, True]}).to_csv(directory / "hmm" / "selection.csv",
-                                                                                   index=False)
+    # One split, one parameter: BIC = -2 LL + ln(10).
+    pd.DataFrame({"covariance": "full", "n_components": [hmm_n - 1, hmm_n], "fold": 0, "restart": [0, 0],
+                  "status": ["ok", "ok"], "best_for_n": True, "chosen": [False, True],
+                  "test_loglik": [-(hmm_bic + 10 - math.log(10)) / 2, -(hmm_bic - math.log(10)) / 2],
+                  "n_params": 1, "n_test_obs": 10, "bic": [hmm_bic + 10, hmm_bic]}).to_csv(
+        directory / "hmm" / "selection.csv", index=False)
     if baselines:
         pd.DataFrame({"method": ["kmeans", "kmeans", "hmm_l2", "hmm_l2"], "n_components": [7, 8, 3, 4],
                       "bic": [103700.0, 103800.0, -14070.0, -14000.0], "chosen": [True, False, True, False],
@@ -83,36 +93,43 @@ def write_experiment(directory, *, r2, p, diss, forking, coefs, hmm_n, hmm_bic, 
 
 def test_tables_from_experiment_directories(tmp_path):
     write_experiment(tmp_path / "modular", r2=0.977, p=1e-9, diss=0.496, forking=True,
-                     coefs=[-150.0, 980.0, 1190.0], hmm_n=6, hmm_bic=-5724.0)
-    write_experiment(tmp_path / "mnist", r2=0.049, p=0.611, diss=0.063, forking=False,
+                     coefs=[-150.0, 980.0, 1190.0], hmm_n=6, hmm_bic=-5724.0,
+                     extra={"n_censored": 2, "n_converged": 38, "concordance": 0.81234,
+                            "checkpoints_per_run": {"min": 900, "median": 1000.0, "max": 1000},
+                            "hmm": {"covariance": "full", "folds": 1, "fits": 40, "failed_fits": 0}})
+    write_experiment(tmp_path / "mnist", r2=2.220446049250313e-16, p=0.611, diss=0.063, forking=False,
                      coefs=[10.0, -5.0], hmm_n=6, hmm_bic=-101200.0, baselines=False)
     exps = {"Modular addition": tmp_path / "modular", "MNIST": tmp_path / "mnist"}
     t1 = table1(exps)
-    assert t1.to_dict("records") == [
-        {"experiment": "Modular addition", "convergence": "eval_accuracy>0.9", "n_runs": 40, "n_states": 3,
-         "r2": 0.977, "r2_adjusted": 0.977 - 0.01, "r2_loo": 0.977 - 0.05, "p_value": 1e-9,
-         "dissimilarity": 0.496, "forking": True},
-        {"experiment": "MNIST", "convergence": "eval_accuracy>0.9", "n_runs": 40, "n_states": 2, "r2": 0.049,
-         "r2_adjusted": 0.049 - 0.01, "r2_loo": 0.049 - 0.05, "p_value": 0.611, "dissimilarity": 0.063,
-         "forking": False},
-    ]
+    records = t1.to_dict("records")
+    assert records[0] == {
+        "experiment": "Modular addition", "convergence": "eval_accuracy>0.9", "n_runs": 40, "n_censored": 2,
+        "checkpoints": 1000.0, "n_states": 3, "covariance": "full", "r2": 0.977, "r2_adjusted": 0.967,
+        "r2_loo": 0.927, "p_value": 1e-9, "concordance": 0.812, "dissimilarity": 0.496, "forking": True,
+        "notes": "2 censored"}
+    # R² computed as 2.2e-16 is shown (and written) as 0.0; what is unknown is NaN, not 0.
+    assert records[1]["r2"] == 0.0 and records[1]["r2_loo"] == -0.05 and np.isnan(records[1]["concordance"])
+    assert records[1]["notes"] == "LOO R² < 0" and np.isnan(records[1]["checkpoints"])
     t2 = table2(exps)
     assert list(t2["detour"]) == [False, True, True, False, False]
     with pytest.warns(RuntimeWarning, match="baselines.csv: missing"):
         t4 = table4(exps)
     assert t4[["experiment", "method"]].values.tolist() == [
         ["Modular addition", "kmeans"], ["Modular addition", "hmm_l2"], ["Modular addition", "hmm"], ["MNIST", "hmm"]]
-    assert list(t4["components"]) == [7, 3, 6, 6] and list(t4["bic"]) == [103700.0, -14070.0, -5724.0, -101200.0]
+    assert list(t4["components"]) == [7, 3, 6, 6]
+    np.testing.assert_allclose(t4["bic"], [103700.0, -14070.0, -5724.0, -101200.0])
 
     with pytest.warns(RuntimeWarning):
         paths = write_tables(exps, tmp_path / "out")
     assert sorted(p.name for p in paths.values()) == sorted(
-        f"table{i}.{ext}" for i in (1, 2, 4) for ext in ("csv", "md"))
+        [f"table{i}.{ext}" for i in (1, 2, 4) for ext in ("csv", "md")] + ["summary.md"])
     md1 = (tmp_path / "out" / "table1.md").read_text(encoding="utf-8")
-    assert "| Modular addition | eval_accuracy>0.9 | 40 | 3 | 0.977 | 0.967 | 0.927 | < 0.001 | 0.496 | ✓ |" in md1
-    assert "| MNIST | eval_accuracy>0.9 | 40 | 2 | 0.049 | 0.039 | -0.001 | 0.611 | 0.063 |  |" in md1
+    assert ("| Modular addition | eval_accuracy>0.9 | 40 | 2 | 1000 | 3 | full | 0.977 | 0.967 | 0.927 | < 0.001 "
+            "| 0.812 | 0.496 | ✓ | 2 censored |") in md1
+    assert "| MNIST | eval_accuracy>0.9 | 40 | 0 | – | 2 |  | 0.000 | -0.010 | -0.050 | 0.611 | – | 0.063 |  | LOO R² < 0 |" in md1
+    assert "2.2" not in (tmp_path / "out" / "table1.csv").read_text()
     md2 = (tmp_path / "out" / "table2.md").read_text(encoding="utf-8")
-    assert "| **Modular addition** | **2** | **1190.0** | **20** | **detour** |" in md2
+    assert "| **Modular addition** | **2** | **1190** | **20** | **detour** |" in md2
     md4 = (tmp_path / "out" / "table4.md").read_text(encoding="utf-8")
     assert "| Modular addition | k-means | 7 | 103700 |" in md4 and "| MNIST | HMM | 6 | -101200 |" in md4
 

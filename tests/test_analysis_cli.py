@@ -51,15 +51,21 @@ def pipeline(tmp_path_factory):
 def test_selection_and_model_files(pipeline):
     exp, d, _ = pipeline
     sel = pd.read_csv(d / "hmm" / "selection.csv")
-    assert len(sel) == 4 * 2 and (sel["status"] == "ok").all()
-    assert int(sel.loc[sel["chosen"], "n_components"].iloc[0]) == 3  # the planted number of states
+    # 13 usable runs: 5 folds over runs × 4 n × 2 restarts, and the chosen n refitted on all runs.
+    assert len(sel) == 5 * 4 * 2 + 2 and (sel["status"] == "ok").all()
+    assert sorted(sel["fold"].unique()) == [-1, 0, 1, 2, 3, 4]
+    chosen = sel[sel["chosen"]].iloc[0]
+    assert chosen["n_components"] == 3 and chosen["fold"] == -1  # the planted number of states
     saved = load_model(d / "hmm" / "model.npz")
     assert saved.model.n_components == 3 and saved.model.covariance_type == "diag"
     assert "var_b" not in saved.features and "l2" in saved.features and len(saved.features) == 11
     assert saved.zscore_first_n == exp.zscore_first_n
     assert saved.metadata["excluded_runs"] == [str(NAN_RUN)]
-    assert sorted(saved.metadata["train_runs"] + saved.metadata["test_runs"]) == sorted(
-        r for r in exp.run_ids if r != str(NAN_RUN))
+    assert saved.metadata["train_runs"] == [r for r in exp.run_ids if r != str(NAN_RUN)]  # refitted on all
+    assert saved.metadata["test_runs"] == []
+    assert (saved.metadata["covariance"], saved.metadata["folds"]) == ("diag", 5)
+    assert (saved.metadata["fits"], saved.metadata["failed_fits"]) == (42, 0)
+    assert any("left out 1 run" in w for w in saved.metadata["warnings"])
 
 
 def test_decoded_states_recover_the_planted_paths(pipeline):
@@ -109,7 +115,8 @@ def test_regression_finds_the_detour_state(pipeline):
                     for s, t in zip(states.loc[states["run"] == r, "state"], exp.true_states[r]) if t == 1}
     assert reg["detour_states"] == sorted(detour_state)
     for key in ("n_runs", "n_states", "r2", "r2_adjusted", "r2_loo", "p_value", "dissimilarity", "forking",
-                "never_converged"):
+                "censored_runs", "n_censored", "n_converged", "cox", "concordance", "notes", "hmm",
+                "checkpoints_per_run"):
         assert key in reg
     assert reg["convergence"] == {"column": "eval_accuracy", "direction": "above", "threshold": THRESHOLD,
                                   "text": f"eval_accuracy>{THRESHOLD:g}"}
@@ -118,7 +125,13 @@ def test_regression_finds_the_detour_state(pipeline):
     assert reg["forking"] is True and reg["unvisited_states"] == []
     assert reg["r2"] > 0.5 and reg["p_value"] < 0.01
     never = str(exp.run_ids[NEVER_RUN])
-    assert reg["never_converged"] == [never]
+    assert reg["censored_runs"] == [never] and (reg["n_censored"], reg["n_converged"]) == (1, 12)
+    assert reg["n_runs_regression"] == 12  # the OLS leaves the censored run out
+    assert reg["cox"]["n_runs"] == 13 and reg["cox"]["n_events"] == 12 and reg["cox"]["fitted"]
+    assert 0.5 < reg["concordance"] <= 1
+    assert reg["hmm"] == {"covariance": "diag", "folds": 5, "fits": 42, "failed_fits": 0, "failure_reasons": [],
+                          "excluded_runs": [str(NAN_RUN)]}
+    assert reg["checkpoints_per_run"] == {"min": 120, "median": 120.0, "max": 120}
     by_run = {r["run"]: r for r in reg["runs"]}
     assert by_run[never]["convergence_step"] == exp.steps[-1] and not by_run[never]["converged"]
     for run, step in exp.convergence.items():
@@ -128,7 +141,12 @@ def test_regression_finds_the_detour_state(pipeline):
     assert reg["dissimilarity"] == pytest.approx(dissimilarity(occ.to_numpy()))
     coef = pd.read_csv(d / "coefficients.csv")
     assert list(coef.columns) == ["state", "coefficient", "std_error", "t_value", "p_value", "level",
-                                  "runs_visiting", "mean_occupancy", "detour"]
+                                  "runs_visiting", "mean_occupancy", "identifiable", "note", "detour", "log_hazard",
+                                  "hazard_ratio", "hazard_std_error", "hazard_p_value", "hazard_identifiable",
+                                  "hazard_note"]
+    # The detour slows convergence in both models: positive coefficient, hazard ratio below 1.
+    detour_row = coef[coef["detour"]].iloc[0]
+    assert detour_row["coefficient"] > 0 and detour_row["hazard_ratio"] < 1
     assert list(coef.loc[coef["detour"], "state"]) == reg["detour_states"]
     conv = pd.read_csv(d / "convergence.csv", dtype={"run": str})
     assert list(conv.columns) == ["run", "convergence_step", "converged", "last_step", "criterion"]
@@ -152,13 +170,17 @@ def test_tables_across_experiments(pipeline, tmp_path):
     assert main(["tables", "--experiment", f"modular={d}", "--experiment", f"copy={d}", "--out-dir", str(out)]) == 0
     reg = json.loads((d / "regression.json").read_text())
     t1 = pd.read_csv(out / "table1.csv")
-    assert list(t1.columns) == ["experiment", "convergence", "n_runs", "n_states", "r2", "r2_adjusted", "r2_loo",
-                                "p_value", "dissimilarity", "forking"]
+    assert list(t1.columns) == ["experiment", "convergence", "n_runs", "n_censored", "checkpoints", "n_states",
+                                "covariance", "r2", "r2_adjusted", "r2_loo", "p_value", "concordance",
+                                "dissimilarity", "forking", "notes"]
     assert list(t1["experiment"]) == ["modular", "copy"]
-    assert t1.loc[0, "r2"] == pytest.approx(reg["r2"]) and bool(t1.loc[0, "forking"])
-    assert t1.loc[0, "r2_loo"] == pytest.approx(reg["r2_loo"]) and t1.loc[0, "convergence"] == reg["convergence"]["text"]
+    assert t1.loc[0, "r2"] == round(reg["r2"], 3) and bool(t1.loc[0, "forking"])
+    assert t1.loc[0, "r2_loo"] == round(reg["r2_loo"], 3) and t1.loc[0, "convergence"] == reg["convergence"]["text"]
+    assert t1.loc[0, "n_censored"] == 1 and t1.loc[0, "notes"] == "1 censored"
+    assert t1.loc[0, "concordance"] == round(reg["concordance"], 3) and t1.loc[0, "covariance"] == "diag"
     t2 = pd.read_csv(out / "table2.csv")
-    assert list(t2.columns) == ["experiment", "state", "coefficient", "runs_visiting", "detour"]
+    assert list(t2.columns) == ["experiment", "state", "coefficient", "runs_visiting", "detour", "hazard_ratio",
+                                "hazard_p_value", "note"]
     assert len(t2) == 6 and list(t2.loc[t2["detour"], "state"]) == reg["detour_states"] * 2
     t4 = pd.read_csv(out / "table4.csv")
     assert list(t4.columns) == ["experiment", "method", "components", "bic"]
@@ -167,7 +189,10 @@ def test_tables_across_experiments(pipeline, tmp_path):
     base = pd.read_csv(d / "baselines.csv")
     assert t4.loc[0, "bic"] == pytest.approx(base.loc[(base["method"] == "kmeans") & base["chosen"], "bic"].iloc[0])
     md = (out / "table1.md").read_text(encoding="utf-8")
-    assert f"| modular | eval_accuracy>{THRESHOLD:g} | 13 | 3 |" in md and "< 0.001" in md and "✓" in md
+    assert f"| modular | eval_accuracy>{THRESHOLD:g} | 13 | 1 | 120 | 3 | diag |" in md and "< 0.001" in md
+    assert "✓" in md
+    summary = (out / "summary.md").read_text(encoding="utf-8")
+    assert "| modular | 13 | 120 | 3 | diag | 0 of 42 | 12 | 1 |" in summary
     assert "LOO R²" in md and "adj. R²" in md
     assert "**detour**" in (out / "table2.md").read_text(encoding="utf-8")
 

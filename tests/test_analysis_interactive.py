@@ -8,6 +8,7 @@ coefficients.csv, metrics.csv). Skipped only when no browser or chromedriver is 
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 
@@ -49,6 +50,7 @@ def experiment(tmp_path_factory):
         "edges": pd.read_csv(mapd / "edges.csv", dtype={"runs": str}),
         "states": pd.read_csv(hmm / "states.csv", dtype={"run": str}),
         "coefficients": pd.read_csv(exp_dir / "coefficients.csv"),
+        "regression": exp_dir / "regression.json",
         "run_dirs": {d.name: d for d in exp.run_dirs},
     }
 
@@ -119,8 +121,11 @@ def test_one_node_per_state_and_one_edge_per_row(driver, experiment):
     assert sorted(e.get_attribute("data-edge") for e in edges) == expected
     keys = {k.get_attribute("data-key"): k.find_element(By.TAG_NAME, "dd").text
             for k in driver.find_elements(By.CSS_SELECTOR, "#key-numbers div")}
-    assert {"Runs", "States", "R²", "Dissimilarity", "Forking", "Convergence"} <= set(keys)
-    assert (keys["Runs"], keys["States"]) == ("12", "3")
+    assert {"Runs", "States", "R²", "Concordance (Cox)", "Dissimilarity", "Forking", "Convergence"} <= set(keys)
+    assert (keys["Runs"], keys["States"]) == ("12", "3 (diag covariance)")
+    # R² is shown with its leave-one-out companion, rounded as regression.json has them.
+    reg = json.loads(experiment["regression"].read_text(encoding="utf-8"))
+    assert keys["R²"].startswith(f"{reg['r2']:.3f} (LOO {reg['r2_loo']:.3f})")
     assert f"eval_accuracy>{THRESHOLD:g}" in keys["Convergence"]
 
 

@@ -66,6 +66,7 @@ __all__ = [
     "MAP_PNG",
     "FIGURES",
     "TABLES",
+    "SUMMARY_MD",
     "table_paths",
 ]
 
@@ -239,6 +240,8 @@ COEFFICIENTS_CSV = "coefficients.csv"
 FIGURES: tuple[str, ...] = ("model_selection", "convergence_histogram", "trajectories")
 #: Tables of the tables stage (each as .csv and .md in the results directory).
 TABLES: tuple[int, ...] = (1, 2, 4)
+#: The per-experiment summary written beside the tables (and printed when a workflow ends).
+SUMMARY_MD = "summary.md"
 
 
 @dataclass(frozen=True)

@@ -190,13 +190,18 @@ class FitOptions(StageOptions):
     zscore_first_n: int = option(1000, "z-score each run with the mean/sd of its first N checkpoints", minimum=2)
     min_checkpoints: int = option(2, "leave out runs with fewer checkpoints", minimum=2)
     min_runs: int = option(5, "fewer usable runs is an error", minimum=2)
-    test_fraction: float = option(0.2, "share of runs held out for the BIC", exclusive_minimum=0.0,
-                                  exclusive_maximum=1.0)
+    folds: int = option(0, "cross-validation folds over runs: every run is held out once across K folds and the "
+                        "held-out BIC is summed over them; 1 is one split holding out --test-fraction of the runs; "
+                        "0 chooses: 5 folds (or one per run, when fewer) with fewer than 30 runs, else one split",
+                        minimum=0, maximum=1000)
+    test_fraction: float = option(0.2, "share of runs held out for the BIC when there is one split (--folds 1, or "
+                                  "--folds 0 with 30 runs or more)", exclusive_minimum=0.0, exclusive_maximum=1.0)
     seed: int = option(0, "seed of the train/test split and of every restart", minimum=0)
     n_iter: int = option(1000, "most EM iterations per fit", minimum=1)
     tol: float = option(1e-4, "EM stops when the training log-likelihood gains less than this per checkpoint",
                         exclusive_minimum=0.0)
-    min_covar: float = option(1e-3, "floor added to covariance diagonals (hmmlearn's min_covar)",
+    min_covar: float = option(1e-3, "covariance floor: this times each feature's variance over the fitted "
+                              "checkpoints is added to every covariance diagonal at each EM step",
                               exclusive_minimum=0.0)
     workers: int = option(1, "worker processes fitting restarts in parallel (the result does not depend on it)",
                           minimum=1)
@@ -210,7 +215,9 @@ class FitOptions(StageOptions):
 class HMMSelectOptions(FitOptions):
     """``trainmap hmm-select`` (config ``hmm:``)."""
 
-    covariance: str = option("full", "covariance type of every state", choices=("full", "diag"))
+    covariance: str = option("auto", "covariance of the states: full, diag (diagonal), tied (one full covariance "
+                             "shared by all states), or auto (the held-out BIC chooses among them together with "
+                             "the number of states)", choices=("auto", "full", "diag", "tied"))
     selection: str = option("best", "rule for the number of states: the lowest held-out BIC of the best restart "
                             "(best) or the lowest mean held-out BIC over restarts (mean, the authors' rule)",
                             choices=("best", "mean"))

@@ -1,9 +1,10 @@
 """Baselines of Appendix C (paper Table 4): k-means on the z-scored features and an HMM on
 the ``l2`` column alone, each with its number of components chosen by held-out BIC.
 
-Both use the same seeded 80/20 split of runs as :func:`trainmap.analysis.hmm_select.select_hmm`
-(:func:`~trainmap.analysis.hmm_select.split_runs` with the same seed), fit on the training runs
-and score the held-out runs.
+Both hold out runs exactly as :func:`trainmap.analysis.hmm_select.select_hmm` does with the
+same options (:func:`~trainmap.analysis.hmm_select.run_folds`: folds over runs, or one seeded
+split), fit on the training runs and score the held-out runs; with folds the held-out
+log-likelihood is summed over them and BIC uses all held-out checkpoints.
 
 k-means BIC
 -----------
@@ -26,7 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from trainmap.analysis.hmm_select import select_hmm, split_runs
+from trainmap.analysis.hmm_select import run_folds, select_hmm
 from trainmap.options import BaselineOptions, HMMSelectOptions
 
 __all__ = ["kmeans_bic", "select_kmeans", "select_hmm_l2", "baseline_table", "BASELINE_COLUMNS"]
@@ -69,23 +70,28 @@ def select_kmeans(
     sequences: Sequence[np.ndarray],
     *,
     max_components: int = BaselineOptions.max_components,
+    folds: int = BaselineOptions.folds,
     test_fraction: float = BaselineOptions.test_fraction,
     seed: int = BaselineOptions.seed,
     n_init: int = 10,
 ) -> pd.DataFrame:
     """k-means for k = 1..max_components on the pooled checkpoints of the training runs,
-    scored on the held-out runs; columns :data:`BASELINE_COLUMNS` (method ``kmeans``)."""
-    train_idx, test_idx = split_runs(len(sequences), test_fraction, seed)
-    X_train = np.concatenate([sequences[i] for i in train_idx])
-    X_test = np.concatenate([sequences[i] for i in test_idx])
+    scored on the held-out runs (summed over folds); columns :data:`BASELINE_COLUMNS`
+    (method ``kmeans``)."""
+    splits = [(np.concatenate([sequences[i] for i in train]), np.concatenate([sequences[i] for i in test]))
+              for train, test in run_folds(len(sequences), folds, test_fraction, seed)]
+    n_test = sum(len(X_test) for _, X_test in splits)
     rows = []
     for k in range(1, max_components + 1):
         row = {"method": "kmeans", "n_components": k, "error": ""}
-        if k > len(X_train):
-            row.update(test_loglik=np.nan, n_params=np.nan, n_test_obs=len(X_test), bic=np.nan,
+        if any(k > len(X_train) for X_train, _ in splits):
+            row.update(test_loglik=np.nan, n_params=np.nan, n_test_obs=n_test, bic=np.nan,
                        error="more clusters than training checkpoints")
         else:
-            row.update(kmeans_bic(X_train, X_test, k, seed=seed, n_init=n_init))
+            fits = [kmeans_bic(X_train, X_test, k, seed=seed, n_init=n_init) for X_train, X_test in splits]
+            ll = float(sum(f["test_loglik"] for f in fits))
+            p = fits[0]["n_params"]
+            row.update(test_loglik=ll, n_params=p, n_test_obs=n_test, bic=-2 * ll + p * math.log(n_test))
         rows.append(row)
     return _mark_chosen(pd.DataFrame(rows))[BASELINE_COLUMNS]
 
@@ -96,25 +102,14 @@ def select_hmm_l2(
     *,
     progress: Callable[[int, int], object] | None = None,
 ) -> pd.DataFrame:
-    """HMM-1 baseline: :func:`select_hmm` on one-column sequences (the z-scored ``l2``);
-    one row per n (its best restart), columns :data:`BASELINE_COLUMNS` (method ``hmm_l2``)."""
-    sel = select_hmm(sequences, HMMSelectOptions(**options.fit_fields()), progress=progress)
-    return _per_n(sel.table, "hmm_l2")
-
-
-def _per_n(table: pd.DataFrame, method: str) -> pd.DataFrame:
-    """Best restart per n of a selection table, in baseline form."""
-    rows = []
-    for n, group in table.groupby("n_components"):
-        ok = group[group["status"] == "ok"]
-        if len(ok):
-            best = ok.loc[ok["test_loglik"].idxmax()]
-            rows.append({"method": method, "n_components": int(n), "test_loglik": best["test_loglik"],
-                         "n_params": best["n_params"], "n_test_obs": best["n_test_obs"], "bic": best["bic"], "error": ""})
-        else:
-            rows.append({"method": method, "n_components": int(n), "test_loglik": np.nan,
-                         "n_params": group["n_params"].iloc[0], "n_test_obs": group["n_test_obs"].iloc[0],
-                         "bic": np.nan, "error": "every restart failed"})
+    """HMM-1 baseline: :func:`select_hmm` on one-column sequences (the z-scored ``l2``;
+    with one feature every covariance type is a variance per state: diag); one row per n
+    (summed over folds), columns :data:`BASELINE_COLUMNS` (method ``hmm_l2``)."""
+    sel = select_hmm(sequences, HMMSelectOptions(**options.fit_fields(), covariance="diag"), progress=progress)
+    rows = [{"method": "hmm_l2", "n_components": int(r.n_components), "test_loglik": r.test_loglik,
+             "n_params": r.n_params, "n_test_obs": r.n_test_obs, "bic": r.bic,
+             "error": "" if np.isfinite(r.bic) else "every restart of a fold failed"}
+            for r in sel.summary.itertuples(index=False)]
     return _mark_chosen(pd.DataFrame(rows))[BASELINE_COLUMNS]
 
 
@@ -129,8 +124,8 @@ def baseline_table(
     held-out BIC of each method). When ``l2`` is not among ``features`` the ``hmm_l2`` rows
     are NaN with a warning."""
     options = options or BaselineOptions()
-    frames = [select_kmeans(sequences, max_components=options.max_components, test_fraction=options.test_fraction,
-                            seed=options.seed)]
+    frames = [select_kmeans(sequences, max_components=options.max_components, folds=options.folds,
+                            test_fraction=options.test_fraction, seed=options.seed)]
     features = list(features)
     if "l2" in features:
         j = features.index("l2")

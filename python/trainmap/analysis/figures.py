@@ -169,40 +169,69 @@ def save_figure(fig, stem: str | os.PathLike, formats: Sequence[str] = ("png", "
 
 
 #: Columns of selection.csv that :func:`selection_figure` draws.
-SELECTION_COLUMNS = ("n_components", "status", "best_for_n", "chosen", "test_loglik", "aic", "bic")
+SELECTION_COLUMNS = ("covariance", "n_components", "fold", "status", "best_for_n", "chosen", "test_loglik",
+                     "n_params", "n_test_obs", "bic")
+# One colour per covariance type in the selection figure.
+_COVARIANCE_COLORS = {"full": "#2f4b7c", "diag": "#e17c05", "tied": "#59a14f"}
 
 
-def selection_figure(selection: pd.DataFrame, *, title: str = ""):
-    """Model-selection curves (Appendix H): held-out log-likelihood, AIC and BIC against the
-    number of states; every successful restart as a dot, the best restart per n and the
-    mean over restarts per n as lines (the two ``selection`` rules), the chosen model
-    starred, and a warning when it sits at the largest n tried (more states might fit
-    better: raise max_components)."""
-    fig = _figure(12, 4.4)
-    axes = fig.subplots(1, 3, sharex=True)
-    ok = selection[selection["status"] == "ok"]
-    best = ok[ok["best_for_n"].astype(bool)].sort_values("n_components")
-    mean = ok.groupby("n_components")[["test_loglik", "aic", "bic"]].mean()
-    chosen = selection[selection["chosen"].astype(bool)]
-    for ax, col, name in zip(axes, ("test_loglik", "aic", "bic"),
-                             ("held-out log-likelihood", "held-out AIC", "held-out BIC")):
-        ax.scatter(ok["n_components"], ok[col], s=18, color="#9db4d3", label="restart", zorder=2)
-        ax.plot(best["n_components"], best[col], "o-", color="#2f4b7c", label="best restart per n", zorder=3)
-        ax.plot(mean.index, mean[col], "s--", color="#e17c05", ms=4, label="mean over restarts", zorder=3)
-        if len(chosen):
-            ax.scatter(chosen["n_components"], chosen[col], marker="*", s=260, color="#d62728",
-                       label=f"chosen: n = {int(chosen['n_components'].iloc[0])}", zorder=4)
+def selection_figure(selection: pd.DataFrame, *, title: str = "", rule: str = "best"):
+    """Model-selection curves (Appendix H): held-out log-likelihood and BIC against the
+    number of states, one line per covariance type (summed over the folds, by the
+    selection ``rule``), with the spread over folds as error bars and every fold's best
+    restart as a dot (its BIC scaled to all held-out checkpoints); the chosen model starred;
+    failed fits counted in the title, and a warning when the choice sits at the largest n
+    tried (more states might fit better: raise max_components)."""
+    from trainmap.analysis.hmm_select import REFIT_FOLD, selection_summary
+
+    summary = selection_summary(selection, rule)
+    scored = selection[(selection["fold"] != REFIT_FOLD) & (selection["status"] == "ok")]
+    best = scored[scored["best_for_n"].astype(bool)]
+    folds = int(summary["folds"].max()) if len(summary) else 1
+    fig = _figure(11, 4.6)
+    axes = fig.subplots(1, 2, sharex=True)
+    for covariance, group in summary.groupby("covariance", sort=False):
+        color = _COVARIANCE_COLORS.get(str(covariance), "#444444")
+        group = group.sort_values("n_components")
+        dots = best[best["covariance"] == covariance]
+        total = group.set_index("n_components")["n_test_obs"]
+        scale = dots["n_components"].map(total) / dots["n_test_obs"]
+        n = group["n_components"].to_numpy(float)
+        axes[0].plot(n, group["test_loglik"].to_numpy(float), "o-", color=color, label=str(covariance), zorder=3)
+        axes[1].errorbar(n, group["bic"].to_numpy(float), yerr=group["bic_sd"].to_numpy(float) if folds > 1 else None,
+                         fmt="o-", color=color, capsize=3, label=str(covariance), zorder=3)
+        if folds > 1:
+            penalty = dots["n_params"] * np.log(dots["n_components"].map(total))
+            axes[1].scatter(dots["n_components"], -2 * dots["test_loglik"] * scale + penalty, s=10, color=color,
+                            alpha=0.35, zorder=2)
+    # The model kept is the table's chosen row (its candidate was chosen by the rule the
+    # selection ran with); the curves are drawn by ``rule``.
+    kept = selection[selection["chosen"].astype(bool)]
+    chosen = summary.iloc[0:0]
+    if len(kept):
+        chosen = summary[(summary["covariance"] == kept["covariance"].iloc[0])
+                         & (summary["n_components"] == kept["n_components"].iloc[0])]
+    if len(chosen):
+        pick = chosen.iloc[0]
+        label = f"chosen: {pick['covariance']}, n = {int(pick['n_components'])}"
+        axes[0].scatter([pick["n_components"]], [pick["test_loglik"]], marker="*", s=260, color="#d62728", zorder=4)
+        axes[1].scatter([pick["n_components"]], [pick["bic"]], marker="*", s=260, color="#d62728", label=label,
+                        zorder=4)
+    how = f"summed over {folds} folds of runs" if folds > 1 else "on the held-out runs"
+    for ax, name in zip(axes, ("held-out log-likelihood", "held-out BIC")):
         ax.set_xlabel("number of hidden states n", fontsize=11)
         ax.set_ylabel(name, fontsize=11)
-        ax.set_title(name + (" (higher is better)" if col == "test_loglik" else " (lower is better)"), fontsize=11)
+        better = "higher" if "likelihood" in name else "lower"
+        ax.set_title(f"{name} ({better} is better)\n{how}", fontsize=11)
         ax.grid(alpha=0.3)
     axes[0].set_xticks(sorted(selection["n_components"].unique()))
-    axes[2].legend(fontsize=9)
+    axes[1].legend(fontsize=9, title="covariance" + (" (bars: sd over folds)" if folds > 1 else ""),
+                   title_fontsize=9)
     failed = int((selection["status"] != "ok").sum())
     head = "HMM model selection" + (f" — {title}" if title else "")
     if failed:
-        head += f"  ({failed} failed fit{'s' if failed > 1 else ''} not shown)"
-    if len(chosen) and int(chosen["n_components"].iloc[0]) == int(selection["n_components"].max()):
+        head += f"  ({failed} of {len(selection)} fits failed, not shown)"
+    if len(chosen) and int(chosen["n_components"].iloc[0]) == int(selection["n_components"].max()) > 1:
         head += "\nchosen n is the largest tried: more states may fit better (raise max_components)"
     fig.suptitle(head, fontsize=13)
     return fig

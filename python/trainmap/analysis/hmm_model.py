@@ -31,8 +31,9 @@ __all__ = [
     "decode_states",
 ]
 
-#: Covariance types the analysis fits and reads.
-COVARIANCE_TYPES = ("full", "diag")
+#: Covariance types the analysis fits and reads: a full covariance per state, a diagonal one
+#: per state, or one full covariance shared by all states (tied).
+COVARIANCE_TYPES = ("full", "diag", "tied")
 #: The ``format`` entry of a model file.
 MODEL_FORMAT = "trainmap-gaussianhmm-1"
 # The most a model file can need: covars of 64 states x 100 features in float64 is 5 MB.
@@ -90,9 +91,10 @@ def model_params(model) -> dict[str, np.ndarray]:
 def model_from_params(startprob, transmat, means, covars, covariance_type: str = "full",
                       min_covar: float | None = None):
     """A ``GaussianHMM`` with exactly these parameters (``covars`` in full form (n, d, d);
-    for ``diag`` their diagonals are used; ``min_covar`` matters only for refitting, None
-    keeps hmmlearn's). Raises :class:`ModelFormatError` on invalid
-    parameters (:func:`validate_params`)."""
+    for ``diag`` their diagonals are used, for ``tied`` the one matrix all states share;
+    ``min_covar`` matters only for refitting, None keeps hmmlearn's). Raises
+    :class:`ModelFormatError` on invalid parameters (:func:`validate_params`), and for tied
+    covariances that differ between states."""
     from hmmlearn.hmm import GaussianHMM
 
     startprob, transmat, means, covars = validate_params(startprob, transmat, means, covars)
@@ -106,7 +108,14 @@ def model_from_params(startprob, transmat, means, covars, covariance_type: str =
     model.startprob_ = startprob
     model.transmat_ = transmat
     model.means_ = means
-    model.covars_ = covars if covariance_type == "full" else np.diagonal(covars, axis1=1, axis2=2).copy()
+    if covariance_type == "full":
+        model.covars_ = covars
+    elif covariance_type == "diag":
+        model.covars_ = np.diagonal(covars, axis1=1, axis2=2).copy()
+    else:
+        if not np.allclose(covars, covars[:1], rtol=1e-10, atol=1e-12):
+            raise ModelFormatError("covariance_type tied, but the states' covariances differ")
+        model.covars_ = covars[0].copy()
     return model
 
 

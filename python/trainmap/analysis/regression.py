@@ -28,8 +28,39 @@ Its sign answers the paper's question "does spending more time in k delay conver
 the raw levels β_k cannot, as they are all near typical convergence steps and hence
 positive. Standard errors, t and p of ``c_k`` use the OLS covariance of β.
 
-A **detour state** (paper Section 2.3) has ``c_k > 0`` and is visited by some, but not
-all, runs of the regression. States no run visits are left out of the design and reported.
+A **detour state** (paper Section 2.3) has ``c_k > 0``, is identifiable, and is visited by
+some, but not all, runs of the regression. States no run visits are left out of the design
+and reported.
+
+Identifiability
+---------------
+A coefficient the data cannot pin down is reported as not identifiable, with the reason,
+and left NaN (never as ±10⁴ steps): a state visited by a single run of the regression (that
+run alone sets its level), a contrast ``e_k − x̄`` outside the row space of the occupancy
+design (rank deficiency: :func:`estimable`), or no residual degrees of freedom (as many
+states as runs). The OLS uses the runs that converged; censored runs are left out of it.
+
+Censoring-aware model (Cox)
+---------------------------
+:func:`cox_regression` fits a Cox proportional-hazards model of the time to convergence on
+the occupancies, using every run: a run that converged is an event at its convergence step,
+a censored run is at risk until its last evaluated step (statsmodels ``PHReg``'s partial
+likelihood, Breslow ties). Occupancies sum to one, so one state (the most occupied) is the
+reference and, as for the OLS, the reported log-hazard of state k is the contrast against
+the average run's state mix, ``h_k = b_k − x̄ᵀb``; ``hazard_ratio = exp(h_k)`` is the factor
+by which the rate of converging changes when all occupancy moves from the average mix into
+state k. A hazard ratio below 1 means slower convergence — the same direction as a positive
+OLS coefficient.
+
+The occupancy of the state runs end in mirrors how long they took, so with few runs the
+ordering of convergence steps is often perfectly explained and the plain partial likelihood
+has no finite maximum (separation). The fit therefore maximises the partial likelihood with
+a weak ridge penalty ``COX_PENALTY/2 · Σ h_k²`` (a penalised partial likelihood as R's
+``coxph(ridge())``; standard errors and Wald p-values from the penalised information), and
+says when separation made the penalty decide the size of a hazard ratio (then read its
+direction, not its size).
+Harrell's concordance index (in sample) says how well the fitted risk orders the runs'
+convergence: 0.5 is chance, 1 perfect.
 """
 
 from __future__ import annotations
@@ -46,6 +77,10 @@ __all__ = [
     "occupancy",
     "state_regression",
     "RegressionResult",
+    "estimable",
+    "cox_regression",
+    "CoxResult",
+    "concordance_index",
     "dissimilarity",
     "total_variation",
     "PARAMETRISATION",
@@ -109,7 +144,8 @@ class RegressionResult:
     intercept : mean convergence step ȳ (the reference of ``coefficient``).
     coefficients : one row per state — ``state``, ``coefficient`` (c_k), ``std_error``,
         ``t_value``, ``p_value``, ``level`` (β_k), ``runs_visiting``, ``mean_occupancy``,
-        ``detour`` (bool); NaN for unvisited states.
+        ``detour`` (bool), ``identifiable`` (bool) and ``note`` (why not); NaN for unvisited
+        and unidentifiable states.
     fitted : fitted convergence steps, indexed by run.
     residuals : y − fitted.
     parametrisation : a sentence saying how the model was parametrised.
@@ -169,6 +205,8 @@ def _nan_result(occ: pd.DataFrame, note: str, n_runs: int) -> RegressionResult:
         "runs_visiting": visited.astype(int),
         "mean_occupancy": occ.mean(axis=0).to_numpy() if len(occ) else np.full(K, np.nan),
         "detour": False,
+        "identifiable": False,
+        "note": note,
     })
     empty = pd.Series(dtype=float)
     return RegressionResult(
@@ -207,7 +245,7 @@ def state_regression(occupancy: pd.DataFrame, convergence: pd.Series | Sequence[
         return _nan_result(occ, "no run has a defined convergence step", 0)
     if len(missing):
         warnings.warn(
-            f"left out of the regression: {len(missing)} run(s) without a convergence step: "
+            f"left out of the OLS: {len(missing)} run(s) without a convergence step (censored): "
             + ", ".join(map(str, missing[:20])),
             RuntimeWarning, stacklevel=2,
         )
@@ -280,7 +318,20 @@ def state_regression(occupancy: pd.DataFrame, convergence: pd.Series | Sequence[
     coef.loc[design, "level"] = beta
     coef["runs_visiting"] = visits.astype(int)
     coef["mean_occupancy"] = occ.mean(axis=0).to_numpy()
-    coef["detour"] = (coef["coefficient"] > 0) & (coef["runs_visiting"] > 0) & (coef["runs_visiting"] < n)
+    coef["identifiable"] = False
+    coef["note"] = ""
+    coef.loc[unvisited, "note"] = "visited by no run in the regression"
+    reasons = _unidentifiable(X, contrast, visits[design], df_resid)
+    for k, reason in zip(design, reasons):
+        coef.loc[k, "identifiable"] = not reason
+        coef.loc[k, "note"] = reason
+    hidden = [k for k, reason in zip(design, reasons) if reason]
+    coef.loc[hidden, ["coefficient", "std_error", "t_value", "p_value", "level"]] = np.nan
+    if hidden:
+        notes.append(f"coefficient(s) of state(s) {', '.join(map(str, hidden))} not identifiable: "
+                     + "; ".join(sorted({f'{r}' for r in reasons if r})))
+    coef["detour"] = (coef["identifiable"] & (coef["coefficient"] > 0) & (coef["runs_visiting"] > 0)
+                      & (coef["runs_visiting"] < n))
     return RegressionResult(
         n_runs=n, n_states=K, design_states=design, unvisited_states=unvisited,
         r2=float(r2), r2_adjusted=float(r2_adj), r2_loo=float(r2_loo), p_value=float(p_value), f_statistic=float(f_stat),
@@ -313,3 +364,214 @@ def _loo_r2(fit, resid: np.ndarray, sst: float, runs: list[str]) -> tuple[float,
                               + " alone determine a state's level (leverage 1)")
     press = float(((resid / (1.0 - leverage)) ** 2).sum())
     return 1.0 - press / sst, ""
+
+
+def estimable(X: np.ndarray, contrast: np.ndarray, rtol: float = 1e-8) -> bool:
+    """Whether the linear combination ``contrast·β`` of an OLS on design ``X`` is estimable:
+    ``contrast`` lies in the row space of ``X`` (else the data cannot determine it)."""
+    X = np.asarray(X, dtype=float)
+    contrast = np.asarray(contrast, dtype=float)
+    _, sv, vt = np.linalg.svd(X, full_matrices=False)
+    basis = vt[sv > rtol * max(sv.max(initial=0.0), 1e-300)]
+    residual = contrast - basis.T @ (basis @ contrast)
+    return bool(np.linalg.norm(residual) <= 1e-6 * max(np.linalg.norm(contrast), 1e-300))
+
+
+def _unidentifiable(X: np.ndarray, contrasts: np.ndarray, visits: np.ndarray, df_resid: int) -> list[str]:
+    """Per design state, why its coefficient cannot be identified ('' when it can)."""
+    reasons = []
+    for k in range(X.shape[1]):
+        if df_resid <= 0:
+            reasons.append("no residual degrees of freedom (as many states as runs)")
+        elif visits[k] == 1:
+            reasons.append("visited by one run only")
+        elif not estimable(X, contrasts[k]):
+            reasons.append("not estimable: the occupancy design is rank deficient")
+        else:
+            reasons.append("")
+    return reasons
+
+
+def concordance_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
+    """Harrell's C: over the comparable pairs (the earlier time is an event; equal times
+    count when only one is an event, which then comes first), the share ordered by ``risk``
+    (higher risk → earlier event); ties in risk count one half. NaN without a comparable pair."""
+    time, event, risk = (np.asarray(a, dtype=float) for a in (time, event, risk))
+    concordant = comparable = 0.0
+    for i in range(len(time)):
+        if not event[i]:
+            continue
+        later = (time > time[i]) | ((time == time[i]) & (event == 0))
+        comparable += later.sum()
+        concordant += (risk[i] > risk[later]).sum() + 0.5 * (risk[i] == risk[later]).sum()
+    return float(concordant / comparable) if comparable else float("nan")
+
+
+@dataclass
+class CoxResult:
+    """Output of :func:`cox_regression`.
+
+    Attributes
+    ----------
+    n_runs, n_events, n_censored : runs in the model, of which converged / censored.
+    reference_state : the state whose occupancy is the reference (most occupied).
+    concordance : Harrell's C of the fitted linear predictor (in sample; NaN when not fitted).
+    fitted : whether a model was fitted (enough events, a converging fit).
+    coefficients : one row per state — ``state``, ``log_hazard`` (h_k), ``hazard_ratio``,
+        ``hazard_std_error`` (of h_k), ``hazard_p_value``, ``hazard_identifiable``,
+        ``hazard_note``.
+    notes : sentences about what could not be estimated.
+    """
+
+    n_runs: int
+    n_events: int
+    n_censored: int
+    reference_state: int | None
+    concordance: float
+    fitted: bool
+    coefficients: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary."""
+        return {"n_runs": int(self.n_runs), "n_events": int(self.n_events), "n_censored": int(self.n_censored),
+                "reference_state": None if self.reference_state is None else int(self.reference_state),
+                "concordance": float(self.concordance), "fitted": bool(self.fitted), "notes": list(self.notes),
+                "model": "Cox proportional hazards of the convergence step on state occupancy: the partial "
+                         f"likelihood of statsmodels PHReg (Breslow ties) with a ridge penalty {COX_PENALTY} on the "
+                         "log hazard ratios; censored runs at risk until their last evaluated step"}
+
+
+#: Ridge penalty on the log hazard ratios (the contrasts h_k): a weak prior (standard
+#: deviation about 3, i.e. hazard ratios within e^±6 are barely shrunk) that keeps the
+#: estimate finite under separation.
+COX_PENALTY = 0.1
+#: Largest |log hazard ratio| that does not signal separation (the unpenalised partial
+#: likelihood still rising: a state's runs all converge before, or after, the others).
+_SEPARATION = 10.0
+
+
+def _penalized_cox(model, M: np.ndarray, penalty: float, max_iter: int = 100) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Maximise ``loglike(b) − penalty/2 · |M b|²`` by Newton's method with step halving;
+    returns ``(b, covariance of b from the penalised information, converged)``."""
+    P = penalty * (M.T @ M)
+    b = np.zeros(M.shape[1])
+
+    def objective(x):
+        return float(model.loglike(x)) - 0.5 * float(x @ P @ x)
+
+    value = objective(b)
+    converged = False
+    for _ in range(max_iter):
+        grad = np.asarray(model.score(b)) - P @ b
+        hess = np.asarray(model.hessian(b)) - P
+        step = np.linalg.solve(hess, -grad)
+        t = 1.0
+        while t > 1e-8:
+            candidate = b + t * step
+            new = objective(candidate)
+            if np.isfinite(new) and new >= value - 1e-12:
+                break
+            t /= 2
+        b, gain, value = candidate, new - value, new
+        if abs(gain) < 1e-10 and np.max(np.abs(t * step)) < 1e-8:
+            converged = True
+            break
+    information = -(np.asarray(model.hessian(b)) - P)
+    return b, np.linalg.inv(information), converged
+
+
+def cox_regression(occupancy: pd.DataFrame, time: pd.Series, converged: pd.Series) -> CoxResult:
+    """Cox proportional hazards of the time to convergence on state occupancy (module
+    docstring), over every run: ``time`` is the convergence step of a run that converged
+    and the last evaluated step of a censored one; ``converged`` says which."""
+    occ = occupancy.copy()
+    occ.columns = [int(c) for c in occ.columns]
+    occ.index = occ.index.astype(str)
+    t = pd.Series(time).copy()
+    t.index = t.index.astype(str)
+    e = pd.Series(converged).copy()
+    e.index = e.index.astype(str)
+    t, e = t.reindex(occ.index).to_numpy(float), e.reindex(occ.index).fillna(False).to_numpy(bool)
+    keep = np.isfinite(t)
+    occ, t, e = occ[keep], t[keep], e[keep]
+    n, K = len(occ), occ.shape[1]
+    coef = pd.DataFrame({"state": np.arange(K), "log_hazard": np.nan, "hazard_ratio": np.nan,
+                         "hazard_std_error": np.nan, "hazard_p_value": np.nan, "hazard_identifiable": False,
+                         "hazard_note": ""})
+    visits = (occ.to_numpy() > 0).sum(axis=0)
+    design = [k for k in range(K) if visits[k] > 0]
+    coef.loc[[k for k in range(K) if visits[k] == 0], "hazard_note"] = "visited by no run"
+    result = CoxResult(n_runs=n, n_events=int(e.sum()), n_censored=int(n - e.sum()), reference_state=None,
+                       concordance=float("nan"), fitted=False, coefficients=coef)
+
+    def give_up(note: str) -> CoxResult:
+        coef.loc[design, "hazard_note"] = note
+        result.notes.append(note)
+        return result
+
+    if result.n_events < 2:
+        return give_up(f"Cox model not fitted: {result.n_events} converged run(s), need at least 2")
+    if len(design) < 2:
+        return give_up("Cox model not fitted: a single visited state has no contrast")
+    if len(design) - 1 >= result.n_events:
+        return give_up(f"Cox model not fitted: {len(design) - 1} occupancy contrasts for {result.n_events} "
+                       "converged runs (need more converged runs than states)")
+    X_all = occ[design].to_numpy(float)
+    reference = design[int(np.argmax(X_all.mean(axis=0)))]
+    others = [k for k in design if k != reference]
+    X = occ[others].to_numpy(float)
+    from scipy import stats as _stats
+    from statsmodels.duration.hazard_regression import PHReg
+
+    xbar = X_all.mean(axis=0)
+    contrast = np.eye(len(design)) - xbar[None, :]
+    idx = [design.index(k) for k in others]
+    embed = np.zeros((len(design), len(others)))
+    embed[idx, np.arange(len(others))] = 1.0
+    M = contrast @ embed  # h = M b
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            model = PHReg(t, X, status=e.astype(int), ties="breslow")
+            b, cov, converged = _penalized_cox(model, M, COX_PENALTY)
+        except (np.linalg.LinAlgError, ValueError) as exc:
+            return give_up(f"Cox model not fitted: {exc}")
+    result.reference_state = reference
+    result.fitted = bool(converged and np.all(np.isfinite(b)))
+    if not result.fitted:
+        return give_up("Cox model not fitted: the penalised partial likelihood did not converge")
+    h = M @ b
+    se = np.sqrt(np.maximum(np.einsum("ki,ij,kj->k", M, cov, M), 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = 2 * _stats.norm.sf(np.abs(h / se))
+    separated = np.abs(h) > _SEPARATION
+    for j, k in enumerate(design):
+        if visits[k] == 1:
+            reason = "visited by one run only"
+        elif not estimable(X_all, contrast[j]):
+            reason = "not estimable: the occupancy design is rank deficient"
+        else:
+            reason = ""
+        coef.loc[k, "hazard_identifiable"] = not reason
+        coef.loc[k, "hazard_note"] = reason
+        if not reason:
+            coef.loc[k, ["log_hazard", "hazard_ratio", "hazard_std_error", "hazard_p_value"]] = (
+                h[j], float(np.exp(h[j])), se[j], p[j])
+    if separated.any() or _separated(model, M, b):
+        result.notes.append("Cox model: separation (the occupancies order the convergence steps perfectly); the "
+                            "ridge penalty sets the size of the hazard ratios: read their direction, not their size")
+    hidden = [k for k in design if not coef.loc[k, "hazard_identifiable"]]
+    if hidden:
+        result.notes.append(f"hazard ratio(s) of state(s) {', '.join(map(str, hidden))} not identifiable")
+    result.concordance = concordance_index(t, e, X @ b)
+    return result
+
+
+def _separated(model, M: np.ndarray, b: np.ndarray) -> bool:
+    """Whether the unpenalised partial likelihood keeps rising along the penalised estimate
+    (separation): ten times the estimate still fits better."""
+    if not np.any(b):
+        return False
+    with np.errstate(all="ignore"):
+        return bool(model.loglike(10 * b) > model.loglike(b) + 1e-6)

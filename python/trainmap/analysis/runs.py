@@ -37,7 +37,18 @@ __all__ = [
     "zscore",
     "prepare_trajectories",
     "metric_names",
+    "grid_differences",
+    "GRID_RULE",
 ]
+
+#: How runs of different lengths or step grids enter the analysis (docs/analysis.md).
+GRID_RULE = (
+    "every run enters the HMM with all its checkpoints (z-scored over its own first zscore_first_n) and the "
+    "regression with its occupancy, the share of its checkpoints in each state; a run recorded more densely "
+    "weighs more in fitting the HMM but the same in the regression; a run that stops early and never meets the "
+    "criterion is censored at its own last step")
+# Share by which a run's length, record count or step spacing may differ from the median run's.
+_GRID_TOLERANCE = 0.25
 
 
 
@@ -314,3 +325,36 @@ def prepare_trajectories(
         dropped_columns=dropped,
         zscore_first_n=zscore_first_n,
     )
+
+
+def grid_differences(run_ids: Sequence[str], steps: Sequence[np.ndarray]) -> list[str]:
+    """Runs whose last step, number of checkpoints or usual step spacing differs from the
+    median run's by more than a quarter: one short sentence per kind of difference, naming
+    the runs (empty when the runs agree). How such runs enter the analysis: :data:`GRID_RULE`."""
+    if len(run_ids) < 2:
+        return []
+    last = np.array([float(s[-1]) for s in steps])
+    count = np.array([float(len(s)) for s in steps])
+    spacing = np.array([float(_usual_spacing(s)) for s in steps])
+    out = []
+    for values, template in ((last, "run(s) ending at another step than the median run's {median}: {runs}"),
+                             (count, "run(s) with another number of checkpoints than the median run's {median}: {runs}"),
+                             (spacing, "run(s) on another step grid than the median run's (every {median} steps): "
+                                       "{runs}")):
+        median = float(np.median(values))
+        if not np.isfinite(median) or median <= 0:
+            continue
+        off = [(r, v) for r, v in zip(run_ids, values) if abs(v - median) > _GRID_TOLERANCE * median]
+        if off:
+            shown = ", ".join(f"{r} ({v:.0f})" for r, v in off[:10]) + (f" and {len(off) - 10} more" if len(off) > 10 else "")
+            out.append(template.format(median=f"{median:.0f}", runs=shown))
+    return out
+
+
+def _usual_spacing(steps: np.ndarray) -> float:
+    """The most common difference between consecutive steps (NaN for a single checkpoint)."""
+    diffs = np.diff(np.asarray(steps, dtype=np.int64))
+    if not len(diffs):
+        return float("nan")
+    values, counts = np.unique(diffs, return_counts=True)
+    return float(values[np.argmax(counts)])

@@ -21,14 +21,22 @@ import numpy as np
 import pandas as pd
 
 from trainmap import atomic, contracts
+from trainmap.contracts import RunPaths
 from trainmap.analysis import baselines as _baselines
 from trainmap.analysis import figures as _figures
-from trainmap.analysis.convergence import CONVERGENCE_COLUMNS, Criterion, convergence_table
+from trainmap.analysis.convergence import (
+    CONVERGENCE_COLUMNS,
+    Criterion,
+    check_log_steps,
+    convergence_table,
+    never_met_message,
+)
 from trainmap.analysis.errors import AnalysisError, RunFormatError
 from trainmap.analysis.hmm_model import decode_states, load_model, save_model
 from trainmap.analysis.hmm_select import HMMSelection, select_hmm
-from trainmap.analysis.regression import dissimilarity, occupancy, state_regression
-from trainmap.analysis.runs import Run, Trajectories, load_runs, prepare_trajectories
+from trainmap.analysis.regression import cox_regression, dissimilarity, occupancy, state_regression
+from trainmap.analysis.runs import Run, Trajectories, grid_differences, load_runs, prepare_trajectories
+from trainmap.analysis.summary import headline, write_summary
 from trainmap.analysis.tables import write_tables
 from trainmap.analysis.training_map import edge_table, forking, state_summary
 from trainmap.options import (
@@ -78,27 +86,60 @@ def _fit_inputs(run_dirs, options) -> Trajectories:
 def hmm_select(run_dirs: Sequence[str | os.PathLike], selection_path: str | os.PathLike,
                model_path: str | os.PathLike, options: HMMSelectOptions | None = None, *,
                progress: Progress | None = None) -> HMMSelection:
-    """``trainmap hmm-select``: z-score the runs, select the HMM by held-out BIC, write
-    selection.csv and model.npz."""
+    """``trainmap hmm-select``: z-score the runs, select the covariance and number of
+    states by held-out BIC, write selection.csv and model.npz. What a reader should know
+    (runs left out, failed fits, one state chosen, unequal runs...) is warned and kept in
+    the model's metadata (``warnings``), from where regress carries it into regression.json."""
     options = options or HMMSelectOptions()
-    traj = _fit_inputs(run_dirs, options)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        traj = _fit_inputs(run_dirs, options)
+    notes = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     sel = select_hmm(traj.data, options, run_ids=traj.run_ids, progress=progress)
+    notes += grid_differences(traj.run_ids, traj.steps)
+    notes += _selection_notes(sel, options)
+    for note in notes[len(caught):]:
+        warnings.warn(note, RuntimeWarning, stacklevel=2)
     metadata = {
         "seed": options.seed,
         "n_restarts": options.restarts,
         "max_components": options.max_components,
         "selection": options.selection,
+        "covariance": sel.covariance,
+        "covariance_option": options.covariance,
+        "folds": sel.folds,
+        "fits": len(sel.table),
+        "failed_fits": sel.failed_fits,
+        "failure_reasons": sel.failure_reasons(),
         "restart": sel.restart,
         "test_fraction": options.test_fraction,
         "train_runs": [str(r) for r in sel.train_runs],
         "test_runs": [str(r) for r in sel.test_runs],
         "excluded_runs": sorted(traj.excluded),
         "dropped_columns": sorted(traj.dropped_columns),
+        "warnings": notes,
     }
     save_model(model_path, sel.model, features=traj.features, zscore_first_n=options.zscore_first_n,
                metadata=metadata)
     atomic.write_csv(selection_path, sel.table)
     return sel
+
+
+def _selection_notes(sel: HMMSelection, options: HMMSelectOptions) -> list[str]:
+    """Sentences about a selection a reader should not miss."""
+    notes = []
+    if sel.failed_fits:
+        notes.append(f"{sel.failed_fits} of {len(sel.table)} HMM fits failed ({'; '.join(sel.failure_reasons())}); "
+                     "see selection.csv")
+    if sel.n_components == 1:
+        notes.append("the held-out BIC chose 1 state: these runs show no structure the data can support "
+                     "(more runs or more records per run may reveal some; see `trainmap check`)")
+    elif sel.n_components == options.max_components:
+        notes.append(f"the chosen number of states is the largest tried ({options.max_components}): more states may "
+                     "fit better (raise hmm max_components)")
+    return notes
 
 
 def _model_trajectories(runs: Sequence[Run], saved) -> Trajectories:
@@ -122,17 +163,29 @@ def hmm_decode(run_dirs: Sequence[str | os.PathLike], model_path: str | os.PathL
     return frame
 
 
-def read_states(path: str | os.PathLike) -> dict[str, pd.DataFrame]:
-    """states.csv as ``{run_id: frame(step, state)}`` in file order."""
+def read_states(path: str | os.PathLike, n_states: int | None = None) -> dict[str, pd.DataFrame]:
+    """states.csv as ``{run_id: frame(step, state)}`` in file order. A step or state that is
+    not an integer (``1.5`` is not truncated), and with ``n_states`` a state outside
+    ``0..n_states-1`` (a states file of another model), is an error naming the file."""
     path = Path(path)
     frame = read_csv(path, columns=contracts.STATES_COLUMNS, what="states.csv", dtype={contracts.RUN: str})
-    out = {}
-    for run_id, group in frame.groupby(contracts.RUN, sort=False):
-        try:
-            out[str(run_id)] = (group[[contracts.STEP, contracts.STATE]]
-                                .astype({contracts.STEP: "int64", contracts.STATE: "int64"}).reset_index(drop=True))
-        except (TypeError, ValueError):
-            raise RunFormatError(f"{path}: run {run_id} has a step or state that is not an integer") from None
+    for column in (contracts.STEP, contracts.STATE):
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = values.isna() | (values != np.round(values))
+        if bad.any():
+            i = int(np.argmax(bad.to_numpy()))
+            raise RunFormatError(f"{path}: run {frame[contracts.RUN].iloc[i]} has {column} "
+                                 f"{frame[column].iloc[i]!r}, not an integer")
+        frame[column] = values.astype("int64")
+    if n_states is not None:
+        outside = (frame[contracts.STATE] < 0) | (frame[contracts.STATE] >= n_states)
+        if outside.any():
+            i = int(np.argmax(outside.to_numpy()))
+            raise RunFormatError(f"{path}: state {frame[contracts.STATE].iloc[i]} (run {frame[contracts.RUN].iloc[i]}) "
+                                 f"is not a state of the model, which has {n_states} (0–{n_states - 1}): "
+                                 "rerun hmm-decode with this model")
+    out = {str(run_id): group[[contracts.STEP, contracts.STATE]].reset_index(drop=True)
+           for run_id, group in frame.groupby(contracts.RUN, sort=False)}
     if not out:
         raise RunFormatError(f"{path}: no decoded runs")
     return out
@@ -161,28 +214,53 @@ def _paths(states: Mapping[str, pd.DataFrame]) -> dict[str, np.ndarray]:
 def regress(run_dirs: Sequence[str | os.PathLike], states_path: str | os.PathLike, model_path: str | os.PathLike,
             out_path: str | os.PathLike, coefficients_path: str | os.PathLike,
             convergence_path: str | os.PathLike, options: RegressOptions) -> dict:
-    """``trainmap regress``: convergence steps (convergence.csv), the bag-of-states
-    regression with detour states, dissimilarity and forking (regression.json, everything
-    Table 1 needs) and coefficients.csv (Table 2). Returns the JSON dict."""
+    """``trainmap regress``: convergence steps with censoring (convergence.csv), the
+    bag-of-states OLS on the converged runs with detour states, the Cox model on every run,
+    dissimilarity and forking (regression.json, everything Table 1 and the summary need)
+    and coefficients.csv (Table 2). Returns the JSON dict."""
     if options.convergence is None:
         raise ValueError("regress needs a convergence criterion (--convergence or --threshold)")
-    states = read_states(states_path)
+    saved = load_model(model_path)
+    n_states = int(saved.model.n_components)
+    states = read_states(states_path, n_states=n_states)
     runs = _decoded_runs(run_dirs, states)
-    conv = convergence_table({rid: run.log for rid, run in runs.items()}, options.convergence)
-    n_states = int(load_model(model_path).model.n_components)
+    sources = {rid: str(RunPaths(run.path).log_csv) for rid, run in runs.items()}
+    logs = {rid: run.log for rid, run in runs.items()}
+    conv = convergence_table(logs, options.convergence, sources)
+    for rid, run in runs.items():
+        check_log_steps(run.log[contracts.STEP], run.metrics[contracts.STEP], sources[rid])
+    notes = [str(n) for n in saved.metadata.get("warnings", [])]
+    never = never_met_message(logs, options.convergence)
+    if never:
+        warnings.warn(never, RuntimeWarning, stacklevel=2)
+        notes.append(never)
     paths = _paths(states)
     occ = occupancy(paths, n_states)
-    result = state_regression(occ, conv["convergence_step"])
-    never = [r for r in conv.index if not conv.loc[r, "converged"]]
+    converged = conv["converged"]
+    result = state_regression(occ, conv["convergence_step"].where(converged))
+    cox = cox_regression(occ, conv["convergence_step"], converged)
+    censored = [r for r in conv.index if not conv.loc[r, "converged"]]
+    checkpoints = [len(f) for f in states.values()]
+    coefficients = result.coefficients.merge(cox.coefficients, on=contracts.STATE, how="left")
+    notes += [n for n in result.notes + cox.notes if n not in notes]
     out = {
         "experiment": _name(options, run_dirs),
         "convergence": options.convergence.to_dict(),
         "n_runs": len(states),
         "n_runs_regression": result.n_runs,
-        **{k: v for k, v in result.to_dict().items() if k != "n_runs"},
+        "n_converged": int(converged.sum()),
+        "n_censored": len(censored),
+        "censored_runs": censored,
+        **{k: v for k, v in result.to_dict().items() if k not in ("n_runs", "notes")},
+        "cox": cox.to_dict(),
+        "concordance": cox.concordance,
         "dissimilarity": dissimilarity(occ.to_numpy()),
         "forking": forking(paths),
-        "never_converged": never,
+        "checkpoints_per_run": {"min": min(checkpoints), "median": float(np.median(checkpoints)),
+                                "max": max(checkpoints)},
+        "hmm": {key: saved.metadata.get(key) for key in ("covariance", "folds", "fits", "failed_fits",
+                                                          "failure_reasons", "excluded_runs")},
+        "notes": notes,
         "runs": [
             {"run": r,
              "convergence_step": float(conv.loc[r, "convergence_step"]),
@@ -192,7 +270,7 @@ def regress(run_dirs: Sequence[str | os.PathLike], states_path: str | os.PathLik
             for r in conv.index
         ],
     }
-    atomic.write_csv(coefficients_path, result.coefficients)
+    atomic.write_csv(coefficients_path, coefficients)
     atomic.write_csv(convergence_path, conv.reset_index()[CONVERGENCE_COLUMNS], index=False)
     atomic.write_json(out_path, out)
     return out
@@ -232,7 +310,7 @@ def map(run_dirs: Sequence[str | os.PathLike], model_path: str | os.PathLike, st
     Returns the edge frame."""
     options = options or MapOptions()
     saved = load_model(model_path)
-    states = read_states(states_path)
+    states = read_states(states_path, n_states=int(saved.model.n_components))
     reg = read_regression(regression_path)
     _check_criterion(options.convergence, reg["convergence"]["text"], regression_path)
     runs = _decoded_runs(run_dirs, states)
@@ -253,8 +331,8 @@ def map(run_dirs: Sequence[str | os.PathLike], model_path: str | os.PathLike, st
         n_states = int(saved.model.n_components)
         detours = [int(s) for s in reg["detour_states"]]
         name = _name(options, run_dirs)
-        title = (f"Training map — {name}" if name else "Training map") + f"\n{len(states)} runs, {n_states}-state HMM"
-        title += f"; convergence: {reg['convergence']['text']}"
+        title = (f"Training map — {name}" if name else "Training map") + f"\n{headline(reg)}"
+        title += f"\nconvergence: {reg['convergence']['text']}"
         if detours:
             title += f"; detour state(s): {', '.join(str(s) for s in detours)}"
         graph = _figures.training_map_graph(edges, state_summary(paths, n_states), n_runs=len(states),

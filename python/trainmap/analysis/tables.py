@@ -2,10 +2,17 @@
 
 An experiment directory ``DIR`` (``results/{exp}``) provides:
 
-* ``DIR/regression.json`` — Table 1 (convergence criterion, n_runs, n_states, r2,
-  r2_adjusted, r2_loo, p_value, dissimilarity, forking);
-* ``DIR/coefficients.csv`` — Table 2 (state, coefficient, runs_visiting, detour);
-* ``DIR/hmm/selection.csv`` — the HMM row of Table 4 (chosen n and its held-out BIC);
+* ``DIR/regression.json`` — Table 1 (convergence criterion, runs, censored runs,
+  checkpoints per run, states and covariance, R², adjusted and leave-one-out R², p-value,
+  the Cox model's concordance, dissimilarity, forking, and a short ``notes`` cell);
+* ``DIR/coefficients.csv`` — Table 2 (state, coefficient, runs_visiting, detour, hazard
+  ratio and its p-value, and why a coefficient is not identifiable);
+* ``DIR/hmm/selection.csv`` — the HMM row of Table 4 (chosen n and its held-out BIC, summed
+  over folds: :func:`~trainmap.analysis.hmm_select.selection_summary`);
+
+Numbers in the CSV tables are rounded as they are shown (:mod:`trainmap.analysis.display`:
+R² to three decimals, never ``2.2e-16``); regression.json and coefficients.csv keep full
+precision.
 * ``DIR/baselines.csv`` — the k-means and HMM-on-l2 rows of Table 4 (optional: missing
   means those rows are left out, with a warning).
 """
@@ -22,12 +29,13 @@ import numpy as np
 import pandas as pd
 
 from trainmap import atomic
+from trainmap.analysis import display
 from trainmap.analysis.errors import AnalysisError
-from trainmap.contracts import TABLES, ExperimentPaths
+from trainmap.analysis.hmm_select import SUMMARY_INPUT_COLUMNS, selection_summary
+from trainmap.analysis.summary import table_notes, write_summary
+from trainmap.contracts import SUMMARY_MD, TABLES, ExperimentPaths
 from trainmap.fileguard import InputFileError, input_file, read_csv, read_json_object
 
-# Columns of selection.csv Table 4 reads.
-_SELECTION_COLUMNS = ("n_components", "chosen", "bic")
 
 __all__ = [
     "TABLE1_COLUMNS",
@@ -40,9 +48,13 @@ __all__ = [
     "write_tables",
 ]
 
-TABLE1_COLUMNS = ["experiment", "convergence", "n_runs", "n_states", "r2", "r2_adjusted", "r2_loo", "p_value",
-                  "dissimilarity", "forking"]
-TABLE2_COLUMNS = ["experiment", "state", "coefficient", "runs_visiting", "detour"]
+TABLE1_COLUMNS = ["experiment", "convergence", "n_runs", "n_censored", "checkpoints", "n_states", "covariance", "r2",
+                  "r2_adjusted", "r2_loo", "p_value", "concordance", "dissimilarity", "forking", "notes"]
+TABLE2_COLUMNS = ["experiment", "state", "coefficient", "runs_visiting", "detour", "hazard_ratio", "hazard_p_value",
+                  "note"]
+# Rounding of the CSV tables (as shown): column -> decimals.
+_ROUND = {"r2": 3, "r2_adjusted": 3, "r2_loo": 3, "concordance": 3, "dissimilarity": 3, "coefficient": 1,
+          "hazard_ratio": 3}
 TABLE4_COLUMNS = ["experiment", "method", "components", "bic"]
 
 
@@ -88,19 +100,39 @@ def table1(experiments: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
         path = ExperimentPaths.at(directory).regression_json
         reg = _read_json(path)
         nan = float("nan")
+        per_run = reg.get("checkpoints_per_run") if isinstance(reg.get("checkpoints_per_run"), dict) else {}
+        hmm = reg.get("hmm") if isinstance(reg.get("hmm"), dict) else {}
         rows.append({
             "experiment": name,
             "convergence": str((reg.get("convergence") if isinstance(reg.get("convergence"), dict) else {}).get("text", "")),
             "n_runs": _field(reg, "n_runs", int, path, 0),
+            "n_censored": _field(reg, "n_censored", int, path, 0),
+            "checkpoints": _field(per_run, "median", float, path, nan),
             "n_states": _field(reg, "n_states", int, path, 0),
+            "covariance": str(hmm.get("covariance") or ""),
             "r2": _field(reg, "r2", float, path, nan),
             "r2_adjusted": _field(reg, "r2_adjusted", float, path, nan),
             "r2_loo": _field(reg, "r2_loo", float, path, nan),
             "p_value": _field(reg, "p_value", float, path, nan),
+            "concordance": _field(reg, "concordance", float, path, nan),
             "dissimilarity": _field(reg, "dissimilarity", float, path, nan),
             "forking": _field(reg, "forking", bool, path, False),
+            "notes": table_notes(reg),
         })
-    return pd.DataFrame(rows, columns=TABLE1_COLUMNS)
+    return _rounded(pd.DataFrame(rows, columns=TABLE1_COLUMNS))
+
+
+def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its numbers rounded as shown (``_ROUND``; p-values to 4 significant
+    digits; -0.0 as 0.0)."""
+    frame = frame.copy()
+    for column, digits in _ROUND.items():
+        if column in frame:
+            frame[column] = frame[column].astype(float).round(digits) + 0.0
+    for column in ("p_value", "hazard_p_value"):
+        if column in frame:
+            frame[column] = [float(f"{x:.4g}") if np.isfinite(x) else np.nan for x in frame[column].astype(float)]
+    return frame
 
 
 def table2(experiments: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
@@ -108,13 +140,23 @@ def table2(experiments: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
     frames = []
     for name, directory in experiments.items():
         coef = _read_table(ExperimentPaths.at(directory).coefficients_csv, ("state", "coefficient"))
-        frame = coef.reindex(columns=["state", "coefficient", "runs_visiting", "detour"]).copy()
+        frame = coef.reindex(columns=["state", "coefficient", "runs_visiting", "detour", "hazard_ratio",
+                                      "hazard_p_value", "note", "hazard_note"]).copy()
         frame.insert(0, "experiment", name)
         frame["detour"] = frame["detour"].fillna(False).astype(bool)
+        frame["note"] = [_state_note(ols, cox) for ols, cox in
+                         zip(frame["note"].fillna("").astype(str), frame["hazard_note"].fillna("").astype(str))]
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=TABLE2_COLUMNS)
-    return pd.concat(frames, ignore_index=True)[TABLE2_COLUMNS]
+    return _rounded(pd.concat(frames, ignore_index=True)[TABLE2_COLUMNS])
+
+
+def _state_note(ols: str, cox: str) -> str:
+    """One note of why a state's coefficient and/or hazard ratio are not identifiable."""
+    if not cox or cox == ols:
+        return ols
+    return "; ".join(([f"coefficient: {ols}"] if ols else []) + [f"hazard ratio: {cox}"])
 
 
 def table4(experiments: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
@@ -135,8 +177,9 @@ def table4(experiments: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
                     rows.append({"experiment": name, "method": method, "components": pd.NA, "bic": np.nan})
         else:
             warnings.warn(f"{base_path}: missing, Table 4 has no baseline rows for {name}", RuntimeWarning, stacklevel=2)
-        sel = _read_table(paths.selection_csv, _SELECTION_COLUMNS)
-        chosen = sel[sel["chosen"].astype(bool)]
+        sel = _read_table(paths.selection_csv, SUMMARY_INPUT_COLUMNS)
+        summary = selection_summary(sel)
+        chosen = summary[summary["chosen"].astype(bool)]
         rows.append({"experiment": name, "method": "hmm",
                      "components": int(chosen["n_components"].iloc[0]) if len(chosen) else pd.NA,
                      "bic": float(chosen["bic"].iloc[0]) if len(chosen) else np.nan})
@@ -145,28 +188,8 @@ def table4(experiments: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
     return frame
 
 
-def _fmt_float(digits: int) -> Callable[[object], str]:
-    def fmt(x) -> str:
-        if x is None or (isinstance(x, float) and not np.isfinite(x)) or x is pd.NA:
-            return "–"
-        return f"{float(x):.{digits}f}"
-    return fmt
-
-
-def _fmt_p(x) -> str:
-    if x is None or x is pd.NA or not np.isfinite(float(x)):
-        return "–"
-    return "< 0.001" if float(x) < 0.001 else f"{float(x):.3f}"
-
-
-def _fmt_bic(x) -> str:
-    if x is None or x is pd.NA or not np.isfinite(float(x)):
-        return "–"
-    return f"{float(x):.4g}" if abs(float(x)) < 1e4 else f"{float(x):.0f}"
-
-
 def _fmt_plain(x) -> str:
-    return "–" if x is None or x is pd.NA or (isinstance(x, float) and not np.isfinite(x)) else str(x)
+    return display.DASH if x is None or x is pd.NA or (isinstance(x, float) and not np.isfinite(x)) else str(x)
 
 
 def _cell(text: str) -> str:
@@ -193,7 +216,8 @@ def markdown_table(frame: pd.DataFrame, formats: Mapping[str, Callable[[object],
 
 
 def write_tables(experiments: Mapping[str, str | os.PathLike], out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write table1/2/4 as CSV and Markdown into ``out_dir`` (atomically); returns the paths."""
+    """Write table1/2/4 as CSV and Markdown, and summary.md, into ``out_dir`` (atomically);
+    returns the paths."""
     if not experiments:
         raise AnalysisError("no experiments given")
     out_dir = Path(out_dir)
@@ -203,33 +227,42 @@ def write_tables(experiments: Mapping[str, str | os.PathLike], out_dir: str | os
         paths[f"{name}.csv"] = out_dir / f"{name}.csv"
         atomic.write_csv(paths[f"{name}.csv"], frame)
     md1 = ("Table 1: predictability of the convergence step (first step meeting the convergence "
-           "criterion) from the bag of states: centred R², adjusted R², leave-one-out cross-validated R² "
-           "(each run predicted by the fit on the others), F-test p-value; trajectory dissimilarity (Eq. 1) "
-           "and whether the training map forks.\n\n"
+           "criterion) from the bag of states. R², adjusted R², leave-one-out cross-validated R² (each run "
+           "predicted by the fit on the others) and the F-test p-value are those of the paper's OLS, on the runs "
+           "that converged; censored runs (never meeting the criterion) are counted, and enter the Cox model, "
+           "whose concordance index (0.5 chance, 1 perfect) uses every run. Trajectory dissimilarity (Eq. 1) "
+           "and whether the training map forks; notes say what limits a row.\n\n"
            + markdown_table(
                t1,
-               {"r2": _fmt_float(3), "r2_adjusted": _fmt_float(3), "r2_loo": _fmt_float(3), "p_value": _fmt_p,
-                "dissimilarity": _fmt_float(3), "forking": lambda x: "✓" if bool(x) else ""},
-               {"convergence": "Convergence", "n_runs": "runs", "n_states": "states", "r2": "R²",
-                "r2_adjusted": "adj. R²", "r2_loo": "LOO R²", "p_value": "p-value",
-                "dissimilarity": "Dissimilarity", "forking": "Forking", "experiment": "Experiment"},
+               {"r2": display.r2, "r2_adjusted": display.r2, "r2_loo": display.r2, "p_value": display.p_value,
+                "concordance": display.r2, "dissimilarity": display.r2, "checkpoints": display.steps,
+                "forking": lambda x: "✓" if bool(x) else ""},
+               {"convergence": "Convergence", "n_runs": "runs", "n_censored": "censored",
+                "checkpoints": "checkpoints/run", "n_states": "states", "covariance": "covariance", "r2": "R²",
+                "r2_adjusted": "adj. R²", "r2_loo": "LOO R²", "p_value": "p-value", "concordance": "concordance",
+                "dissimilarity": "Dissimilarity", "forking": "Forking", "experiment": "Experiment", "notes": "notes"},
            ))
-    md2 = ("Table 2: regression coefficients per state (effect on the convergence step, in steps, of "
-           "moving occupancy into the state). Detour states are bold.\n\n"
+    md2 = ("Table 2: per state, the OLS coefficient (effect on the convergence step, in steps, of moving "
+           "occupancy into the state from the average run's mix) and the Cox model's hazard ratio for the same "
+           "move (below 1: slower convergence). Detour states are bold; a coefficient the data cannot identify "
+           "is blank, with the reason.\n\n"
            + markdown_table(
-               t2, {"coefficient": _fmt_float(1), "detour": lambda x: "detour" if bool(x) else ""},
+               t2, {"coefficient": display.steps, "detour": lambda x: "detour" if bool(x) else "",
+                    "hazard_ratio": lambda x: display.fixed(x, 3), "hazard_p_value": display.p_value},
                {"experiment": "Experiment", "state": "State", "coefficient": "Coefficient",
-                "runs_visiting": "Runs visiting", "detour": "Detour"},
+                "runs_visiting": "Runs visiting", "detour": "Detour", "hazard_ratio": "Hazard ratio",
+                "hazard_p_value": "p (hazard)", "note": "Note"},
                bold_rows=t2["detour"].astype(bool),
            ))
     md4 = ("Table 4: number of components chosen by held-out BIC, and that BIC, for k-means, an HMM on "
            "the L2 norm alone and the full HMM (BICs are not comparable across model classes).\n\n"
            + markdown_table(
                t4.assign(method=t4["method"].map({"kmeans": "k-means", "hmm_l2": "HMM-1 (L2)", "hmm": "HMM"})),
-               {"bic": _fmt_bic},
+               {"bic": display.bic},
                {"experiment": "Experiment", "method": "Method", "components": "Components", "bic": "BIC"},
            ))
     for name, text in (("table1.md", md1), ("table2.md", md2), ("table4.md", md4)):
         paths[name] = out_dir / name
         atomic.write_text(paths[name], text)
+    paths[SUMMARY_MD] = write_summary(experiments, out_dir / SUMMARY_MD)
     return paths

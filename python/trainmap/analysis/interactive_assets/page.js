@@ -27,12 +27,15 @@
 
   // ---- key numbers -------------------------------------------------------------------
   function keyNumbers() {
+    const censored = isNum(D.n_censored) && D.n_censored > 0 ? `, ${D.n_censored} censored` : "";
     const runs = D.n_runs_regression != null && D.n_runs_regression !== D.n_runs
-      ? `${D.n_runs} (${D.n_runs_regression} in the regression)` : String(D.n_runs);
+      ? `${D.n_runs} (${D.n_runs_regression} in the OLS${censored})` : `${D.n_runs}${censored ? ` (${censored.slice(2)})` : ""}`;
+    const r2 = (x) => (isNum(x) ? (Math.abs(x) < 5e-4 ? 0 : x).toFixed(3) : "–");
     const items = [
       ["Runs", runs],
-      ["States", String(D.n_states)],
-      ["R²", (isNum(D.r2) ? D.r2.toFixed(3) : "–") + (isNum(D.p_value) ? ` (p ${D.p_value < 0.001 ? "< 0.001" : "= " + fmt(D.p_value, 2)})` : "")],
+      ["States", String(D.n_states) + (D.covariance ? ` (${D.covariance} covariance)` : "")],
+      ["R²", r2(D.r2) + ` (LOO ${r2(D.r2_loo)})` + (isNum(D.p_value) ? `, p ${D.p_value < 0.001 ? "< 0.001" : "= " + fmt(D.p_value, 2)}` : "")],
+      ["Concordance (Cox)", r2(D.concordance)],
       ["Dissimilarity", isNum(D.dissimilarity) ? D.dissimilarity.toFixed(3) : "–"],
       ["Forking", D.forking == null ? "–" : D.forking ? "yes" : "no"],
       ["Convergence", D.criterion || "–"],
@@ -40,6 +43,11 @@
     ];
     document.getElementById("key-numbers").innerHTML = items
       .map(([k, v]) => `<div data-key="${esc(k)}"><dt>${esc(k)}</dt><dd>${esc(v)}</dd></div>`).join("");
+    const notes = document.getElementById("notes");
+    if (notes) {
+      notes.hidden = !(D.notes && D.notes.length);
+      notes.innerHTML = (D.notes || []).map((n) => `<li>${esc(n)}</li>`).join("");
+    }
   }
 
   // ---- tooltips ----------------------------------------------------------------------

@@ -1,0 +1,104 @@
+"""What happened, in words: per experiment, the numbers a reader checks first and every
+warning the stages recorded, from regression.json (written by ``regress``, which carries
+the HMM stage's warnings along). Written to ``results/summary.md`` by the tables stage and
+printed on the console when a workflow run ends.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+from trainmap import atomic
+from trainmap.analysis import display
+from trainmap.contracts import ExperimentPaths
+from trainmap.fileguard import InputFileError, input_file, read_json_object
+
+__all__ = ["headline", "table_notes", "render_summary", "write_summary"]
+
+
+def headline(reg: Mapping) -> str:
+    """One line of key numbers: ``10 runs (2 censored), 4 states (diag), R² 0.830 (LOO
+    0.610), concordance 0.780``."""
+    runs = f"{reg.get('n_runs', '?')} runs"
+    if reg.get("n_censored"):
+        runs += f" ({reg['n_censored']} censored)"
+    covariance = (reg.get("hmm") or {}).get("covariance")
+    states = f"{reg.get('n_states', '?')} state{'s' if reg.get('n_states') != 1 else ''}"
+    if covariance:
+        states += f" ({covariance})"
+    return (f"{runs}, {states}, R² {display.r2(reg.get('r2'))} (LOO {display.r2(reg.get('r2_loo'))}), "
+            f"concordance {display.r2(reg.get('concordance'))}")
+
+
+def table_notes(reg: Mapping) -> str:
+    """The short ``notes`` cell of Table 1: what limits the row's numbers."""
+    notes = []
+    if reg.get("n_states") == 1:
+        notes.append("1 state chosen")
+    loo = reg.get("r2_loo")
+    if not display.missing(loo) and float(loo) < 0:
+        notes.append("LOO R² < 0")
+    if reg.get("n_censored"):
+        notes.append(f"{reg['n_censored']} censored")
+    if reg.get("n_converged") == 0:
+        notes.append("no run converged")
+    failed = (reg.get("hmm") or {}).get("failed_fits")
+    if failed:
+        notes.append(f"{failed} failed fits")
+    if any("another step" in str(n) or "another number of checkpoints" in str(n) for n in reg.get("notes") or []):
+        notes.append("unequal runs")
+    if any("not identifiable" in str(n) for n in reg.get("notes") or []):
+        notes.append("unidentifiable coefficients")
+    return "; ".join(notes)
+
+
+def _read(directory) -> tuple[dict | None, str]:
+    path = ExperimentPaths.at(directory).regression_json
+    if input_file(path, required=False, what="regression.json") is None:
+        return None, f"not analysed yet ({path} is missing)"
+    try:
+        return read_json_object(path, what="regression.json"), ""
+    except InputFileError as exc:
+        return None, str(exc)
+
+
+def render_summary(experiments: Mapping[str, str | os.PathLike]) -> str:
+    """The summary of ``experiments`` (name → ``results/{exp}``) as Markdown: a table of
+    key numbers, then each experiment's warnings."""
+    lines = ["# trainmap summary", "",
+             "| experiment | runs | checkpoints per run | states | covariance | failed fits | converged | censored "
+             "| R² | LOO R² | concordance | detour states |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    details = []
+    for name, directory in experiments.items():
+        reg, problem = _read(directory)
+        if reg is None:
+            lines.append(f"| {name} | {problem} |" + " |" * 10)
+            continue
+        hmm = reg.get("hmm") or {}
+        per_run = reg.get("checkpoints_per_run") or {}
+        checkpoints = (f"{per_run.get('min')}–{per_run.get('max')}" if per_run.get("min") != per_run.get("max")
+                       else f"{per_run.get('min')}") if per_run else "?"
+        failed = f"{hmm.get('failed_fits', 0)} of {hmm.get('fits', '?')}" if hmm else "?"
+        detours = ", ".join(str(s) for s in reg.get("detour_states") or []) or "none"
+        lines.append(
+            f"| {name} | {reg.get('n_runs')} | {checkpoints} | {reg.get('n_states')} | {hmm.get('covariance', '?')} "
+            f"| {failed} | {reg.get('n_converged', '?')} | {reg.get('n_censored', '?')} | {display.r2(reg.get('r2'))} "
+            f"| {display.r2(reg.get('r2_loo'))} | {display.r2(reg.get('concordance'))} | {detours} |")
+        notes = [str(n) for n in reg.get("notes") or []]
+        if notes:
+            details.append(f"\n**{name}** ({reg.get('convergence', {}).get('text', '')}):\n")
+            details += [f"- {note}" for note in notes]
+    if details:
+        lines += ["", "## Warnings"] + details
+    else:
+        lines += ["", "No warnings."]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(experiments: Mapping[str, str | os.PathLike], path: str | os.PathLike) -> Path:
+    """Write :func:`render_summary` to ``path`` (atomically); returns the path."""
+    atomic.write_text(path, render_summary(experiments))
+    return Path(path)
