@@ -11,7 +11,11 @@ import statsmodels.api as sm
 from scipy.optimize import linprog
 
 from trainmap.analysis.regression import (
+    COX_PENALTY,
+    concordance_index,
+    cox_regression,
     dissimilarity,
+    estimable,
     occupancy,
     state_regression,
     total_variation,
@@ -94,7 +98,7 @@ def test_regression_matches_statsmodels_and_flags_the_planted_detour():
 def test_regression_leaves_out_runs_without_convergence_and_handles_no_data():
     occ, y = planted_occupancy(n_runs=12)
     y.iloc[[0, 5]] = np.nan
-    with pytest.warns(RuntimeWarning, match="without a convergence step"):
+    with pytest.warns(RuntimeWarning, match="without a convergence step \\(censored\\)"):
         res = state_regression(occ, y)
     assert res.n_runs == 10 and len(res.fitted) == 10
 
@@ -176,3 +180,116 @@ def test_total_variation_is_wasserstein_1_under_the_discrete_metric():
             lp = linprog(cost.ravel(), A_eq=a_eq, b_eq=np.r_[p, q], bounds=(0, None), method="highs")
         assert lp.status == 0
         assert total_variation(p, q) == pytest.approx(lp.fun, abs=1e-9)
+
+
+def test_coefficients_the_data_cannot_identify_are_reported_with_the_reason_not_as_numbers():
+    rng = np.random.default_rng(0)
+    n = 12
+    # States 1 and 2 always hold the same share: their columns are equal (rank deficient).
+    a = rng.uniform(0.2, 0.6, n)
+    occ = pd.DataFrame({0: a, 1: (1 - a) / 2, 2: (1 - a) / 2, 3: 0.0}, index=[f"r{i}" for i in range(n)])
+    # State 3 is visited by run r0 only.
+    occ.loc["r0", 3], occ.loc["r0", 0] = 0.1, occ.loc["r0", 0] - 0.1
+    y = pd.Series(1000 * occ[0] + 3000 * occ[1] + 500 * occ[3] + rng.normal(0, 10, n), index=occ.index)
+    res = state_regression(occ, y)
+    coef = res.coefficients.set_index("state")
+    assert coef.loc[0, "identifiable"] and np.isfinite(coef.loc[0, "coefficient"]) and coef.loc[0, "note"] == ""
+    for k in (1, 2):
+        assert not coef.loc[k, "identifiable"] and np.isnan(coef.loc[k, "coefficient"])
+        assert coef.loc[k, "note"] == "not estimable: the occupancy design is rank deficient"
+    assert coef.loc[3, "note"] == "visited by one run only" and np.isnan(coef.loc[3, "coefficient"])
+    assert not coef["detour"].any()
+    assert any("not identifiable" in note for note in res.notes)
+    # As many states as runs: nothing is identifiable (the fit interpolates the runs).
+    few = pd.DataFrame({0: [0.5, 0.2, 0.7], 1: [0.5, 0.3, 0.1], 2: [0.0, 0.5, 0.2]}, index=list("abc"))
+    res = state_regression(few, pd.Series([100.0, 300.0, 200.0], index=few.index))
+    assert not res.coefficients["identifiable"].any() and res.coefficients["coefficient"].isna().all()
+    assert set(res.coefficients["note"]) == {"no residual degrees of freedom (as many states as runs)"}
+
+
+def test_estimable_is_membership_of_the_row_space():
+    X = np.array([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5], [0.5, 0.25, 0.25]])
+    assert estimable(X, np.array([1.0, 0.0, 0.0])) and estimable(X, np.array([0.0, 1.0, 1.0]))
+    assert not estimable(X, np.array([0.0, 1.0, 0.0]))
+
+
+def _breslow_loglik(beta, X, time, event):
+    """The Breslow partial log-likelihood, written out: for each distinct event time, the
+    events' linear predictors minus d·log Σ_{at risk} exp(xβ)."""
+    eta = X @ beta
+    total = 0.0
+    for t in np.unique(time[event == 1]):
+        dead = (time == t) & (event == 1)
+        at_risk = time >= t
+        total += eta[dead].sum() - dead.sum() * np.log(np.exp(eta[at_risk]).sum())
+    return total
+
+
+def test_cox_model_matches_a_hand_written_penalised_partial_likelihood():
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(4)
+    n = 30
+    occ = pd.DataFrame(rng.dirichlet([2.0, 2.0, 2.0], size=n), index=[f"r{i}" for i in range(n)])
+    # State 1 slows convergence (lower hazard), state 2 speeds it; ties on a step grid.
+    rate = np.exp(-3.0 * occ[1] + 1.5 * occ[2])
+    time = pd.Series(np.ceil(rng.exponential(1 / rate) * 10) * 100, index=occ.index)
+    converged = pd.Series(rng.uniform(size=n) > 0.25, index=occ.index)
+    res = cox_regression(occ, time, converged)
+    assert res.fitted and (res.n_events, res.n_censored) == (int(converged.sum()), n - int(converged.sum()))
+
+    # The same model by hand: reference = the most occupied state, penalty on the contrasts.
+    X_all = occ.to_numpy()
+    ref = int(np.argmax(X_all.mean(axis=0)))
+    assert res.reference_state == ref
+    others = [k for k in range(3) if k != ref]
+    xbar = X_all.mean(axis=0)
+
+    def contrasts(b):
+        full = np.zeros(3)
+        full[others] = b
+        return full - xbar @ full
+
+    def objective(b):
+        return -(_breslow_loglik(b, X_all[:, others], time.to_numpy(), converged.to_numpy().astype(int))
+                 - 0.5 * COX_PENALTY * (contrasts(b) ** 2).sum())
+
+    hand = contrasts(minimize(objective, np.zeros(2), method="BFGS", options={"gtol": 1e-9}).x)
+    coef = res.coefficients.set_index("state")
+    np.testing.assert_allclose(coef["log_hazard"], hand, atol=1e-5)
+    np.testing.assert_allclose(coef["hazard_ratio"], np.exp(hand), rtol=1e-5)
+    # The penalty is weak: unpenalised, statsmodels' PHReg gives nearly the same contrasts.
+    from statsmodels.duration.hazard_regression import PHReg
+
+    plain = PHReg(time.to_numpy(), X_all[:, others], status=converged.to_numpy().astype(int), ties="breslow").fit()
+    np.testing.assert_allclose(coef["log_hazard"], contrasts(plain.params), rtol=0.05)
+    # The planted directions: state 1 slows convergence (hazard ratio below 1), state 2 speeds it.
+    assert coef.loc[1, "hazard_ratio"] < 1 < coef.loc[2, "hazard_ratio"]
+    # Concordance of the fitted linear predictor, as concordance_index computes it.
+    b = np.log(coef["hazard_ratio"].to_numpy())
+    assert res.concordance == pytest.approx(concordance_index(time, converged, X_all @ b))
+    assert 0.5 < res.concordance <= 1
+
+
+def test_concordance_index_by_hand():
+    time = np.array([1.0, 2.0, 3.0, 4.0])
+    event = np.array([1, 1, 0, 1])
+    # Comparable pairs (earlier time is an event): (1,2),(1,3),(1,4),(2,3),(2,4) = 5; (3,4) is not.
+    assert concordance_index(time, event, np.array([4.0, 3.0, 2.0, 1.0])) == 1.0
+    assert concordance_index(time, event, np.array([1.0, 2.0, 3.0, 4.0])) == 0.0
+    # risk 4,1,2,1: (1,2) (1,3) (1,4) concordant, (2,3) discordant, (2,4) tied: 3.5 of 5.
+    assert concordance_index(time, event, np.array([4.0, 1.0, 2.0, 1.0])) == pytest.approx(3.5 / 5)
+    assert np.isnan(concordance_index(time, np.zeros(4), time))
+
+
+def test_cox_model_under_separation_and_with_too_few_events():
+    occ = pd.DataFrame({0: [0.9, 0.8, 0.7, 0.3, 0.2, 0.1], 1: [0.1, 0.2, 0.3, 0.7, 0.8, 0.9]}, index=list("abcdef"))
+    time = pd.Series([100.0, 200, 300, 400, 500, 600], index=occ.index)  # state 1 orders them perfectly
+    res = cox_regression(occ, time, pd.Series(True, index=occ.index))
+    coef = res.coefficients.set_index("state")
+    assert res.fitted and np.isfinite(coef["hazard_ratio"]).all()
+    assert coef.loc[1, "hazard_ratio"] < 1 < coef.loc[0, "hazard_ratio"]  # the direction is kept
+    assert any("separation" in note for note in res.notes)
+    one = cox_regression(occ, time, pd.Series([True] + [False] * 5, index=occ.index))
+    assert not one.fitted and "1 converged run(s), need at least 2" in one.notes[0]
+    assert one.coefficients["hazard_ratio"].isna().all()
