@@ -35,5 +35,6 @@ include: "workflow/rules/tables.smk"
 rule all:
     input:
         TABLES,
+        SUMMARY,
         [experiment_outputs(exp) for exp in EXPERIMENTS],
     default_target: True

@@ -42,6 +42,7 @@ def sweep(tmp_path_factory) -> tuple[Path, Path, str]:
     workdir = root / "work"
     result = snakemake(workdir, "results/table1.csv", "--configfile", config, "--cores", "2")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    (root / "console.txt").write_text(result.stdout + result.stderr)
     return sweep, workdir, config
 
 
@@ -125,3 +126,43 @@ def test_a_run_directory_without_checkpoints_stops_the_workflow_naming_its_key(t
     assert result.returncode != 0
     assert f"experiment mine: runs.notes: {tmp_path / 'notes'}: no checkpoints found" in output
     assert "runs.good" not in output
+
+
+@pytest.mark.slow
+def test_the_workflow_ends_with_a_summary_on_the_console(sweep):
+    _, workdir, _ = sweep
+    console = (workdir.parent / "console.txt").read_text()
+    summary = (workdir / "results" / "summary.md").read_text()
+    assert "# trainmap summary" in console and "| mine | 5 | 20 |" in console
+    # What the console said is what summary.md holds, for the experiment analysed.
+    row = next(line for line in summary.splitlines() if line.startswith("| mine |"))
+    assert row in console
+
+
+def test_a_convergence_column_the_logs_lack_stops_a_dry_run(tmp_path):
+    for seed in (0, 1):
+        write_checkpoint_run(tmp_path / "sweep" / f"seed_{seed}", seed, [0, 10])
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"experiments": {"mine": {
+        "runs": f"{tmp_path}/sweep/seed_*", "convergence": {"column": "eval_bleu", "above": 30}}}}))
+    result = snakemake(tmp_path / "work", "--dry-run", "--configfile", str(config))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert (f"experiment mine: runs.seed_0: the log of {tmp_path / 'sweep' / 'seed_0'} has no column 'eval_bleu', "
+            "which the convergence criterion eval_bleu>30 reads (config key experiments.mine.convergence); "
+            "its columns: eval_accuracy, eval_loss") in output
+    assert "runs.seed_1" in output and not (tmp_path / "work" / "results").exists()
+
+
+@pytest.mark.slow
+def test_a_failed_jobs_error_reaches_the_console(sweep, tmp_path):
+    """Four runs are too few for the analysis: the HMM job fails, and its log's message is
+    printed by Snakemake (the default workflow profile's show-failed-logs), not left in a file."""
+    sweep_dir, _, _ = sweep
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"threads": {"metrics": 1, "hmm": 1}, "experiments": {"four": {
+        "runs": f"{sweep_dir}/seed_[0-3]", "threshold": 0.5, "hmm": {"max_components": 2, "restarts": 1}}}}))
+    result = snakemake(tmp_path / "work", "results/four/hmm/model.npz", "--configfile", str(config), "--cores", "2")
+    assert result.returncode != 0
+    assert ("only 4 usable run(s) of 4: the analysis needs at least 5 runs (seeds) of the same setup"
+            in result.stdout + result.stderr)

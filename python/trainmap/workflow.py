@@ -37,6 +37,8 @@ __all__ = [
     "experiments",
     "data_problems",
     "series_problems",
+    "convergence_problems",
+    "print_summary",
     "planned_training_experiments",
     "stop_before_any_job",
     "engine_fingerprint",
@@ -413,6 +415,50 @@ def series_problems(experiments: Mapping[str, Experiment]) -> list[str]:
             except (OSError, ValueError) as exc:
                 problems.append(f"experiment {exp.name}: {exp.sources_key}.{run}: {exc}")
     return problems
+
+
+def convergence_problems(experiments: Mapping[str, Experiment]) -> list[str]:
+    """Messages for runs read in place whose log lacks the column the experiment's
+    convergence criterion reads (or that have no log at all), naming the config key.
+
+    Checked when the DAG is built (a dry run catches it): otherwise the workflow would
+    compute every run's metrics and fit the HMM before regress found the column missing.
+    """
+    from trainmap.series import read_log
+
+    problems = []
+    for exp in (e for e in experiments.values() if e.in_place and e.convergence is not None):
+        column = exp.convergence.column
+        for run, source in exp.sources.items():
+            try:
+                series = _series(source)
+                log = read_log(series)
+            except (OSError, ValueError) as exc:
+                problems.append(f"experiment {exp.name}: {exp.sources_key}.{run}: {exc}")
+                continue
+            columns = sorted({c for row in log.values() for c in row})
+            if not log:
+                problems.append(f"experiment {exp.name}: {exp.sources_key}.{run}: {source} has no training log "
+                                f"(log.csv or trainer_state.json), so its convergence ({exp.convergence}) cannot be "
+                                f"read (config key experiments.{exp.name}.convergence)")
+            elif column not in columns:
+                problems.append(f"experiment {exp.name}: {exp.sources_key}.{run}: the log of {source} has no column "
+                                f"{column!r}, which the convergence criterion {exp.convergence} reads (config key "
+                                f"experiments.{exp.name}.convergence); its columns: {', '.join(columns)}")
+    return problems
+
+
+def print_summary(experiments: Mapping[str, Experiment], results: str | Path = "results",
+                  stream=None) -> None:
+    """Print the summary of the experiments (:func:`trainmap.analysis.summary.render_summary`)
+    that have been analysed, as the workflow's last words on the console."""
+    from trainmap.analysis.summary import render_summary
+    from trainmap.contracts import ExperimentPaths
+
+    done = {name: Path(results) / name for name in experiments
+            if ExperimentPaths.at(Path(results) / name).regression_json.is_file()}
+    if done:
+        print("\n" + render_summary(done), file=stream or sys.stdout, flush=True)
 
 
 def data_problems(experiments: Mapping[str, Experiment], names: Iterable[str] | None = None) -> list[str]:

@@ -21,6 +21,11 @@ except tw.ConfigError as exc:
 _unreadable = tw.series_problems(EXPERIMENTS)
 if _unreadable:
     raise WorkflowError("existing runs that cannot be read:\n  " + "\n  ".join(_unreadable))
+# Their logs must hold the column the convergence criterion reads: a dry run says so,
+# instead of regress after every metrics job and the HMM.
+_no_convergence = tw.convergence_problems(EXPERIMENTS)
+if _no_convergence:
+    raise WorkflowError("existing runs whose convergence cannot be read:\n  " + "\n  ".join(_no_convergence))
 
 
 onstart:
@@ -43,6 +48,13 @@ if os.path.isdir(_crate) and tw.engine_fingerprint(_crate) != ENGINE:
 tw.prefer_this_installation()
 
 TABLES = expand("results/table{n}.{ext}", n=(1, 2, 4), ext=("csv", "md"))
+SUMMARY = "results/summary.md"
+
+
+onsuccess:
+    # The workflow's last words: per experiment analysed, runs, states, failed fits,
+    # censored runs, R² and LOO R², and every warning (also in results/summary.md).
+    tw.print_summary(EXPERIMENTS)
 FIGURES = ("model_selection", "convergence_histogram", "trajectories")
 
 

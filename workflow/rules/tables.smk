@@ -10,6 +10,7 @@ rule tables:
             caption="../report/tables.rst",
             category="tables",
         ),
+        summary=report(SUMMARY, caption="../report/summary.rst", category="tables"),
     params:
         experiments=" ".join(f"--experiment {name}=results/{name}" for name in EXPERIMENTS),
     resources:

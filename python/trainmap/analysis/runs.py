@@ -276,7 +276,8 @@ def prepare_trajectories(
         )
     if len(usable) < min_runs:
         raise InsufficientRunsError(
-            f"only {len(usable)} usable run(s) of {len(runs)}, need at least {min_runs}"
+            f"only {len(usable)} usable run(s) of {len(runs)}: the analysis needs at least {min_runs} runs "
+            "(seeds) of the same setup (config hmm.min_runs, --min-runs); add seeds"
             + (f" (left out: {_format_ids(excluded)})" if excluded else "")
         )
 
