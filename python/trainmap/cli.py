@@ -241,12 +241,15 @@ def _stage_parser(subparsers, command: str, help: str, description: str):
 
 def _add_hmm_select(subparsers) -> None:
     p = _stage_parser(
-        subparsers, "hmm-select", "choose the number of HMM states by held-out BIC; write selection.csv and model.npz",
-        "Z-score every run's statistics over its first checkpoints, split runs 80/20 (seeded), fit Gaussian "
-        "HMMs with 1..max-components states and several restarts on the training runs, score the held-out "
-        "runs (log-likelihood, AIC, BIC) and keep the best restart of the n chosen by --selection.")
+        subparsers, "hmm-select",
+        "choose the covariance and number of HMM states by held-out BIC; write selection.csv and model.npz",
+        "Z-score every run's statistics over its first checkpoints; hold runs out (folds over runs below 30 "
+        "runs, each run once; else a seeded 80/20 split); fit Gaussian HMMs with 1..max-components states, "
+        "each covariance type of --covariance and several restarts on the training runs; score the held-out "
+        "runs (log-likelihood, AIC, BIC) and keep the candidate with the lowest BIC (refitted on all runs "
+        "when there are folds).")
     p.add_argument("--selection-csv", dest="selection_csv", required=True, type=Path,
-                   help="selection.csv to write: one row per (n, restart)")
+                   help="selection.csv to write: one row per fit (covariance, n, fold, restart)")
     p.add_argument("--model", required=True, type=Path, help="model.npz to write (no pickle)")
     HMMSelectOptions.add_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
@@ -260,9 +263,10 @@ def _run_hmm_select(args: argparse.Namespace) -> int:
     with bar:
         sel = stages.hmm_select(args.run_dirs, args.selection_csv, args.model, HMMSelectOptions.from_args(args),
                                 progress=progress)
-    failed = int((sel.table["status"] != "ok").sum())
-    print(f"chose {sel.n_components} states (restart {sel.restart}); {len(sel.table)} fits, {failed} failed; "
-          f"wrote {args.selection_csv} and {args.model}", file=sys.stderr)
+    held_out = f"{sel.folds} folds over runs" if sel.folds > 1 else "one split of runs"
+    print(f"chose {sel.n_components} state{'s' if sel.n_components != 1 else ''} with {sel.covariance} covariance "
+          f"({held_out}); {len(sel.table)} fits, {sel.failed_fits} failed; wrote {args.selection_csv} and {args.model}",
+          file=sys.stderr)
     return 0
 
 
@@ -289,9 +293,11 @@ def _add_regress(subparsers) -> None:
         subparsers, "regress",
         "convergence steps and the regression on state occupancy; write regression.json, coefficients.csv, "
         "convergence.csv",
-        "Convergence step per run under the convergence criterion, OLS on the empirical state distributions "
-        "(no separate intercept; centred, adjusted and leave-one-out R², F-test against the intercept-only "
-        "model), one coefficient per state, detour states, trajectory dissimilarity and forking.")
+        "Convergence step per run under the convergence criterion (a run that never meets it is censored at its "
+        "own last step), OLS on the empirical state distributions of the converged runs (no separate intercept; "
+        "centred, adjusted and leave-one-out R², F-test against the intercept-only model), one coefficient per "
+        "state (or why it is not identifiable), detour states, a Cox model of every run (hazard ratios, "
+        "concordance), trajectory dissimilarity and forking.")
     p.add_argument("--states", required=True, type=Path, help="states.csv from hmm-decode")
     p.add_argument("--model", required=True, type=Path, help="model.npz from hmm-select (number of states)")
     p.add_argument("--out", required=True, type=Path, help="regression.json to write")
@@ -398,6 +404,53 @@ def _run_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_check(subparsers) -> None:
+    p = subparsers.add_parser(
+        "check",
+        help="what run directories hold and what the analysis can support with them (run this first)",
+        description="For each run directory (a Recorder run, a directory of checkpoints, a run trained here): "
+        "its kind and layout, records, step range and grid, log and scalar columns, and with a convergence "
+        "criterion the first step meeting it; then a verdict (enough runs? how many states can the records "
+        "support? censored runs? unequal runs?) with advice. Reads no tensor.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--convergence", type=_criterion_arg, metavar="CRITERION",
+                       help="convergence criterion COLUMN<X or COLUMN>X on the log (e.g. 'eval_loss<2.5')")
+    group.add_argument("--threshold", dest="convergence", type=_threshold_arg, metavar="X",
+                       help="shorthand for --convergence 'eval_accuracy>X'")
+    p.add_argument("--json", type=Path, help="also write the report as JSON to this file")
+    p.set_defaults(run=_run_check)
+
+
+def _criterion_arg(text: str):
+    from trainmap.analysis.convergence import Criterion
+
+    try:
+        return Criterion.parse(text, "--convergence")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _threshold_arg(text: str):
+    from trainmap.analysis.convergence import Criterion
+
+    try:
+        return Criterion.from_threshold(float(text), "--threshold")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from trainmap import atomic
+    from trainmap.analysis.check import check_runs, to_json
+
+    report = check_runs(args.run_dirs, args.convergence)
+    print(report.render(), end="")
+    if args.json is not None:
+        atomic.write_text(args.json, to_json(report))
+    return 0
+
+
 def _experiment_arg(text: str) -> tuple[str, Path]:
     name, sep, directory = text.partition("=")
     if not sep or not name or not directory:
@@ -442,6 +495,7 @@ _FILE_OPTIONS: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
     "regress": ({"out": "json", "coefficients": "csv", "convergence_csv": "csv"}, ("run_dirs", "states", "model")),
     "baselines": ({"out": "csv"}, ("run_dirs",)),
     "figures": ({}, ("run_dirs", "selection_csv", "states", "convergence_csv")),
+    "check": ({"json": "json"}, ("run_dirs",)),
 }
 
 
@@ -481,7 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_import(subparsers)
     _add_series_metrics(subparsers)
     _add_series_metrics_chunk(subparsers)
-    for add in (_add_hmm_select, _add_hmm_decode, _add_regress, _add_map, _add_baselines, _add_figures, _add_tables):
+    for add in (_add_check, _add_hmm_select, _add_hmm_decode, _add_regress, _add_map, _add_baselines, _add_figures,
+                _add_tables):
         add(subparsers)
     return parser
 
