@@ -66,7 +66,7 @@ def main() -> None:
           f"{'|dLL| fast-log':>14}")
     with threadpool_limits(limits=1), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for cov in ("full", "diag"):
+        for cov in ("full", "diag", "tied"):
             for n in args.states:
                 fast, ll_fast = _fit_time(fast_cls, X, lengths, n, cov, args.iters, "log", args.repeat)
                 log, ll_log = _fit_time(GaussianHMM, X, lengths, n, cov, args.iters, "log", args.repeat)
