@@ -313,9 +313,12 @@ def _run_regress(args: argparse.Namespace) -> int:
 
     out = stages.regress(args.run_dirs, args.states, args.model, args.out, args.coefficients, args.convergence_csv,
                          RegressOptions.from_args(args))
-    print(f"convergence {out['convergence']['text']}: R2 {out['r2']:.3f} (adjusted {out['r2_adjusted']:.3f}, "
-          f"leave-one-out {out['r2_loo']:.3f}), p {out['p_value']:.3g}, detour states {out['detour_states']}; "
-          f"wrote {args.out}", file=sys.stderr)
+    from trainmap.analysis import display
+
+    print(f"convergence {out['convergence']['text']}: {out['n_converged']} of {out['n_runs']} runs converged "
+          f"({out['n_censored']} censored); R2 {display.r2(out['r2'])} (adjusted {display.r2(out['r2_adjusted'])}, "
+          f"leave-one-out {display.r2(out['r2_loo'])}), p {display.p_value(out['p_value'])}, concordance "
+          f"{display.r2(out['concordance'])}, detour states {out['detour_states']}; wrote {args.out}", file=sys.stderr)
     return 0
 
 

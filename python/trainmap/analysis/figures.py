@@ -240,7 +240,7 @@ def selection_figure(selection: pd.DataFrame, *, title: str = "", rule: str = "b
 def convergence_histogram(convergence: pd.DataFrame, criterion, *, title: str = ""):
     """Histogram of convergence steps (Appendix I) under ``criterion``
     (:class:`~trainmap.analysis.convergence.Criterion`, None when no run was decoded); runs
-    that never met it are drawn as a separate hatched bar at the longest run length."""
+    that never met it (censored) are drawn as a separate hatched bar at their own last step."""
     fig = _figure(7, 4.2)
     ax = fig.subplots()
     defined = convergence[np.isfinite(convergence["convergence_step"].astype(float))]
@@ -254,7 +254,7 @@ def convergence_histogram(convergence: pd.DataFrame, criterion, *, title: str = 
             ax.hist(conv, bins=bins, color="#4e79a7", edgecolor="white", label=f"converged ({len(conv)} runs)")
         if len(never):
             ax.hist(never, bins=bins, color="#e15759", hatch="//", edgecolor="white",
-                    label=f"never converged ({len(never)}), set to longest run")
+                    label=f"censored: never converged ({len(never)} runs), at their last step")
         ax.legend(fontsize=9)
     else:
         ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes, fontsize=11)
