@@ -29,9 +29,12 @@ def checkpoints(src, steps=(10, 20, 30)) -> None:
                   str(src / f"step{step}.safetensors"))
 
 
-def lightning_version(folder, metrics_csv: str | None = None):
+def lightning_version(folder, metrics_csv: str | None = None, hparams: bool = True):
+    """A Lightning logger's version directory (CSVLogger writes hparams.yaml only when the
+    module saved hyper-parameters; TensorBoardLogger always does)."""
     folder.mkdir(parents=True)
-    (folder / "hparams.yaml").write_text("{}\n")
+    if hparams:
+        (folder / "hparams.yaml").write_text("{}\n")
     if metrics_csv is not None:
         (folder / "metrics.csv").write_text(metrics_csv)
     return folder
@@ -42,7 +45,7 @@ def test_lightning_csv_rows_of_one_step_are_merged_and_shifted_to_global_step(tm
     checkpoints(tmp_path / "run", (5, 10))
     lightning_version(tmp_path / "run" / "lightning_logs" / "version_0", (
         "epoch,eval_accuracy,eval_loss,step,train_loss\n"
-        "0,,,4,0.69\n0,0.6875,0.657,4,\n0,,,9,0.70\n0,0.578125,0.675,9,\n"))
+        "0,,,4,0.69\n0,0.6875,0.657,4,\n0,,,9,0.70\n0,0.578125,0.675,9,\n"), hparams=False)
     series = discover(tmp_path / "run")
     assert series.logs == (LogSource(tmp_path / "run" / "lightning_logs" / "version_0" / "metrics.csv",
                                      "lightning_csv", "step", 1),)
@@ -103,6 +106,8 @@ def test_a_log_csv_comes_before_lightning_and_tensorboard_logs(tmp_path):
     (version / "metrics.csv").unlink()
     assert [s.kind for s in discover(tmp_path / "run").logs] == ["lightning_tensorboard"]
     assert read_log(discover(tmp_path / "run")) == {10: {"eval_accuracy": 0.3}}
+    (version / "hparams.yaml").unlink()  # not written by Lightning's TensorBoardLogger: steps as they are
+    assert [s.kind for s in discover(tmp_path / "run").logs] == ["tensorboard"]
     (tmp_path / "run" / "log.csv").write_text("step,eval_accuracy\n10,0.3\n")
     assert [s.kind for s in discover(tmp_path / "run").logs] == ["log_csv"]
 

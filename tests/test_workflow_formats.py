@@ -123,7 +123,7 @@ def run_lightning(run: Path, reference: Path, seed: int, logger: str) -> None:
     class Classifier(lightning.LightningModule):
         def __init__(self, lr: float):
             super().__init__()
-            self.save_hyperparameters()
+            self.lr = lr  # no save_hyperparameters(): CSVLogger then writes no hparams.yaml
             self.net = mlp()
 
         def training_step(self, batch, batch_idx):
@@ -139,7 +139,7 @@ def run_lightning(run: Path, reference: Path, seed: int, logger: str) -> None:
             self.log("eval_accuracy", (logits.argmax(1) == y).float().mean())
 
         def configure_optimizers(self):
-            return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr)
+            return torch.optim.AdamW(self.parameters(), lr=self.lr)
 
     class SaveReference(Callback):
         """The weights ModelCheckpoint saves, as safetensors (the same batch end)."""

@@ -387,7 +387,8 @@ _TORCH_NAME_STEPS = (
     (re.compile(r"^(\d+)()$"), "step"),
     (re.compile(r"epoch[=_-]?(\d+)()(?![0-9])", re.IGNORECASE), "epoch"),
 )
-# A Lightning logger's version directory (both CSVLogger and TensorBoardLogger write hparams.yaml).
+# A Lightning logger's version directory; TensorBoardLogger always writes hparams.yaml into
+# it, CSVLogger only when the module saved hyper-parameters.
 _LIGHTNING_VERSION = re.compile(r"^version_(\d+)$")
 _LIGHTNING_HPARAMS = "hparams.yaml"
 
@@ -499,17 +500,16 @@ def _torch_files(folder: Path) -> list[Checkpoint]:
 
 def lightning_versions(src: str | os.PathLike) -> list[Path]:
     """Lightning logger version directories of ``src``, by version number: ``src`` itself when
-    it is one, ``src/version_N`` and ``src/NAME/version_N`` (``lightning_logs/version_0``).
-    A version directory is named ``version_N`` and holds ``hparams.yaml``, which both of
-    Lightning's file loggers write."""
+    it is one, ``src/version_N`` and ``src/NAME/version_N`` (``lightning_logs/version_0``):
+    directories named ``version_N``."""
     src = Path(src)
     found = {path for path in (src, *src.glob("version_*"), *src.glob("*/version_*")) if _is_lightning_version(path)}
     return sorted(found, key=lambda path: (int(_LIGHTNING_VERSION.match(path.name).group(1)), str(path)))
 
 
 def _is_lightning_version(path: Path) -> bool:
-    """Whether ``path`` is a Lightning logger's version directory (``version_N`` with ``hparams.yaml``)."""
-    return _LIGHTNING_VERSION.match(path.name) is not None and (path / _LIGHTNING_HPARAMS).is_file()
+    """Whether ``path`` is a Lightning logger's version directory (a directory ``version_N``)."""
+    return _LIGHTNING_VERSION.match(path.name) is not None and path.is_dir()
 
 
 def _lightning_checkpoints(src: Path) -> list[Checkpoint]:
@@ -746,8 +746,9 @@ def _event_file_time(path: Path) -> int:
 
 
 def _tensorboard_source(path: Path) -> LogSource:
-    """An event file as a log source: Lightning's (steps + 1) inside a version directory."""
-    if _is_lightning_version(path.parent):
+    """An event file as a log source: Lightning TensorBoardLogger's (steps + 1) in a version
+    directory with the ``hparams.yaml`` that logger writes."""
+    if _is_lightning_version(path.parent) and (path.parent / _LIGHTNING_HPARAMS).is_file():
         return LogSource(path, "lightning_tensorboard", STEP, 1)
     return LogSource(path, "tensorboard")
 

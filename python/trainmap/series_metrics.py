@@ -1,18 +1,19 @@
 """The metrics of a run directory read where it lies (``trainmap series-metrics``).
 
 A run directory the researcher already has (:mod:`trainmap.series`: a Recorder run,
-``step*.safetensors`` files, or one directory per step with ``model.safetensors``, sharded
-safetensors or ``pytorch_model.bin``) becomes, in ``OUT`` (``results/<exp>/runs/<run>``)::
+``step*.safetensors`` files, one directory per step with ``model.safetensors``, sharded
+safetensors or ``pytorch_model.bin``, Lightning's checkpoints, or ``torch.save`` files)
+becomes, in ``OUT`` (``results/<exp>/runs/<run>``)::
 
     OUT/metrics.csv     step, the 14 statistics, svd, content_hash (one row per checkpoint)
-    OUT/log.csv         step + the columns of the run's log.csv / trainer_state.json
+    OUT/log.csv         step + the columns of the run's log (trainmap.series.read_log)
     OUT/integrity.json  identical checkpoints, gaps in the step grid, steps that disagree
     OUT/run.json        kind "in_place", source directory, layout, steps; written last
 
 so the analysis stages read it exactly as a trained run. No checkpoint is copied: a
 safetensors file, or the shards of one checkpoint together (the means and medians are over
-all its matrices), go through the engine's guarded file reader; ``.bin`` state dicts go
-through :func:`trainmap.metrics.weights_metrics`. With ``device`` a CUDA GPU, both are
+all its matrices), go through the engine's guarded file reader; the state dicts of
+``.bin`` and ``torch.save`` files go through :func:`trainmap.metrics.weights_metrics`. With ``device`` a CUDA GPU, both are
 computed there (:mod:`trainmap.metrics_torch`; ``content_hash`` is then empty). A Recorder run's own metrics.csv is adopted when
 its engine and options equal these (docs/design.md, "File contracts of runs read in place").
 """
