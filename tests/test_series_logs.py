@@ -184,3 +184,20 @@ def test_a_log_whose_steps_match_no_checkpoint_warns_naming_both(tmp_path):
         warnings.simplefilter("always")
         series_metrics(src, tmp_path / "out", threads=1)
     assert not [w for w in caught if "no step of its log" in str(w.message)]
+
+
+def test_a_malformed_scalar_tensor_is_named(tmp_path):
+    """A scalars-plugin tensor whose bytes do not fit its declared float32 scalar."""
+    from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+
+    checkpoints(tmp_path / "run")
+    value = summary_pb2.Summary.Value(
+        tag="eval_accuracy",
+        metadata=summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")),
+        tensor=tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+                                      tensor_content=b"\x00\x01\x02"))
+    writer = SummaryWriter(log_dir=str(tmp_path / "run"))
+    writer._get_file_writer().add_summary(summary_pb2.Summary(value=[value]), 10)
+    writer.close()
+    with pytest.raises(SeriesError, match="events.out.tfevents.*: malformed TensorBoard scalar 'eval_accuracy'"):
+        read_log(discover(tmp_path / "run"))

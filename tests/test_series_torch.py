@@ -255,3 +255,14 @@ def test_lightning_versions_are_read_together(tmp_path):
     with pytest.raises(SeriesError, match="both stand for step 20 \\(two Lightning runs in one directory\\? name one "
                                           "version directory as the run\\)"):
         discover(src)
+
+
+def test_a_fractional_epoch_is_no_step_and_a_bad_recorded_step_is_named(tmp_path):
+    state = trained(steps=(10,))[0][1]
+    src = tmp_path / "run"
+    src.mkdir()
+    torch.save({"model": state, "epoch": 2.5}, src / "ckpt_10.pt")  # fractional epochs are common; not a number here
+    assert discover(src).steps == [10] and discover(src).step_unit == "step"
+    torch.save({"model": state, "global_step": -5}, src / "ckpt_10.pt")
+    with pytest.raises(ValueError, match="ckpt_10.pt: 'global_step': step -5 is negative"):
+        discover(src)

@@ -38,9 +38,9 @@ is unpickled: ``.bin`` and ``torch.save`` files are read with ``torch.load(weigh
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
-import dataclasses
 import re
 import warnings
 from dataclasses import dataclass
@@ -418,19 +418,25 @@ def torch_name_step(name: str) -> tuple[int, str] | None:
 
 
 def _recorded(loaded: Any, path: Path) -> tuple[int, str] | None:
-    """``(number, unit)`` a loaded torch file records: ``global_step`` or ``step`` (steps),
-    else ``epoch`` (epochs), as an int or a one-element integer tensor; else None."""
+    """``(number, unit)`` a loaded torch file records: ``global_step`` or ``step`` (steps;
+    an int or a one-element integer tensor, anything else an error naming the file), else
+    an integer ``epoch`` (epochs; a fractional one is no checkpoint number); else None."""
     import torch
 
     if not isinstance(loaded, Mapping):
         return None
-    for keys, unit in ((_RECORDED_STEP_KEYS, "step"), (("epoch",), "epoch")):
-        for key in keys:
-            value = loaded.get(key)
-            if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
-                value = value.item()
-            if value is not None and not isinstance(value, Mapping):
-                return parse_step(value, f"{path}: {key!r}"), unit
+    values = {}
+    for key in (*_RECORDED_STEP_KEYS, "epoch"):
+        value = loaded.get(key)
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+            value = value.item()
+        values[key] = value
+    for key in _RECORDED_STEP_KEYS:
+        if values[key] is not None:
+            return parse_step(values[key], f"{path}: {key!r}"), "step"
+    epoch = values["epoch"]
+    if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0:
+        return parse_step(epoch, f"{path}: 'epoch'"), "epoch"
     return None
 
 
@@ -835,7 +841,7 @@ def _tensorboard_log(path: Path, max_values: int = MAX_TENSORBOARD_VALUES) -> di
             for value in event.summary.value:
                 if value.HasField("metadata") and value.tag not in plugins:
                     plugins[value.tag] = value.metadata.plugin_data.plugin_name
-                scalar = _tensorboard_scalar(value, plugins.get(value.tag, ""))
+                scalar = _tensorboard_scalar(value, plugins.get(value.tag, ""), path)
                 if scalar is None:
                     continue
                 kept += 1
@@ -855,8 +861,10 @@ def _tensorboard_log(path: Path, max_values: int = MAX_TENSORBOARD_VALUES) -> di
     return rows
 
 
-def _tensorboard_scalar(value: Any, plugin: str) -> float | None:
-    """The number a TensorBoard ``Summary.Value`` holds when it is a scalar, else None."""
+def _tensorboard_scalar(value: Any, plugin: str, path: Path) -> float | None:
+    """The number a TensorBoard ``Summary.Value`` holds when it is a scalar, else None; a
+    scalar tensor whose content does not match its declared type and shape is an error
+    naming ``path``."""
     import numpy as np
 
     kind = value.WhichOneof("value")
@@ -866,7 +874,10 @@ def _tensorboard_scalar(value: Any, plugin: str) -> float | None:
         return None
     from tensorboard.util import tensor_util
 
-    array = tensor_util.make_ndarray(value.tensor)
+    try:
+        array = tensor_util.make_ndarray(value.tensor)
+    except (ValueError, TypeError) as exc:
+        raise SeriesError(f"{path}: malformed TensorBoard scalar {value.tag!r} ({exc})") from None
     if array.size != 1 or array.dtype.kind not in "fiu":
         return None
     number = array.reshape(()).item()
