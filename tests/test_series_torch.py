@@ -266,3 +266,20 @@ def test_a_fractional_epoch_is_no_step_and_a_bad_recorded_step_is_named(tmp_path
     torch.save({"model": state, "global_step": -5}, src / "ckpt_10.pt")
     with pytest.raises(ValueError, match="ckpt_10.pt: 'global_step': step -5 is negative"):
         discover(src)
+
+
+def test_a_gpu_device_computes_torch_files_with_torch(tmp_path, monkeypatch):
+    """``device="cuda"`` sends a torch file's state dict (only it) to trainmap.metrics_torch;
+    torch's CPU backend stands in for the GPU (this machine has none)."""
+    from trainmap import metrics
+
+    asked = []
+    monkeypatch.setattr(metrics, "_torch_device", lambda device, svd: asked.append(device) or torch.device("cpu"))
+    states = trained()
+    write_shape(tmp_path / "run", "model_dict", states)
+    (tmp_path / "run" / "log.csv").write_text("step,eval_accuracy\n" + "".join(f"{s},0.5\n" for s in STEPS))
+    series_metrics(tmp_path / "run", tmp_path / "out", threads=1, device="cuda")
+    frame = pd.read_csv(tmp_path / "out" / "metrics.csv")
+    assert asked == ["cuda"] * len(STEPS)
+    np.testing.assert_allclose(frame[list(METRIC_NAMES)].to_numpy(),
+                               reference(tmp_path, states)[list(METRIC_NAMES)].to_numpy(), rtol=1e-9, atol=0)
