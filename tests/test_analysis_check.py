@@ -57,8 +57,8 @@ def test_every_kind_of_run_directory_is_described(kinds):
     assert rows["files_read"]["records"] == rows["files"]["records"] == 20
     assert (rows["recorder"]["records"], rows["recorder"]["steps"], rows["recorder"]["every"]) == (20, "0–190", "10")
     assert rows["dirs"]["records"] == 3 and rows["dirs"]["steps"] == "10–30"
-    assert rows["dirs"]["log"] == ", ".join(f"checkpoint-{s}/trainer_state.json" for s in (10, 20, 30))
-    assert rows["recorder"]["log"] == "log.csv" and "eval_accuracy" in rows["recorder"]["columns"]
+    assert rows["dirs"]["log"] == ", ".join(f"checkpoint-{s}/trainer_state.json (trainer_state)" for s in (10, 20, 30))
+    assert rows["recorder"]["log"] == "log.csv (log_csv)" and "eval_accuracy" in rows["recorder"]["columns"]
     # Where each meets eval_accuracy > 0.5, or never (censored), with the best value reached.
     assert rows["recorder"]["eval_accuracy>0.5"].startswith("step ")
     assert rows["dirs"]["eval_accuracy>0.5"] == "step 20"

@@ -187,7 +187,8 @@ def test_checkpoints_without_a_log_still_get_metrics_and_the_gap_is_said(tmp_pat
     with pytest.warns(RuntimeWarning) as caught:
         record = series_metrics(src, tmp_path / "out", threads=1)
     messages = " | ".join(str(w.message) for w in caught)
-    assert f"{src}: no log.csv or trainer_state.json" in messages and "no eval column" in messages
+    assert f"{src}: no log (log.csv, trainer_state.json, Lightning's metrics.csv or TensorBoard" in messages
+    assert "no eval column" in messages
     assert "1 checkpoint(s) of the 10-step grid missing between steps 20 and 40" in messages
     assert len(pd.read_csv(tmp_path / "out" / "metrics.csv")) == 5
     assert (tmp_path / "out" / "log.csv").read_text().strip() == "step"

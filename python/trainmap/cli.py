@@ -155,13 +155,20 @@ def _add_series_metrics(subparsers) -> None:
         "series-metrics",
         help="the weight statistics of a run directory you already have, read in place",
         description="Read a run directory where it lies (a trainmap.Recorder run, step*.safetensors files, "
-        "or one sub-directory per step such as checkpoint-500/ or step_20k/ with model.safetensors, sharded "
-        "safetensors or pytorch_model.bin, plus log.csv or trainer_state.json) and write OUT/metrics.csv, "
-        "OUT/log.csv, OUT/integrity.json and OUT/run.json, as for a trained run. Nothing is copied; a "
-        "Recorder's metrics.csv is adopted when its engine and options equal these. See docs/your-runs.md.",
+        "one sub-directory per step such as checkpoint-500/ or step_20k/ with model.safetensors, sharded "
+        "safetensors or pytorch_model.bin, torch.save files (.pt, .pth, .ckpt, .tar) or Lightning's "
+        "lightning_logs/version_N/checkpoints/; with log.csv, trainer_state.json, Lightning's metrics.csv or "
+        "TensorBoard event files) and write OUT/metrics.csv, OUT/log.csv, OUT/integrity.json and OUT/run.json, "
+        "as for a trained run. Nothing is copied or unpickled; a Recorder's metrics.csv is adopted when its "
+        "engine and options equal these. See docs/your-runs.md.",
     )
     p.add_argument("source", type=Path, metavar="SRC", help="the run directory")
     p.add_argument("--out-dir", required=True, type=Path, metavar="OUT", help="where to write (results/EXP/runs/RUN)")
+    p.add_argument("--log", type=Path, default=None, metavar="PATH",
+                   help="the run's log, relative to SRC, instead of the one found there: a CSV, a TensorBoard event "
+                   "file, or a directory of event files (config log: {path})")
+    p.add_argument("--log-step", default=None, metavar="COLUMN",
+                   help="the CSV log's step column (default: step; _step for a W&B history; config log: {step})")
     p.add_argument("--threads", type=int, default=None, help="worker threads (default: all available CPUs)")
     MetricsOptions.add_arguments(p)
     _add_device_argument(p)
@@ -211,10 +218,21 @@ def _run_series_metrics(args: argparse.Namespace) -> int:
     with bar:
         record = series_metrics(args.source, args.out_dir, **dataclasses.asdict(options),
                                 threads=args.threads, device=args.device, progress=progress,
-                                chunk_files=args.from_chunks)
+                                chunk_files=args.from_chunks, log_path=args.log, log_step=args.log_step)
+    unit = "" if record["step_unit"] == "step" else f", numbered by {record['step_unit']}"
+    logs = _log_summary(record["log_sources"])
     print(f"{args.out_dir}: {record['metrics']} metrics of {record['checkpoints']} checkpoints "
-          f"({record['layout']} layout) from {record['source']}", file=sys.stderr)
+          f"({record['layout']} layout{unit}) from {record['source']}; log: {logs}", file=sys.stderr)
     return 0
+
+
+def _log_summary(sources) -> str:
+    """The log sources of a run.json, one phrase per kind: ``lightning_csv PATH``, ``12 trainer_state files``."""
+    paths: dict[str, list[str]] = {}
+    for source in sources:
+        paths.setdefault(source["kind"], []).append(source["path"])
+    return ", ".join(f"{kind} {found[0]}" if len(found) == 1 else f"{len(found)} {kind} files"
+                     for kind, found in paths.items()) or "none"
 
 
 # --- analysis stages (trainmap.analysis.stages, same names); options from trainmap.options ---

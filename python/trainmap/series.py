@@ -17,17 +17,32 @@ run directory ``DIR`` (docs/your-runs.md):
     ``*.safetensors`` named by ``model.safetensors.index.json``, or ``pytorch_model.bin``
     (or shards named by ``pytorch_model.bin.index.json``).
 
-The training log is ``DIR/log.csv`` (a ``step`` column) and/or the Hugging Face Trainer's
-``trainer_state.json`` (``log_history``) in the step directories or in ``DIR``. Nothing is
-pickled: ``.bin`` files are read with ``torch.load(weights_only=True)``.
+``lightning``
+    the checkpoints of Lightning's ``ModelCheckpoint`` in its logger's version directories:
+    ``DIR/lightning_logs/version_N/checkpoints/*.ckpt`` (any logger name, or ``DIR`` itself a
+    ``version_N`` directory), every version together.
+``torch``
+    files written by ``torch.save`` (``.pt``, ``.pth``, ``.ckpt``, ``.tar``), one per step,
+    directly in ``DIR`` or in ``DIR/checkpoints/``: a state dict, or a dict holding one under
+    ``state_dict``, ``model``, ``model_state_dict`` or ``module``; the step recorded in the
+    file (``global_step``, ``step``), else in its name (``step=400``, ``ckpt_400``,
+    ``epoch_12`` in epochs).
+
+The training log (:class:`LogSource`, the first kind found): ``DIR/log.csv`` (a ``step``
+column) and/or the Hugging Face Trainer's ``trainer_state.json`` (``log_history``) in the
+step directories or in ``DIR``; else Lightning's ``CSVLogger`` ``metrics.csv``; else
+TensorBoard event files; or the file the experiment names (``log: {path, step}``). Nothing
+is unpickled: ``.bin`` and ``torch.save`` files are read with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -39,6 +54,12 @@ from trainmap.train.datafiles import DataFileError
 
 __all__ = [
     "Checkpoint",
+    "LogSource",
+    "LOG_KINDS",
+    "STATE_DICT_KEYS",
+    "TORCH_SUFFIXES",
+    "MAX_EVENT_FILE_BYTES",
+    "MAX_TENSORBOARD_VALUES",
     "Series",
     "SeriesError",
     "step_of",
@@ -46,6 +67,9 @@ __all__ = [
     "find_step_dirs",
     "load_checkpoint",
     "read_log",
+    "named_log",
+    "lightning_versions",
+    "torch_name_step",
     "trainer_global_step",
     "RENAMED_LOG_COLUMNS",
 ]
@@ -87,10 +111,15 @@ class Checkpoint:
     ----------
     step : training step (from the file or directory name).
     files : the files holding its tensors (one file, or every shard).
-    format : ``"safetensors"`` (one file), ``"sharded"`` (safetensors shards) or ``"bin"``
-        (``pytorch_model.bin``, possibly sharded).
+    format : ``"safetensors"`` (one file), ``"sharded"`` (safetensors shards), ``"bin"``
+        (``pytorch_model.bin``, possibly sharded) or ``"torch"`` (a ``torch.save`` file:
+        ``.pt``, ``.pth``, ``.ckpt``, ``.tar``).
     index : the shard index (``*.index.json``), when sharded.
     folder : its step directory (``dirs`` layout), else None.
+    unit : what ``step`` counts: ``"step"`` (optimiser steps) or ``"epoch"`` (a ``torch``
+        file whose name and content give only an epoch).
+    named_step : the step in a ``torch`` file's name when the file records one too (``step``
+        is then the recorded one; the integrity report compares them), else None.
     """
 
     step: int
@@ -98,11 +127,47 @@ class Checkpoint:
     format: str
     index: Path | None = None
     folder: Path | None = None
+    unit: str = "step"
+    named_step: int | None = None
 
     @property
     def name(self) -> str:
         """How the checkpoint is named in messages: its directory or file."""
         return str(self.folder if self.folder is not None else self.files[0])
+
+
+#: Kinds of log file (:attr:`LogSource.kind`) and what each is.
+LOG_KINDS: Mapping[str, str] = {
+    "log_csv": "log.csv with a step column",
+    "trainer_state": "the Hugging Face Trainer's trainer_state.json (log_history)",
+    "lightning_csv": "Lightning's CSVLogger metrics.csv (steps + 1: Lightning logs global_step - 1)",
+    "tensorboard": "TensorBoard event file",
+    "lightning_tensorboard": "Lightning's TensorBoardLogger event file (steps + 1: Lightning logs global_step - 1)",
+    "csv": "CSV named by the experiment's log: (its step column given there)",
+}
+
+
+@dataclass(frozen=True)
+class LogSource:
+    """One file of a run's training log.
+
+    Attributes
+    ----------
+    path : the file.
+    kind : one of :data:`LOG_KINDS`.
+    step_column : the CSV column holding the step (CSV kinds).
+    step_offset : added to the file's steps so they count as the checkpoints do: 1 for
+        Lightning's loggers, which log at ``global_step - 1`` what ``ModelCheckpoint`` saves
+        as ``global_step`` (the weights after that optimiser step).
+    """
+
+    path: Path
+    kind: str
+    step_column: str = STEP
+    step_offset: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.path} ({self.kind})"
 
 
 @dataclass(frozen=True)
@@ -112,21 +177,26 @@ class Series:
     Attributes
     ----------
     source : the run directory.
-    layout : ``"recorder"``, ``"files"`` or ``"dirs"``.
+    layout : ``"recorder"``, ``"files"``, ``"dirs"``, ``"lightning"`` or ``"torch"``.
     checkpoints : ordered by step (may be empty for a Recorder run without checkpoints).
-    logs : the log files that exist (``log.csv``, every ``trainer_state.json``), oldest first.
+    logs : the log files read, oldest first (:class:`LogSource`: path and kind).
     recorder : a Recorder run's run.json, else None.
     """
 
     source: Path
     layout: str
     checkpoints: tuple[Checkpoint, ...]
-    logs: tuple[Path, ...]
+    logs: tuple[LogSource, ...]
     recorder: Mapping[str, Any] | None = None
 
     @property
     def steps(self) -> list[int]:
         return [c.step for c in self.checkpoints]
+
+    @property
+    def step_unit(self) -> str:
+        """What the steps count: ``"step"`` or ``"epoch"`` (:attr:`Checkpoint.unit`)."""
+        return self.checkpoints[0].unit if self.checkpoints else "step"
 
     def input_files(self) -> list[str]:
         """Every file the series' metrics depend on (checkpoint files, indexes, logs, and a
@@ -137,7 +207,7 @@ class Series:
             files += [self.source / RUN_JSON, self.source / METRICS_CSV]
         for checkpoint in self.checkpoints:
             files += [*checkpoint.files, *([checkpoint.index] if checkpoint.index else [])]
-        files += list(self.logs)
+        files += [log.path for log in self.logs]
         return [str(path) for path in dict.fromkeys(files) if path.is_file()]
 
 
@@ -231,22 +301,39 @@ def _step_files(folder: Path) -> list[Checkpoint]:
     return [found[step] for step in sorted(found)]
 
 
-def _logs(src: Path, checkpoints: Sequence[Checkpoint]) -> tuple[Path, ...]:
-    """The log files of a series: ``log.csv``, then every ``trainer_state.json`` (the run
-    directory's, then the step directories' by step, so the newest comes last)."""
+def _logs(src: Path, checkpoints: Sequence[Checkpoint]) -> tuple[LogSource, ...]:
+    """The log files of a series, the first kind found: ``log.csv`` and every
+    ``trainer_state.json`` (the run directory's, then the step directories' by step, so the
+    newest comes last); else Lightning CSVLogger's ``metrics.csv``; else TensorBoard event
+    files (:func:`_lightning_csv_logs`, :func:`_tensorboard_logs`)."""
     candidates = [src / LOG_CSV, src / _TRAINER_STATE]
     candidates += [c.folder / _TRAINER_STATE for c in checkpoints if c.folder is not None]
-    return tuple(path for path in candidates
-                 if input_file(path, required=False, max_bytes=_MAX_TEXT_BYTES, what="training log") is not None)
+    found = tuple(LogSource(path, "log_csv" if path.name == LOG_CSV else "trainer_state") for path in candidates
+                  if input_file(path, required=False, max_bytes=_MAX_TEXT_BYTES, what="training log") is not None)
+    return found or _lightning_csv_logs(src) or _tensorboard_logs(src)
 
 
-def discover(src: str | os.PathLike) -> Series:
-    """Find the layout, checkpoints and logs of the run directory ``src`` (no tensor is read).
+def discover(src: str | os.PathLike, log_path: str | os.PathLike | None = None, log_step: str | None = None) -> Series:
+    """Find the layout, checkpoints and logs of the run directory ``src`` (no tensor is read;
+    ``torch.save`` files are opened, memory-mapped, for the step they record).
+
+    ``log_path`` (relative to ``src``) names the log instead of the files found
+    automatically, with ``log_step`` its step column when it is a CSV
+    (:func:`named_log`; config ``log: {path, step}``).
 
     Raises ``FileNotFoundError`` for a missing directory and :class:`SeriesError` for one
     that holds no checkpoints in any known layout (and is no Recorder run).
     """
-    src = Path(src)
+    series = _discover_layout(Path(src))
+    if log_path is not None:
+        series = dataclasses.replace(series, logs=named_log(series.source, log_path, log_step))
+    elif log_step is not None:
+        raise SeriesError(f"{src}: a log step column ({log_step!r}) without a log path")
+    return series
+
+
+def _discover_layout(src: Path) -> Series:
+    """:func:`discover` with the logs found automatically."""
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: no such run directory")
     run_json = src / RUN_JSON
@@ -265,21 +352,201 @@ def discover(src: str | os.PathLike) -> Series:
     if has_step_dirs:
         checkpoints = find_step_dirs(src)
         return Series(src, "dirs", tuple(checkpoints), _logs(src, checkpoints))
+    checkpoints = _lightning_checkpoints(src)
+    if checkpoints:
+        return Series(src, "lightning", tuple(checkpoints), _logs(src, checkpoints))
+    for folder in (src, src / CHECKPOINTS_DIR):
+        checkpoints = _torch_files(folder)
+        if checkpoints:
+            return Series(src, "torch", tuple(checkpoints), _logs(src, checkpoints))
     raise SeriesError(
         f"{src}: no checkpoints found (expected step*.safetensors files, here or in checkpoints/, "
-        "sub-directories per step such as checkpoint-500/ or step_20k/, or a trainmap.Recorder run)"
+        "sub-directories per step such as checkpoint-500/ or step_20k/, torch.save files (.pt, .pth, .ckpt, "
+        ".tar) with a step in their name or content, here, in checkpoints/ or in Lightning's "
+        "lightning_logs/version_N/checkpoints/, or a trainmap.Recorder run)"
     )
+
+
+# --- torch.save files: the torch and lightning layouts ---------------------------------------
+
+#: Suffixes of the files ``torch.save`` writes that the ``torch`` layout reads (one checkpoint
+#: each; ``checkpoint.pth.tar`` too).
+TORCH_SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".ckpt", ".tar")
+#: Keys under which a ``torch.save`` dict holds the model's state dict, by preference
+#: (Lightning and many loops: ``state_dict``; ``model``; PyTorch's tutorial:
+#: ``model_state_dict``; DeepSpeed: ``module``); else the top level when it holds tensors.
+STATE_DICT_KEYS: tuple[str, ...] = ("state_dict", "model", "model_state_dict", "module")
+# Keys of a torch.save dict recording its optimiser step (Lightning: global_step), by preference.
+_RECORDED_STEP_KEYS = ("global_step", "step")
+# Steps in a torch file's name (its stem without TORCH_SUFFIXES), by preference, with the
+# unit they count: model_step=1000, epoch=3-step=400, step_20k, ckpt_400, checkpoint-7,
+# iter_300, 1200, then epoch_12 / epoch=12 (epochs).
+_TORCH_NAME_STEPS = (
+    (re.compile(r"step[=_-]?(\d+)(k?)(?![0-9])", re.IGNORECASE), "step"),
+    (re.compile(r"(?:ckpt|checkpoint|iter|iteration)[=_-]?(\d+)()(?![0-9])", re.IGNORECASE), "step"),
+    (re.compile(r"^(\d+)()$"), "step"),
+    (re.compile(r"epoch[=_-]?(\d+)()(?![0-9])", re.IGNORECASE), "epoch"),
+)
+# A Lightning logger's version directory; TensorBoardLogger always writes hparams.yaml into
+# it, CSVLogger only when the module saved hyper-parameters.
+_LIGHTNING_VERSION = re.compile(r"^version_(\d+)$")
+_LIGHTNING_HPARAMS = "hparams.yaml"
+
+
+def _torch_stem(name: str) -> str:
+    """A torch file's name without its TORCH_SUFFIXES (``checkpoint_3.pth.tar`` → ``checkpoint_3``)."""
+    stem = name
+    while Path(stem).suffix.lower() in TORCH_SUFFIXES:
+        stem = stem[: -len(Path(stem).suffix)]
+    return stem
+
+
+def torch_name_step(name: str) -> tuple[int, str] | None:
+    """``(number, unit)`` a torch file's name stands for, unit ``"step"`` or ``"epoch"``, or None.
+
+    ``epoch=3-step=400.ckpt`` → (400, "step"), ``model_step=1000.pt`` → (1000, "step"),
+    ``ckpt_400.pt`` → (400, "step"), ``checkpoint_7.pth.tar`` → (7, "step"), ``1200.pt`` →
+    (1200, "step"), ``epoch_12.pth`` → (12, "epoch"), ``last.ckpt`` → None.
+    """
+    stem = _torch_stem(name)
+    for pattern, unit in _TORCH_NAME_STEPS:
+        matches = list(pattern.finditer(stem))
+        if matches:
+            number, thousands = matches[-1].groups()
+            return parse_step(int(number) * (1000 if thousands else 1), name), unit
+    return None
+
+
+def _recorded(loaded: Any, path: Path) -> tuple[int, str] | None:
+    """``(number, unit)`` a loaded torch file records: ``global_step`` or ``step`` (steps;
+    an int or a one-element integer tensor, anything else an error naming the file), else
+    an integer ``epoch`` (epochs; a fractional one is no checkpoint number); else None."""
+    import torch
+
+    if not isinstance(loaded, Mapping):
+        return None
+    values = {}
+    for key in (*_RECORDED_STEP_KEYS, "epoch"):
+        value = loaded.get(key)
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+            value = value.item()
+        values[key] = value
+    for key in _RECORDED_STEP_KEYS:
+        if values[key] is not None:
+            return parse_step(values[key], f"{path}: {key!r}"), "step"
+    epoch = values["epoch"]
+    if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0:
+        return parse_step(epoch, f"{path}: 'epoch'"), "epoch"
+    return None
+
+
+def _torch_checkpoint(path: Path) -> tuple[Checkpoint, bool] | None:
+    """The checkpoint a torch file holds and whether its name gives a number; None for a
+    file whose name gives none and that records no step or holds no state dict (an
+    ``optimizer.pt``).
+
+    The step is the one the file records (``global_step``, ``step``), else its name's
+    (steps before epochs), else the epoch it records. Where the name gives another step
+    than the file records, the integrity report says so (:attr:`Checkpoint.named_step`).
+    """
+    named = torch_name_step(path.name)
+    loaded = _torch_load(path)  # memory-mapped: no tensor is read here
+    if _state_dict(loaded) is None:
+        if named is None:
+            return None
+        raise SeriesError(f"{path}: {_no_state_dict(loaded)}")
+    recorded = _recorded(loaded, path)
+    if recorded is not None and recorded[1] == "step":
+        step, unit = recorded
+    elif named is not None:
+        step, unit = named
+    elif recorded is not None:
+        step, unit = recorded
+    else:
+        return None
+    compared = named is not None and recorded is not None and named[1] == recorded[1] == "step"
+    named_step = named[0] if compared else None
+    return Checkpoint(step, (path,), "torch", unit=unit, named_step=named_step), named is not None
+
+
+def _torch_files(folder: Path) -> list[Checkpoint]:
+    """The ``torch.save`` files directly in ``folder`` (:data:`TORCH_SUFFIXES`), by step.
+
+    Each file is opened (:func:`_torch_load`: memory-mapped, so no tensor is read) for the
+    step it records. Two files standing for one step are an error naming both, except that
+    a file whose name gives no number and that records the step of a named file is a copy
+    of it (Lightning's ``last.ckpt``, a ``best.pt``) and is left out. One series counts
+    steps or epochs, not both.
+    """
+    if not folder.is_dir():
+        return []
+    found: dict[int, tuple[Checkpoint, bool]] = {}
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in TORCH_SUFFIXES and not p.is_dir()):
+        input_file(path, what="checkpoint")
+        result = _torch_checkpoint(path)
+        if result is None:
+            continue
+        checkpoint, named = result
+        if checkpoint.step in found:
+            other, other_named = found[checkpoint.step]
+            if named != other_named:  # the unnamed one is a copy of the named one
+                if named:
+                    found[checkpoint.step] = result
+                continue
+            raise SeriesError(f"{path} and {other.files[0]} both stand for {other.unit} {checkpoint.step}")
+        found[checkpoint.step] = result
+    checkpoints = [found[step][0] for step in sorted(found)]
+    units = {c.unit: c for c in checkpoints}
+    if len(units) > 1:
+        raise SeriesError(f"{folder}: some checkpoints count steps ({units['step'].files[0].name}: step "
+                          f"{units['step'].step}) and some epochs ({units['epoch'].files[0].name}: epoch "
+                          f"{units['epoch'].step}); save the step in every file (global_step or step)")
+    return checkpoints
+
+
+def lightning_versions(src: str | os.PathLike) -> list[Path]:
+    """Lightning logger version directories of ``src``, by version number: ``src`` itself when
+    it is one, ``src/version_N`` and ``src/NAME/version_N`` (``lightning_logs/version_0``):
+    directories named ``version_N``."""
+    src = Path(src)
+    found = {path for path in (src, *src.glob("version_*"), *src.glob("*/version_*")) if _is_lightning_version(path)}
+    return sorted(found, key=lambda path: (int(_LIGHTNING_VERSION.match(path.name).group(1)), str(path)))
+
+
+def _is_lightning_version(path: Path) -> bool:
+    """Whether ``path`` is a Lightning logger's version directory (a directory ``version_N``)."""
+    return _LIGHTNING_VERSION.match(path.name) is not None and path.is_dir()
+
+
+def _lightning_checkpoints(src: Path) -> list[Checkpoint]:
+    """The ``torch.save`` files in the ``checkpoints/`` of every Lightning version directory
+    of ``src`` together (a resumed run continues in a new version), by step; a step saved in
+    two versions is an error naming both."""
+    found: dict[int, Checkpoint] = {}
+    for version in lightning_versions(src):
+        for checkpoint in _torch_files(version / CHECKPOINTS_DIR):
+            if checkpoint.step in found:
+                raise SeriesError(
+                    f"{checkpoint.files[0]} and {found[checkpoint.step].files[0]} both stand for {checkpoint.unit} "
+                    f"{checkpoint.step} (two Lightning runs in one directory? name one version directory as the run)")
+            found[checkpoint.step] = checkpoint
+    checkpoints = [found[step] for step in sorted(found)]
+    if len({c.unit for c in checkpoints}) > 1:
+        raise SeriesError(f"{src}: Lightning versions count steps in some checkpoints and epochs in others")
+    return checkpoints
 
 
 # --- tensors ---------------------------------------------------------------------------------
 
 
 def load_checkpoint(checkpoint: Checkpoint) -> dict:
-    """All tensors of a checkpoint as ``{name: torch.Tensor}`` (every shard together).
+    """The model's tensors of a checkpoint as ``{name: torch.Tensor}`` (every shard together).
 
-    ``.bin`` files are read with ``torch.load(weights_only=True, mmap=True)`` (arbitrary
-    pickled objects are refused); a state dict wrapped in ``{"state_dict": ...}`` or
-    ``{"model": ...}`` is unwrapped.
+    ``.bin`` and ``torch.save`` files are read with ``torch.load(weights_only=True)``,
+    memory-mapped (:func:`_torch_load`: anything but tensors and plain containers is
+    refused); of what they hold, only the tensors of the state dict are returned
+    (:func:`_state_dict`): optimiser state and other entries are left alone, memory-mapped
+    and never read.
     """
     tensors: dict = {}
     for path in checkpoint.files:
@@ -291,27 +558,85 @@ def load_checkpoint(checkpoint: Checkpoint) -> dict:
 
 
 def _load_file(path: Path) -> dict:
-    import torch
     from safetensors.torch import load_file
 
     input_file(path, what="checkpoint")
+    if path.suffix != ".safetensors":
+        loaded = _torch_load(path)
+        found = _state_dict(loaded)
+        if found is None:
+            raise SeriesError(f"{path}: {_no_state_dict(loaded)}")
+        return found[1]
     try:
-        if path.suffix == ".safetensors":
-            return load_file(str(path))
+        return load_file(str(path))
+    except Exception as exc:  # corrupt files surface as many exception types
+        raise SeriesError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def _torch_load(path: Path) -> Any:
+    """What ``torch.load(path, weights_only=True)`` returns, memory-mapped where the format
+    allows (tensors are read only when used; the legacy pre-zip format is read whole).
+
+    A file that needs full unpickling (a pickled ``nn.Module``, any other Python object)
+    is refused with a message saying why and how to convert it; it is never unpickled.
+    """
+    import pickle
+
+    import torch
+
+    input_file(path, what="checkpoint")
+    try:
         try:
-            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError as exc:
             if "mmap" not in str(exc):  # the legacy (pre-zip) format cannot be memory-mapped
                 raise
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt files and refused pickles surface as many exception types
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():
+            raise SeriesError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"the Python object {found.group(1)}" if found else "Python objects other than tensors"
+        raise SeriesError(
+            f"{path}: cannot read checkpoint without unpickling {what}, which can run arbitrary code; trainmap "
+            "reads checkpoints with torch.load(weights_only=True) only. If you trust the file, convert it once: "
+            "load it with torch.load(path, weights_only=False) and save the model's state dict alone "
+            "(torch.save(model.state_dict(), path), or safetensors.torch.save_file(state_dict, path))"
+        ) from None
+    except Exception as exc:  # corrupt files surface as many exception types
         raise SeriesError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from None
-    for key in ("state_dict", "model"):  # some .bin files wrap the state dict
-        if isinstance(loaded, dict) and set(loaded) == {key} and isinstance(loaded[key], dict):
-            loaded = loaded[key]
-    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise SeriesError(f"{path}: expected a state dict of named tensors")
-    return loaded
+
+
+def _state_dict(loaded: Any) -> tuple[str | None, dict] | None:
+    """``(key, tensors)`` of the model's state dict in what ``torch.load`` returned: the first
+    of :data:`STATE_DICT_KEYS` holding a mapping with tensors (key), else the top level when
+    it holds tensors (key None); only its tensor entries. None when there is no state dict."""
+    import torch
+
+    def tensors(value: Any) -> dict | None:
+        if not isinstance(value, Mapping):
+            return None
+        found = {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+        return found or None
+
+    if isinstance(loaded, Mapping):
+        for key in STATE_DICT_KEYS:
+            found = tensors(loaded.get(key))
+            if found is not None:
+                return key, found
+    found = tensors(loaded)
+    return (None, found) if found is not None else None
+
+
+def _no_state_dict(loaded: Any) -> str:
+    """Why a loaded torch file holds no state dict, naming what it holds."""
+    if isinstance(loaded, Mapping):
+        keys = ", ".join(repr(k) for k in list(loaded)[:8]) + (", ..." if len(loaded) > 8 else "")
+        holds = f"a dict with keys {keys}"
+    else:
+        holds = type(loaded).__name__
+    return (f"no state dict (tensors by name) at the top level or under {', '.join(STATE_DICT_KEYS)}; "
+            f"the file holds {holds}")
 
 
 # --- the training log ------------------------------------------------------------------------
@@ -329,16 +654,25 @@ def _number(text: Any) -> Any:
     return text if text != "" else None
 
 
-def _csv_log(path: Path) -> dict[int, dict[str, Any]]:
+def _csv_log(path: Path, step_column: str = STEP) -> dict[int, dict[str, Any]]:
+    """Rows of a CSV log by the step in ``step_column``; rows of one step are merged, an
+    empty cell not replacing a value (Lightning writes validation metrics on rows of their own)."""
     rows: dict[int, dict[str, Any]] = {}
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        if STEP not in (reader.fieldnames or []):
-            raise SeriesError(f"{path}: no '{STEP}' column")
+        if step_column not in (reader.fieldnames or []):
+            raise SeriesError(f"{path}: no '{step_column}' column")
         for number, row in enumerate(reader, start=2):
-            step = parse_step(row.pop(STEP), f"{path}, line {number}")
-            rows.setdefault(step, {}).update({k: _number(v) for k, v in row.items() if k})
+            step = parse_step(row.pop(step_column), f"{path}, line {number}")
+            _merge_values(rows.setdefault(step, {}), {k: _number(v) for k, v in row.items() if k})
     return rows
+
+
+def _merge_values(into: dict[str, Any], values: Mapping[str, Any]) -> None:
+    """``into.update(values)``, except that an empty value (None) does not replace one."""
+    for key, value in values.items():
+        if value is not None or key not in into:
+            into[key] = value
 
 
 def _trainer_log(path: Path) -> dict[int, dict[str, Any]]:
@@ -357,20 +691,197 @@ def _trainer_log(path: Path) -> dict[int, dict[str, Any]]:
 def read_log(series: Series) -> dict[int, dict[str, Any]]:
     """The training log of a series, ``{step: {column: value}}`` by step.
 
-    Rows of ``log.csv`` and of every ``trainer_state.json`` are merged by step; where two
-    give the same column for a step, the newer file (a later checkpoint's state) wins, so
-    the Trainer's cumulative history in the newest checkpoint decides. Trainer names are
-    renamed to trainmap's (``loss`` → ``train_loss``, :data:`RENAMED_LOG_COLUMNS`). Empty
-    when the series has no log.
+    Rows of every :class:`LogSource` of the series are merged by step (its steps plus its
+    ``step_offset``); where two give the same column for a step, the later source wins (a
+    later checkpoint's trainer_state.json, a newer event file), and an empty value never
+    replaces one. So the Trainer's cumulative history in the newest checkpoint decides.
+    Trainer names are renamed to trainmap's (``loss`` → ``train_loss``,
+    :data:`RENAMED_LOG_COLUMNS`). Empty when the series has no log.
     """
     merged: dict[int, dict[str, Any]] = {}
-    for path in series.logs:
-        rows = _csv_log(path) if path.suffix == ".csv" else _trainer_log(path)
+    tensorboard_budget = MAX_TENSORBOARD_VALUES
+    for source in series.logs:
+        if source.kind in ("tensorboard", "lightning_tensorboard"):
+            rows = _tensorboard_log(source.path, tensorboard_budget)
+            tensorboard_budget -= sum(len(values) for values in rows.values())
+        elif source.kind == "trainer_state":
+            rows = _trainer_log(source.path)
+        else:
+            rows = _csv_log(source.path, source.step_column)
         for step, values in rows.items():
-            merged.setdefault(step, {}).update(values)
+            if source.step_offset:
+                step = parse_step(step + source.step_offset, source.path)
+            _merge_values(merged.setdefault(step, {}), values)
     return {
         step: {RENAMED_LOG_COLUMNS.get(k, k): v for k, v in merged[step].items()} for step in sorted(merged)
     }
+
+
+# --- logs of other tools: Lightning's CSVLogger, TensorBoard, a log the experiment names -------
+
+#: Largest TensorBoard event file read. The reader holds one record at a time (at most the
+#: file's size, for a file crafted to claim one huge record) plus the scalars it keeps.
+MAX_EVENT_FILE_BYTES = 2 << 30
+#: Most scalar values read from a run's TensorBoard files together (~100 bytes each in memory).
+MAX_TENSORBOARD_VALUES = 5_000_000
+_LIGHTNING_METRICS = "metrics.csv"
+_EVENT_FILE = "events.out.tfevents."
+# The HF Trainer's and torch's SummaryWriter()'s default log directory: runs/<date>_<host>/.
+_TENSORBOARD_RUNS = "runs"
+
+
+def _lightning_csv_logs(src: Path) -> tuple[LogSource, ...]:
+    """Lightning CSVLogger's ``metrics.csv`` of every version directory of ``src``, oldest first."""
+    return tuple(LogSource(version / _LIGHTNING_METRICS, "lightning_csv", STEP, 1)
+                 for version in lightning_versions(src)
+                 if input_file(version / _LIGHTNING_METRICS, required=False, max_bytes=_MAX_TEXT_BYTES,
+                               what="training log") is not None)
+
+
+def _event_files(folder: Path, recursive: bool = False) -> list[Path]:
+    """TensorBoard event files (``events.out.tfevents.*``) in ``folder``."""
+    pattern = f"{_EVENT_FILE}*"
+    found = folder.rglob(pattern) if recursive else folder.glob(pattern)
+    return [path for path in found if path.is_file()]
+
+
+def _event_file_time(path: Path) -> int:
+    """The creation time in an event file's name (``events.out.tfevents.<time>.<host>...``)."""
+    field = path.name[len(_EVENT_FILE):].split(".", 1)[0]
+    return int(field) if field.isdigit() else 0
+
+
+def _tensorboard_source(path: Path) -> LogSource:
+    """An event file as a log source: Lightning TensorBoardLogger's (steps + 1) in a version
+    directory with the ``hparams.yaml`` that logger writes."""
+    if _is_lightning_version(path.parent) and (path.parent / _LIGHTNING_HPARAMS).is_file():
+        return LogSource(path, "lightning_tensorboard", STEP, 1)
+    return LogSource(path, "tensorboard")
+
+
+def _by_time(sources: Sequence[LogSource]) -> tuple[LogSource, ...]:
+    """Event file sources oldest first (by the time in their names), so newer ones win."""
+    return tuple(sorted(dict.fromkeys(sources), key=lambda s: (_event_file_time(s.path), str(s.path))))
+
+
+def _tensorboard_logs(src: Path) -> tuple[LogSource, ...]:
+    """The TensorBoard event files of ``src``: in its Lightning version directories, in
+    ``src`` itself and in ``src/runs/*/`` (the HF Trainer's and ``SummaryWriter()``'s
+    default), oldest first."""
+    folders = [*lightning_versions(src), src]
+    runs = src / _TENSORBOARD_RUNS
+    if runs.is_dir():
+        folders += sorted(p for p in runs.iterdir() if p.is_dir())
+    return _by_time([_tensorboard_source(path) for folder in folders for path in _event_files(folder)])
+
+
+def named_log(src: str | os.PathLike, path: str | os.PathLike, step: str | None = None) -> tuple[LogSource, ...]:
+    """The log a configuration names (``log: {path, step}``), ``path`` relative to ``src``:
+
+    * a CSV file, its steps in column ``step`` (default ``step``; ``_step`` for a W&B
+      history export); Lightning's ``metrics.csv`` in a version directory is read as Lightning's;
+    * a TensorBoard event file;
+    * a directory: a Lightning version directory's ``metrics.csv`` (else its event files),
+      or every event file under it.
+
+    Raises :class:`SeriesError` naming the path when there is no such log, and for a step
+    column given with a TensorBoard log (its events carry their steps).
+    """
+    src = Path(src)
+    target = src / path  # an absolute path stays itself
+    if target.is_dir():
+        if _is_lightning_version(target):
+            sources = _lightning_csv_logs(target) or _by_time([_tensorboard_source(p) for p in _event_files(target)])
+        else:
+            sources = _by_time([_tensorboard_source(p) for p in _event_files(target, recursive=True)])
+        if not sources:
+            raise SeriesError(f"{target}: the log named by log.path holds no TensorBoard event files "
+                              f"({_EVENT_FILE}*) or Lightning metrics.csv")
+    elif input_file(target, required=False, what="training log") is None:
+        raise SeriesError(f"{target}: no such log (log.path {os.fspath(path)!r} of run directory {src})")
+    elif target.name.startswith(_EVENT_FILE):
+        sources = (_tensorboard_source(target),)
+    elif target.name == _LIGHTNING_METRICS and step is None and _is_lightning_version(target.parent):
+        sources = _lightning_csv_logs(target.parent)
+    else:
+        sources = (LogSource(target, "csv", step or STEP),)
+    if step is not None and any(s.kind not in ("csv", "lightning_csv", "log_csv") for s in sources):
+        raise SeriesError(f"{target}: a TensorBoard log carries its steps; log.step ({step!r}) applies to CSV logs")
+    return tuple(sources)
+
+
+def _tensorboard_log(path: Path, max_values: int = MAX_TENSORBOARD_VALUES) -> dict[int, dict[str, float]]:
+    """The scalars of one TensorBoard event file, ``{step: {tag: value}}`` (a later event of
+    a step and tag wins).
+
+    Read with the ``tensorboard`` package's record reader, one record at a time; events
+    are parsed by its ``Event`` protobuf class. Scalars are ``simple_value`` summaries
+    (``SummaryWriter.add_scalar``, Lightning, the HF Trainer) and one-element tensors of
+    the ``scalars`` plugin (TensorFlow 2, ``add_scalar(new_style=True)``); histograms,
+    images, text and the rest are skipped. float32 values are written as the shortest
+    decimal that is the same float32 (0.1, not 0.10000000149011612). A file that stops
+    in a truncated or corrupt record gives a warning (a run still writing it ends in a
+    partial record); more than ``max_values`` scalars is an error naming the file.
+    """
+    from google.protobuf.message import DecodeError
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto import event_pb2
+
+    input_file(path, max_bytes=MAX_EVENT_FILE_BYTES, what="TensorBoard event file")
+    size = path.stat().st_size
+    rows: dict[int, dict[str, float]] = {}
+    plugins: dict[str, str] = {}  # tag -> plugin, from the first event that names it
+    consumed = kept = 0
+    try:
+        for number, record in enumerate(RawEventFileLoader(str(path)).Load(), start=1):
+            consumed += len(record) + 16  # length (8), its CRC (4), data, data CRC (4)
+            event = event_pb2.Event.FromString(record)
+            if not event.HasField("summary"):
+                continue
+            for value in event.summary.value:
+                if value.HasField("metadata") and value.tag not in plugins:
+                    plugins[value.tag] = value.metadata.plugin_data.plugin_name
+                scalar = _tensorboard_scalar(value, plugins.get(value.tag, ""), path)
+                if scalar is None:
+                    continue
+                kept += 1
+                if kept > max_values:
+                    raise SeriesError(
+                        f"{path}: more than {MAX_TENSORBOARD_VALUES} TensorBoard scalars in this run; refusing to "
+                        "read them all (log less often, or export the columns you need to a CSV and name it with "
+                        "the experiment's log: {path, step})")
+                step = parse_step(event.step, f"{path}, event {number}")
+                rows.setdefault(step, {})[value.tag] = scalar
+    except DecodeError as exc:
+        raise SeriesError(f"{path}: not a TensorBoard event file (undecodable event: {exc})") from None
+    if consumed < size:
+        warnings.warn(f"{path}: TensorBoard event file read up to byte {consumed} of {size} (a truncated or "
+                      "corrupt record, or a run still writing it): later scalars are not read",
+                      RuntimeWarning, stacklevel=3)
+    return rows
+
+
+def _tensorboard_scalar(value: Any, plugin: str, path: Path) -> float | None:
+    """The number a TensorBoard ``Summary.Value`` holds when it is a scalar, else None; a
+    scalar tensor whose content does not match its declared type and shape is an error
+    naming ``path``."""
+    import numpy as np
+
+    kind = value.WhichOneof("value")
+    if kind == "simple_value":
+        return float(str(np.float32(value.simple_value)))
+    if kind != "tensor" or plugin != "scalars" or any(d.size != 1 for d in value.tensor.tensor_shape.dim):
+        return None
+    from tensorboard.util import tensor_util
+
+    try:
+        array = tensor_util.make_ndarray(value.tensor)
+    except (ValueError, TypeError) as exc:
+        raise SeriesError(f"{path}: malformed TensorBoard scalar {value.tag!r} ({exc})") from None
+    if array.size != 1 or array.dtype.kind not in "fiu":
+        return None
+    number = array.reshape(()).item()
+    return float(str(np.float32(number))) if array.dtype == np.float32 else float(number)
 
 
 def trainer_global_step(folder: Path) -> int | None:

@@ -1,18 +1,19 @@
 """The metrics of a run directory read where it lies (``trainmap series-metrics``).
 
 A run directory the researcher already has (:mod:`trainmap.series`: a Recorder run,
-``step*.safetensors`` files, or one directory per step with ``model.safetensors``, sharded
-safetensors or ``pytorch_model.bin``) becomes, in ``OUT`` (``results/<exp>/runs/<run>``)::
+``step*.safetensors`` files, one directory per step with ``model.safetensors``, sharded
+safetensors or ``pytorch_model.bin``, Lightning's checkpoints, or ``torch.save`` files)
+becomes, in ``OUT`` (``results/<exp>/runs/<run>``)::
 
     OUT/metrics.csv     step, the 14 statistics, svd, content_hash (one row per checkpoint)
-    OUT/log.csv         step + the columns of the run's log.csv / trainer_state.json
+    OUT/log.csv         step + the columns of the run's log (trainmap.series.read_log)
     OUT/integrity.json  identical checkpoints, gaps in the step grid, steps that disagree
     OUT/run.json        kind "in_place", source directory, layout, steps; written last
 
 so the analysis stages read it exactly as a trained run. No checkpoint is copied: a
 safetensors file, or the shards of one checkpoint together (the means and medians are over
-all its matrices), go through the engine's guarded file reader; ``.bin`` state dicts go
-through :func:`trainmap.metrics.weights_metrics`. With ``device`` a CUDA GPU, both are
+all its matrices), go through the engine's guarded file reader; the state dicts of
+``.bin`` and ``torch.save`` files go through :func:`trainmap.metrics.weights_metrics`. With ``device`` a CUDA GPU, both are
 computed there (:mod:`trainmap.metrics_torch`; ``content_hash`` is then empty). A Recorder run's own metrics.csv is adopted when
 its engine and options equal these (docs/design.md, "File contracts of runs read in place").
 """
@@ -41,6 +42,7 @@ __all__ = [
     "adoption_differences",
     "integrity_report",
     "integrity_warning",
+    "log_mismatch",
     "series_metrics",
 ]
 
@@ -117,6 +119,7 @@ def integrity_report(
     steps: Sequence[int],
     hashes: Sequence[str | None],
     recorded_steps: Mapping[int, int] | None = None,
+    named_steps: Mapping[int, int] | None = None,
 ) -> dict[str, Any]:
     """Integrity of a series: ``{"duplicates", "gaps", "out_of_order", "checked"}``.
 
@@ -124,7 +127,9 @@ def integrity_report(
         equals an earlier one's (byte- or tensor-identical counted tensors).
     gaps : :func:`_grid_gaps`.
     out_of_order : ``{"step", "recorded_step"}`` where the checkpoint's own record (the
-        Trainer's ``global_step``) disagrees with the step in its name, and
+        Trainer's ``global_step``) disagrees with the step in its name,
+        ``{"step", "named_step"}`` where a ``torch.save`` file records step ``step`` (the
+        one used) and its name gives ``named_step`` (``named_steps``), and
         ``{"step", "after"}`` where steps do not increase.
     checked : what could be checked (``content_hash`` is absent from metrics written by
         engines without it).
@@ -140,13 +145,14 @@ def integrity_report(
             first[digest] = int(step)
     out_of_order = [{"step": int(s), "recorded_step": int(g)} for s, g in sorted((recorded_steps or {}).items())
                     if g != s]
+    out_of_order += [{"step": int(s), "named_step": int(n)} for s, n in sorted((named_steps or {}).items()) if n != s]
     out_of_order += [{"step": int(b), "after": int(a)} for a, b in zip(steps, steps[1:]) if b <= a]
     return {
         "duplicates": duplicates,
         "gaps": _grid_gaps(steps),
         "out_of_order": out_of_order,
         "checked": {"content_hash": any(isinstance(h, str) and h for h in hashes),
-                    "recorded_steps": bool(recorded_steps)},
+                    "recorded_steps": bool(recorded_steps) or bool(named_steps)},
     }
 
 
@@ -156,7 +162,9 @@ def integrity_warning(report: Mapping[str, Any], where: str) -> str | None:
     parts += [f"{g['missing']} checkpoint(s) of the {g['grid']}-step grid missing between steps {g['after']} "
               f"and {g['before']}" for g in report["gaps"]]
     parts += [f"checkpoint of step {o['step']} records step {o['recorded_step']}" if "recorded_step" in o
-              else f"step {o['step']} comes after step {o['after']}" for o in report["out_of_order"]]
+              else f"checkpoint of step {o['step']} (recorded in the file) is named step {o['named_step']}"
+              if "named_step" in o else f"step {o['step']} comes after step {o['after']}"
+              for o in report["out_of_order"]]
     return f"{where}: checkpoint series integrity: {'; '.join(parts)}" if parts else None
 
 
@@ -177,7 +185,7 @@ def _checkpoint_result(checkpoint: Checkpoint, options: Mapping[str, Any], threa
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            if checkpoint.format == "bin":
+            if checkpoint.format in ("bin", "torch"):
                 result = _state_dict_result(checkpoint, options, threads, device)
             else:
                 files = checkpoint.files[0] if checkpoint.format == "safetensors" else list(checkpoint.files)
@@ -193,8 +201,9 @@ def _checkpoint_result(checkpoint: Checkpoint, options: Mapping[str, Any], threa
 
 
 def _state_dict_result(checkpoint: Checkpoint, options: Mapping[str, Any], threads: int | None, device: str) -> dict:
-    """A ``.bin`` checkpoint's floating-point state dict through the engine, or on ``device``
-    when it resolves to a GPU."""
+    """A ``.bin`` or ``torch.save`` checkpoint's floating-point state dict (only the state
+    dict: :func:`trainmap.series.load_checkpoint`) through the engine, or on ``device`` when
+    it resolves to a GPU."""
     from trainmap import metrics
 
     tensors = {k: v for k, v in series_reader.load_checkpoint(checkpoint).items() if v.is_floating_point()}
@@ -287,6 +296,30 @@ def _recorded_steps(series: Series) -> dict[int, int]:
     return recorded
 
 
+def _named_steps(series: Series) -> dict[int, int]:
+    """The step each ``torch.save`` file's name gives, where the file records its own."""
+    return {c.step: c.named_step for c in series.checkpoints if c.named_step is not None}
+
+
+def log_mismatch(series: Series, log: Mapping[int, Any], steps: Sequence[int]) -> str | None:
+    """A warning when the log's steps and the checkpoints' cannot be matched, naming both.
+
+    Log rows and checkpoints are matched by equal step (after a source's ``step_offset``:
+    Lightning's loggers). A log none of whose steps is a checkpoint step most likely counts
+    something else (epochs against steps, samples, Lightning's ``global_step - 1`` read
+    from a CSV not recognised as Lightning's): the convergence step would be on another
+    scale than the states. None when some step matches, or either side is empty.
+    """
+    if not log or not steps or set(log) & set(steps):
+        return None
+    names = ", ".join(str(source) for source in series.logs[:2]) + (
+        f" and {len(series.logs) - 2} more" if len(series.logs) > 2 else "")
+    return (f"{series.source}: no step of its log ({names}: {len(log)} steps, {min(log)}..{max(log)}) is the step of "
+            f"a checkpoint ({len(steps)} checkpoints, {series.step_unit}s {min(steps)}..{max(steps)}); log rows are "
+            "matched to checkpoints by equal step, so check that both count the same thing (name the log and its "
+            "step column with the experiment's log: {path, step})")
+
+
 def _metrics_source(series: Series, options: Mapping[str, Any], engine: str) -> tuple[str, list[str]]:
     """``("adopted" | "computed" | "recomputed", differences)`` for this series."""
     if series.recorder is None:
@@ -316,8 +349,13 @@ def series_metrics(
     device: str = "auto",
     progress: Callable[[int, int], object] | None = None,
     chunk_files: Sequence[str | os.PathLike] | None = None,
+    log_path: str | os.PathLike | None = None,
+    log_step: str | None = None,
 ) -> dict[str, Any]:
     """Analyse the run directory ``src`` in place into ``out_dir``; return run.json's content.
+
+    ``log_path``/``log_step``: the log and its step column, instead of the log found in
+    ``src`` (:func:`trainmap.series.named_log`; config ``log: {path, step}``).
 
     ``device``: where checkpoints are computed (as in :func:`trainmap.metrics.checkpoint_metrics`:
     ``auto`` is a CUDA GPU when torch sees one, else the engine).
@@ -333,7 +371,7 @@ def series_metrics(
 
     src, out_dir = Path(src), Path(out_dir)
     out = RunPaths(out_dir)
-    series = series_reader.discover(src)
+    series = series_reader.discover(src, log_path, log_step)
     options = {"svd": svd, "include": include, "exclude": exclude, "exact_max_dim": exact_max_dim, "rank": rank}
     resolved = resolved_options(options)  # bad options and a bad log fail before the long part
     log = series_reader.read_log(series)
@@ -354,16 +392,25 @@ def series_metrics(
             frame = _computed_frame(series, options, threads, device, progress and (lambda done: progress(done, total)),
                                     out_dir / _PARTIAL)
     steps = [int(s) for s in frame[STEP]]
-    report = integrity_report(steps, list(frame[CONTENT_HASH]), _recorded_steps(series))
+    report = integrity_report(steps, list(frame[CONTENT_HASH]), _recorded_steps(series), _named_steps(series))
     message = integrity_warning(report, str(src))
     if message:
         warnings.warn(f"{message} (recorded in {out_dir / INTEGRITY_JSON})", RuntimeWarning, stacklevel=2)
+    if series.step_unit != "step":
+        warnings.warn(f"{src}: its checkpoints give {series.step_unit}s, not steps (e.g. "
+                      f"{series.checkpoints[0].files[0].name}: {series.step_unit} {series.checkpoints[0].step}): "
+                      f"the step column of {out.metrics_csv} counts {series.step_unit}s, and so must the log's",
+                      RuntimeWarning, stacklevel=2)
     if not log:
         warnings.warn(
-            f"{src}: no log.csv or trainer_state.json: {out.log_csv} has no logged values, so there is "
-            "no eval column to find convergence in (put a log.csv with a step column and eval columns in "
-            f"{src})", RuntimeWarning, stacklevel=2,
+            f"{src}: no log (log.csv, trainer_state.json, Lightning's metrics.csv or TensorBoard event files): "
+            f"{out.log_csv} has no logged values, so there is no eval column to find convergence in (put a "
+            f"log.csv with a step column and eval columns in {src}, or name the log with the experiment's "
+            "log: {path, step})", RuntimeWarning, stacklevel=2,
         )
+    mismatch = log_mismatch(series, log, steps)
+    if mismatch:
+        warnings.warn(mismatch, RuntimeWarning, stacklevel=2)
     atomic.write_csv(out.metrics_csv, frame)
     atomic.write_csv(out.log_csv, _log_frame(log))
     atomic.write_json(out_dir / INTEGRITY_JSON, {"source": str(src.resolve()), **report})
@@ -374,13 +421,16 @@ def series_metrics(
         "source": str(src.resolve()),
         "layout": series.layout,
         "formats": sorted({c.format for c in series.checkpoints}),
+        "step_unit": series.step_unit,
         "steps": steps,
         "checkpoints": len(steps),
         "metrics": how,
         "metrics_differences": differences,
         "options": resolved,
         "engine": metrics.ENGINE_FINGERPRINT,
-        "log_files": [str(p) for p in series.logs],
+        "log_files": [str(source.path) for source in series.logs],
+        "log_sources": [{"path": str(source.path), "kind": source.kind, "step_column": source.step_column,
+                         "step_offset": source.step_offset} for source in series.logs],
         "source_run": dict(series.recorder) if series.recorder is not None else None,
         "integrity": {key: len(report[key]) for key in ("duplicates", "gaps", "out_of_order")},
         "trainmap_version": __version__,

@@ -176,6 +176,7 @@ class Experiment:
     hmm: Mapping[str, Any] = field(default_factory=dict)
     baselines: Mapping[str, Any] = field(default_factory=dict)
     figures: Mapping[str, Any] = field(default_factory=dict)
+    log: Mapping[str, Any] | None = None  # runs read in place: config log: {path, step}
 
     @property
     def in_place(self) -> bool:
@@ -209,11 +210,24 @@ class Experiment:
         ``series-metrics``): a CUDA GPU or the Rust engine."""
         return f"--device {self.metrics['device']}"
 
+    def series(self, run: str):
+        """The :class:`trainmap.series.Series` of an in-place run (with the log config
+        ``log:`` names), discovered once per workflow invocation."""
+        log = self.log or {}
+        return _series(self.sources[run], log.get("path"), log.get("step"))
+
+    def log_args(self) -> str:
+        """``--log PATH [--log-step COLUMN]`` of series-metrics (shell-quoted) from config ``log:``."""
+        if not self.log:
+            return ""
+        args = f"--log {shlex.quote(self.log['path'])}"
+        return args + (f" --log-step {shlex.quote(self.log['step'])}" if self.log.get("step") is not None else "")
+
     def series_inputs(self, run: str) -> list[str]:
         """The files the metrics of an in-place run depend on (its checkpoints, shard indexes
         and logs), listed when the DAG is built: a new checkpoint or a changed log makes that
         run's metrics stale, and no other run's."""
-        return _series(self.sources[run]).input_files()
+        return self.series(run).input_files()
 
     def metrics_chunks(self, run: str) -> list[int]:
         """Indexes of the chunk jobs of an in-place run (config ``metrics.chunk``): none when
@@ -225,7 +239,7 @@ class Experiment:
         from trainmap.series_chunks import chunk_count
         from trainmap.series_metrics import adoption_differences
 
-        series = _series(self.sources[run])
+        series = self.series(run)
         if series.recorder is not None and not adoption_differences(series.recorder, self.engine_options(),
                                                                     metrics.ENGINE_FINGERPRINT):
             return []
@@ -235,7 +249,7 @@ class Experiment:
         """The checkpoint files chunk ``index`` of an in-place run reads."""
         from trainmap.series_chunks import chunk_input_files
 
-        return chunk_input_files(_series(self.sources[run]), index, self.metrics["chunk"])
+        return chunk_input_files(self.series(run), index, self.metrics["chunk"])
 
     def chunk_file(self, run: str, index: int) -> str:
         return f"{self.run_dir(run)}/metrics_chunks/{index}.json"
@@ -273,12 +287,12 @@ class Experiment:
 
 
 @functools.lru_cache(maxsize=None)
-def _series(source: str):
+def _series(source: str, log_path: str | None = None, log_step: str | None = None):
     """The series at ``source``, discovered once per workflow invocation (every chunk job's
     input function asks for it)."""
     from trainmap.series import discover
 
-    return discover(source)
+    return discover(source, log_path, log_step)
 
 
 def _cli_value(value: Any) -> str:
@@ -359,8 +373,12 @@ def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
             if common["convergence"] is None:
                 raise ConfigError(f"config key {key}.convergence: existing runs need a convergence criterion "
                                   "(convergence: {column: ..., above|below: ...}, or threshold: x on eval_accuracy)")
-            resolved[name] = Experiment(runs=tuple(sources), sources=sources, sources_key=sources_key, **common)
+            resolved[name] = Experiment(runs=tuple(sources), sources=sources, sources_key=sources_key,
+                                        log=spec.get("log"), **common)
             continue
+        if "log" in spec:
+            raise ConfigError(f"config key {key}.log: names the log of run directories read in place (runs:, "
+                              "sources:); a trained run writes its own log.csv")
         missing = [k for k in ("task", "seeds") if k not in spec]
         if missing:
             raise ConfigError(f"config key {key}: needs {' and '.join(missing)} "
@@ -402,8 +420,6 @@ def series_problems(experiments: Mapping[str, Experiment]) -> list[str]:
     Checked when the DAG is built: the metrics jobs of these runs take the files found
     there as their inputs.
     """
-    from trainmap.series import discover
-
     problems = []
     for exp in (e for e in experiments.values() if e.in_place):
         for run, source in exp.sources.items():
@@ -411,7 +427,7 @@ def series_problems(experiments: Mapping[str, Experiment]) -> list[str]:
                 problems.append(f"experiment {exp.name}: {exp.sources_key}.{run}: {source} is not a directory")
                 continue
             try:
-                discover(source)
+                exp.series(run)
             except (OSError, ValueError) as exc:
                 problems.append(f"experiment {exp.name}: {exp.sources_key}.{run}: {exc}")
     return problems
@@ -431,7 +447,7 @@ def convergence_problems(experiments: Mapping[str, Experiment]) -> list[str]:
         column = exp.convergence.column
         for run, source in exp.sources.items():
             try:
-                series = _series(source)
+                series = exp.series(run)
                 log = read_log(series)
             except (OSError, ValueError) as exc:
                 problems.append(f"experiment {exp.name}: {exp.sources_key}.{run}: {exc}")
@@ -439,8 +455,9 @@ def convergence_problems(experiments: Mapping[str, Experiment]) -> list[str]:
             columns = sorted({c for row in log.values() for c in row})
             if not log:
                 problems.append(f"experiment {exp.name}: {exp.sources_key}.{run}: {source} has no training log "
-                                f"(log.csv or trainer_state.json), so its convergence ({exp.convergence}) cannot be "
-                                f"read (config key experiments.{exp.name}.convergence)")
+                                f"(docs/your-runs.md, 'The log'), so its convergence ({exp.convergence}) cannot be "
+                                f"read (config key experiments.{exp.name}.convergence, or name the log: "
+                                f"experiments.{exp.name}.log)")
             elif column not in columns:
                 problems.append(f"experiment {exp.name}: {exp.sources_key}.{run}: the log of {source} has no column "
                                 f"{column!r}, which the convergence criterion {exp.convergence} reads (config key "

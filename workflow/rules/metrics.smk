@@ -47,6 +47,7 @@ rule series_metrics:
         options=lambda w: exp_of(w).metrics_args(),
         chunks=lambda w, input: f"--from-chunks {' '.join(input.chunks)}" if input.chunks else "",
         device=lambda w: exp_of(w).device_arg(),
+        run_log=lambda w: exp_of(w).log_args(),
         engine=ENGINE,
     threads: config["threads"]["metrics"]
     resources:
@@ -58,7 +59,7 @@ rule series_metrics:
         "../../envs/trainmap.yaml"
     shell:
         "trainmap series-metrics {params.source:q} --out-dir {params.out_dir} --threads {threads} {params.options}"
-        " {params.device} {params.chunks} > {log} 2>&1"
+        " {params.device} {params.run_log} {params.chunks} > {log} 2>&1"
 
 
 # With metrics: {chunk: N}, an in-place run's checkpoints are split into jobs of N (in step

@@ -140,7 +140,7 @@ def _inspect(path: Path) -> tuple[str, np.ndarray, list[str], pd.DataFrame | Non
         steps = np.array(series.steps, dtype=np.int64)
         kind = f"checkpoint directory ({series.layout} layout)"
     log = read_log(series)
-    sources = [os.path.relpath(p, path) for p in series.logs]
+    sources = [f"{os.path.relpath(source.path, path)} ({source.kind})" for source in series.logs]
     return kind, np.sort(steps), sources, _log_frame(log) if log else None
 
 
