@@ -4,7 +4,7 @@
 
 rule regress:
     input:
-        unpack(run_inputs),
+        unpack(regress_inputs),
         model="results/{exp}/hmm/model.npz",
         states="results/{exp}/hmm/states.csv",
     output:
