@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 
 
 from trainmap.contracts import CHECKPOINTS_DIR, LOG_CSV, METRICS_CSV, RUN_JSON, STEP, parse_step
-from trainmap.fileguard import input_file
+from trainmap.fileguard import InputFileError, input_file, read_safetensors_header
 from trainmap.train.datafiles import DataFileError
 
 __all__ = [
@@ -165,16 +165,82 @@ def _read_json(path: Path) -> Any:
 
 
 def _shards(index: Path) -> tuple[Path, ...]:
-    """The shard files a ``*.index.json`` names, each checked to exist."""
+    """The shard files a ``*.index.json`` names, each checked to exist.
+
+    An index is data from wherever the checkpoint came from, so what it names is read only
+    when it is a plain file name that resolves (through any symlink) inside the index's own
+    directory; a safetensors index must also name exactly the tensors its shards hold.
+    Anything else raises :class:`SeriesError` naming the index and the entry.
+    """
     try:
-        names = sorted(set(_read_json(index)["weight_map"].values()))
+        weight_map = _read_json(index)["weight_map"]
+        names = sorted(set(weight_map.values()))
     except (KeyError, TypeError, AttributeError) as exc:
         raise SeriesError(f"{index}: not a shard index (no weight_map: {exc})") from None
-    shards = tuple(index.parent / name for name in names)
+    shards = tuple(_shard_path(index, name) for name in names)
     for shard in shards:
         if input_file(shard, required=False, what="checkpoint shard") is None:
             raise SeriesError(f"{index}: names shard {shard.name}, which is missing")
+    if index.name.endswith(".safetensors.index.json"):
+        _check_shard_tensors(index, weight_map, shards)
     return shards
+
+
+def _shard_path(index: Path, name: Any) -> Path:
+    """The shard ``name`` of ``index``, refused unless it is a plain file name whose file
+    lies in the index's directory (not ``..``, absolute, with a separator, or a symlink
+    leading out of it)."""
+    plain = isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in ("/", "\\", "\0"))
+    if not plain:
+        raise SeriesError(
+            f"{index}: shard entry {name!r} is not a plain file name in {index.parent}; refusing to read it "
+            "(an index may name only files beside it)"
+        )
+    path = index.parent / name
+    target = path.resolve()
+    if path.is_symlink() and target.parent != index.parent.resolve():
+        raise SeriesError(
+            f"{index}: shard entry {name!r} is a link to {target}, outside {index.parent}; refusing to read it "
+            "(an index may name only files beside it)"
+        )
+    return path
+
+
+def _check_shard_tensors(index: Path, weight_map: Mapping[str, Any], shards: Sequence[Path]) -> None:
+    """Refuse a safetensors index whose ``weight_map`` and its shards' headers disagree."""
+    held = {}
+    for shard in shards:
+        try:
+            held[shard.name] = set(read_safetensors_header(shard, what="checkpoint shard"))
+        except InputFileError as exc:
+            raise SeriesError(str(exc)) from None
+    _compare_shards(index, weight_map, held)
+
+
+def _compare_shards(index: Path, weight_map: Mapping[str, Any], held: Mapping[str, set[str]]) -> None:
+    """Raise :class:`SeriesError` naming the first shard whose tensors (``held``, by shard
+    file name) are not exactly those ``weight_map`` puts there."""
+    claimed: dict[str, set[str]] = {}
+    for tensor, shard in weight_map.items():
+        claimed.setdefault(shard, set()).add(tensor)
+    first_shard: dict[str, str] = {}
+    for shard, names in held.items():
+        for name in sorted(names):
+            if name in first_shard:
+                raise SeriesError(f"{index.parent / shard}: tensor '{name}' is also in {index.parent / first_shard[name]}")
+            first_shard[name] = shard
+    for shard, names in held.items():
+        missing, unlisted = claimed.get(shard, set()) - names, names - claimed.get(shard, set())
+        if missing or unlisted:
+            problems = [f"the index puts {_listed(missing)} there, which it does not hold"] if missing else []
+            problems += [f"it holds {_listed(unlisted)}, which the index does not list"] if unlisted else []
+            raise SeriesError(f"{index}: shard {shard} and the index disagree: {'; '.join(problems)}; "
+                              "refusing a checkpoint whose index does not describe it")
+
+
+def _listed(names: set[str], shown: int = 5) -> str:
+    ordered = sorted(names)
+    return ", ".join(ordered[:shown]) + (f" and {len(ordered) - shown} more" if len(ordered) > shown else "")
 
 
 def _step_dir_checkpoint(folder: Path, step: int) -> Checkpoint:
@@ -282,11 +348,16 @@ def load_checkpoint(checkpoint: Checkpoint) -> dict:
     ``{"model": ...}`` is unwrapped.
     """
     tensors: dict = {}
+    held: dict[str, set[str]] = {}
     for path in checkpoint.files:
-        for name, value in _load_file(path).items():
+        loaded = _load_file(path)
+        held[path.name] = set(loaded)
+        for name, value in loaded.items():
             if name in tensors:
                 raise SeriesError(f"tensor {name!r} appears in more than one shard of {checkpoint.name}")
             tensors[name] = value
+    if checkpoint.index is not None and checkpoint.format == "bin":  # (safetensors shards: checked from headers)
+        _compare_shards(checkpoint.index, _read_json(checkpoint.index)["weight_map"], held)
     return tensors
 
 
