@@ -30,8 +30,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from trainmap import atomic, series as series_reader
-from trainmap.contracts import CONTENT_HASH, LOG_COLUMNS, STEP, RunPaths, parse_steps
+from trainmap import atomic, owner, series as series_reader
+from trainmap.contracts import CONTENT_HASH, LOG_COLUMNS, LOG_CSV, METRICS_CSV, RUN_JSON, STEP, RunPaths, parse_steps
+from trainmap.fileguard import OutputClobberError
+from trainmap.runlock import RunLock
 from trainmap.series import Checkpoint, Series, SeriesError
 
 __all__ = [
@@ -51,6 +53,10 @@ SAVE_EVERY_S = 10.0
 _PARTIAL = ".series_metrics.partial.json"
 #: The integrity report beside metrics.csv (docs/design.md, "File contracts of runs read in place").
 INTEGRITY_JSON = "integrity.json"
+#: Every file series-metrics writes into OUT, listed in OUT's owner file before any is written.
+OUTPUT_FILES: tuple[str, ...] = (METRICS_CSV, LOG_CSV, INTEGRITY_JSON, RUN_JSON, _PARTIAL)
+#: Where the series_metrics_chunk jobs of OUT write their chunks (``metrics_chunks/{i}.json``).
+CHUNKS_DIR = "metrics_chunks"
 
 
 def resolved_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -158,6 +164,39 @@ def integrity_warning(report: Mapping[str, Any], where: str) -> str | None:
     parts += [f"checkpoint of step {o['step']} records step {o['recorded_step']}" if "recorded_step" in o
               else f"step {o['step']} comes after step {o['after']}" for o in report["out_of_order"]]
     return f"{where}: checkpoint series integrity: {'; '.join(parts)}" if parts else None
+
+
+# --- the output directory --------------------------------------------------------------------
+
+
+def _check_out_dir(src: Path, out_dir: Path) -> set[str]:
+    """Refuse an ``out_dir`` that is, or is inside, the run directory ``src`` (it would
+    rewrite that run's own files), that holds another kind of run, or that holds a file
+    trainmap did not write (:mod:`trainmap.owner`); return the files there it wrote."""
+    source, out = src.resolve(), out_dir.resolve()
+    if out == source or source in out.parents:
+        where = "is" if out == source else "is inside"
+        raise OutputClobberError(
+            f"--out-dir {out_dir} {where} the run directory it reads ({src}); refusing to write over that run's "
+            "own files: give a directory outside it (results/EXP/runs/RUN)"
+        )
+    record = owner.read_owner(out_dir)
+    if record is not None and record.get("kind") != "in_place":
+        raise owner.ForeignDirectoryError(
+            f"{out_dir} holds a {record.get('kind')!r} run ({owner.OWNER_NAME}), not a run read in place; use another "
+            "--out-dir"
+        )
+    listed = owner.listed_files(record)
+    if listed is None:  # no owner file; or one from before it listed files: then run.json says whose it is
+        previous = owner.read_record(out_dir / RUN_JSON, "delete it if it is not trainmap's")
+        listed = set(OUTPUT_FILES) if (previous or {}).get("kind") == "in_place" else set()
+    chunks = out_dir / CHUNKS_DIR
+    if chunks.is_dir():  # written by series_metrics_chunk jobs, named by their contract
+        listed |= {f"{CHUNKS_DIR}/{p.name}" for p in chunks.iterdir() if p.stem.isdigit() and p.suffix == ".json"}
+    if record is None and not listed:
+        owner.refuse_foreign(out_dir, "series-metrics", option="--out-dir")
+    owner.refuse_unlisted(out_dir, listed, option="--out-dir")
+    return listed
 
 
 # --- computing -------------------------------------------------------------------------------
@@ -329,15 +368,29 @@ def series_metrics(
     their results as they go (``out_dir/.series_metrics.partial.json``): a killed call
     started again computes only the checkpoints not done yet (or changed since).
     """
-    from trainmap import __version__, metrics
+    from trainmap import metrics
 
     src, out_dir = Path(src), Path(out_dir)
-    out = RunPaths(out_dir)
     series = series_reader.discover(src)
     options = {"svd": svd, "include": include, "exclude": exclude, "exact_max_dim": exact_max_dim, "rank": rank}
     resolved = resolved_options(options)  # bad options and a bad log fail before the long part
     log = series_reader.read_log(series)
     how, differences = _metrics_source(series, options, metrics.ENGINE_FINGERPRINT)
+    _check_out_dir(src, out_dir)  # before the lock: a refused directory gains no lock file
+    with RunLock(out_dir, purpose=f"trainmap series-metrics {src}"):
+        listed = _check_out_dir(src, out_dir)
+        owner.write_owner(out_dir, {"kind": "in_place", "source": str(src.resolve())}, listed | set(OUTPUT_FILES))
+        return _series_metrics_locked(series, out_dir, options, resolved, log, how, differences, threads, device,
+                                      progress, chunk_files)
+
+
+def _series_metrics_locked(series: Series, out_dir: Path, options, resolved, log, how: str, differences,
+                           threads, device, progress, chunk_files) -> dict[str, Any]:
+    """Compute (or adopt, or gather) the metrics of ``series`` and write the files of the
+    claimed ``out_dir``; return run.json's content."""
+    from trainmap import __version__, metrics
+
+    src, out = series.source, RunPaths(out_dir)
     if how == "adopted":
         frame = _adopted_frame(series)
         if series.recorder.get("status") != "complete":
