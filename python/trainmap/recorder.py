@@ -262,17 +262,21 @@ class Recorder:
             return
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
-            if reader.fieldnames is None:
-                return
-            if reader.fieldnames[0] != STEP:
-                raise RecorderError(f"{path}: first column is {reader.fieldnames[0]!r}, not {STEP!r}")
-            self._log_columns = list(reader.fieldnames)
-            for number, row in enumerate(reader, start=2):
-                try:
-                    parse_step(row[STEP], f"{path}, line {number}")
-                except StepError as exc:
-                    raise RecorderError(str(exc)) from None
-                self._log_rows.append({key: value or "" for key, value in row.items()})
+            try:
+                if reader.fieldnames is None:
+                    return
+                if reader.fieldnames[0] != STEP:
+                    raise RecorderError(f"{path}: first column is {reader.fieldnames[0]!r}, not {STEP!r}")
+                self._log_columns = list(reader.fieldnames)
+                for row in reader:
+                    parse_step(row[STEP], f"{path}, line {reader.line_num}")
+                    self._log_rows.append({key: value or "" for key, value in row.items()})
+            except StepError as exc:
+                raise RecorderError(str(exc)) from None
+            except csv.Error as exc:  # a field over the csv module's limit, a NUL byte...
+                raise RecorderError(f"{path}, line {reader.line_num + 1}: not a readable log ({exc})") from None
+            except UnicodeDecodeError as exc:
+                raise RecorderError(f"{path}: not a readable log (not UTF-8 text: {exc})") from None
         self._log_lines = [_csv_line(self._log_columns, row) for row in self._log_rows]
 
     def _forget_from(self, step: int) -> None:

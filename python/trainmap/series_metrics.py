@@ -412,8 +412,10 @@ def _series_metrics_locked(series: Series, out_dir: Path, options, resolved, log
     if message:
         warnings.warn(f"{message} (recorded in {out_dir / INTEGRITY_JSON})", RuntimeWarning, stacklevel=2)
     if not log:
+        found = (f"its log files ({', '.join(str(p) for p in series.logs)}) hold no logged values" if series.logs
+                 else "no log.csv or trainer_state.json")
         warnings.warn(
-            f"{src}: no log.csv or trainer_state.json: {out.log_csv} has no logged values, so there is "
+            f"{src}: {found}: {out.log_csv} has no logged values, so there is "
             "no eval column to find convergence in (put a log.csv with a step column and eval columns in "
             f"{src})", RuntimeWarning, stacklevel=2,
         )
