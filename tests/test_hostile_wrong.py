@@ -101,3 +101,24 @@ def test_written_files_follow_the_umask(tmp_path, umask, mode):
     assert len(files) > 5
     modes = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
     assert set(modes.values()) == {oct(mode)}, modes
+
+
+# --- round 2 -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [True, "numpy", "torch"])
+def test_the_recorder_refuses_a_boolean_scalar_as_it_refuses_a_boolean_step(tmp_path, value):
+    import numpy as np
+    import torch
+
+    from trainmap import Recorder
+    from trainmap.recorder import RecorderError
+
+    value = {"numpy": np.bool_(True), "torch": torch.tensor(True)}.get(value, value)
+    weights = {"fc.weight": np.ones((2, 3), dtype=np.float32)}
+    with Recorder(tmp_path / "run", seed=0) as rec:
+        rec.record(0, weights, eval_accuracy=0.5)
+        before = fingerprint(tmp_path)
+        with pytest.raises(RecorderError, match=r"record\(step=10\): scalar converged=True is a boolean"):
+            rec.record(10, weights, converged=value)
+        assert fingerprint(tmp_path) == before

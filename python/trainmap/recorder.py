@@ -417,11 +417,13 @@ def _resolved_options(include, exclude, svd, exact_max_dim, rank) -> dict[str, A
 
 
 def _as_number(name: str, value: Any, step: int) -> int | float:
-    """A scalar as a Python int or float (bools as 0/1; numpy and torch scalars unwrapped)."""
+    """A scalar as a Python int or float (numpy and torch scalars unwrapped). Booleans are
+    refused, as they are as steps: ``True`` written as 1 would pass for a measurement."""
     if _is_one_element_tensor(value) or _is_numpy_scalar(value):
         value = value.item()
     if isinstance(value, bool):
-        return int(value)
+        raise RecorderError(f"record(step={step}): scalar {name}={value!r} is a boolean, not a number; "
+                            f"record it as 0 or 1 (int({name})) if a number is meant")
     if isinstance(value, (int, float)):
         return value
     raise RecorderError(f"record(step={step}): scalar {name}={value!r} is not a number")
