@@ -136,3 +136,55 @@ def test_a_trainer_state_json_of_the_wrong_shape_is_named_with_what_is_wrong(tmp
     assert any(str(src / "trainer_state.json") in m and problem in m for m in messages), messages
     assert not any("no log.csv or trainer_state.json" in m for m in messages), messages  # it is there: say what is wrong
     assert fingerprint(src) == before
+
+
+@pytest.mark.parametrize("error, call", [(28, "fsync"), (13, "mkstemp"), (28, "replace")])
+def test_a_full_disk_or_a_denied_write_names_the_output_not_a_temporary(tmp_path, capsys, monkeypatch, error, call):
+    """[Errno 28] / [Errno 13] on the temporary file of an atomic write: the message names
+    the file the user asked for, the old one is intact, and no temporary is left."""
+    import errno as errnos
+    import os
+    import tempfile
+
+    import numpy as np
+
+    from checkpoint_factory import tensor, write_checkpoint
+
+    write_checkpoint(tmp_path / "step00000000.safetensors", [tensor("fc.weight", np.ones((2, 3)), "F32", "matrix")])
+    output = tmp_path / "results" / "metrics.csv"
+    output.parent.mkdir()
+    output.write_text("the previous metrics\n")
+
+    def fail(*args, **kwargs):
+        raise OSError(error, os.strerror(error), *(["/x/.metrics.csv.abc123.tmp"] if call != "fsync" else []))
+
+    target = {"fsync": (os, "fsync"), "mkstemp": (tempfile, "mkstemp"), "replace": (os, "replace")}[call]
+    monkeypatch.setattr(*target, fail)
+    status = main(["metrics", str(tmp_path / "step00000000.safetensors"), "-o", str(output), "--no-progress"])
+    monkeypatch.undo()
+    line = one_error_line(capsys.readouterr().err, "metrics")
+    assert status == 2 and str(output) in line and os.strerror(error) in line, line
+    assert ".tmp" not in line and f"[Errno {error}]" not in line, line
+    assert "the disk is full" in line if error == errnos.ENOSPC else f"make {output.parent} writable" in line, line
+    assert output.read_text() == "the previous metrics\n"
+    assert sorted(p.name for p in output.parent.iterdir()) == ["metrics.csv"]
+
+
+def test_a_run_directory_that_cannot_be_written_is_named_not_its_lock_file(tmp_path, capsys, monkeypatch):
+    import errno as errnos
+    import os
+
+    src = _in_place_series(tmp_path / "src", {"log.csv": "step,eval_accuracy\n0,0.5\n10,0.75\n"})
+    real_open = os.open
+
+    def denied(path, *args, **kwargs):
+        if str(path).endswith(".trainmap.lock"):
+            raise PermissionError(errnos.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", denied)
+    status = main(["series-metrics", str(src), "--out-dir", str(tmp_path / "out"), "--no-progress"])
+    monkeypatch.undo()
+    line = one_error_line(capsys.readouterr().err, "series-metrics")
+    assert status == 2 and f"{tmp_path / 'out'}: cannot write in this directory (Permission denied)" in line, line
+    assert ".trainmap.lock" not in line and "[Errno" not in line
