@@ -122,3 +122,65 @@ def test_the_recorder_refuses_a_boolean_scalar_as_it_refuses_a_boolean_step(tmp_
         with pytest.raises(RecorderError, match=r"record\(step=10\): scalar converged=True is a boolean"):
             rec.record(10, weights, converged=value)
         assert fingerprint(tmp_path) == before
+
+
+DUPLICATED_THRESHOLD = """\
+experiments:
+  e:
+    task: parities
+    seeds: 2
+    threshold: 0.9
+    hmm: {restarts: 2}
+    threshold: 0.5
+"""
+DUPLICATED_EXPERIMENT = """\
+experiments:
+  e: {task: parities, seeds: 2, threshold: 0.9}
+  f: {task: parities, seeds: 3}
+  e: {task: digits, seeds: 4}
+"""
+
+
+@pytest.mark.parametrize("text, key, lines", [(DUPLICATED_THRESHOLD, "experiments.e.threshold", (5, 7)),
+                                              (DUPLICATED_EXPERIMENT, "experiments.e", (2, 4))])
+def test_a_repeated_yaml_key_is_an_error_naming_the_key_and_both_lines(tmp_path, text, key, lines):
+    """YAML loaders (Snakemake's --configfile too) keep the last of two equal keys silently."""
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(workflow.ConfigError,
+                       match=rf"{re.escape(str(path))}: config key {re.escape(key)} appears twice, on lines "
+                             rf"{lines[0]} and {lines[1]}"):
+        workflow.check_duplicate_keys([path])
+
+
+def test_yaml_merge_keys_may_override_without_being_duplicates(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("base: &base {task: parities, seeds: 2}\nexperiments:\n  e: {<<: *base, seeds: 3}\n"
+                    "  f: {<<: *base, seeds: 4}\n")
+    workflow.check_duplicate_keys([path])
+
+
+@pytest.mark.slow  # a Snakemake dry run takes seconds
+def test_snakemake_dry_run_stops_at_a_repeated_key_in_the_configfile(tmp_path):
+    from snakemake_runner import snakemake
+
+    config = tmp_path / "dup.yaml"
+    config.write_text(DUPLICATED_THRESHOLD)
+    result = snakemake(tmp_path, "--dry-run", "--cores", "1", "all", "--configfile", str(config))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert f"{config}: config key experiments.e.threshold appears twice, on lines 5 and 7" in output, output
+    assert "Traceback" not in output
+    assert config.read_text() == DUPLICATED_THRESHOLD and not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("spec, key, limit", [("experiments:\n  {name}: {{task: parities, seeds: 2}}\n", "experiments", 64),
+                                              ("experiments:\n  e:\n    threshold: 0.9\n    sources: {{{name}: /tmp}}\n",
+                                               r"experiments\.e\.sources", 100)])
+def test_an_over_long_name_says_the_limit(tmp_path, spec, key, limit):
+    name = "a" * (limit + 1)
+    with pytest.raises(workflow.ConfigError) as caught:
+        _validate(tmp_path, spec.format(name=name))
+    message = str(caught.value)
+    assert re.search(rf"config key {key}: bad name 'a+…?' \({limit + 1} characters; at most {limit}\)", message), message
+    assert f"must match {limit}" not in message
