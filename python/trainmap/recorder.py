@@ -146,7 +146,11 @@ class Recorder:
         values = self._scalar_fields(step, scalars)
         tensors = _as_tensors(weights)
         self._check_countable(step, tensors)
-        result = self._metrics.weights_metrics(tensors, **self.options, threads=self.threads)
+        with warnings.catch_warnings(record=True) as caught:  # the engine's warnings, said of this record
+            warnings.simplefilter("always")
+            result = self._metrics.weights_metrics(tensors, **self.options, threads=self.threads)
+        for warning in caught:
+            warnings.warn(f"{self.directory}: record(step={step}): {warning.message}", warning.category, stacklevel=2)
         row = self._metrics.metrics_frame([step], [result])
         header, line = _csv_header_and_line(row)
         if self._metrics_header is not None and header != self._metrics_header:

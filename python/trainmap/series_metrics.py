@@ -57,6 +57,9 @@ INTEGRITY_JSON = "integrity.json"
 OUTPUT_FILES: tuple[str, ...] = (METRICS_CSV, LOG_CSV, INTEGRITY_JSON, RUN_JSON, _PARTIAL)
 #: Where the series_metrics_chunk jobs of OUT write their chunks (``metrics_chunks/{i}.json``).
 CHUNKS_DIR = "metrics_chunks"
+#: Key of a checkpoint's result (in the partial and chunk files, not in metrics.csv) that
+#: says which tensors counted (:func:`trainmap.metrics.counted_layout`).
+LAYOUT = "counted_layout"
 
 
 def resolved_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -221,6 +224,9 @@ def _checkpoint_result(checkpoint: Checkpoint, options: Mapping[str, Any], threa
             else:
                 files = checkpoint.files[0] if checkpoint.format == "safetensors" else list(checkpoint.files)
                 result = metrics.checkpoint_metrics(files, threads=threads, device=device, **options)
+                entries = metrics.file_entries(files)
+                result[LAYOUT] = entries and metrics.counted_layout(entries, options.get("include"),
+                                                                    options.get("exclude"))
         except ValueError as exc:
             message = str(exc)
             raise SeriesError(message if checkpoint.name in message else f"{checkpoint.name}: {message}") from None
@@ -237,15 +243,18 @@ def _state_dict_result(checkpoint: Checkpoint, options: Mapping[str, Any], threa
     from trainmap import metrics
 
     tensors = {k: v for k, v in series_reader.load_checkpoint(checkpoint).items() if v.is_floating_point()}
+    entries = [(name, list(t.shape)) for name, t in tensors.items()]
+    metrics.check_countable(entries, checkpoint.name, options.get("include"), options.get("exclude"))
+    layout = metrics.counted_layout(entries, options.get("include"), options.get("exclude"))
     gpu = metrics._torch_device(device, options.get("svd") or "auto")
     if gpu is None:
-        return metrics.weights_metrics(tensors, threads=threads, **options)
+        return {**metrics.weights_metrics(tensors, threads=threads, **options), LAYOUT: layout}
     from trainmap import metrics_torch
 
     result, notes = metrics_torch.tensors_metrics(list(tensors.items()), device=gpu, include=options.get("include"),
                                                   exclude=options.get("exclude"), source=checkpoint.name)
     metrics._emit(notes)
-    return result
+    return {**metrics._checked_range(result, checkpoint.name), LAYOUT: layout}
 
 
 def _stamp(checkpoint: Checkpoint) -> str:
@@ -288,7 +297,18 @@ def _computed_frame(series: Series, options, threads, device, progress, partial:
         results.append(done[stamp])
         if progress is not None:
             progress(count)
+    warn_of_other_models(series, results)
     return metrics.metrics_frame(series.steps, results)
+
+
+def warn_of_other_models(series: Series, results: Sequence[Mapping[str, Any]]) -> None:
+    """One warning naming the checkpoints whose counted tensors differ from most of the
+    series' (results computed before the layout was recorded have none, and are not compared)."""
+    from trainmap import metrics
+
+    message = metrics.layout_warning([c.name for c in series.checkpoints], [r.get(LAYOUT) for r in results])
+    if message:
+        warnings.warn(f"{series.source}: {message}", RuntimeWarning, stacklevel=3)
 
 
 def _adopted_frame(series: Series) -> pd.DataFrame:
