@@ -260,3 +260,35 @@ def test_a_large_trainer_state_json_is_streamed_not_read_whole(tmp_path):
         tracemalloc.stop()
     assert len(log) == 10000 and log[7] == {"train_loss": 1.0 / 7}
     assert peak < size / 4, f"peak {peak} bytes reading a {size}-byte file"
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1 << 20])
+def test_the_streamed_trainer_state_reads_what_json_loads_reads(tmp_path, monkeypatch, chunk):
+    """Chunk boundaries anywhere, nested entries, strings holding braces and commas, numbers
+    cut at a boundary, no white space or much of it: the same rows as json.loads gives."""
+    import json
+    import random
+
+    from trainmap import series
+
+    rng = random.Random(chunk)
+    history = []
+    for step in range(1, 400):
+        entry = {"step": step, "loss": rng.random() * 10 ** rng.randint(-5, 5), "epoch": step // 7}
+        if step % 3 == 0:
+            entry["note"] = 'x}, {"step": 99, "loss": 1} ]'
+        if step % 5 == 0:
+            entry["nested"] = {"a": [1, {"b": "}"}], "c": None}
+        history.append(entry)
+    assert series.trainer_global_step(tmp_path) is None  # (no trainer_state.json there yet)
+    for indent in (None, 2):
+        path = tmp_path / f"trainer_state_{indent}.json"
+        path.write_text(json.dumps({"a": [1, 2], "global_step": 399, "log_history": history, "z": {"y": 1}},
+                                   indent=indent))
+        monkeypatch.setattr(series, "_CHUNK", chunk)
+        rows = series._trainer_log(path)
+        expected = {e["step"]: {k: v for k, v in e.items() if k != "step" and type(v) in (int, float)}
+                    for e in history}
+        assert rows == expected
+        (tmp_path / "trainer_state.json").write_text(path.read_text())
+        assert series.trainer_global_step(tmp_path) == 399

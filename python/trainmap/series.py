@@ -434,10 +434,11 @@ class _JsonStream:
     def __init__(self, handle, path: Path):
         self.handle, self.path = handle, path
         self.text, self.pos, self.offset, self.eof = "", 0, 0, False
+        self.batch_failed = False  # decoding this text's objects together failed: one at a time until more is read
 
     def _more(self) -> None:
         chunk = self.handle.read(max(_CHUNK, len(self.text) - self.pos))  # doubling: a long value is re-read O(log n) times
-        self.eof = not chunk
+        self.eof, self.batch_failed = not chunk, False
         self.offset += self.pos
         self.text, self.pos = self.text[self.pos:] + chunk, 0
 
@@ -496,13 +497,14 @@ class _JsonStream:
         decoded together (one call for a megabyte of log entries, not one per entry); empty
         when none can be. The text up to the last ``}`` followed by ``,`` is decoded as an
         array: were that ``}`` inside a string or a nested value, it would not decode."""
-        cut = self.text.rfind("}", self.pos)
+        cut = -1 if self.batch_failed else self.text.rfind("}", self.pos)
         while cut > self.pos:
             after = _WHITESPACE.match(self.text, cut + 1).end()
             if after < len(self.text) and self.text[after] == ",":
                 try:
                     values = json.loads("[" + self.text[self.pos:cut + 1] + "]")
-                except json.JSONDecodeError:
+                except json.JSONDecodeError:  # (entries with nested objects, say)
+                    self.batch_failed = True
                     return []
                 self.pos = after + 1
                 return values
