@@ -190,15 +190,19 @@ def _check_out_dir(src: Path, out_dir: Path) -> set[str]:
             "--out-dir"
         )
     listed = owner.listed_files(record)
+    from_before_owner_files = False
     if listed is None:  # no owner file; or one from before it listed files: then run.json says whose it is
         previous = owner.read_record(out_dir / RUN_JSON, "delete it if it is not trainmap's")
-        listed = set(OUTPUT_FILES) if (previous or {}).get("kind") == "in_place" else set()
+        from_before_owner_files = (previous or {}).get("kind") == "in_place"
+        listed = set(OUTPUT_FILES) if from_before_owner_files else set()
+    listed.add(_PARTIAL)  # a killed job's saved results: trainmap's by its name, owner file or not
     chunks = out_dir / CHUNKS_DIR
     if chunks.is_dir():  # written by series_metrics_chunk jobs, named by their contract
         listed |= {f"{CHUNKS_DIR}/{p.name}" for p in chunks.iterdir() if p.stem.isdigit() and p.suffix == ".json"}
-    if record is None and not listed:
-        owner.refuse_foreign(out_dir, "series-metrics", option="--out-dir")
-    owner.refuse_unlisted(out_dir, listed, option="--out-dir")
+    if record is None and not from_before_owner_files:
+        owner.refuse_foreign(out_dir, "series-metrics", option="--out-dir", allowed=listed)
+    else:
+        owner.refuse_unlisted(out_dir, listed, option="--out-dir")
     return listed
 
 
