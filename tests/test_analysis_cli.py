@@ -286,5 +286,6 @@ def test_user_errors_are_one_line(tmp_path):
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert lines == ["trainmap hmm-select: error: only 4 usable run(s) of 4, need at least 5"]
+    assert lines == ["trainmap hmm-select: error: only 4 usable run(s) of 4: the analysis needs at least 5 runs "
+                     "(seeds) of the same setup (config hmm.min_runs, --min-runs); add seeds"]
     assert not (tmp_path / "s.csv").exists() and not (tmp_path / "m.npz").exists()

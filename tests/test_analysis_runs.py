@@ -92,7 +92,7 @@ def test_too_few_usable_runs_is_a_clear_error(tmp_path):
     exp = write_synthetic_runs(tmp_path / "runs", n_runs=6, n_checkpoints=20, nan_runs=(0, 3))
     runs = load_runs(exp.run_dirs)
     with pytest.warns(RuntimeWarning, match="left out 2 run"):
-        with pytest.raises(InsufficientRunsError, match="only 4 usable run\\(s\\) of 6, need at least 5.*0, 3"):
+        with pytest.raises(InsufficientRunsError, match="only 4 usable run\\(s\\) of 6: the analysis needs at least 5 runs.*0, 3"):
             prepare_trajectories(runs)
     assert issubclass(InsufficientRunsError, ValueError)
 

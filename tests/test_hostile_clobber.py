@@ -141,3 +141,91 @@ def test_a_resume_state_without_owner_file_of_other_settings_is_not_claimed(tmp_
     line = one_error_line(capsys.readouterr().err, "train")
     assert status == 2 and "resume/state.safetensors belongs to a different run (hidden: 8 there, 9 now" in line
     assert fingerprint(tmp_path) == before  # and no owner file claims it for the other settings
+
+
+# --- round 2: what series-metrics and train may write over or delete ---------------------
+
+
+def _recorder_run(directory):
+    """A closed Recorder run (kept checkpoints), as a training script leaves it."""
+    from trainmap import Recorder
+
+    with Recorder(directory, seed=1, keep_checkpoints=True) as rec:
+        for step in (0, 10):
+            rec.record(step, {"fc.weight": np.full((2, 3), 1.0 + step, dtype=np.float32)}, eval_accuracy=step / 10)
+    return directory
+
+
+@pytest.mark.parametrize("inside", ["", "analysis"])
+def test_series_metrics_out_dir_on_or_inside_its_source_is_refused(tmp_path, capsys, inside):
+    """--out-dir onto the Recorder run it reads would rewrite its run.json and log.csv."""
+    run = _recorder_run(tmp_path / "run")
+    out = run / inside if inside else run
+    before = fingerprint(tmp_path)
+    status = main(["series-metrics", str(run), "--out-dir", str(out), "--no-progress"])
+    line = one_error_line(capsys.readouterr().err, "series-metrics")
+    assert status == 2 and "--out-dir" in line and str(out) in line and str(run) in line, line
+    assert fingerprint(tmp_path) == before
+    from trainmap import Recorder
+
+    with Recorder(run, seed=1, keep_checkpoints=True) as rec:  # the script can still continue its run
+        rec.record(20, {"fc.weight": np.full((2, 3), 5.0, dtype=np.float32)})
+
+
+def test_series_metrics_refuses_an_out_dir_holding_files_it_did_not_write(tmp_path, capsys):
+    run = _recorder_run(tmp_path / "run")
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "metrics.csv").write_text("the user's own metrics\n")
+    (out / "notes.txt").write_text("keep\n")
+    before = fingerprint(tmp_path)
+    status = main(["series-metrics", str(run), "--out-dir", str(out), "--no-progress"])
+    line = one_error_line(capsys.readouterr().err, "series-metrics")
+    assert status == 2 and str(out) in line and "metrics.csv" in line and "notes.txt" in line, line
+    assert fingerprint(tmp_path) == before
+
+
+def test_series_metrics_rewrites_its_own_out_dir_and_one_from_before_owner_files(tmp_path, capsys):
+    run = _recorder_run(tmp_path / "run")
+    out = tmp_path / "out"
+    for _ in range(2):  # its own earlier output is replaced
+        assert main(["series-metrics", str(run), "--out-dir", str(out), "--no-progress"]) == 0, capsys.readouterr()
+    (out / layout.OWNER_NAME).unlink()  # as written by a trainmap without owner files: run.json says in_place
+    assert main(["series-metrics", str(run), "--out-dir", str(out), "--no-progress"]) == 0, capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "integrity.json", "log.csv", "metrics.csv", "run.json"]
+
+
+def _train_args(out, **changes):
+    return ["train", "parities", "--seed", "0", "--out", str(out), "--no-progress", "--threads", "1",
+            *[a for k, v in {**TINY_PARITIES, **changes}.items() for a in ("--set", f"{k}={v}")]]
+
+
+def test_train_over_a_finished_run_without_run_json_deletes_only_what_trainmap_wrote(tmp_path, capsys):
+    """The owner file says a finished run; run.json is gone (Snakemake removed it after a
+    change of settings). Files trainmap never wrote are not deleted: the directory is refused,
+    naming them, and nothing changes."""
+    out = tmp_path / "run"
+    assert main(_train_args(out)) == 0
+    (out / "run.json").unlink()
+    (out / "checkpoints" / "step00000099.safetensors").write_bytes(b"a checkpoint trainmap never wrote")
+    (out / "notes.txt").write_text("years of work\n")
+    before = fingerprint(tmp_path)
+    status = main(_train_args(out, hidden=9))
+    line = one_error_line(capsys.readouterr().err, "train")
+    assert status == 2 and str(out) in line, line
+    assert "checkpoints/step00000099.safetensors" in line and "notes.txt" in line, line
+    assert fingerprint(tmp_path) == before
+
+
+def test_train_starting_over_removes_the_old_runs_metrics_csv(tmp_path, capsys):
+    """Every file trainmap wrote into the run (metrics.csv by `trainmap metrics` too) goes when
+    the run starts over; nothing of the old run stays beside the new checkpoints."""
+    out = tmp_path / "run"
+    assert main(_train_args(out)) == 0
+    assert main(["metrics", str(out / "checkpoints"), "-o", str(out / "metrics.csv"), "--no-progress"]) == 0
+    old_steps = layout.checkpoint_steps(out)
+    (out / "run.json").unlink()
+    assert main(_train_args(out, epochs=1)) == 0, capsys.readouterr().err
+    assert layout.checkpoint_steps(out) == old_steps[: len(layout.checkpoint_steps(out))] != old_steps
+    assert not (out / "metrics.csv").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -84,3 +85,106 @@ def test_a_killed_holder_releases_the_lock_and_the_waiter_resumes(tmp_path, refe
     record = layout.read_run_json(out)
     assert record["status"] == "complete" and record["timing"]["sessions"] == 2  # it resumed, not restarted
     assert _run_bytes(out) == reference
+
+
+# --- Recorders: one writer per directory too ------------------------------------------------
+
+_HOLDER = """
+import sys
+import numpy as np
+from trainmap import Recorder
+rec = Recorder(sys.argv[1], seed=1)
+rec.record(0, {"fc.weight": np.ones((2, 3), dtype=np.float32)}, eval_accuracy=0.5)
+print("recording", flush=True)
+sys.stdin.readline()
+rec.record(10, {"fc.weight": np.full((2, 3), 2.0, dtype=np.float32)}, eval_accuracy=0.75)
+rec.close()
+"""
+
+
+def _weights(value: float):
+    import numpy as np
+
+    return {"fc.weight": np.full((2, 3), value, dtype=np.float32)}
+
+
+def test_a_second_recorder_on_a_directory_being_recorded_is_refused_naming_the_holder(tmp_path):
+    """Two scripts recording into one directory: the second stops at once, the first's
+    records are all kept."""
+    import sys
+
+    import pandas as pd
+
+    from hostile_helpers import fingerprint
+    from trainmap import Recorder
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(run)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=env())
+    try:
+        assert holder.stdout.readline().strip() == "recording"
+        before = fingerprint(tmp_path)
+        with pytest.raises(RunLockedError, match=rf"{re.escape(str(run))} is in use by pid {holder.pid} on host "
+                                                 rf"{re.escape(socket.gethostname())}"):
+            Recorder(run, seed=1)
+        assert fingerprint(tmp_path) == before
+    finally:
+        holder.communicate("\n", timeout=120)
+    assert holder.returncode == 0
+    assert pd.read_csv(run / "metrics.csv")["step"].tolist() == [0, 10]
+    with Recorder(run, seed=1) as rec:  # free again once the holder has closed
+        rec.record(20, _weights(3.0))
+
+
+def test_a_recorder_lets_go_of_its_directory_when_closed_abandoned_or_collected(tmp_path):
+    from trainmap import Recorder
+
+    run = tmp_path / "run"
+    first = Recorder(run, seed=1)
+    first.record(0, _weights(1.0))
+    with pytest.raises(RunLockedError):
+        Recorder(run, seed=1)  # the same process counts as a second writer too
+    del first  # a script that never closed it: collected
+    with pytest.raises(RuntimeError, match="boom"):
+        with Recorder(run, seed=1) as rec:
+            rec.record(10, _weights(2.0))
+            raise RuntimeError("boom")
+    with Recorder(run, seed=1) as rec:  # the block left by the exception released it
+        rec.record(20, _weights(3.0))
+
+
+@pytest.mark.slow  # importing transformers and lightning takes seconds
+@pytest.mark.parametrize("framework", ["hf", "lightning"])
+def test_two_callbacks_on_one_directory_the_second_is_refused(tmp_path, framework):
+    from types import SimpleNamespace
+
+    run = tmp_path / "run"
+    if framework == "hf":
+        from trainmap.adapters.hf import TrainmapCallback
+
+        args = SimpleNamespace(output_dir=str(tmp_path), seed=1)
+        state = SimpleNamespace(is_world_process_zero=True, global_step=0)
+
+        def begin(callback):
+            callback.on_train_begin(args, state, None)
+
+        def end(callback):
+            callback.on_train_end(args, state, None)
+    else:
+        from trainmap.adapters.lightning import TrainmapCallback
+
+        trainer = SimpleNamespace(is_global_zero=True, default_root_dir=str(tmp_path))
+
+        def begin(callback):
+            callback.on_fit_start(trainer, None)
+
+        def end(callback):
+            callback.on_fit_end(trainer, None)
+    first, second = TrainmapCallback(run, seed=1), TrainmapCallback(run, seed=1)
+    begin(first)
+    with pytest.raises(RunLockedError, match=rf"in use by pid {os.getpid()} on host"):
+        begin(second)
+    begin(first)  # a train() that crashed and is started again: the callback's old Recorder is let go
+    end(first)
+    begin(second)
+    end(second)

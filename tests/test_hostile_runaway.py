@@ -193,3 +193,102 @@ def _schema():
     from hostile_helpers import ROOT
 
     return ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+# --- trainer_state.json: every checkpoint-N/ may carry a copy of a long history --------------
+
+
+def _trainer_state_text(global_step: int, entries: list[dict]) -> str:
+    """A trainer_state.json as the Trainer writes it (keys sorted, indented)."""
+    import json
+
+    return json.dumps({"best_metric": None, "epoch": 1.0, "global_step": global_step, "log_history": entries,
+                       "max_steps": global_step, "train_batch_size": 8}, indent=2, sort_keys=True) + "\n"
+
+
+def _step_dirs(src, steps):
+    from checkpoint_factory import tensor, write_checkpoint
+
+    for step in steps:
+        (src / f"checkpoint-{step}").mkdir(parents=True)
+        write_checkpoint(src / f"checkpoint-{step}" / "model.safetensors",
+                         [tensor("fc.weight", np.full((2, 3), float(step)), "F32", "matrix")])
+
+
+def test_older_trainer_states_are_read_only_up_to_their_global_step(tmp_path):
+    """The newest checkpoint's history holds every earlier entry: older copies are not read
+    through (here they are cut off right after global_step, and would not even parse)."""
+    import pandas as pd
+
+    src = tmp_path / "src"
+    _step_dirs(src, [100, 200, 300])
+    history = [{"step": s, "eval_accuracy": s / 400, "epoch": s / 100} for s in range(10, 301, 10)]
+    for step in (100, 200):
+        full = _trainer_state_text(step, [e for e in history if e["step"] <= step])
+        (src / f"checkpoint-{step}" / "trainer_state.json").write_text(full[:full.index('"log_history"')])
+    (src / "checkpoint-300" / "trainer_state.json").write_text(_trainer_state_text(300, history))
+    before = fingerprint(tmp_path)
+    result = run_cli("series-metrics", src, "--out-dir", tmp_path / "out", "--no-progress", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr, result.stderr  # global steps agree with the names
+    log = pd.read_csv(tmp_path / "out" / "log.csv")
+    assert log["step"].tolist() == list(range(10, 301, 10)) and log["eval_accuracy"].tolist() == [
+        s / 400 for s in range(10, 301, 10)]
+    assert {k: v for k, v in fingerprint(tmp_path).items() if k.startswith("src/")} == before
+
+
+def test_a_large_trainer_state_json_is_streamed_not_read_whole(tmp_path):
+    """A 50 MB log_history (entries with long text, which the log leaves out) is read a
+    megabyte at a time: Python's peak allocation stays far below the file's size."""
+    import tracemalloc
+
+    from trainmap import series
+
+    src = tmp_path / "src"
+    _step_dirs(src, [1000])
+    note = "x" * 5000
+    history = [{"step": s, "loss": 1.0 / s, "note": note} for s in range(1, 10001)]
+    (src / "checkpoint-1000" / "trainer_state.json").write_text(_trainer_state_text(1000, history))
+    size = (src / "checkpoint-1000" / "trainer_state.json").stat().st_size
+    assert size > 50e6
+    found = series.discover(src)
+    tracemalloc.start()
+    try:
+        log = series.read_log(found)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(log) == 10000 and log[7] == {"train_loss": 1.0 / 7}
+    assert peak < size / 4, f"peak {peak} bytes reading a {size}-byte file"
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1 << 20])
+def test_the_streamed_trainer_state_reads_what_json_loads_reads(tmp_path, monkeypatch, chunk):
+    """Chunk boundaries anywhere, nested entries, strings holding braces and commas, numbers
+    cut at a boundary, no white space or much of it: the same rows as json.loads gives."""
+    import json
+    import random
+
+    from trainmap import series
+
+    rng = random.Random(chunk)
+    history = []
+    for step in range(1, 400):
+        entry = {"step": step, "loss": rng.random() * 10 ** rng.randint(-5, 5), "epoch": step // 7}
+        if step % 3 == 0:
+            entry["note"] = 'x}, {"step": 99, "loss": 1} ]'
+        if step % 5 == 0:
+            entry["nested"] = {"a": [1, {"b": "}"}], "c": None}
+        history.append(entry)
+    assert series.trainer_global_step(tmp_path) is None  # (no trainer_state.json there yet)
+    for indent in (None, 2):
+        path = tmp_path / f"trainer_state_{indent}.json"
+        path.write_text(json.dumps({"a": [1, 2], "global_step": 399, "log_history": history, "z": {"y": 1}},
+                                   indent=indent))
+        monkeypatch.setattr(series, "_CHUNK", chunk)
+        rows = series._trainer_log(path)
+        expected = {e["step"]: {k: v for k, v in e.items() if k != "step" and type(v) in (int, float)}
+                    for e in history}
+        assert rows == expected
+        (tmp_path / "trainer_state.json").write_text(path.read_text())
+        assert series.trainer_global_step(tmp_path) == 399

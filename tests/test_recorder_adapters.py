@@ -34,7 +34,8 @@ def final_row_matches_trainmap_metrics(run_dir, model, tmp_path):
     "module, library, extra", [("hf", "transformers", "hf"), ("lightning", "lightning", "lightning")]
 )
 def test_an_adapter_without_its_library_names_the_extra(monkeypatch, module, library, extra):
-    monkeypatch.setitem(sys.modules, library, None)  # import of `library` now fails
+    for name in [m for m in sys.modules if m == library or m.startswith(f"{library}.")] or [library]:
+        monkeypatch.setitem(sys.modules, name, None)  # import of `library` (and its modules, if loaded) now fails
     monkeypatch.delitem(sys.modules, f"trainmap.adapters.{module}", raising=False)
     with pytest.raises(ImportError, match=rf"pip install 'trainmap\[{extra}\]'"):
         importlib.import_module(f"trainmap.adapters.{module}")

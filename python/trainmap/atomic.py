@@ -8,6 +8,7 @@ of the temporary file they start as, so results can be shared as the user's umas
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -19,9 +20,32 @@ from typing import Any, Iterator
 
 from trainmap.fileguard import check_output_format
 
-__all__ = ["atomic_path", "write_bytes", "write_text", "write_json", "write_csv", "file_mode"]
+__all__ = ["atomic_path", "write_bytes", "write_text", "write_json", "write_csv", "file_mode", "OutputWriteError"]
 
 _UMASK_LOCK = threading.Lock()
+# What to tell the user for the errors a full, read-only or forbidden place gives.
+_REMEDIES = {
+    errno.ENOSPC: "the disk is full; free space there or write elsewhere",
+    errno.EDQUOT: "the disk quota is used up; free space there or write elsewhere",
+    errno.EACCES: "make {folder} writable for you or write elsewhere",
+    errno.EPERM: "make {folder} writable for you or write elsewhere",
+    errno.EROFS: "write elsewhere",
+}
+
+
+class OutputWriteError(OSError):
+    """An output that could not be written (disk full, permission denied...). Its message
+    names the file the user asked for, never the temporary one; ``errno`` is the cause's."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _write_error(target: Path, exc: OSError) -> OutputWriteError:
+    reason = exc.strerror or str(exc)
+    remedy = _REMEDIES.get(exc.errno, "").format(folder=target.parent)
+    text = f"{target}: could not be written ({reason}{': ' + remedy if remedy else ''}); the previous file, if any, is unchanged"
+    return OutputWriteError(exc.errno, text)
 
 
 def file_mode() -> int:
@@ -47,19 +71,27 @@ def atomic_path(path: str | os.PathLike, *, durable: bool = True) -> Iterator[Pa
     fraction of the cost, for files rewritten often (the Recorder's rows).
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        os.fchmod(fd, file_mode())  # mkstemp creates 0600 whatever the umask
-    finally:
-        os.close(fd)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            os.fchmod(fd, file_mode())  # mkstemp creates 0600 whatever the umask
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise _write_error(target, exc) from None
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        if durable:
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        try:
+            yield tmp
+            if durable:
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except OSError as exc:
+            if isinstance(exc, OutputWriteError) or exc.errno not in _REMEDIES:
+                raise
+            raise _write_error(target, exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

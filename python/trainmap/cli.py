@@ -51,14 +51,16 @@ def _add_device_argument(p: argparse.ArgumentParser) -> None:
 def _run_metrics(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from trainmap import atomic
+    from trainmap import atomic, owner
     from trainmap.metrics import checkpoint_paths, trajectory_metrics
 
     paths: list[Path] = []
     for item in map(Path, args.inputs):
         paths.extend(checkpoint_paths(item) if item.is_dir() else [item])
     options = MetricsOptions.from_args(args)
-    with tqdm(total=len(paths), unit="ckpt", desc="metrics", disable=args.no_progress, file=sys.stderr) as bar:
+    # Into a run directory (RUN/metrics.csv): under its lock, listed in its owner file as trainmap's.
+    with owner.listed_output(args.output, purpose="trainmap metrics"), \
+            tqdm(total=len(paths), unit="ckpt", desc="metrics", disable=args.no_progress, file=sys.stderr) as bar:
         frame = trajectory_metrics(
             paths,
             threads=args.threads,
@@ -70,7 +72,7 @@ def _run_metrics(args: argparse.Namespace) -> int:
             progress=lambda done: bar.update(done - bar.n),
             device=args.device,
         )
-    atomic.write_csv(args.output, frame)
+        atomic.write_csv(args.output, frame)
     print(f"wrote {len(frame)} rows to {args.output}", file=sys.stderr)
     return 0
 

@@ -31,7 +31,12 @@ __all__ = [
     "read_npz",
     "read_csv",
     "read_json_object",
+    "read_safetensors_header",
+    "MAX_SAFETENSORS_HEADER_BYTES",
 ]
+
+#: The largest safetensors header read (the format's own limit, as the engine applies it).
+MAX_SAFETENSORS_HEADER_BYTES = 100_000_000
 
 # Suffixes of the formats trainmap reads or writes, and of files it must never overwrite
 # with text: checkpoints, archives, arrays, figures.
@@ -200,3 +205,32 @@ def read_json_object(path: str | os.PathLike, *, what: str = "JSON file", max_by
     if not isinstance(value, dict):
         raise InputFileError(f"{path}: {what} must hold a JSON object, found a {type(value).__name__}")
     return value
+
+
+def read_safetensors_header(path: str | os.PathLike, *, what: str = "safetensors file") -> dict[str, tuple[str, list[int]]]:
+    """``{tensor name: (dtype, shape)}`` from a safetensors file's header, without reading
+    tensor data. The header's length field is checked against the file's size and
+    :data:`MAX_SAFETENSORS_HEADER_BYTES` before it is read; anything that is not a
+    safetensors header raises :class:`InputFileError` naming the file (and not echoing its
+    bytes)."""
+    import json
+    import struct
+
+    path = input_file(path, what=what)
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            (length,) = struct.unpack("<Q", head) if len(head) == 8 else (None,)
+            if length is None or length > MAX_SAFETENSORS_HEADER_BYTES or 8 + length > size:
+                raise ValueError("no valid header length")
+            header = json.loads(handle.read(length))
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+        return {name: (str(entry["dtype"]), [int(n) for n in entry["shape"]])
+                for name, entry in header.items() if name != "__metadata__"}
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        if isinstance(exc, InputFileError):
+            raise
+        reason = "unreadable header" if isinstance(exc, (ValueError, KeyError, TypeError)) else exc.strerror
+        raise InputFileError(f"{path}: not a safetensors file ({what} with {reason})") from None

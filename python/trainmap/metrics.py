@@ -15,8 +15,11 @@ Example
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -35,9 +38,14 @@ __all__ = [
     "ENGINE_FINGERPRINT",
     "CheckpointError",
     "RESULT_COLUMNS",
+    "SQUARED_STATISTICS",
     "checkpoint_metrics",
     "weights_metrics",
     "select_tensors",
+    "file_entries",
+    "check_countable",
+    "counted_layout",
+    "layout_warning",
     "metrics_frame",
     "trajectory_metrics",
     "checkpoint_paths",
@@ -63,6 +71,10 @@ CheckpointError = _engine.CheckpointError
 RESULT_COLUMNS: tuple[str, ...] = (*METRIC_NAMES, SVD, CONTENT_HASH)
 
 _SVD_MODES = ("exact", "randomized", "auto")
+# File names of the shards of one checkpoint (Hugging Face: model-00001-of-00004.safetensors).
+_SHARD_NAME = re.compile(r"-\d+-of-\d+$")
+# How warnings and errors name tensors passed from memory (as the engine does).
+_MEMORY = "in-memory tensors"
 #: Where the statistics are computed: "auto" (a CUDA GPU when torch sees one, else the
 #: engine), "cpu" (the Rust engine) or "cuda" / "cuda:N" (torch on that GPU).
 DEFAULT_DEVICE = "auto"
@@ -85,13 +97,26 @@ def checkpoint_paths(directory: str | os.PathLike) -> list[Path]:
     paths = sorted(directory.glob("*.safetensors"))
     if not paths:
         raise ValueError(f"{directory}: no *.safetensors checkpoints in this directory")
+    shards = [p.name for p in paths if _SHARD_NAME.search(p.stem)]
+    if shards:
+        raise ValueError(
+            f"{directory}: {', '.join(shards[:3])} {'is a shard' if len(shards) == 1 else 'are shards'} of a sharded "
+            "checkpoint, not a checkpoint of its own: give the checkpoint's directory (with its "
+            "model.safetensors.index.json) to `trainmap series-metrics`, which reads the shards together"
+        )
     unnumbered = [p.name for p in paths if parse_step(p) is None]
     if unnumbered:
         raise ValueError(
             f"{directory}: cannot order checkpoints by step: no step number in "
             f"{', '.join(unnumbered[:3])} (expected names like step00001200.safetensors)"
         )
-    return sorted(paths, key=parse_step)
+    by_step: dict[int, Path] = {}
+    for path in paths:
+        step = parse_step(path)
+        if step in by_step:
+            raise ValueError(f"{by_step[step]} and {path} both stand for step {step}; keep one of them")
+        by_step[step] = path
+    return [by_step[step] for step in sorted(by_step)]
 
 
 def _check_svd(svd: str) -> None:
@@ -112,6 +137,107 @@ def _torch_device(device: str, svd: str):
 def _emit(warning_messages: Iterable[str]) -> None:
     for message in warning_messages:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+# --- checks of what is computed (docs/metrics.md, "When the numbers would mean nothing") ------
+
+#: Statistics built on squares and singular values of the weight matrices: out of float64's
+#: range when the weights are (magnitudes beyond about 1e150, or below about 1e-150).
+SQUARED_STATISTICS: tuple[str, ...] = (
+    "l2", "code_sparsity", "spectral", "computational_sparsity", "mean_lambda", "variance_lambda", "var_w",
+)
+# Statistics that are positive whenever l1 is (some matrix is not all zero).
+_POSITIVE_WITH_L1 = ("l2", "spectral", "mean_lambda")
+# How many tensor names a message lists before "...".
+_NAMES_SHOWN = 6
+
+
+def _checked_range(result: dict[str, Any], origin: str) -> dict[str, Any]:
+    """``result`` with the statistics that over- or underflowed float64 set to NaN, and a
+    ``RuntimeWarning`` naming ``origin`` and them. A statistic is infinite though the weights
+    are finite, or ``l2``/``spectral``/``mean_lambda`` is 0 though ``l1`` is positive
+    (squares that underflowed to 0; singular values lost to an overflow): such numbers are
+    made up, and a NaN leaves the run out of the HMM with a message instead."""
+    values = {name: result[name] for name in METRIC_NAMES}
+    infinite = [name for name, value in values.items() if isinstance(value, float) and math.isinf(value)]
+    l1 = values["l1"]
+    lost = isinstance(l1, float) and math.isfinite(l1) and l1 > 0 and any(values[n] == 0 for n in _POSITIVE_WITH_L1)
+    if not infinite and not lost:
+        return result
+    matrices_hit = lost or any(name in infinite for name in METRIC_NAMES[:11])
+    cleared = [name for name in METRIC_NAMES if name in infinite or (matrices_hit and name in SQUARED_STATISTICS)]
+    cleared = [name for name in cleared if not math.isnan(values[name])]
+    warnings.warn(
+        f"{origin}: weights too large or too small for float64 arithmetic (l1 = {l1:.3g}): {', '.join(cleared)} "
+        "over- or underflow, so they are NaN (squares of magnitudes beyond about 1e150 or below about 1e-150 are "
+        "out of range)", RuntimeWarning, stacklevel=3,
+    )
+    return {**result, **dict.fromkeys(cleared, float("nan"))}
+
+
+def file_entries(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[tuple[str, list[int]]] | None:
+    """``(name, shape)`` of every tensor of a safetensors file (or of every shard of one
+    checkpoint), read from the headers; None when a header cannot be read (the engine then
+    says why)."""
+    from trainmap.fileguard import InputFileError, read_safetensors_header
+
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    try:
+        return [(name, shape) for p in paths for name, (_, shape) in read_safetensors_header(p).items()]
+    except (InputFileError, OSError):
+        return None
+
+
+def check_countable(entries: Sequence[tuple[str, Sequence[int]]], origin: str, include: str | None,
+                    exclude: str | None) -> list[tuple[str, str]]:
+    """The counted tensors among ``entries`` (:func:`select_tensors`); a ``CheckpointError``
+    naming ``origin``, the options and what it does hold when none counts: its statistics
+    would all be NaN, a row that means nothing."""
+    counted = select_tensors(entries, include, exclude)
+    if counted:
+        return counted
+    shown = ", ".join(f"{name} {list(shape)}" for name, shape in entries[:_NAMES_SHOWN])
+    more = f" and {len(entries) - _NAMES_SHOWN} more" if len(entries) > _NAMES_SHOWN else ""
+    held = f"{len(entries)} tensors ({shown}{more})" if entries else "no tensors at all"
+    raise CheckpointError(
+        f"{origin}: no tensor counts under include={include!r}, exclude={exclude if exclude is not None else 'default'!r}"
+        f"; it holds {held}. Counted are tensors with >= 2 dimensions and 1-D tensors named '*bias' that match "
+        "--include and not --exclude (docs/metrics.md)"
+    )
+
+
+def counted_layout(entries: Sequence[tuple[str, Sequence[int]]], include: str | None,
+                   exclude: str | None) -> dict[str, Any]:
+    """What the counted tensors of a checkpoint are, to compare checkpoints of a series:
+    ``{"tensors": count, "values": total entries, "digest": hash of their names and shapes}``."""
+    import hashlib
+
+    shapes = dict(entries)
+    counted = sorted((name, [int(n) for n in shapes[name]]) for name, _ in select_tensors(entries, include, exclude))
+    digest = hashlib.sha256(repr(counted).encode()).hexdigest()
+    return {"tensors": len(counted), "values": sum(math.prod(shape) for _, shape in counted), "digest": digest}
+
+
+def layout_warning(names: Sequence[str], layouts: Sequence[Mapping[str, Any] | None]) -> str | None:
+    """One line naming the checkpoints whose counted tensors differ from those of most
+    checkpoints of the series (a checkpoint of another model in the middle), or None."""
+    known = [(name, layout) for name, layout in zip(names, layouts) if layout]
+    counts = Counter(layout["digest"] for _, layout in known)
+    if len(counts) < 2:
+        return None
+    def described(items):
+        shown = "; ".join(f"{name} ({layout['tensors']} tensors of {layout['values']} values)" for name, layout in items[:5])
+        return shown + (f" and {len(items) - 5} more" if len(items) > 5 else "")
+
+    most = max(counts.values())
+    if 2 * most <= len(known):  # no layout most checkpoints share
+        return (f"the checkpoints count {len(counts)} different sets of tensors ({described(known)}): checkpoints of "
+                "different models in one series? Their statistics are not comparable")
+    usual = next(layout for _, layout in known if counts[layout["digest"]] == most)
+    odd = [(name, layout) for name, layout in known if layout["digest"] != usual["digest"]]
+    return (f"{described(odd)}: count other tensors than the other {most} checkpoints ({usual['tensors']} tensors of "
+            f"{usual['values']} values): a checkpoint of another model in the series? Its statistics are not "
+            "comparable with theirs")
 
 
 def checkpoint_metrics(
@@ -153,14 +279,16 @@ def checkpoint_metrics(
     naming them.
     """
     _check_svd(svd)
+    files = os.fspath(path) if isinstance(path, (str, os.PathLike)) else [os.fspath(p) for p in path]
+    origin = files if isinstance(files, str) else (os.path.dirname(files[0]) or files[0]) if files else ""
     torch_device = _torch_device(device, svd)
     if torch_device is not None:
         from trainmap import metrics_torch
 
         result, notes = metrics_torch.checkpoint_metrics(path, device=torch_device, include=include, exclude=exclude)
+        _check_files_countable(files, origin, include, exclude)
         _emit(notes)
-        return result
-    files = os.fspath(path) if isinstance(path, (str, os.PathLike)) else [os.fspath(p) for p in path]
+        return _checked_range(result, origin)
     stats = _engine.checkpoint_stats(
         files,
         svd=svd,
@@ -170,8 +298,20 @@ def checkpoint_metrics(
         include=include,
         exclude=exclude,
     )
+    _check_files_countable(files, origin, include, exclude)  # (after the engine has found the files valid)
     _emit(stats.warnings)
-    return _result(stats)
+    return _checked_range(_result(stats), origin)
+
+
+def _check_files_countable(files: str | list[str], origin: str, include: str | None,
+                           exclude: str | None) -> dict[str, Any] | None:
+    """:func:`check_countable` of a checkpoint's files (read from their headers); its
+    :func:`counted_layout`, or None when a header cannot be read."""
+    entries = file_entries(files)
+    if entries is None:
+        return None
+    check_countable(entries, origin, include, exclude)
+    return counted_layout(entries, include, exclude)
 
 
 def trajectory_metrics(
@@ -205,7 +345,8 @@ def trajectory_metrics(
         results = metrics_torch.trajectory_results(
             paths, device=torch_device, include=include, exclude=exclude, progress=progress
         )
-        return _trajectory_frame(paths, results)
+        _check_series(paths, include, exclude)
+        return _trajectory_frame(paths, [_checked_range(r, p) for p, r in zip(paths, results)])
     results = _engine.trajectory_stats(
         paths,
         svd=svd,
@@ -216,9 +357,19 @@ def trajectory_metrics(
         exclude=exclude,
         progress=progress,
     )
+    _check_series(paths, include, exclude)
     for stats in results:
         _emit(stats.warnings)
-    return _trajectory_frame(paths, [_result(stats) for stats in results])
+    return _trajectory_frame(paths, [_checked_range(_result(stats), path) for path, stats in zip(paths, results)])
+
+
+def _check_series(paths: Sequence[str], include: str | None, exclude: str | None) -> None:
+    """A checkpoint of which no tensor counts is an error; checkpoints counting other
+    tensors than most of the series give one warning naming them."""
+    layouts = [_check_files_countable(path, path, include, exclude) for path in paths]
+    message = layout_warning(paths, layouts)
+    if message:
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def _trajectory_frame(paths: list[str], results: list[dict[str, Any]]) -> pd.DataFrame:
@@ -293,7 +444,7 @@ def weights_metrics(
             threads=threads,
         )
     named = _named_tensors(weights)
-    counted = {name for name, _ in select_tensors(((n, _shape(t)) for n, t in named), include, exclude)}
+    counted = {name for name, _ in check_countable([(n, _shape(t)) for n, t in named], _MEMORY, include, exclude)}
     gpu = _cuda_device(value for name, value in named if name in counted)
     if gpu is not None and svd != "randomized":
         from trainmap import metrics_torch
@@ -302,12 +453,12 @@ def weights_metrics(
             [(name, value) for name, value in named if name in counted], device=gpu, include=include, exclude=exclude
         )
         _emit(notes)
-        return result
+        return _checked_range(result, _MEMORY)
     tensors = [_engine_tensor(name, value) for name, value in named if name in counted]
-    return _engine.tensor_metrics(
+    return _checked_range(_engine.tensor_metrics(
         tensors, include=include, exclude=exclude, svd=svd, exact_max_dim=exact_max_dim, rank=rank,
         threads=_threads(threads),
-    )
+    ), _MEMORY)
 
 
 def _cuda_device(values: Iterable[Any]):

@@ -18,7 +18,11 @@ Every file is rewritten atomically at every ``record`` call, so a killed script 
 most the record in progress (flushed to disk with fsync at ``close()``, and at every record
 for kept checkpoints). A new Recorder on the same directory continues the run: the
 first step it records replaces every row at that step or later (the script restarted from
-an earlier checkpoint of its own), in both CSV files and among the kept checkpoints.
+an earlier checkpoint of its own), in both CSV files and among the kept checkpoints. One
+Recorder at a time writes a directory: it holds the run lock of ``trainmap train`` and
+``import`` (:class:`trainmap.runlock.RunLock`) from its creation to ``close()``, and a second
+one, in this process or another, raises :class:`trainmap.runlock.RunLockedError` naming the
+holder's PID and host.
 
 This module imports neither torch nor pandas at import time: ``from trainmap import
 Recorder`` stays cheap; the engine and pandas load when a Recorder is made.
@@ -36,6 +40,7 @@ import shutil
 import struct
 import sys
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -50,6 +55,7 @@ from trainmap.contracts import (
     checkpoint_steps,
     parse_step,
 )
+from trainmap.runlock import RunLock
 
 __all__ = ["Recorder", "RecorderError", "RUN_KIND"]
 
@@ -106,8 +112,16 @@ class Recorder:
         self._log_columns: list[str] = [STEP]
         self._log_rows: list[dict[str, str]] = []  # CSV fields as text, keyed by column
         self._log_lines: list[str] = []  # _log_rows rendered under _log_columns (cached: rows never change)
-        self._open_directory()
-        self._write_run_json("running")
+        self._check_directory()  # before the lock: a refused directory gains no lock file
+        self._lock = RunLock(self.directory, purpose=f"trainmap Recorder seed={self.seed}").acquire()
+        # A script that never closes its Recorder lets go of the directory when the object goes.
+        self._release = weakref.finalize(self, self._lock.release)
+        try:
+            self._open_directory()
+            self._write_run_json("running")
+        except BaseException:
+            self._release()
+            raise
 
     # -- the public interface -------------------------------------------------------
 
@@ -132,7 +146,11 @@ class Recorder:
         values = self._scalar_fields(step, scalars)
         tensors = _as_tensors(weights)
         self._check_countable(step, tensors)
-        result = self._metrics.weights_metrics(tensors, **self.options, threads=self.threads)
+        with warnings.catch_warnings(record=True) as caught:  # the engine's warnings, said of this record
+            warnings.simplefilter("always")
+            result = self._metrics.weights_metrics(tensors, **self.options, threads=self.threads)
+        for warning in caught:
+            warnings.warn(f"{self.directory}: record(step={step}): {warning.message}", warning.category, stacklevel=2)
         row = self._metrics.metrics_frame([step], [result])
         header, line = _csv_header_and_line(row)
         if self._metrics_header is not None and header != self._metrics_header:
@@ -150,13 +168,19 @@ class Recorder:
         self._add_log_row(step, values)
         self._write_files(durable=False)
 
-    def close(self) -> None:
-        """Mark the run complete in run.json. Later ``record`` calls are errors."""
+    def close(self, complete: bool = True) -> None:
+        """Mark the run complete in run.json and let go of the directory. Later ``record``
+        calls are errors. ``complete=False`` only lets go: run.json stays ``"running"``, so a
+        restarted script continues the run (what leaving a ``with`` block by an exception does)."""
         if not self._closed:
             self._closed = True
-            if self._session_last is not None:
-                self._write_files(durable=True)
-            self._write_run_json("complete", durable=True)
+            try:
+                if complete:
+                    if self._session_last is not None:
+                        self._write_files(durable=True)
+                    self._write_run_json("complete", durable=True)
+            finally:
+                self._release()
 
     def __enter__(self) -> "Recorder":
         return self
@@ -164,10 +188,7 @@ class Recorder:
     def __exit__(self, exc_type, exc, traceback) -> None:
         # A block left by an exception did not finish the run: run.json stays "running",
         # so the restarted script continues it.
-        if exc_type is None:
-            self.close()
-        else:
-            self._closed = True
+        self.close(complete=exc_type is None)
 
     @property
     def steps(self) -> list[int]:
@@ -176,24 +197,29 @@ class Recorder:
 
     # -- the run directory ----------------------------------------------------------
 
-    def _open_directory(self) -> None:
-        """Create the directory, or check that it holds this run and read its rows."""
+    def _check_directory(self) -> bool:
+        """Refuse a directory that is not empty, new, or this run's; True when it holds this run."""
         directory = self.directory
         if directory.exists() and not directory.is_dir():
             raise RecorderError(f"{directory}: exists and is not a directory")
-        directory.mkdir(parents=True, exist_ok=True)
         run_json = directory / RUN_JSON
         if not run_json.is_file():
-            present = sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
+            present = sorted(p.name for p in directory.iterdir() if not p.name.startswith(".")) if directory.exists() else []
             if present:
                 raise RecorderError(
                     f"{directory}: holds {', '.join(present[:_NAMES_SHOWN])} but no run.json of a Recorder run; "
                     "record into an empty or new directory"
                 )
-            return
+            return False
         self._check_same_run(_read_json(run_json))
-        self._read_metrics(directory / METRICS_CSV)
-        self._read_log(directory / LOG_CSV)
+        return True
+
+    def _open_directory(self) -> None:
+        """With the directory's lock held: check again that it holds this run (or nothing),
+        and read its rows."""
+        if self._check_directory():
+            self._read_metrics(self.directory / METRICS_CSV)
+            self._read_log(self.directory / LOG_CSV)
 
     def _check_same_run(self, saved: Mapping[str, Any]) -> None:
         """Refuse a run.json of another run, naming every difference."""
@@ -240,17 +266,21 @@ class Recorder:
             return
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
-            if reader.fieldnames is None:
-                return
-            if reader.fieldnames[0] != STEP:
-                raise RecorderError(f"{path}: first column is {reader.fieldnames[0]!r}, not {STEP!r}")
-            self._log_columns = list(reader.fieldnames)
-            for number, row in enumerate(reader, start=2):
-                try:
-                    parse_step(row[STEP], f"{path}, line {number}")
-                except StepError as exc:
-                    raise RecorderError(str(exc)) from None
-                self._log_rows.append({key: value or "" for key, value in row.items()})
+            try:
+                if reader.fieldnames is None:
+                    return
+                if reader.fieldnames[0] != STEP:
+                    raise RecorderError(f"{path}: first column is {reader.fieldnames[0]!r}, not {STEP!r}")
+                self._log_columns = list(reader.fieldnames)
+                for row in reader:
+                    parse_step(row[STEP], f"{path}, line {reader.line_num}")
+                    self._log_rows.append({key: value or "" for key, value in row.items()})
+            except StepError as exc:
+                raise RecorderError(str(exc)) from None
+            except csv.Error as exc:  # a field over the csv module's limit, a NUL byte...
+                raise RecorderError(f"{path}, line {reader.line_num + 1}: not a readable log ({exc})") from None
+            except UnicodeDecodeError as exc:
+                raise RecorderError(f"{path}: not a readable log (not UTF-8 text: {exc})") from None
         self._log_lines = [_csv_line(self._log_columns, row) for row in self._log_rows]
 
     def _forget_from(self, step: int) -> None:
@@ -391,11 +421,13 @@ def _resolved_options(include, exclude, svd, exact_max_dim, rank) -> dict[str, A
 
 
 def _as_number(name: str, value: Any, step: int) -> int | float:
-    """A scalar as a Python int or float (bools as 0/1; numpy and torch scalars unwrapped)."""
+    """A scalar as a Python int or float (numpy and torch scalars unwrapped). Booleans are
+    refused, as they are as steps: ``True`` written as 1 would pass for a measurement."""
     if _is_one_element_tensor(value) or _is_numpy_scalar(value):
         value = value.item()
     if isinstance(value, bool):
-        return int(value)
+        raise RecorderError(f"record(step={step}): scalar {name}={value!r} is a boolean, not a number; "
+                            f"record it as 0 or 1 (int({name})) if a number is meant")
     if isinstance(value, (int, float)):
         return value
     raise RecorderError(f"record(step={step}): scalar {name}={value!r} is not a number")

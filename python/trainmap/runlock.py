@@ -36,6 +36,13 @@ class RunLockedError(OSError):
     """Another process holds the run directory's lock; the message names its PID and host."""
 
 
+class _DirectoryError(OSError):
+    """A run directory that cannot be created or written (the message names it, not the lock file)."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
 def lock_path(directory: str | os.PathLike) -> Path:
     """``DIR/.trainmap.lock``."""
     return Path(directory) / LOCK_NAME
@@ -71,9 +78,13 @@ class RunLock:
         """Take the lock or raise :class:`RunLockedError` naming the holder."""
         if self._fd is not None:
             raise RuntimeError(f"{self.path}: already held by this RunLock")
-        self.directory.mkdir(parents=True, exist_ok=True)
-        # O_NOFOLLOW: a symlink planted as the lock file must not redirect our writes.
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            # O_NOFOLLOW: a symlink planted as the lock file must not redirect our writes.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise _DirectoryError(exc.errno, f"{self.directory}: cannot write in this directory "
+                                             f"({exc.strerror or exc})") from None
         deadline = time.monotonic() + max(0.0, self.wait_s)
         said_waiting = False
         try:

@@ -45,11 +45,11 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 
 from trainmap.contracts import CHECKPOINTS_DIR, LOG_CSV, METRICS_CSV, RUN_JSON, STEP, parse_step
-from trainmap.fileguard import input_file
+from trainmap.fileguard import InputFileError, input_file, read_safetensors_header
 from trainmap.train.datafiles import DataFileError
 
 __all__ = [
@@ -92,8 +92,13 @@ _MODEL_FILES = (
     "pytorch_model.bin.index.json",
 )
 _TRAINER_STATE = "trainer_state.json"
-# Largest JSON/CSV side file (shard index, trainer_state.json, log) read whole.
+# Largest JSON/CSV side file (shard index, trainer_state.json, log) read.
 _MAX_TEXT_BYTES = 256 << 20
+# Characters of a trainer_state.json read at a time (it is streamed, never read whole).
+_CHUNK = 1 << 20
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+_MAX_STEP = 2**63 - 1
 #: Log names of the Hugging Face Trainer (and others) that mean trainmap's log columns.
 RENAMED_LOG_COLUMNS: Mapping[str, str] = {
     "loss": "train_loss",
@@ -235,16 +240,82 @@ def _read_json(path: Path) -> Any:
 
 
 def _shards(index: Path) -> tuple[Path, ...]:
-    """The shard files a ``*.index.json`` names, each checked to exist."""
+    """The shard files a ``*.index.json`` names, each checked to exist.
+
+    An index is data from wherever the checkpoint came from, so what it names is read only
+    when it is a plain file name that resolves (through any symlink) inside the index's own
+    directory; a safetensors index must also name exactly the tensors its shards hold.
+    Anything else raises :class:`SeriesError` naming the index and the entry.
+    """
     try:
-        names = sorted(set(_read_json(index)["weight_map"].values()))
+        weight_map = _read_json(index)["weight_map"]
+        names = sorted(set(weight_map.values()))
     except (KeyError, TypeError, AttributeError) as exc:
         raise SeriesError(f"{index}: not a shard index (no weight_map: {exc})") from None
-    shards = tuple(index.parent / name for name in names)
+    shards = tuple(_shard_path(index, name) for name in names)
     for shard in shards:
         if input_file(shard, required=False, what="checkpoint shard") is None:
             raise SeriesError(f"{index}: names shard {shard.name}, which is missing")
+    if index.name.endswith(".safetensors.index.json"):
+        _check_shard_tensors(index, weight_map, shards)
     return shards
+
+
+def _shard_path(index: Path, name: Any) -> Path:
+    """The shard ``name`` of ``index``, refused unless it is a plain file name whose file
+    lies in the index's directory (not ``..``, absolute, with a separator, or a symlink
+    leading out of it)."""
+    plain = isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in ("/", "\\", "\0"))
+    if not plain:
+        raise SeriesError(
+            f"{index}: shard entry {name!r} is not a plain file name in {index.parent}; refusing to read it "
+            "(an index may name only files beside it)"
+        )
+    path = index.parent / name
+    target = path.resolve()
+    if path.is_symlink() and target.parent != index.parent.resolve():
+        raise SeriesError(
+            f"{index}: shard entry {name!r} is a link to {target}, outside {index.parent}; refusing to read it "
+            "(an index may name only files beside it)"
+        )
+    return path
+
+
+def _check_shard_tensors(index: Path, weight_map: Mapping[str, Any], shards: Sequence[Path]) -> None:
+    """Refuse a safetensors index whose ``weight_map`` and its shards' headers disagree."""
+    held = {}
+    for shard in shards:
+        try:
+            held[shard.name] = set(read_safetensors_header(shard, what="checkpoint shard"))
+        except InputFileError as exc:
+            raise SeriesError(str(exc)) from None
+    _compare_shards(index, weight_map, held)
+
+
+def _compare_shards(index: Path, weight_map: Mapping[str, Any], held: Mapping[str, set[str]]) -> None:
+    """Raise :class:`SeriesError` naming the first shard whose tensors (``held``, by shard
+    file name) are not exactly those ``weight_map`` puts there."""
+    claimed: dict[str, set[str]] = {}
+    for tensor, shard in weight_map.items():
+        claimed.setdefault(shard, set()).add(tensor)
+    first_shard: dict[str, str] = {}
+    for shard, names in held.items():
+        for name in sorted(names):
+            if name in first_shard:
+                raise SeriesError(f"{index.parent / shard}: tensor '{name}' is also in {index.parent / first_shard[name]}")
+            first_shard[name] = shard
+    for shard, names in held.items():
+        missing, unlisted = claimed.get(shard, set()) - names, names - claimed.get(shard, set())
+        if missing or unlisted:
+            problems = [f"the index puts {_listed(missing)} there, which it does not hold"] if missing else []
+            problems += [f"it holds {_listed(unlisted)}, which the index does not list"] if unlisted else []
+            raise SeriesError(f"{index}: shard {shard} and the index disagree: {'; '.join(problems)}; "
+                              "refusing a checkpoint whose index does not describe it")
+
+
+def _listed(names: set[str], shown: int = 5) -> str:
+    ordered = sorted(names)
+    return ", ".join(ordered[:shown]) + (f" and {len(ordered) - shown} more" if len(ordered) > shown else "")
 
 
 def _step_dir_checkpoint(folder: Path, step: int) -> Checkpoint:
@@ -549,11 +620,16 @@ def load_checkpoint(checkpoint: Checkpoint) -> dict:
     and never read.
     """
     tensors: dict = {}
+    held: dict[str, set[str]] = {}
     for path in checkpoint.files:
-        for name, value in _load_file(path).items():
+        loaded = _load_file(path)
+        held[path.name] = set(loaded)
+        for name, value in loaded.items():
             if name in tensors:
                 raise SeriesError(f"tensor {name!r} appears in more than one shard of {checkpoint.name}")
             tensors[name] = value
+    if checkpoint.index is not None and checkpoint.format == "bin":  # (safetensors shards: checked from headers)
+        _compare_shards(checkpoint.index, _read_json(checkpoint.index)["weight_map"], held)
     return tensors
 
 
@@ -660,11 +736,16 @@ def _csv_log(path: Path, step_column: str = STEP) -> dict[int, dict[str, Any]]:
     rows: dict[int, dict[str, Any]] = {}
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        if step_column not in (reader.fieldnames or []):
-            raise SeriesError(f"{path}: no '{step_column}' column")
-        for number, row in enumerate(reader, start=2):
-            step = parse_step(row.pop(step_column), f"{path}, line {number}")
-            _merge_values(rows.setdefault(step, {}), {k: _number(v) for k, v in row.items() if k})
+        try:
+            if step_column not in (reader.fieldnames or []):
+                raise SeriesError(f"{path}: no '{step_column}' column")
+            for row in reader:
+                step = parse_step(row.pop(step_column), f"{path}, line {reader.line_num}")
+                _merge_values(rows.setdefault(step, {}), {k: _number(v) for k, v in row.items() if k})
+        except csv.Error as exc:  # a field over the csv module's limit, a NUL byte...
+            raise SeriesError(f"{path}, line {reader.line_num + 1}: not a readable CSV log ({exc})") from None
+        except UnicodeDecodeError as exc:
+            raise SeriesError(f"{path}: not a readable CSV log (not UTF-8 text: {exc})") from None
     return rows
 
 
@@ -675,17 +756,172 @@ def _merge_values(into: dict[str, Any], values: Mapping[str, Any]) -> None:
             into[key] = value
 
 
+class _NotATrainerState(Exception):
+    """A trainer_state.json that is JSON, but not of the Trainer's shape (the message says how)."""
+
+
+class _JsonStream:
+    """A JSON file read one value at a time, ``_CHUNK`` characters of it at a time, so a
+    large member (a Trainer's ``log_history`` of a million entries) is never held whole."""
+
+    def __init__(self, handle, path: Path):
+        self.handle, self.path = handle, path
+        self.text, self.pos, self.offset, self.eof = "", 0, 0, False
+        self.batch_failed = False  # decoding this text's objects together failed: one at a time until more is read
+
+    def _more(self) -> None:
+        chunk = self.handle.read(max(_CHUNK, len(self.text) - self.pos))  # doubling: a long value is re-read O(log n) times
+        self.eof, self.batch_failed = not chunk, False
+        self.offset += self.pos
+        self.text, self.pos = self.text[self.pos:] + chunk, 0
+
+    def _broken(self, what: str) -> SeriesError:
+        return SeriesError(f"{self.path}: unreadable JSON ({what} at character {self.offset + self.pos})")
+
+    def peek(self) -> str:
+        """The next character that is not white space (without taking it)."""
+        while True:
+            self.pos = _WHITESPACE.match(self.text, self.pos).end()
+            if self.pos < len(self.text):
+                return self.text[self.pos]
+            if self.eof:
+                raise self._broken("the file ends early")
+            self._more()
+
+    def take(self, allowed: str) -> str:
+        char = self.peek()
+        if char not in allowed:
+            raise self._broken(f"expected {' or '.join(map(repr, allowed))}")
+        self.pos += 1
+        return char
+
+    def value(self) -> Any:
+        """The next JSON value."""
+        self.peek()
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self.text, self.pos)
+                if end < len(self.text) or self.eof:  # a number at the end of the text may go on
+                    self.pos = end
+                    return value
+            except json.JSONDecodeError as exc:
+                if self.eof:
+                    raise SeriesError(f"{self.path}: unreadable JSON ({exc.msg} at character "
+                                      f"{self.offset + exc.pos})") from None
+            self._more()
+
+    def items(self) -> Iterator[Any]:
+        """The values of the array that comes next, one at a time."""
+        self.take("[")
+        if self.peek() == "]":
+            self.pos += 1
+            return
+        while True:
+            batch = self._whole_objects()
+            if batch:
+                yield from batch
+                continue
+            yield self.value()
+            if self.take(",]") == "]":
+                return
+
+    def _whole_objects(self) -> list[Any]:
+        """The array's values that lie whole in the text read so far, when they are objects,
+        decoded together (one call for a megabyte of log entries, not one per entry); empty
+        when none can be. The text up to the last ``}`` followed by ``,`` is decoded as an
+        array: were that ``}`` inside a string or a nested value, it would not decode."""
+        cut = -1 if self.batch_failed else self.text.rfind("}", self.pos)
+        while cut > self.pos:
+            after = _WHITESPACE.match(self.text, cut + 1).end()
+            if after < len(self.text) and self.text[after] == ",":
+                try:
+                    values = json.loads("[" + self.text[self.pos:cut + 1] + "]")
+                except json.JSONDecodeError:  # (entries with nested objects, say)
+                    self.batch_failed = True
+                    return []
+                self.pos = after + 1
+                return values
+            cut = self.text.rfind("}", self.pos, cut)
+        return []
+
+
+def _trainer_state_members(path: Path) -> Iterator[tuple[str, Any]]:
+    """``(key, value)`` of a trainer_state.json's top-level object, in file order; the value
+    of a ``log_history`` array is an iterator over its entries, to be used up before the
+    next member. Raises :class:`_NotATrainerState` when the file is JSON but no object,
+    :class:`SeriesError` when it is not JSON."""
+    input_file(path, max_bytes=_MAX_TEXT_BYTES, what="JSON side file")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            stream = _JsonStream(handle, path)
+            first = stream.peek()
+            if first != "{":
+                kind = {"[": "list", '"': "string", "t": "boolean", "f": "boolean", "n": "null"}.get(first, "number")
+                raise _NotATrainerState(f"it holds a JSON {kind}, not an object")
+            stream.take("{")
+            if stream.peek() == "}":
+                return
+            while True:
+                key = stream.value()
+                if not isinstance(key, str):
+                    raise stream._broken("expected a key")
+                stream.take(":")
+                yield key, (stream.items() if key == "log_history" and stream.peek() == "[" else stream.value())
+                if stream.take(",}") == "}":
+                    return
+    except (UnicodeDecodeError, OSError) as exc:
+        raise SeriesError(f"{path}: unreadable JSON ({exc})") from None
+
+
 def _trainer_log(path: Path) -> dict[int, dict[str, Any]]:
-    """``log_history`` of a trainer_state.json, merged per step (numbers only)."""
-    state = _read_json(path)
-    history = state.get("log_history", []) if isinstance(state, dict) else []
+    """``log_history`` of a trainer_state.json, merged per step (numbers only), read one
+    entry at a time. A file of another shape gives a warning saying what is wrong with it
+    (and no rows)."""
     rows: dict[int, dict[str, Any]] = {}
-    for entry in history:
-        if isinstance(entry, dict) and isinstance(entry.get(STEP), int):
-            step = parse_step(entry[STEP], path)
-            values = {k: v for k, v in entry.items() if k != STEP and isinstance(v, (int, float))}
-            rows.setdefault(step, {}).update(values)
+    problem = "has no 'log_history'"
+    try:
+        for key, value in _trainer_state_members(path):
+            if key != "log_history":
+                continue
+            if not isinstance(value, Iterator):
+                problem = f"its 'log_history' is a JSON {type(value).__name__}, not a list of log entries"
+                continue
+            entries = unstepped = 0
+            for entry in value:  # (a million entries: kept to plain type tests)
+                entries += 1
+                step = entry.get(STEP) if type(entry) is dict else None
+                if type(step) is not int:  # (not a bool either)
+                    unstepped += 1
+                    continue
+                if not 0 <= step <= _MAX_STEP:
+                    parse_step(step, path)  # raises, naming the file
+                values = {k: v for k, v in entry.items() if type(v) in (int, float) and k != STEP}
+                rows.setdefault(step, {}).update(values)
+            problem = (f"{unstepped} of its {entries} 'log_history' entries have no integer '{STEP}'"
+                       if unstepped else None)
+    except _NotATrainerState as exc:
+        problem = str(exc)
+    if problem is not None:
+        left_out = "those entries are left out" if rows else "its log is not used"
+        warnings.warn(f"{path}: not a Hugging Face Trainer state as expected: {problem}; {left_out}",
+                      RuntimeWarning, stacklevel=3)
     return rows
+
+
+def _step_dir_logs(series: Series) -> Iterator[dict[int, dict[str, Any]]]:
+    """The logs of the step directories' trainer_state.json files, newest first. The
+    Trainer's history is cumulative (each checkpoint's file repeats every earlier entry), so
+    an older file is read only when its step comes before the earliest step the newer ones
+    log: a long run's many large copies of one history are not each read."""
+    steps = {c.folder / _TRAINER_STATE: c.step for c in series.checkpoints if c.folder is not None}
+    earliest = None
+    for path in reversed([source.path for source in series.logs if source.path in steps]):
+        if earliest is not None and steps[path] >= earliest:
+            continue
+        rows = _trainer_log(path)
+        if rows:
+            earliest = min(rows) if earliest is None else min(earliest, min(rows))
+        yield rows
 
 
 def read_log(series: Series) -> dict[int, dict[str, Any]]:
@@ -694,13 +930,19 @@ def read_log(series: Series) -> dict[int, dict[str, Any]]:
     Rows of every :class:`LogSource` of the series are merged by step (its steps plus its
     ``step_offset``); where two give the same column for a step, the later source wins (a
     later checkpoint's trainer_state.json, a newer event file), and an empty value never
-    replaces one. So the Trainer's cumulative history in the newest checkpoint decides.
-    Trainer names are renamed to trainmap's (``loss`` → ``train_loss``,
-    :data:`RENAMED_LOG_COLUMNS`). Empty when the series has no log.
+    replaces one. So the Trainer's cumulative history in the newest checkpoint decides; the
+    step directories' trainer_state.json files are read newest first and an older one only
+    where it reaches back further (:func:`_step_dir_logs`). Trainer names are renamed to
+    trainmap's (``loss`` → ``train_loss``, :data:`RENAMED_LOG_COLUMNS`). Empty when the
+    series has no log.
     """
     merged: dict[int, dict[str, Any]] = {}
     tensorboard_budget = MAX_TENSORBOARD_VALUES
+    in_steps = {c.folder / _TRAINER_STATE for c in series.checkpoints if c.folder is not None}
+    sourced = []
     for source in series.logs:
+        if source.path in in_steps:
+            continue
         if source.kind in ("tensorboard", "lightning_tensorboard"):
             rows = _tensorboard_log(source.path, tensorboard_budget)
             tensorboard_budget -= sum(len(values) for values in rows.values())
@@ -708,8 +950,11 @@ def read_log(series: Series) -> dict[int, dict[str, Any]]:
             rows = _trainer_log(source.path)
         else:
             rows = _csv_log(source.path, source.step_column)
+        sourced.append((source, rows))
+    sourced += [(None, rows) for rows in reversed(list(_step_dir_logs(series)))]  # oldest first: the newer wins
+    for source, rows in sourced:
         for step, values in rows.items():
-            if source.step_offset:
+            if source is not None and source.step_offset:
                 step = parse_step(step + source.step_offset, source.path)
             _merge_values(merged.setdefault(step, {}), values)
     return {
@@ -885,10 +1130,19 @@ def _tensorboard_scalar(value: Any, plugin: str, path: Path) -> float | None:
 
 
 def trainer_global_step(folder: Path) -> int | None:
-    """``global_step`` of a step directory's trainer_state.json, or None without one."""
+    """``global_step`` of a step directory's trainer_state.json, or None without one. The
+    Trainer writes its keys sorted, so the file is read only up to ``global_step``, not
+    through the ``log_history`` that follows it."""
     path = folder / _TRAINER_STATE
     if not path.is_file():
         return None
-    state = _read_json(path)
-    step = state.get("global_step") if isinstance(state, dict) else None
-    return step if isinstance(step, int) else None
+    try:
+        for key, value in _trainer_state_members(path):
+            if key == "global_step":
+                return value if isinstance(value, int) and not isinstance(value, bool) else None
+            if isinstance(value, Iterator):
+                for _ in value:  # a log_history before global_step: skipped entry by entry
+                    pass
+    except _NotATrainerState:
+        return None
+    return None

@@ -101,7 +101,7 @@ def gathered_frame(series: Series, chunk_files: Sequence[str | os.PathLike], opt
     """metrics.csv's frame from chunk files, checked to cover the series' checkpoints in
     order, from this source, engine and options; a stale chunk is an error naming it."""
     from trainmap import metrics
-    from trainmap.series_metrics import resolved_options
+    from trainmap.series_metrics import resolved_options, warn_of_other_models
 
     records = sorted(((Path(p), _read_chunk(Path(p))) for p in chunk_files), key=lambda item: item[1]["index"])
     expected = {"source": str(series.source.resolve()), "engine": metrics.ENGINE_FINGERPRINT,
@@ -118,6 +118,7 @@ def gathered_frame(series: Series, chunk_files: Sequence[str | os.PathLike], opt
     if steps != series.steps:
         raise SeriesError(f"{series.source}: the metrics chunks ({', '.join(str(p) for p, _ in records)}) hold steps "
                           f"{_span(steps)}, the series has {_span(series.steps)}; recompute the chunks")
+    warn_of_other_models(series, results)
     return metrics.metrics_frame(steps, results)
 
 

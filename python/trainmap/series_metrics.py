@@ -31,8 +31,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from trainmap import atomic, series as series_reader
-from trainmap.contracts import CONTENT_HASH, LOG_COLUMNS, STEP, RunPaths, parse_steps
+from trainmap import atomic, owner, series as series_reader
+from trainmap.contracts import CONTENT_HASH, LOG_COLUMNS, LOG_CSV, METRICS_CSV, RUN_JSON, STEP, RunPaths, parse_steps
+from trainmap.fileguard import OutputClobberError
+from trainmap.runlock import RunLock
 from trainmap.series import Checkpoint, Series, SeriesError
 
 __all__ = [
@@ -53,6 +55,13 @@ SAVE_EVERY_S = 10.0
 _PARTIAL = ".series_metrics.partial.json"
 #: The integrity report beside metrics.csv (docs/design.md, "File contracts of runs read in place").
 INTEGRITY_JSON = "integrity.json"
+#: Every file series-metrics writes into OUT, listed in OUT's owner file before any is written.
+OUTPUT_FILES: tuple[str, ...] = (METRICS_CSV, LOG_CSV, INTEGRITY_JSON, RUN_JSON, _PARTIAL)
+#: Where the series_metrics_chunk jobs of OUT write their chunks (``metrics_chunks/{i}.json``).
+CHUNKS_DIR = "metrics_chunks"
+#: Key of a checkpoint's result (in the partial and chunk files, not in metrics.csv) that
+#: says which tensors counted (:func:`trainmap.metrics.counted_layout`).
+LAYOUT = "counted_layout"
 
 
 def resolved_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -168,6 +177,43 @@ def integrity_warning(report: Mapping[str, Any], where: str) -> str | None:
     return f"{where}: checkpoint series integrity: {'; '.join(parts)}" if parts else None
 
 
+# --- the output directory --------------------------------------------------------------------
+
+
+def _check_out_dir(src: Path, out_dir: Path) -> set[str]:
+    """Refuse an ``out_dir`` that is, or is inside, the run directory ``src`` (it would
+    rewrite that run's own files), that holds another kind of run, or that holds a file
+    trainmap did not write (:mod:`trainmap.owner`); return the files there it wrote."""
+    source, out = src.resolve(), out_dir.resolve()
+    if out == source or source in out.parents:
+        where = "is" if out == source else "is inside"
+        raise OutputClobberError(
+            f"--out-dir {out_dir} {where} the run directory it reads ({src}); refusing to write over that run's "
+            "own files: give a directory outside it (results/EXP/runs/RUN)"
+        )
+    record = owner.read_owner(out_dir)
+    if record is not None and record.get("kind") != "in_place":
+        raise owner.ForeignDirectoryError(
+            f"{out_dir} holds a {record.get('kind')!r} run ({owner.OWNER_NAME}), not a run read in place; use another "
+            "--out-dir"
+        )
+    listed = owner.listed_files(record)
+    from_before_owner_files = False
+    if listed is None:  # no owner file; or one from before it listed files: then run.json says whose it is
+        previous = owner.read_record(out_dir / RUN_JSON, "delete it if it is not trainmap's")
+        from_before_owner_files = (previous or {}).get("kind") == "in_place"
+        listed = set(OUTPUT_FILES) if from_before_owner_files else set()
+    listed.add(_PARTIAL)  # a killed job's saved results: trainmap's by its name, owner file or not
+    chunks = out_dir / CHUNKS_DIR
+    if chunks.is_dir():  # written by series_metrics_chunk jobs, named by their contract
+        listed |= {f"{CHUNKS_DIR}/{p.name}" for p in chunks.iterdir() if p.stem.isdigit() and p.suffix == ".json"}
+    if record is None and not from_before_owner_files:
+        owner.refuse_foreign(out_dir, "series-metrics", option="--out-dir", allowed=listed)
+    else:
+        owner.refuse_unlisted(out_dir, listed, option="--out-dir")
+    return listed
+
+
 # --- computing -------------------------------------------------------------------------------
 
 
@@ -190,6 +236,9 @@ def _checkpoint_result(checkpoint: Checkpoint, options: Mapping[str, Any], threa
             else:
                 files = checkpoint.files[0] if checkpoint.format == "safetensors" else list(checkpoint.files)
                 result = metrics.checkpoint_metrics(files, threads=threads, device=device, **options)
+                entries = metrics.file_entries(files)
+                result[LAYOUT] = entries and metrics.counted_layout(entries, options.get("include"),
+                                                                    options.get("exclude"))
         except ValueError as exc:
             message = str(exc)
             raise SeriesError(message if checkpoint.name in message else f"{checkpoint.name}: {message}") from None
@@ -207,15 +256,18 @@ def _state_dict_result(checkpoint: Checkpoint, options: Mapping[str, Any], threa
     from trainmap import metrics
 
     tensors = {k: v for k, v in series_reader.load_checkpoint(checkpoint).items() if v.is_floating_point()}
+    entries = [(name, list(t.shape)) for name, t in tensors.items()]
+    metrics.check_countable(entries, checkpoint.name, options.get("include"), options.get("exclude"))
+    layout = metrics.counted_layout(entries, options.get("include"), options.get("exclude"))
     gpu = metrics._torch_device(device, options.get("svd") or "auto")
     if gpu is None:
-        return metrics.weights_metrics(tensors, threads=threads, **options)
+        return {**metrics.weights_metrics(tensors, threads=threads, **options), LAYOUT: layout}
     from trainmap import metrics_torch
 
     result, notes = metrics_torch.tensors_metrics(list(tensors.items()), device=gpu, include=options.get("include"),
                                                   exclude=options.get("exclude"), source=checkpoint.name)
     metrics._emit(notes)
-    return result
+    return {**metrics._checked_range(result, checkpoint.name), LAYOUT: layout}
 
 
 def _stamp(checkpoint: Checkpoint) -> str:
@@ -258,7 +310,18 @@ def _computed_frame(series: Series, options, threads, device, progress, partial:
         results.append(done[stamp])
         if progress is not None:
             progress(count)
+    warn_of_other_models(series, results)
     return metrics.metrics_frame(series.steps, results)
+
+
+def warn_of_other_models(series: Series, results: Sequence[Mapping[str, Any]]) -> None:
+    """One warning naming the checkpoints whose counted tensors differ from most of the
+    series' (results computed before the layout was recorded have none, and are not compared)."""
+    from trainmap import metrics
+
+    message = metrics.layout_warning([c.name for c in series.checkpoints], [r.get(LAYOUT) for r in results])
+    if message:
+        warnings.warn(f"{series.source}: {message}", RuntimeWarning, stacklevel=3)
 
 
 def _adopted_frame(series: Series) -> pd.DataFrame:
@@ -367,15 +430,29 @@ def series_metrics(
     their results as they go (``out_dir/.series_metrics.partial.json``): a killed call
     started again computes only the checkpoints not done yet (or changed since).
     """
-    from trainmap import __version__, metrics
+    from trainmap import metrics
 
     src, out_dir = Path(src), Path(out_dir)
-    out = RunPaths(out_dir)
     series = series_reader.discover(src, log_path, log_step)
     options = {"svd": svd, "include": include, "exclude": exclude, "exact_max_dim": exact_max_dim, "rank": rank}
     resolved = resolved_options(options)  # bad options and a bad log fail before the long part
     log = series_reader.read_log(series)
     how, differences = _metrics_source(series, options, metrics.ENGINE_FINGERPRINT)
+    _check_out_dir(src, out_dir)  # before the lock: a refused directory gains no lock file
+    with RunLock(out_dir, purpose=f"trainmap series-metrics {src}"):
+        listed = _check_out_dir(src, out_dir)
+        owner.write_owner(out_dir, {"kind": "in_place", "source": str(src.resolve())}, listed | set(OUTPUT_FILES))
+        return _series_metrics_locked(series, out_dir, options, resolved, log, how, differences, threads, device,
+                                      progress, chunk_files)
+
+
+def _series_metrics_locked(series: Series, out_dir: Path, options, resolved, log, how: str, differences,
+                           threads, device, progress, chunk_files) -> dict[str, Any]:
+    """Compute (or adopt, or gather) the metrics of ``series`` and write the files of the
+    claimed ``out_dir``; return run.json's content."""
+    from trainmap import __version__, metrics
+
+    src, out = series.source, RunPaths(out_dir)
     if how == "adopted":
         frame = _adopted_frame(series)
         if series.recorder.get("status") != "complete":
@@ -402,10 +479,12 @@ def series_metrics(
                       f"the step column of {out.metrics_csv} counts {series.step_unit}s, and so must the log's",
                       RuntimeWarning, stacklevel=2)
     if not log:
+        found = (f"its log files ({', '.join(str(source) for source in series.logs)}) hold no logged values"
+                 if series.logs else "no log (log.csv, trainer_state.json, Lightning's metrics.csv or TensorBoard "
+                 "event files)")
         warnings.warn(
-            f"{src}: no log (log.csv, trainer_state.json, Lightning's metrics.csv or TensorBoard event files): "
-            f"{out.log_csv} has no logged values, so there is no eval column to find convergence in (put a "
-            f"log.csv with a step column and eval columns in {src}, or name the log with the experiment's "
+            f"{src}: {found}: {out.log_csv} has no logged values, so there is no eval column to find convergence "
+            f"in (put a log.csv with a step column and eval columns in {src}, or name the log with the experiment's "
             "log: {path, step})", RuntimeWarning, stacklevel=2,
         )
     mismatch = log_mismatch(series, log, steps)

@@ -88,6 +88,39 @@ def check_config_size(config: Any, limit: int = MAX_CONFIG_VALUES) -> None:
             stack.extend((value, (*path, i)) for i, value in enumerate(node))
 
 
+def check_duplicate_keys(paths: Iterable[str | os.PathLike]) -> None:
+    """Refuse a YAML configuration file that gives one key twice in a mapping (a repeated
+    ``threshold:``, a repeated experiment name): YAML loaders, Snakemake's for --configfile
+    too, keep the last silently. Raises :class:`ConfigError` naming the file, the key and
+    both lines. Merge keys (``<<: *base``) may be overridden: that is what they are for.
+    Each node is visited once, so aliases cost nothing (:func:`check_config_size`)."""
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            root = yaml.compose(handle, Loader=yaml.SafeLoader)
+        stack, visited = [(root, ())], set()
+        while stack:
+            node, where = stack.pop()
+            if node is None or id(node) in visited:
+                continue
+            visited.add(id(node))
+            if isinstance(node, yaml.MappingNode):
+                first_line: dict[tuple[str, str], int] = {}
+                for key_node, value_node in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                        stack.append((value_node, where))
+                        continue
+                    key, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
+                    if key in first_line:
+                        raise ConfigError(
+                            f"{path}: config key {_key((*where, key_node.value))} appears twice, on lines "
+                            f"{first_line[key]} and {line}; YAML would keep only the second: remove one"
+                        )
+                    first_line[key] = line
+                    stack.append((value_node, (*where, key_node.value)))
+            elif isinstance(node, yaml.SequenceNode):
+                stack.extend((child, (*where, i)) for i, child in enumerate(node.value))
+
+
 def load_schema(path: str | Path) -> dict[str, Any]:
     """The JSON schema (YAML) of the workflow configuration."""
     return yaml.safe_load(Path(path).read_text())
@@ -137,8 +170,10 @@ def validate_config(config: dict[str, Any], schema: Mapping[str, Any]) -> dict[s
             extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
             raise ConfigError(f"config key {_key(error.absolute_path)}: unknown key {', '.join(map(repr, extra))}")
         if "propertyNames" in error.schema_path:
-            raise ConfigError(f"config key {_key(error.absolute_path)}: bad name {error.instance!r} "
-                              f"(must match {error.validator_value})")
+            name = error.instance if len(str(error.instance)) <= 40 else f"{str(error.instance)[:40]}…"
+            rule = (f"{len(error.instance)} characters; at most {error.validator_value}" if error.validator == "maxLength"
+                    else f"must match {error.validator_value}")
+            raise ConfigError(f"config key {_key(error.absolute_path)}: bad name {name!r} ({rule})")
         if error.validator == "format" and error.validator_value == "regex":
             raise ConfigError(f"config key {_key(error.absolute_path)}: {error.instance!r} is not a valid "
                               f"regular expression ({_regex_problem(error.instance)})")

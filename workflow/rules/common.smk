@@ -9,6 +9,9 @@ import trainmap.metrics
 import trainmap.workflow as tw
 
 try:
+    # Snakemake has loaded the config files already, keeping the last of two equal keys:
+    # read them again to refuse that.
+    tw.check_duplicate_keys(workflow.configfiles)
     tw.validate_config(config, tw.load_schema(workflow.source_path("../schemas/config.schema.yaml")))
     EXPERIMENTS = tw.experiments(config)
 except tw.ConfigError as exc:

@@ -66,6 +66,9 @@ class TrainmapCallback(TrainerCallback):
         self._last_step = state.global_step
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if self.recorder is not None:  # a train() that stopped by an exception: its run continues
+            self.recorder.close(complete=False)
+            self.recorder = None
         if state.is_world_process_zero:
             directory = self.directory if self.directory is not None else Path(args.output_dir) / "trainmap"
             seed = self.seed if self.seed is not None else args.seed

@@ -48,6 +48,7 @@ class TrainmapCallback(Callback):
         self._last_step: int | None = None
 
     def on_fit_start(self, trainer, pl_module) -> None:
+        self._let_go()  # a fit that stopped by an exception without on_exception: its run continues
         if trainer.is_global_zero:
             directory = self.directory if self.directory is not None else Path(trainer.default_root_dir) / "trainmap"
             seed = self.seed
@@ -68,4 +69,13 @@ class TrainmapCallback(Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         if self.recorder is not None:
             self.recorder.close()
+            self.recorder = None
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        # The run did not finish: run.json stays "running" and a later fit continues it.
+        self._let_go()
+
+    def _let_go(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close(complete=False)
             self.recorder = None

@@ -57,6 +57,7 @@ __all__ = [
     "figures",
     "tables",
     "read_states",
+    "check_states",
     "experiment_name",
 ]
 
@@ -166,7 +167,7 @@ def hmm_decode(run_dirs: Sequence[str | os.PathLike], model_path: str | os.PathL
 def read_states(path: str | os.PathLike, n_states: int | None = None) -> dict[str, pd.DataFrame]:
     """states.csv as ``{run_id: frame(step, state)}`` in file order. A step or state that is
     not an integer (``1.5`` is not truncated), and with ``n_states`` a state outside
-    ``0..n_states-1`` (a states file of another model), is an error naming the file."""
+    ``0..n_states-1`` (:func:`check_states`), is an error naming the file."""
     path = Path(path)
     frame = read_csv(path, columns=contracts.STATES_COLUMNS, what="states.csv", dtype={contracts.RUN: str})
     for column in (contracts.STEP, contracts.STATE):
@@ -177,18 +178,25 @@ def read_states(path: str | os.PathLike, n_states: int | None = None) -> dict[st
             raise RunFormatError(f"{path}: run {frame[contracts.RUN].iloc[i]} has {column} "
                                  f"{frame[column].iloc[i]!r}, not an integer")
         frame[column] = values.astype("int64")
-    if n_states is not None:
-        outside = (frame[contracts.STATE] < 0) | (frame[contracts.STATE] >= n_states)
-        if outside.any():
-            i = int(np.argmax(outside.to_numpy()))
-            raise RunFormatError(f"{path}: state {frame[contracts.STATE].iloc[i]} (run {frame[contracts.RUN].iloc[i]}) "
-                                 f"is not a state of the model, which has {n_states} (0–{n_states - 1}): "
-                                 "rerun hmm-decode with this model")
     out = {str(run_id): group[[contracts.STEP, contracts.STATE]].reset_index(drop=True)
            for run_id, group in frame.groupby(contracts.RUN, sort=False)}
     if not out:
         raise RunFormatError(f"{path}: no decoded runs")
+    if n_states is not None:
+        check_states(out, n_states, path)
     return out
+
+
+def check_states(states: Mapping[str, pd.DataFrame], n_states: int, path) -> None:
+    """Refuse decoded states outside ``0..n_states-1`` (a states file of another model),
+    naming the file, the run and the state."""
+    for run_id, frame in states.items():
+        values = frame[contracts.STATE].to_numpy()
+        outside = (values < 0) | (values >= n_states)
+        if outside.any():
+            state = int(values[np.argmax(outside)])
+            raise RunFormatError(f"{path}: state {state} (run {run_id}) is not a state of the model, which has "
+                                 f"{n_states} (0–{n_states - 1}): rerun hmm-decode with this model")
 
 
 def _decoded_runs(run_dirs, states: Mapping[str, pd.DataFrame]) -> dict[str, Run]:
@@ -220,9 +228,10 @@ def regress(run_dirs: Sequence[str | os.PathLike], states_path: str | os.PathLik
     and coefficients.csv (Table 2). Returns the JSON dict."""
     if options.convergence is None:
         raise ValueError("regress needs a convergence criterion (--convergence or --threshold)")
+    states = read_states(states_path)
     saved = load_model(model_path)
     n_states = int(saved.model.n_components)
-    states = read_states(states_path, n_states=n_states)
+    check_states(states, n_states, states_path)
     runs = _decoded_runs(run_dirs, states)
     sources = {rid: str(RunPaths(run.path).log_csv) for rid, run in runs.items()}
     logs = {rid: run.log for rid, run in runs.items()}
@@ -309,8 +318,9 @@ def map(run_dirs: Sequence[str | os.PathLike], model_path: str | os.PathLike, st
     (default: the coefficients.csv beside regression.json; both written by ``regress``).
     Returns the edge frame."""
     options = options or MapOptions()
+    states = read_states(states_path)
     saved = load_model(model_path)
-    states = read_states(states_path, n_states=int(saved.model.n_components))
+    check_states(states, int(saved.model.n_components), states_path)
     reg = read_regression(regression_path)
     _check_criterion(options.convergence, reg["convergence"]["text"], regression_path)
     runs = _decoded_runs(run_dirs, states)

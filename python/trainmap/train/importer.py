@@ -77,18 +77,28 @@ def import_series(src: str | os.PathLike, out: str | os.PathLike, *, progress: b
         if finished is not None:
             _check_same_source(finished, source, out / "run.json")
             return finished
-        _check_claim(out, source)
-        layout.write_owner(out, {"kind": "import", "source": source})
-        return _import_locked(src, out, series, metrics, progress)
+        written = _check_claim(out, source)
+        layout.write_owner(out, _identity(source), written)
+        return _import_locked(src, out, series, metrics, progress, written)
 
 
-def _check_claim(out: Path, source: str) -> None:
-    """Refuse ``out`` unless it is empty or holds an (interrupted) import of ``source``."""
+def _identity(source: str) -> dict[str, Any]:
+    """What the owner file of an import directory records."""
+    return {"kind": "import", "source": source}
+
+
+def _check_claim(out: Path, source: str) -> set[str]:
+    """Refuse ``out`` unless it is empty or holds an (interrupted) import of ``source`` and
+    only files trainmap wrote; return those (:mod:`trainmap.owner`)."""
     owner = layout.read_owner(out)
     if owner is None:
         layout.refuse_foreign(out, "import")
-    else:
-        _check_same_source(owner, source, out / layout.OWNER_NAME)
+        return set()
+    _check_same_source(owner, source, out / layout.OWNER_NAME)
+    listed = layout.listed_files(owner)
+    written = layout.run_files(out) if listed is None else listed
+    layout.refuse_unlisted(out, written)
+    return written
 
 
 def _check_same_source(record: Mapping[str, Any], source: str, where: Path) -> None:
@@ -102,8 +112,9 @@ def _check_same_source(record: Mapping[str, Any], source: str, where: Path) -> N
         )
 
 
-def _import_locked(src: Path, out: Path, series, metrics, progress: bool) -> dict[str, Any]:
-    """Write the checkpoints, log.csv and run.json of a claimed import directory."""
+def _import_locked(src: Path, out: Path, series, metrics, progress: bool, written: set[str]) -> dict[str, Any]:
+    """Write the checkpoints, log.csv and run.json of a claimed import directory, each
+    listed in its owner file (with the ``written`` ones) before it is written."""
     from tqdm import tqdm
 
     from trainmap import __version__
@@ -112,12 +123,19 @@ def _import_locked(src: Path, out: Path, series, metrics, progress: bool) -> dic
     started = time.perf_counter()
     dropped: set[str] = set()
     bar = tqdm(series, desc=f"import {src.name}", unit="ckpt", disable=not progress, file=sys.stderr)
+    def listed(path: Path) -> Path:
+        written.add(path.relative_to(out).as_posix())
+        layout.write_owner(out, _identity(source), written)
+        return path
+
     for checkpoint in bar:
         dest = layout.checkpoint_path(out, checkpoint.step)
         if dest.exists():  # written, atomically, by an interrupted earlier import
             continue
-        _, dropped_here = _write_imported(dest, series_reader.load_checkpoint(checkpoint))
+        tensors = series_reader.load_checkpoint(checkpoint)
+        _, dropped_here = _write_imported(listed(dest), tensors)
         dropped.update(dropped_here)
+    listed(out / "log.csv"), listed(out / "run.json")
     columns = _log_columns(metrics)
     layout.write_log(out / "log.csv", [{"step": c.step, **metrics[c.step]} for c in series], columns)
     record = {

@@ -6,15 +6,16 @@
     DIR/log.csv                               one row per checkpoint
     DIR/run.json                              written last, only when the run has ended
     DIR/resume/state.safetensors              resume state while the run is unfinished
-    DIR/.trainmap-run.json                    whose run this is (task, seed, settings or source),
+    DIR/.trainmap-run.json                    whose run this is (task, seed, settings or source)
+                                              and every file trainmap wrote here (trainmap.owner),
                                               written before anything else
     DIR/.trainmap.lock                        held by the one process writing DIR (trainmap.runlock)
 
 The names (``LOG_COLUMNS``, ``checkpoint_path``, ``checkpoint_steps``) are
 :mod:`trainmap.contracts`'s, re-exported for the training code. Nothing here is pickled:
 tensors go to safetensors, everything else to JSON or CSV. A directory is only written into
-when it is empty or its owner file says it holds the same run (:func:`read_owner`,
-:func:`refuse_foreign`): trainmap never mixes its files with, or deletes, files it did not write.
+when it is empty or its owner file says it holds the same run and lists every file in it
+(:mod:`trainmap.owner`): trainmap never mixes its files with, or deletes, files it did not write.
 """
 
 from __future__ import annotations
@@ -31,9 +32,20 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from trainmap import atomic
-from trainmap.contracts import LOG_COLUMNS, checkpoint_path, checkpoint_steps
+from trainmap.contracts import CHECKPOINTS_DIR, LOG_COLUMNS, checkpoint_name, checkpoint_path, checkpoint_steps
 from trainmap.fileguard import input_file
-from trainmap.runlock import LOCK_NAME
+from trainmap.owner import (
+    OWNER_NAME,
+    ForeignDirectoryError,
+    listed_files,
+    owner_bytes,
+    read_owner,
+    read_record,
+    refuse_foreign,
+    refuse_unlisted,
+    remove_listed,
+    write_owner,
+)
 
 __all__ = [
     "LOG_COLUMNS",
@@ -51,19 +63,19 @@ __all__ = [
     "resume_bytes",
     "read_resume",
     "ensure_writable",
+    "run_files",
     "OWNER_NAME",
     "read_owner",
     "write_owner",
-    "foreign_entries",
+    "listed_files",
+    "owner_bytes",
     "refuse_foreign",
+    "refuse_unlisted",
+    "remove_listed",
     "ForeignDirectoryError",
 ]
 
 _RESUME_KEY = "trainmap_resume"
-#: Name of the file that says which run a directory holds.
-OWNER_NAME = ".trainmap-run.json"
-# The most a run.json or owner file can reasonably need (a log of every checkpoint is not in them).
-_MAX_RECORD_BYTES = 16 << 20
 
 
 class ResumeError(ValueError):
@@ -105,56 +117,16 @@ def write_log(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[s
 
 def read_run_json(out: Path) -> dict[str, Any] | None:
     """The finished run's run.json, or None when the run has not finished."""
-    return _read_record(Path(out) / "run.json", "delete it to train the run again")
+    return read_record(Path(out) / "run.json", "delete it to train the run again")
 
 
-def _read_record(path: Path, remedy: str) -> dict[str, Any] | None:
-    """A JSON object from a regular file, None when absent; one ``ValueError`` naming the file
-    for anything else (a FIFO, a list, broken JSON)."""
-    if input_file(path, required=False, max_bytes=_MAX_RECORD_BYTES, what=path.name) is None:
-        return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable {path.name} ({exc}); {remedy}") from None
-    if not isinstance(record, dict):
-        raise ValueError(f"{path}: expected a JSON object, found a {type(record).__name__}; {remedy}")
-    return record
-
-
-def read_owner(out: Path) -> dict[str, Any] | None:
-    """The identity of the run ``out`` holds (its owner file), or None when it has none."""
-    return _read_record(Path(out) / OWNER_NAME, "delete it only if this directory holds nothing you need")
-
-
-def write_owner(out: Path, identity: Mapping[str, Any]) -> None:
-    """Atomically record whose run ``out`` holds (see :func:`read_owner`)."""
-    atomic.write_json(Path(out) / OWNER_NAME, dict(identity))
-
-
-class ForeignDirectoryError(ValueError):
-    """An output directory that holds files of something other than the run being written."""
-
-
-def refuse_foreign(out: Path, command: str) -> None:
-    """Raise :class:`ForeignDirectoryError` naming what ``out`` holds when it is not empty
-    (lock and owner files aside); call it when ``out`` has no owner file of the run."""
-    entries = foreign_entries(out)
-    if entries:
-        shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
-        raise ForeignDirectoryError(
-            f"{out}: not empty ({shown}) and not a run directory of this {command}; it writes only into an "
-            "empty directory or its own run, and deletes nothing it did not write: use another --out"
-        )
-
-
-def foreign_entries(out: Path) -> list[str]:
-    """Names in ``out`` other than the lock and owner files, sorted (empty when ``out`` is
-    missing): what a run would mix its files with."""
-    out = Path(out)
-    if not out.is_dir():
-        return []
-    return sorted(p.name for p in out.iterdir() if p.name not in (LOCK_NAME, OWNER_NAME))
+def run_files(out: Path) -> set[str]:
+    """The files of ``out`` named as a run's (checkpoints, log.csv, metrics.csv, run.json,
+    resume state): what a run directory whose owner file predates the list of written files
+    is taken to hold of trainmap's (:func:`trainmap.owner.listed_files` is None for it)."""
+    names = {f"{CHECKPOINTS_DIR}/{checkpoint_name(step)}" for step in checkpoint_steps(out)}
+    names |= {"log.csv", "metrics.csv", "run.json", resume_path(Path(".")).as_posix()}
+    return names
 
 
 def write_run_json(out: Path, record: Mapping[str, Any]) -> None:

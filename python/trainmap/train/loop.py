@@ -226,40 +226,49 @@ def _identity(task: str, seed: int, settings: Mapping[str, Any]) -> dict[str, An
     return {"kind": "train", "task": task, "seed": seed, "settings": dict(settings)}
 
 
-def _check_claim(out: Path, task: str, seed: int, settings: Mapping[str, Any]) -> None:
+def _check_claim(out: Path, task: str, seed: int, settings: Mapping[str, Any]) -> set[str]:
     """Refuse ``out`` unless it may become this run's directory (checked once before taking
-    its lock, so a refused directory gains no lock file, and again with the lock held).
+    its lock, so a refused directory gains no lock file, and again with the lock held);
+    return the files of ``out`` that trainmap wrote (:mod:`trainmap.owner`).
 
     * no owner file: ``out`` must be empty, or hold a resume state of this run (one begun
-      before owner files existed);
+      before owner files existed) and nothing but a run's files;
     * an owner file of this run: continue;
     * an owner file of another training run: refused while its resume state is there (a
       half-finished run); otherwise the run has ended and Snakemake removed its run.json
-      because the settings changed: its files, all written by trainmap, are replaced;
-    * an owner file of anything else (an import): refused.
+      because the settings changed: the files its owner file lists are replaced;
+    * an owner file of anything else (an import): refused;
+    * in every case, a file the owner file does not list (trainmap did not write it) makes
+      the directory refused, naming it: it is neither deleted nor mixed with the run.
     """
     owner = layout.read_owner(out)
     if owner is None:
         saved = layout.read_resume(out)
         if saved is None:
             layout.refuse_foreign(out, "training run")
-        else:  # checked here, before an owner file could claim it for other settings
-            _check_same_run(saved[1], task, seed, settings, layout.resume_path(out))
+            return set()
+        _check_same_run(saved[1], task, seed, settings, layout.resume_path(out))  # before an owner file claims it
     elif owner.get("kind") != "train":
         raise layout.ForeignDirectoryError(
             f"{out} holds a {owner.get('kind')!r} run ({layout.OWNER_NAME}), not a training run; use another --out"
         )
     elif layout.resume_path(out).is_file():
         _check_same_run(owner, task, seed, settings, layout.resume_path(out))
+    listed = layout.listed_files(owner)
+    written = layout.run_files(out) if listed is None else listed
+    layout.refuse_unlisted(out, written)
+    return written
 
 
 class _Run:
     """The mutable state of one training session."""
 
     def __init__(
-        self, task: str, seed: int, settings: dict[str, Any], out: Path, device: torch.device, resume_interval_s: float
+        self, task: str, seed: int, settings: dict[str, Any], out: Path, device: torch.device, resume_interval_s: float,
+        written: set[str],
     ):
         self.task, self.seed, self.settings, self.out, self.device = task, seed, settings, out, device
+        self.written = set(written)  # files of out trainmap wrote, as its owner file lists them
         self.parts = components.build(task, settings, seed)
         self.model = self.parts.model.to(device)
         self.optimizer = components.build_optimizer(self.model, settings)
@@ -281,9 +290,12 @@ class _Run:
         """Continue from the resume state if there is one, else start at step 0."""
         saved = layout.read_resume(self.out)
         if saved is None:
-            # Files of a run killed before its first resume state: start clean.
-            layout.remove_files(layout.checkpoint_path(self.out, s) for s in layout.checkpoint_steps(self.out))
-            layout.remove_files([self.out / "log.csv"])
+            # Files of a finished run of other settings, or of one killed before its first
+            # resume state: start clean, deleting exactly what trainmap wrote.
+            if self.written:
+                layout.remove_listed(self.out, self.written)
+                self.written.clear()
+                layout.write_owner(self.out, _identity(self.task, self.seed, self.settings), self.written)
             self.clock.sessions = 1
             self.checkpoint()
             return
@@ -359,9 +371,23 @@ class _Run:
         files = [*self.pending, (self.out / "log.csv", layout.log_text(self.rows).encode())]
         if with_resume_state:
             files.append((layout.resume_path(self.out), self._resume_bytes()))
+        names = {path.relative_to(self.out).as_posix() for path, _ in files}
+        if not names <= self.written:  # listed in the owner file before they exist
+            self.written |= names
+            files.insert(0, (self.out / layout.OWNER_NAME, self._owner_bytes()))
         layout.write_together(files)
         self.pending.clear()
         self.last_flush = time.perf_counter()
+
+    def _owner_bytes(self) -> bytes:
+        return layout.owner_bytes(_identity(self.task, self.seed, self.settings), self.written)
+
+    def list_files(self, paths: list[Path]) -> None:
+        """List ``paths`` in the owner file (before they are written)."""
+        names = {path.relative_to(self.out).as_posix() for path in paths}
+        if not names <= self.written:
+            self.written |= names
+            layout.write_owner(self.out, _identity(self.task, self.seed, self.settings), self.written)
 
     def _resume_bytes(self) -> bytes:
         tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
@@ -523,17 +549,18 @@ def train_run(
         if finished is not None:
             _check_same_run(finished, task, seed, settings, out / "run.json")
             return finished
-        _check_claim(out, task, seed, settings)
-        layout.write_owner(out, _identity(task, seed, settings))
-        _train_locked(task, seed, out, settings, threads, torch_device, progress, resume_interval_s)
+        written = _check_claim(out, task, seed, settings)
+        layout.write_owner(out, _identity(task, seed, settings), written)
+        _train_locked(task, seed, out, settings, threads, torch_device, progress, resume_interval_s, written)
     return layout.read_run_json(out)  # exactly what was written (NaN became null)
 
 
 def _train_locked(task: str, seed: int, out: Path, settings: dict[str, Any], threads: int | None,
-                  torch_device: torch.device, progress: bool, resume_interval_s: float) -> None:
-    """Train (or resume) the claimed run in ``out`` to its end and write run.json."""
+                  torch_device: torch.device, progress: bool, resume_interval_s: float, written: set[str]) -> None:
+    """Train (or resume) the claimed run in ``out`` to its end and write run.json.
+    ``written``: the files of ``out`` trainmap wrote (listed in its owner file)."""
     with _torch_configured(threads, torch_device):
-        run = _Run(task, seed, settings, out, torch_device, resume_interval_s)
+        run = _Run(task, seed, settings, out, torch_device, resume_interval_s, written)
         run.start()
         with contextlib.ExitStack() as stack:
             if progress:
@@ -542,6 +569,7 @@ def _train_locked(task: str, seed: int, out: Path, settings: dict[str, Any], thr
         with run.clock.measure("checkpoint_io_s"):
             run.flush(with_resume_state=False)  # the last checkpoints and the full log
         record = _run_record(run, status, diverged_at, stopped_early, torch_device)
+    run.list_files([out / "run.json"])
     layout.write_run_json(out, record)
     layout.remove_files([layout.resume_path(out)])
     with contextlib.suppress(OSError):
