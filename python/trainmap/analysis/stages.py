@@ -95,14 +95,13 @@ def hmm_select(run_dirs: Sequence[str | os.PathLike], selection_path: str | os.P
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         traj = _fit_inputs(run_dirs, options)
-    notes = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-    for w in caught:
+    for w in caught:  # shown as they came, and kept
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     sel = select_hmm(traj.data, options, run_ids=traj.run_ids, progress=progress)
-    notes += grid_differences(traj.run_ids, traj.steps)
-    notes += _selection_notes(sel, options)
-    for note in notes[len(caught):]:
+    found = grid_differences(traj.run_ids, traj.steps) + _selection_notes(sel, options)
+    for note in found:
         warnings.warn(note, RuntimeWarning, stacklevel=2)
+    notes = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] + found
     metadata = {
         "seed": options.seed,
         "n_restarts": options.restarts,
