@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["fixed", "r2", "p_value", "bic", "steps", "missing", "DASH"]
+__all__ = ["fixed", "r2", "p_value", "bic", "steps", "ratio", "missing", "DASH"]
 
 #: Shown for a value that is not defined (NaN, None).
 DASH = "–"
@@ -56,3 +56,11 @@ def steps(x: Any) -> str:
     if missing(x):
         return DASH
     return fixed(x, 0)
+
+
+def ratio(x: Any) -> str:
+    """A ratio that can be tiny or huge (a hazard ratio): three significant digits
+    (``0.0312``, ``4.87``, ``6.08e+07``)."""
+    if missing(x):
+        return DASH
+    return f"{float(x):.3g}"

@@ -53,8 +53,7 @@ TABLE1_COLUMNS = ["experiment", "convergence", "n_runs", "n_censored", "checkpoi
 TABLE2_COLUMNS = ["experiment", "state", "coefficient", "runs_visiting", "detour", "hazard_ratio", "hazard_p_value",
                   "note"]
 # Rounding of the CSV tables (as shown): column -> decimals.
-_ROUND = {"r2": 3, "r2_adjusted": 3, "r2_loo": 3, "concordance": 3, "dissimilarity": 3, "coefficient": 1,
-          "hazard_ratio": 3}
+_ROUND = {"r2": 3, "r2_adjusted": 3, "r2_loo": 3, "concordance": 3, "dissimilarity": 3, "coefficient": 1}
 TABLE4_COLUMNS = ["experiment", "method", "components", "bic"]
 
 
@@ -129,7 +128,7 @@ def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
     for column, digits in _ROUND.items():
         if column in frame:
             frame[column] = frame[column].astype(float).round(digits) + 0.0
-    for column in ("p_value", "hazard_p_value"):
+    for column in ("p_value", "hazard_p_value", "hazard_ratio"):
         if column in frame:
             frame[column] = [float(f"{x:.4g}") if np.isfinite(x) else np.nan for x in frame[column].astype(float)]
     return frame
@@ -210,7 +209,7 @@ def markdown_table(frame: pd.DataFrame, formats: Mapping[str, Callable[[object],
         # column by column: iterrows would turn integers into floats in mixed frames
         cells = [_cell(formats.get(c, _fmt_plain)(frame[c].iloc[i])) for c in cols]
         if bold_rows is not None and bool(bold_rows.iloc[i]):
-            cells = [f"**{c}**" for c in cells]
+            cells = [f"**{c}**" if c else c for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -248,7 +247,7 @@ def write_tables(experiments: Mapping[str, str | os.PathLike], out_dir: str | os
            "is blank, with the reason.\n\n"
            + markdown_table(
                t2, {"coefficient": display.steps, "detour": lambda x: "detour" if bool(x) else "",
-                    "hazard_ratio": lambda x: display.fixed(x, 3), "hazard_p_value": display.p_value},
+                    "hazard_ratio": display.ratio, "hazard_p_value": display.p_value},
                {"experiment": "Experiment", "state": "State", "coefficient": "Coefficient",
                 "runs_visiting": "Runs visiting", "detour": "Detour", "hazard_ratio": "Hazard ratio",
                 "hazard_p_value": "p (hazard)", "note": "Note"},
