@@ -34,8 +34,11 @@ def final_row_matches_trainmap_metrics(run_dir, model, tmp_path):
     "module, library, extra", [("hf", "transformers", "hf"), ("lightning", "lightning", "lightning")]
 )
 def test_an_adapter_without_its_library_names_the_extra(monkeypatch, module, library, extra):
-    for name in [m for m in sys.modules if m == library or m.startswith(f"{library}.")] or [library]:
-        monkeypatch.setitem(sys.modules, name, None)  # import of `library` (and its modules, if loaded) now fails
+    # Imports of `library` and of its submodules now fail, also when an earlier test in
+    # this process imported them (a cached `lightning.pytorch.callbacks` would otherwise
+    # still be found).
+    for name in [library, *(name for name in sys.modules if name.startswith(f"{library}."))]:
+        monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.delitem(sys.modules, f"trainmap.adapters.{module}", raising=False)
     with pytest.raises(ImportError, match=rf"pip install 'trainmap\[{extra}\]'"):
         importlib.import_module(f"trainmap.adapters.{module}")
