@@ -102,10 +102,8 @@ def test_lightning(tmp_path, monkeypatch):
 MAP_SEEDS = range(6)
 MAP_EPOCHS = 200
 # Test-only settings on top of the guide's experiment: fewer HMM states and restarts to
-# keep the test short. `covariance: diag` stands in until the default selection handles
-# few runs (issue 18, section 1); then it goes.
-MAP_TEST_SETTINGS = {"hmm": {"covariance": "diag", "max_components": 4, "restarts": 2},
-                     "baselines": {"max_components": 2}}
+# keep the test short; the covariance and the folds are the defaults a user gets.
+MAP_TEST_SETTINGS = {"hmm": {"max_components": 4, "restarts": 2}, "baselines": {"max_components": 2}}
 
 
 @pytest.mark.slow  # six seeds of the plain loop, then the workflow to Table 1 (about two minutes)
