@@ -65,7 +65,10 @@ CASE = WorkflowCase(
     fail_env={"PYTHONPATH": str(REPO / "tests" / "cluster" / "fail_shim")},
     failing_job="rule_metrics_wildcards_digits_2",
     fail_message="log: results/digits/logs/metrics/2.log (check log file(s) for error details)",
-    failing_job_files=("digits/logs/metrics/2.log",),
+    # The metrics job of run 2 writes its log, takes the run's lock and adds metrics.csv to
+    # the run's owner file: all three are that job's own files, rewritten when it reruns.
+    failing_job_files=("digits/logs/metrics/2.log", "digits/runs/2/.trainmap.lock",
+                       "digits/runs/2/.trainmap-run.json"),
     job_id_files={f"rule_train_wildcards_{exp}_{run}": f"results/{exp}/runs/{run}/run.json" for exp, run in _RUNS},
 )
 

@@ -71,14 +71,18 @@ def test_a_killed_holder_releases_the_lock_and_the_waiter_resumes(tmp_path, refe
     while not layout.resume_path(out).is_file():
         assert holder.poll() is None and time.monotonic() < deadline, "the first training made no progress"
         time.sleep(0.02)
+    # Freeze the holder (it keeps its lock) so that it cannot finish before the waiter has
+    # started and met the lock: on a fast machine the whole run takes less than the
+    # waiter's start-up.
+    holder.send_signal(signal.SIGSTOP)
+    assert holder.poll() is None, "the holder finished before it could be stopped"
     waiter_log = tmp_path / "waiter.err"
     with open(waiter_log, "w") as err:
         waiter = subprocess.Popen(_command(out, "--wait-for-lock", "300"), stderr=err, env=env())
         while f"in use by pid {holder.pid}" not in waiter_log.read_text():
             assert waiter.poll() is None and time.monotonic() < deadline + 120, waiter_log.read_text()
             time.sleep(0.02)
-        assert holder.poll() is None, "the holder finished before it could be killed"
-        holder.send_signal(signal.SIGKILL)
+        holder.send_signal(signal.SIGKILL)  # a stopped process is killed all the same
         holder.wait(timeout=30)
         assert waiter.wait(timeout=300) == 0, waiter_log.read_text()
     assert "waiting up to 300 s" in waiter_log.read_text()

@@ -144,11 +144,16 @@ def table2(experiments: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
         frame.insert(0, "experiment", name)
         frame["detour"] = frame["detour"].fillna(False).astype(bool)
         frame["note"] = [_state_note(ols, cox) for ols, cox in
-                         zip(frame["note"].fillna("").astype(str), frame["hazard_note"].fillna("").astype(str))]
+                         zip(_text(frame["note"]), _text(frame["hazard_note"]))]
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=TABLE2_COLUMNS)
     return _rounded(pd.concat(frames, ignore_index=True)[TABLE2_COLUMNS])
+
+
+def _text(column: pd.Series) -> list[str]:
+    """A notes column as text: an empty cell (NaN, read back from an empty CSV field) is ''."""
+    return ["" if pd.isna(v) else str(v) for v in column]
 
 
 def _state_note(ols: str, cox: str) -> str:
