@@ -3,7 +3,7 @@
 Writes a BERT-base-shaped float32 checkpoint (12 layers of 4 × 768×768, 768×3072 and
 3072×768 weight matrices with biases) and times, in one process:
 
-* the engine (`trainmap.metrics.checkpoint_metrics`), svd="exact" and svd="auto";
+* the engine (`trainmap.metrics.engine.checkpoint_metrics`), svd="exact" and svd="auto";
 * numpy: per matrix, float64 `np.linalg.svd(compute_uv=False)` plus the norms;
 * the original authors' torch path: per matrix `torch.svd` plus `matrix_norm(ord=2)`.
 
@@ -98,7 +98,7 @@ def timed(fn, repeats: int = 1):
 def speed(workdir: Path, threads: int) -> None:
     import torch
 
-    from trainmap.metrics import checkpoint_metrics
+    from trainmap.metrics.engine import checkpoint_metrics
 
     torch.set_num_threads(threads)
     path = workdir / "bert_base.safetensors"
@@ -128,7 +128,7 @@ def speed(workdir: Path, threads: int) -> None:
 
 def _memory_child(path: str, threads: int) -> None:
     """Run in a child process: compute the metrics while a thread samples RssAnon."""
-    from trainmap.metrics import checkpoint_metrics
+    from trainmap.metrics.engine import checkpoint_metrics
 
     def rss_anon_kb() -> int:
         with open("/proc/self/status") as status:

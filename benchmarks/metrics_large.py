@@ -7,7 +7,7 @@ spectra: random init (Gaussian, std 0.02) and trained-like (a power-law head of 
 directions, σᵢ ∝ i^-0.7, over a Gaussian bulk). For each it times, each in a fresh child
 process (so peak memory is the method's own):
 
-* the engine (`trainmap.metrics.checkpoint_metrics`, device="cpu"): svd exact, randomized, auto;
+* the engine (`trainmap.metrics.engine.checkpoint_metrics`, device="cpu"): svd exact, randomized, auto;
 * numpy Gram + `eigvalsh` in float64 per matrix, with the norms and moments (no median):
   the limit of the engine's exact algorithm in numpy/LAPACK;
 * numpy `svd(compute_uv=False)` in float64 per matrix;
@@ -25,7 +25,7 @@ Every method's time is linear in the number of layers (all layers have the same 
 so `--layers L` (default 1) keeps the default run under ~10 minutes on 2 cores; the full
 models take 24× (410M) and 16× (1B) the printed times. The methods the ratios compare are
 timed best of `--repeats` (default 2). There is no GPU
-here; on a CUDA machine `--device cuda` adds the torch path (trainmap.metrics_torch).
+here; on a CUDA machine `--device cuda` adds the torch path (trainmap.metrics.metrics_torch).
 
 Usage: python benchmarks/metrics_large.py [--layers 1] [--repeats 2] [--threads 2] [--workdir DIR]
        [--models 410m,1b] [--spectra random,trained] [--skip-ww] [--skip-svd] [--device cuda]
@@ -157,7 +157,7 @@ def _svdvals(a):
 
 def _run_method(method: str, path: str, threads: int, device: str) -> tuple[dict[str, float], dict]:
     if method.startswith("engine"):
-        from trainmap.metrics import checkpoint_metrics
+        from trainmap.metrics.engine import checkpoint_metrics
 
         if method == "engine-torch":
             return checkpoint_metrics(path, svd="exact", device=device), {}

@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import save_file
 
 from trainmap import Recorder
-from trainmap.metrics import trajectory_metrics
+from trainmap.metrics.engine import trajectory_metrics
 from trainmap.train import components, default_settings
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from checkpoint_factory import random_model, reference_metrics, write_checkpoint
 from trainmap.cli import main
-from trainmap.metrics import METRIC_NAMES
+from trainmap.metrics.engine import METRIC_NAMES
 
 
 @pytest.fixture

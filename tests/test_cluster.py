@@ -227,7 +227,7 @@ def test_chunked_metrics_of_runs_read_in_place_go_through_slurm(cluster, tmp_pat
     import yaml
 
     from existing_runs import write_checkpoint_run
-    from trainmap.series_metrics import series_metrics
+    from trainmap.metrics.series_metrics import series_metrics
 
     seeds, steps = (0, 1), list(range(0, 70, 10))  # 7 checkpoints: chunks of 3 are 3 + 3 + 1
     for seed in seeds:

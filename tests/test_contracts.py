@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainmap import contracts
-from trainmap.contracts import StepError, checkpoint_name, checkpoint_step, checkpoint_steps, parse_step, parse_steps
+from trainmap.io import contracts
+from trainmap.io.contracts import StepError, checkpoint_name, checkpoint_step, checkpoint_steps, parse_step, parse_steps
 
 
 @pytest.mark.parametrize("value, step", [

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hostile_helpers import env, set_args, trainmap_command
-from trainmap.runlock import RunLock, RunLockedError
+from trainmap.io.runlock import RunLock, RunLockedError
 from trainmap.train import layout, train_run
 
 # ~8000 steps with a checkpoint every 100: long enough (seconds) that two processes started

@@ -108,7 +108,7 @@ def test_a_recorder_continuing_a_run_with_an_over_long_log_field_names_file_and_
     import numpy as np
 
     from trainmap import Recorder
-    from trainmap.recorder import RecorderError
+    from trainmap.metrics.recorder import RecorderError
 
     run = tmp_path / "run"
     with Recorder(run, seed=0) as rec:

@@ -17,8 +17,8 @@ import yaml
 from hostile_helpers import fingerprint, one_error_line
 from snakemake_runner import snakemake
 from trainmap.cli import main
-from trainmap.series import SeriesError, discover
-from trainmap.series_metrics import series_metrics
+from trainmap.metrics.series import SeriesError, discover
+from trainmap.metrics.series_metrics import series_metrics
 
 
 class Exploit:

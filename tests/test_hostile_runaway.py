@@ -128,8 +128,8 @@ def test_model_npz_with_a_huge_extra_array_is_refused_before_loading(tmp_path):
 
 @pytest.mark.slow
 def test_worker_counts_are_capped_at_the_cpus(tmp_path, monkeypatch):
-    from trainmap import limits
-    from trainmap.limits import available_cpus
+    from trainmap.io import limits
+    from trainmap.io.limits import available_cpus
 
     result = run_cli("train", "parities", "--seed", "0", "--out", tmp_path / "run", "--threads", "100000",
                      "--no-progress", *set_args(TINY_PARITIES))
@@ -242,7 +242,7 @@ def test_a_large_trainer_state_json_is_streamed_not_read_whole(tmp_path):
     megabyte at a time: Python's peak allocation stays far below the file's size."""
     import tracemalloc
 
-    from trainmap import series
+    from trainmap.metrics import series
 
     src = tmp_path / "src"
     _step_dirs(src, [1000])
@@ -269,7 +269,7 @@ def test_the_streamed_trainer_state_reads_what_json_loads_reads(tmp_path, monkey
     import json
     import random
 
-    from trainmap import series
+    from trainmap.metrics import series
 
     rng = random.Random(chunk)
     history = []

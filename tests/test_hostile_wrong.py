@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from hostile_helpers import ROOT, TINY_PARITIES, fingerprint, one_error_line
-from trainmap import atomic, workflow
+from trainmap import workflow
+from trainmap.io import atomic
 from trainmap.cli import main
 
 SCHEMA = workflow.load_schema(ROOT / "workflow" / "schemas" / "config.schema.yaml")
@@ -112,7 +113,7 @@ def test_the_recorder_refuses_a_boolean_scalar_as_it_refuses_a_boolean_step(tmp_
     import torch
 
     from trainmap import Recorder
-    from trainmap.recorder import RecorderError
+    from trainmap.metrics.recorder import RecorderError
 
     value = {"numpy": np.bool_(True), "torch": torch.tensor(True)}.get(value, value)
     weights = {"fc.weight": np.ones((2, 3), dtype=np.float32)}
@@ -261,7 +262,7 @@ def test_weights_beyond_float64_squares_give_a_warning_and_no_made_up_numbers(tm
 
     import pandas as pd
 
-    from trainmap.metrics import METRIC_NAMES
+    from trainmap.metrics.engine import METRIC_NAMES
 
     steps = {0: 1.0, 10: 1e200, 20: 1e-170}
     if command == "recorder":

@@ -17,7 +17,7 @@ from checkpoint_factory import (
     tensor,
     write_checkpoint,
 )
-from trainmap.metrics import (
+from trainmap.metrics.engine import (
     DEFAULT_EXCLUDE,
     METRIC_NAMES,
     CheckpointError,

@@ -10,7 +10,7 @@ import pytest
 
 from checkpoint_factory import tensor, write_checkpoint, write_raw
 from trainmap.cli import main
-from trainmap.metrics import CheckpointError, checkpoint_metrics, checkpoint_paths, trajectory_metrics
+from trainmap.metrics.engine import CheckpointError, checkpoint_metrics, checkpoint_paths, trajectory_metrics
 
 
 def good(tmp_path, name="good.safetensors"):

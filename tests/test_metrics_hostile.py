@@ -20,7 +20,7 @@ import pytest
 
 from checkpoint_factory import tensor, write_checkpoint
 from hostile_helpers import like_a_terminal
-from trainmap.metrics import CheckpointError, checkpoint_metrics
+from trainmap.metrics.engine import CheckpointError, checkpoint_metrics
 
 CLI = [sys.executable, "-m", "trainmap.cli", "metrics", "--no-progress"]
 
@@ -76,7 +76,7 @@ def test_a_fifo_named_like_a_checkpoint_is_refused_at_once(tmp_path):
 
 @pytest.mark.slow
 def test_a_device_is_refused_naming_it():
-    script = "from trainmap.metrics import checkpoint_metrics\ncheckpoint_metrics('/dev/zero')"
+    script = "from trainmap.metrics.engine import checkpoint_metrics\ncheckpoint_metrics('/dev/zero')"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "CheckpointError: /dev/zero: is a character device, not a regular .safetensors file" in result.stderr

@@ -18,7 +18,7 @@ import torch
 
 from checkpoint_factory import random_model, tensor, write_checkpoint
 from trainmap import _rust_metrics
-from trainmap.metrics import (
+from trainmap.metrics.engine import (
     METRIC_NAMES,
     RESULT_COLUMNS,
     CheckpointError,
@@ -144,7 +144,7 @@ def test_no_copy_is_made_of_a_large_cpu_float32_tensor():
     script = textwrap.dedent(
         """
         import resource, torch
-        from trainmap.metrics import weights_metrics
+        from trainmap.metrics.engine import weights_metrics
         bias = torch.rand(64 * 2**20, dtype=torch.float32)  # 256 MiB, pages touched
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         result = weights_metrics({"big.bias": bias}, threads=1)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from checkpoint_factory import reference_metrics, tensor, write_checkpoint
-from trainmap.metrics import checkpoint_metrics, trajectory_metrics
+from trainmap.metrics.engine import checkpoint_metrics, trajectory_metrics
 
 THRESHOLD = 256  # exact_max_dim used here, so matrices of a few hundred rows are "large"
 

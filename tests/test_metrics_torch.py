@@ -1,7 +1,7 @@
 """The torch (GPU) path of the 14 statistics against the Rust engine.
 
 This machine has no GPU: the torch code runs on torch's CPU backend (``device="cpu"``
-passed to ``trainmap.metrics_torch`` directly), which exercises every line the CUDA path
+passed to ``trainmap.metrics.metrics_torch`` directly), which exercises every line the CUDA path
 runs except the device itself.
 """
 
@@ -14,10 +14,11 @@ import pytest
 import torch
 
 from checkpoint_factory import EXCLUDED_BIASES, EXCLUDED_NAMES, random_model, reference_metrics, tensor, write_checkpoint
-from trainmap import _rust_metrics, metrics_torch
+from trainmap import _rust_metrics
+from trainmap.metrics import metrics_torch
 from trainmap.cli import main
-import trainmap.metrics
-from trainmap.metrics import METRIC_NAMES, CheckpointError, checkpoint_metrics, trajectory_metrics, weights_metrics
+import trainmap.metrics.engine
+from trainmap.metrics.engine import METRIC_NAMES, CheckpointError, checkpoint_metrics, trajectory_metrics, weights_metrics
 
 CPU = torch.device("cpu")
 TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
@@ -176,7 +177,7 @@ def test_weights_on_a_cuda_device_take_the_torch_path(monkeypatch):
                "fc.bias": torch.from_numpy(rng.standard_normal(6)).float(),
                "ln_f.weight": torch.ones(4)}
     on_gpu = torch.device("cuda:0")
-    monkeypatch.setattr(trainmap.metrics, "_cuda_device", lambda values: on_gpu if list(values) else None)
+    monkeypatch.setattr(trainmap.metrics.engine, "_cuda_device", lambda values: on_gpu if list(values) else None)
     calls, compute = [], metrics_torch.tensors_metrics
 
     def on_device(tensors, *, device, **options):
@@ -188,7 +189,7 @@ def test_weights_on_a_cuda_device_take_the_torch_path(monkeypatch):
     assert calls == [(["fc.bias", "fc.weight"], on_gpu)]
     monkeypatch.undo()
     assert_same(got, weights_metrics(weights, svd="exact"))
-    assert trainmap.metrics._cuda_device([torch.ones(2), np.ones(2)]) is None
+    assert trainmap.metrics.engine._cuda_device([torch.ones(2), np.ones(2)]) is None
 
 
 def test_cli_device_option(tmp_path, capsys):

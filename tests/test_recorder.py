@@ -16,8 +16,8 @@ from safetensors.torch import load_file, save_file
 
 from trainmap import Recorder
 from trainmap.cli import main
-from trainmap.metrics import METRIC_NAMES
-from trainmap.recorder import RecorderError
+from trainmap.metrics.engine import METRIC_NAMES
+from trainmap.metrics.recorder import RecorderError
 
 COLUMNS = ["step", *METRIC_NAMES, "svd", "content_hash"]
 

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from trainmap.cli import main
-from trainmap.metrics import METRIC_NAMES
+from trainmap.metrics.engine import METRIC_NAMES
 
 
 def final_row_matches_trainmap_metrics(run_dir, model, tmp_path):

@@ -1,5 +1,5 @@
-"""The one reader of checkpoint series (trainmap.series): layouts, steps, shards, logs,
-memory-mapped tensors; and the integrity report of trainmap.series_metrics."""
+"""The one reader of checkpoint series (trainmap.metrics.series): layouts, steps, shards, logs,
+memory-mapped tensors; and the integrity report of trainmap.metrics.series_metrics."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from trainmap.contracts import StepError
-from trainmap.series import Series, SeriesError, discover, read_log, step_of, trainer_global_step
-from trainmap.series_metrics import integrity_report, integrity_warning
+from trainmap.io.contracts import StepError
+from trainmap.metrics.series import Series, SeriesError, discover, read_log, step_of, trainer_global_step
+from trainmap.metrics.series_metrics import integrity_report, integrity_warning
 
 
 def state(step: int) -> dict[str, torch.Tensor]:

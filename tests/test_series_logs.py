@@ -1,4 +1,4 @@
-"""Training logs of runs read in place (trainmap.series): Lightning's CSVLogger, TensorBoard
+"""Training logs of runs read in place (trainmap.metrics.series): Lightning's CSVLogger, TensorBoard
 event files written by torch's SummaryWriter (read with the tensorboard package's reader),
 a log the experiment names (a W&B history with ``_step``), which source wins, the bounds on
 what is read, and the warning when the log's steps match no checkpoint."""
@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import save_file
 from torch.utils.tensorboard import SummaryWriter
 
-from trainmap import series as series_module
+from trainmap.metrics import series as series_module
 from trainmap.cli import main
-from trainmap.series import LogSource, SeriesError, discover, named_log, read_log
-from trainmap.series_metrics import series_metrics
+from trainmap.metrics.series import LogSource, SeriesError, discover, named_log, read_log
+from trainmap.metrics.series_metrics import series_metrics
 
 
 def checkpoints(src, steps=(10, 20, 30)) -> None:

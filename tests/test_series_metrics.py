@@ -1,4 +1,4 @@
-"""Run directories analysed in place (trainmap.series_metrics, `trainmap series-metrics`):
+"""Run directories analysed in place (trainmap.metrics.series_metrics, `trainmap series-metrics`):
 sharded and .bin checkpoints give the metrics of the same checkpoint as one file, a
 Recorder's metrics are adopted only under the same engine and options, identical
 checkpoints and disagreeing steps are reported, and a missing log is said."""
@@ -17,9 +17,9 @@ from safetensors.torch import load_file, save_file
 
 from existing_runs import write_checkpoint_run, write_recorder_run
 from trainmap.cli import main
-from trainmap.metrics import METRIC_NAMES, checkpoint_metrics
-from trainmap.series import SeriesError
-from trainmap.series_metrics import series_metrics
+from trainmap.metrics.engine import METRIC_NAMES, checkpoint_metrics
+from trainmap.metrics.series import SeriesError
+from trainmap.metrics.series_metrics import series_metrics
 
 COLUMNS = ["step", *METRIC_NAMES, "svd", "content_hash"]
 STEPS = (0, 100, 200)
@@ -90,9 +90,9 @@ def test_checkpoints_are_analysed_in_place_as_one_file_would_be(tmp_path, refere
 
 @pytest.mark.parametrize("kind", ["file", "sharded", "bin"])
 def test_a_gpu_device_computes_with_torch_and_agrees_with_the_engine(tmp_path, reference, kind, monkeypatch):
-    """``device="cuda"`` routes every checkpoint layout to trainmap.metrics_torch; here torch's
+    """``device="cuda"`` routes every checkpoint layout to trainmap.metrics.metrics_torch; here torch's
     CPU backend stands in for the GPU (this machine has none), running every line but the device."""
-    from trainmap import metrics
+    from trainmap.metrics import engine as metrics
 
     asked = []
     monkeypatch.setattr(metrics, "_torch_device", lambda device, svd: asked.append(device) or torch.device("cpu"))
@@ -240,7 +240,7 @@ def test_cli_metrics_series(tmp_path, capsys):
 
 
 def test_an_interrupted_series_continues_where_it_stopped(tmp_path, monkeypatch):
-    import trainmap.series_metrics as sm
+    import trainmap.metrics.series_metrics as sm
 
     src = write_checkpoint_run(tmp_path / "run", seed=2, steps=[0, 10, 20, 30])
     clean = series_metrics(src, tmp_path / "clean", threads=1)
@@ -265,7 +265,7 @@ def test_an_interrupted_series_continues_where_it_stopped(tmp_path, monkeypatch)
 
 
 def test_bad_options_and_a_bad_log_stop_before_any_checkpoint_is_read(tmp_path, monkeypatch):
-    import trainmap.series_metrics as sm
+    import trainmap.metrics.series_metrics as sm
 
     src = write_checkpoint_run(tmp_path / "run", seed=1, steps=[0, 10])
     monkeypatch.setattr(sm, "_checkpoint_result", lambda *a: pytest.fail("a checkpoint was read"))

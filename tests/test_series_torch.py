@@ -1,5 +1,5 @@
 """Checkpoints written by ``torch.save`` and Lightning's ModelCheckpoint, read in place
-(trainmap.series, layouts ``torch`` and ``lightning``): the state dict under the usual keys,
+(trainmap.metrics.series, layouts ``torch`` and ``lightning``): the state dict under the usual keys,
 the step from the file before the name, optimiser state left out of the statistics, and the
 same numbers as the same weights saved as safetensors."""
 
@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from trainmap.metrics import METRIC_NAMES, checkpoint_metrics
-from trainmap.series import STATE_DICT_KEYS, SeriesError, discover, load_checkpoint, torch_name_step
-from trainmap.series_metrics import series_metrics
+from trainmap.metrics.engine import METRIC_NAMES, checkpoint_metrics
+from trainmap.metrics.series import STATE_DICT_KEYS, SeriesError, discover, load_checkpoint, torch_name_step
+from trainmap.metrics.series_metrics import series_metrics
 
 STEPS = (10, 20, 30, 40)
 
@@ -269,9 +269,9 @@ def test_a_fractional_epoch_is_no_step_and_a_bad_recorded_step_is_named(tmp_path
 
 
 def test_a_gpu_device_computes_torch_files_with_torch(tmp_path, monkeypatch):
-    """``device="cuda"`` sends a torch file's state dict (only it) to trainmap.metrics_torch;
+    """``device="cuda"`` sends a torch file's state dict (only it) to trainmap.metrics.metrics_torch;
     torch's CPU backend stands in for the GPU (this machine has none)."""
-    from trainmap import metrics
+    from trainmap.metrics import engine as metrics
 
     asked = []
     monkeypatch.setattr(metrics, "_torch_device", lambda device, svd: asked.append(device) or torch.device("cpu"))

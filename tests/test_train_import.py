@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from trainmap.cli import main
 from trainmap.train import DataFileError, import_series
-from trainmap.series import step_of
+from trainmap.metrics.series import step_of
 
 
 def fake_state(step: int) -> dict[str, torch.Tensor]:

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from trainmap.metrics import DEFAULT_EXCLUDE, METRIC_NAMES, checkpoint_metrics
+from trainmap.metrics.engine import DEFAULT_EXCLUDE, METRIC_NAMES, checkpoint_metrics
 from trainmap.train import layout
 from trainmap.train.components import build_model
 from trainmap.train.tasks import resolve_settings

@@ -15,10 +15,10 @@ from safetensors.numpy import save_file
 
 from existing_runs import weights, write_checkpoint_run, write_recorder_run
 from snakemake_runner import REPO, dry_run, snakemake
-from trainmap.metrics import DEFAULT_EXCLUDE
-from trainmap.series import SeriesError, discover
-from trainmap.series_chunks import chunk_count, chunk_input_files, write_chunk
-from trainmap.series_metrics import series_metrics
+from trainmap.metrics.engine import DEFAULT_EXCLUDE
+from trainmap.metrics.series import SeriesError, discover
+from trainmap.metrics.series_chunks import chunk_count, chunk_input_files, write_chunk
+from trainmap.metrics.series_metrics import series_metrics
 
 STEPS = list(range(0, 70, 10))  # 7 checkpoints: chunks of 3 are 3 + 3 + 1
 OPTIONS = {"svd": "auto", "include": None, "exclude": None, "exact_max_dim": 2048, "rank": 64}

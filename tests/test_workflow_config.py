@@ -11,7 +11,7 @@ import tomllib
 import pytest
 import yaml
 
-import trainmap.metrics
+import trainmap.metrics.engine
 import trainmap.workflow as tw
 from snakemake_runner import REPO
 
@@ -187,7 +187,7 @@ def test_conda_environment_matches_pyproject():
 
 
 def test_engine_fingerprint_follows_the_sources(tmp_path):
-    assert tw.engine_fingerprint(REPO / "rust_metrics") == trainmap.metrics.ENGINE_FINGERPRINT
+    assert tw.engine_fingerprint(REPO / "rust_metrics") == trainmap.metrics.engine.ENGINE_FINGERPRINT
     crate = tmp_path / "rust_metrics"
     shutil.copytree(REPO / "rust_metrics", crate, ignore=shutil.ignore_patterns("target"))
     before = tw.engine_fingerprint(crate)

@@ -105,8 +105,8 @@ def test_a_rebuilt_metrics_engine_makes_the_metrics_stale(completed, tmp_path):
     shim = tmp_path / "shim"
     shim.mkdir()
     (shim / "sitecustomize.py").write_text(
-        "import trainmap.metrics, trainmap.workflow\n"
-        "trainmap.metrics.ENGINE_FINGERPRINT = 'rebuilt-engine'\n"
+        "import trainmap.metrics.engine, trainmap.workflow\n"
+        "trainmap.metrics.engine.ENGINE_FINGERPRINT = 'rebuilt-engine'\n"
         "trainmap.workflow.engine_fingerprint = lambda crate_dir: 'rebuilt-engine'\n"
     )
     jobs = dry_run(completed, "--configfile", str(TINY_CONFIG), env={"PYTHONPATH": str(shim)})

@@ -21,7 +21,7 @@ import yaml
 from safetensors.torch import save_file
 
 from snakemake_runner import snakemake
-from trainmap.metrics import METRIC_NAMES, checkpoint_metrics
+from trainmap.metrics.engine import METRIC_NAMES, checkpoint_metrics
 
 EVERY, LAST = 5, 100
 STEPS = list(range(EVERY, LAST + 1, EVERY))

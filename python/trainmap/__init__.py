@@ -14,7 +14,7 @@ __all__ = ["Recorder", "__version__"]
 def __getattr__(name: str):
     # Loaded on first use, so `import trainmap` stays cheap (no torch, no pandas).
     if name == "Recorder":
-        from trainmap.recorder import Recorder
+        from trainmap.metrics.recorder import Recorder
 
         return Recorder
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

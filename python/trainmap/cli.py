@@ -14,7 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from trainmap.contracts import MAP_HTML, MAP_PNG, MAP_SVG
+from trainmap.io.contracts import MAP_HTML, MAP_PNG, MAP_SVG
 from trainmap.options import (
     BaselineOptions,
     FiguresOptions,
@@ -51,8 +51,8 @@ def _add_device_argument(p: argparse.ArgumentParser) -> None:
 def _run_metrics(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from trainmap import atomic, owner
-    from trainmap.metrics import checkpoint_paths, trajectory_metrics
+    from trainmap.io import atomic, owner
+    from trainmap.metrics.engine import checkpoint_paths, trajectory_metrics
 
     paths: list[Path] = []
     for item in map(Path, args.inputs):
@@ -200,7 +200,7 @@ def _add_series_metrics_chunk(subparsers) -> None:
 
 
 def _run_series_metrics_chunk(args: argparse.Namespace) -> int:
-    from trainmap.series_chunks import write_chunk
+    from trainmap.metrics.series_chunks import write_chunk
 
     options = MetricsOptions.from_args(args)
     bar, progress = _progress_bar(f"metrics {args.source.name} chunk {args.index}", args.no_progress, unit="ckpt")
@@ -213,7 +213,7 @@ def _run_series_metrics_chunk(args: argparse.Namespace) -> int:
 
 
 def _run_series_metrics(args: argparse.Namespace) -> int:
-    from trainmap.series_metrics import series_metrics
+    from trainmap.metrics.series_metrics import series_metrics
 
     options = MetricsOptions.from_args(args)
     bar, progress = _progress_bar(f"metrics {args.source.name}", args.no_progress, unit="ckpt")
@@ -464,7 +464,7 @@ def _threshold_arg(text: str):
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    from trainmap import atomic
+    from trainmap.io import atomic
     from trainmap.analysis.check import check_runs, to_json
 
     report = check_runs(args.run_dirs, args.convergence)
@@ -533,7 +533,7 @@ def _input_files(values) -> list[Path]:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Refuse, before any work, outputs of the wrong format or that are inputs of the command."""
-    from trainmap.fileguard import check_output_format, refuse_clobber
+    from trainmap.io.fileguard import check_output_format, refuse_clobber
 
     outputs, input_dests = _FILE_OPTIONS.get(args.command, ({}, ()))
     given = {}

@@ -13,14 +13,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 import shlex
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-from trainmap.analysis.convergence import Criterion
+from trainmap.io.contracts import EVAL_ACCURACY
 
 __all__ = [
     "StageOptions",
+    "Criterion",
     "MetricsOptions",
     "FitOptions",
     "HMMSelectOptions",
@@ -30,6 +32,91 @@ __all__ = [
     "FiguresOptions",
     "MAX_COMPONENTS_CAP",
 ]
+
+
+# --- the convergence criterion (an option's type: --convergence, --threshold) ----------------
+
+_TEXT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*([<>])\s*(\S+)\s*$")
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A run has converged at the first step where ``column`` is strictly ``above`` (or
+    ``below``) ``threshold``."""
+
+    column: str
+    direction: str  # "above" | "below"
+    threshold: float
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("above", "below"):
+            raise ValueError(f"convergence direction must be 'above' or 'below', not {self.direction!r}")
+        if not isinstance(self.column, str) or not self.column:
+            raise ValueError(f"convergence column must be a non-empty name, not {self.column!r}")
+        _finite(self.threshold, "convergence threshold")
+
+    @classmethod
+    def parse(cls, text: str, option: str = "--convergence") -> "Criterion":
+        """``'eval_loss<2.5'`` → below, ``'eval_accuracy>0.9'`` → above. Errors name ``option``."""
+        match = _TEXT.match(str(text))
+        if match is None:
+            raise ValueError(f"{option}: expected COLUMN<X or COLUMN>X (e.g. 'eval_loss<2.5'), not {text!r}")
+        column, op, number = match.groups()
+        try:
+            value = float(number)
+        except ValueError:
+            raise ValueError(f"{option}: {number!r} is not a number") from None
+        return cls(column, "above" if op == ">" else "below", _finite(value, option))
+
+    @classmethod
+    def from_threshold(cls, threshold: float, option: str = "--threshold") -> "Criterion":
+        """The shorthand: ``eval_accuracy`` above ``threshold``."""
+        return cls(EVAL_ACCURACY, "above", _finite(threshold, option))
+
+    @classmethod
+    def from_config(cls, spec: Mapping[str, Any] | None, threshold: float | None, key: str) -> "Criterion | None":
+        """From config ``convergence: {column, above|below}`` or ``threshold: x`` (None when
+        neither is set). Both, or neither/both of above and below, raise naming ``key``."""
+        if spec is not None and threshold is not None:
+            raise ValueError(f"config key {key}: give convergence or threshold, not both")
+        if threshold is not None:
+            return cls.from_threshold(threshold, f"config key {key}.threshold")
+        if spec is None:
+            return None
+        bounds = [d for d in ("above", "below") if d in spec]
+        if len(bounds) != 1:
+            raise ValueError(f"config key {key}.convergence: give exactly one of above or below")
+        where = f"config key {key}.convergence.{bounds[0]}"
+        return cls(str(spec.get("column", EVAL_ACCURACY)), bounds[0], _finite(spec[bounds[0]], where))
+
+    def __str__(self) -> str:
+        return f"{self.column}{'>' if self.direction == 'above' else '<'}{self.threshold:g}"
+
+    def describe(self) -> str:
+        """Readable: ``first step with eval_loss < 2.5``."""
+        return f"first step with {self.column} {'>' if self.direction == 'above' else '<'} {self.threshold:g}"
+
+    def to_dict(self) -> dict:
+        """For regression.json: column, direction, threshold and the text form."""
+        return {"column": self.column, "direction": self.direction, "threshold": self.threshold, "text": str(self)}
+
+    def met(self, values: np.ndarray) -> np.ndarray:
+        """Where ``values`` meet the criterion (NaN never does)."""
+        import numpy as np
+
+        values = np.asarray(values, dtype=float)
+        with np.errstate(invalid="ignore"):
+            return values > self.threshold if self.direction == "above" else values < self.threshold
+
+
+def _finite(value: Any, where: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: {value!r} is not a number") from None
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise ValueError(f"{where}: must be a finite number, not {value!r}")
+    return number
 
 #: Largest number of HMM states tried: a full-covariance HMM over 14 features has 119
 #: parameters per state, so beyond this the held-out BIC is meaningless for any

@@ -246,7 +246,7 @@ class Experiment:
         return f"--device {self.metrics['device']}"
 
     def series(self, run: str):
-        """The :class:`trainmap.series.Series` of an in-place run (with the log config
+        """The :class:`trainmap.metrics.series.Series` of an in-place run (with the log config
         ``log:`` names), discovered once per workflow invocation."""
         log = self.log or {}
         return _series(self.sources[run], log.get("path"), log.get("step"))
@@ -270,9 +270,9 @@ class Experiment:
         size = self.metrics["chunk"]
         if size is None:
             return []
-        from trainmap import metrics
-        from trainmap.series_chunks import chunk_count
-        from trainmap.series_metrics import adoption_differences
+        from trainmap.metrics import engine as metrics
+        from trainmap.metrics.series_chunks import chunk_count
+        from trainmap.metrics.series_metrics import adoption_differences
 
         series = self.series(run)
         if series.recorder is not None and not adoption_differences(series.recorder, self.engine_options(),
@@ -282,7 +282,7 @@ class Experiment:
 
     def chunk_inputs(self, run: str, index: int) -> list[str]:
         """The checkpoint files chunk ``index`` of an in-place run reads."""
-        from trainmap.series_chunks import chunk_input_files
+        from trainmap.metrics.series_chunks import chunk_input_files
 
         return chunk_input_files(self.series(run), index, self.metrics["chunk"])
 
@@ -325,7 +325,7 @@ class Experiment:
 def _series(source: str, log_path: str | None = None, log_step: str | None = None):
     """The series at ``source``, discovered once per workflow invocation (every chunk job's
     input function asks for it)."""
-    from trainmap.series import discover
+    from trainmap.metrics.series import discover
 
     return discover(source, log_path, log_step)
 
@@ -475,7 +475,7 @@ def convergence_problems(experiments: Mapping[str, Experiment]) -> list[str]:
     Checked when the DAG is built (a dry run catches it): otherwise the workflow would
     compute every run's metrics and fit the HMM before regress found the column missing.
     """
-    from trainmap.series import read_log
+    from trainmap.metrics.series import read_log
 
     problems = []
     for exp in (e for e in experiments.values() if e.in_place and e.convergence is not None):
@@ -505,7 +505,7 @@ def print_summary(experiments: Mapping[str, Experiment], results: str | Path = "
     """Print the summary of the experiments (:func:`trainmap.analysis.summary.render_summary`)
     that have been analysed, as the workflow's last words on the console."""
     from trainmap.analysis.summary import render_summary
-    from trainmap.contracts import ExperimentPaths
+    from trainmap.io.contracts import ExperimentPaths
 
     done = {name: Path(results) / name for name in experiments
             if ExperimentPaths.at(Path(results) / name).regression_json.is_file()}
@@ -546,7 +546,7 @@ def stop_before_any_job(message: str) -> None:
 def engine_fingerprint(crate_dir: str | Path) -> str:
     """SHA-256 of the metrics engine's sources (``Cargo.toml``, ``Cargo.lock``, ``src/**.rs``),
     computed exactly as ``rust_metrics/build.rs`` computes the fingerprint it compiles into
-    the engine (``trainmap.metrics.ENGINE_FINGERPRINT``)."""
+    the engine (``trainmap.metrics.engine.ENGINE_FINGERPRINT``)."""
     crate_dir = Path(crate_dir)
     files = [crate_dir / "Cargo.toml", crate_dir / "Cargo.lock", *sorted((crate_dir / "src").rglob("*.rs"))]
     digest = hashlib.sha256()

@@ -5,7 +5,7 @@ import os
 
 from snakemake.exceptions import WorkflowError
 
-import trainmap.metrics
+import trainmap.metrics.engine
 import trainmap.workflow as tw
 
 try:
@@ -35,7 +35,7 @@ onstart:
         tw.stop_before_any_job("missing input data:\n  " + "\n  ".join(_problems))
 
 # The engine that will compute the metrics; a metrics job is stale when it changes.
-ENGINE = trainmap.metrics.ENGINE_FINGERPRINT
+ENGINE = trainmap.metrics.engine.ENGINE_FINGERPRINT
 _crate = os.path.join(workflow.basedir, "rust_metrics")
 if os.path.isdir(_crate) and tw.engine_fingerprint(_crate) != ENGINE:
     raise WorkflowError(

@@ -23,7 +23,7 @@ try:
 except ImportError:
     raise missing_extra("transformers", "hf") from None
 
-from trainmap.recorder import Recorder
+from trainmap.metrics.recorder import Recorder
 
 __all__ = ["TrainmapCallback"]
 

@@ -24,7 +24,7 @@ try:
 except ImportError:
     raise missing_extra("lightning", "lightning") from None
 
-from trainmap.recorder import Recorder
+from trainmap.metrics.recorder import Recorder
 
 __all__ = ["TrainmapCallback"]
 

@@ -26,7 +26,7 @@ import pandas as pd
 from trainmap.analysis.convergence import Criterion
 from trainmap.analysis.hmm_select import AUTO_COVARIANCES, CV_MAX_RUNS, n_folds, n_free_parameters
 from trainmap.analysis.runs import grid_differences
-from trainmap.contracts import LOG_CSV, METRICS_CSV, RUN_JSON, STEP
+from trainmap.io.contracts import LOG_CSV, METRICS_CSV, RUN_JSON, STEP
 from trainmap.options import FitOptions
 
 __all__ = ["RunCheck", "CheckReport", "check_runs", "supported_states", "CHECKPOINTS_PER_PARAMETER",
@@ -106,7 +106,7 @@ def supported_states(n_checkpoints: int, n_runs: int, max_components: int = FitO
 
 
 def _read_json(path: Path) -> dict:
-    from trainmap.fileguard import read_json_object
+    from trainmap.io.fileguard import read_json_object
 
     return read_json_object(path, what=RUN_JSON)
 
@@ -118,7 +118,7 @@ def _log_frame(log: dict[int, dict]) -> pd.DataFrame:
 def _inspect(path: Path) -> tuple[str, np.ndarray, list[str], pd.DataFrame | None]:
     """(kind, steps, log sources, log frame) of one run directory."""
     from trainmap.analysis.runs import load_run
-    from trainmap.series import discover, read_log
+    from trainmap.metrics.series import discover, read_log
 
     record = _read_json(path / RUN_JSON) if (path / RUN_JSON).is_file() else {}
     if record.get("kind") != "recorder" and (path / METRICS_CSV).is_file():

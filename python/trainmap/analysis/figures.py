@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from trainmap import atomic, contracts
+from trainmap.io import atomic, contracts
 
 __all__ = [
     "training_map_graph",

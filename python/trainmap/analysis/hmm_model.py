@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from trainmap import atomic
+from trainmap.io import atomic
 from trainmap.analysis.errors import ModelFormatError
 
 __all__ = [
@@ -169,7 +169,7 @@ def load_model(path: str | os.PathLike) -> SavedModel:
     Raises :class:`ModelFormatError` naming ``path`` for an unreadable file, a missing
     entry or invalid parameters, and for arrays larger than a model can need, before they
     are read (a FIFO or a tiny file declaring gigabytes must not hang or exhaust memory)."""
-    from trainmap.fileguard import InputFileError, read_npz
+    from trainmap.io.fileguard import InputFileError, read_npz
 
     try:
         arrays = read_npz(path, max_array_bytes=_MAX_ARRAY_BYTES, max_total_bytes=_MAX_TOTAL_BYTES, what="model file")

@@ -48,7 +48,7 @@ import pandas as pd
 from trainmap.analysis.errors import AnalysisError, InsufficientRunsError
 from trainmap.analysis.hmm_estep import gaussian_hmm_class
 from trainmap.analysis.hmm_model import COVARIANCE_TYPES, model_from_params, model_params
-from trainmap.limits import cap_workers
+from trainmap.io.limits import cap_workers
 from trainmap.options import HMMSelectOptions
 
 __all__ = [

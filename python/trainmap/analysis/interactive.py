@@ -26,8 +26,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from trainmap import atomic
-from trainmap.contracts import EPOCH, RUN, STATE, STEP
+from trainmap.io import atomic
+from trainmap.io.contracts import EPOCH, RUN, STATE, STEP
 from trainmap.analysis.figures import STATE_COLORS, training_map_graph
 from trainmap.analysis.runs import metric_names, zscore
 from trainmap.analysis.training_map import feature_label, state_summary

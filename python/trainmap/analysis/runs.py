@@ -1,7 +1,7 @@
 """Loading run directories and turning their metrics into z-scored trajectories.
 
 A run directory holds ``metrics.csv`` (one row per checkpoint: ``path``, ``step`` and the
-14 statistics of :data:`trainmap.metrics.METRIC_NAMES`), ``log.csv`` (``step``, ``epoch``,
+14 statistics of :data:`trainmap.metrics.engine.METRIC_NAMES`), ``log.csv`` (``step``, ``epoch``,
 ``train_loss``, ``train_accuracy``, ``eval_loss``, ``eval_accuracy``; imported series may
 have only some of these) and ``run.json`` (``{"seed": int, "status": ..., ...}``). A run is
 identified by its seed (as a string), or by its directory name when ``run.json`` has none.
@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 from trainmap.analysis.errors import InsufficientRunsError, RunFormatError
-from trainmap.contracts import METRICS_CSV, STEP, RunPaths, StepError, parse_steps
+from trainmap.io.contracts import METRICS_CSV, STEP, RunPaths, StepError, parse_steps
 from trainmap.options import FitOptions
-from trainmap.fileguard import input_file
+from trainmap.io.fileguard import input_file
 
 __all__ = [
     "Run",
@@ -53,8 +53,8 @@ _GRID_TOLERANCE = 0.25
 
 
 def metric_names() -> tuple[str, ...]:
-    """The 14 statistic columns of ``metrics.csv`` (:data:`trainmap.metrics.METRIC_NAMES`)."""
-    from trainmap.metrics import METRIC_NAMES
+    """The 14 statistic columns of ``metrics.csv`` (:data:`trainmap.metrics.engine.METRIC_NAMES`)."""
+    from trainmap.metrics.engine import METRIC_NAMES
 
     return tuple(METRIC_NAMES)
 

@@ -20,8 +20,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from trainmap import atomic, contracts
-from trainmap.contracts import RunPaths
+from trainmap.io import atomic, contracts
+from trainmap.io.contracts import RunPaths
 from trainmap.analysis import baselines as _baselines
 from trainmap.analysis import figures as _figures
 from trainmap.analysis.convergence import (
@@ -46,7 +46,7 @@ from trainmap.options import (
     MapOptions,
     RegressOptions,
 )
-from trainmap.fileguard import read_csv
+from trainmap.io.fileguard import read_csv
 
 __all__ = [
     "hmm_select",

@@ -10,10 +10,10 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-from trainmap import atomic
+from trainmap.io import atomic
 from trainmap.analysis import display
-from trainmap.contracts import ExperimentPaths
-from trainmap.fileguard import InputFileError, input_file, read_json_object
+from trainmap.io.contracts import ExperimentPaths
+from trainmap.io.fileguard import InputFileError, input_file, read_json_object
 
 __all__ = ["headline", "table_notes", "render_summary", "write_summary"]
 

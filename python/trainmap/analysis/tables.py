@@ -28,13 +28,13 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from trainmap import atomic
+from trainmap.io import atomic
 from trainmap.analysis import display
 from trainmap.analysis.errors import AnalysisError
 from trainmap.analysis.hmm_select import SUMMARY_INPUT_COLUMNS, selection_summary
 from trainmap.analysis.summary import table_notes, write_summary
-from trainmap.contracts import SUMMARY_MD, TABLES, ExperimentPaths
-from trainmap.fileguard import InputFileError, input_file, read_csv, read_json_object
+from trainmap.io.contracts import SUMMARY_MD, TABLES, ExperimentPaths
+from trainmap.io.fileguard import InputFileError, input_file, read_csv, read_json_object
 
 
 __all__ = [

@@ -11,7 +11,7 @@ Every size is checked against what the file is for before memory is allocated: a
 header's dimensions (Python integers, so they cannot overflow), the decompressed size of a
 gzipped file, an archive member's declared size. A small corrupt or hostile file is refused
 with a message naming it instead of taking gigabytes. Inputs must be regular files
-(:func:`trainmap.fileguard.input_file`).
+(:func:`trainmap.io.fileguard.input_file`).
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from trainmap import atomic
-from trainmap.fileguard import InputFileError, input_file
+from trainmap.io import atomic
+from trainmap.io.fileguard import InputFileError, input_file
+from trainmap.io.errors import DataFileError
 
 __all__ = [
     "DataFileError",
@@ -48,10 +49,6 @@ __all__ = [
     "download_file",
     "missing_data",
 ]
-
-
-class DataFileError(ValueError):
-    """A data file that is not in the expected format, or is corrupt."""
 
 
 class MissingDataError(FileNotFoundError):

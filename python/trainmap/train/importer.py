@@ -1,20 +1,20 @@
 """Import a series of released checkpoints (MultiBERTs, Pythia, Hugging Face Trainer
 style) into the run layout: a copy, for people who want one. The workflow reads such series
-in place instead (config ``runs:``/``sources:``, :mod:`trainmap.series_metrics`).
+in place instead (config ``runs:``/``sources:``, :mod:`trainmap.metrics.series_metrics`).
 
 The source is a directory with one sub-directory per training step, read by
-:mod:`trainmap.series` (the one reader of checkpoint series: step names such as
+:mod:`trainmap.metrics.series` (the one reader of checkpoint series: step names such as
 ``step_20k``, ``step143000``, ``checkpoint-500``; ``model.safetensors``, sharded safetensors
 with their index, or ``pytorch_model.bin`` loaded with ``torch.load(weights_only=True)``).
 
 Output: ``checkpoints/step{N:08d}.safetensors`` with the floating-point tensors of each
 step in their original dtype (integer buffers such as ``position_ids`` are dropped),
 ``log.csv`` with the columns the source provides at the checkpoint steps (from
-``trainer_state.json`` or a ``log.csv`` with a ``step`` column, :func:`trainmap.series.read_log`),
+``trainer_state.json`` or a ``log.csv`` with a ``step`` column, :func:`trainmap.metrics.series.read_log`),
 and ``run.json`` last. An interrupted import started again skips the checkpoints already written;
 from another source it is refused (the owner file records the source), as is an output
 directory holding anything else, and a second import into the same directory while one runs
-(:class:`trainmap.runlock.RunLock`).
+(:class:`trainmap.io.runlock.RunLock`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from typing import Any, Mapping
 import torch
 from safetensors.torch import save as safetensors_bytes
 
-from trainmap import atomic, series as series_reader
-from trainmap.runlock import RunLock
+from trainmap.io import atomic
+from trainmap.metrics import series as series_reader
+from trainmap.io.runlock import RunLock
 from trainmap.train import layout
 
 __all__ = ["import_series"]
@@ -59,7 +60,7 @@ def import_series(src: str | os.PathLike, out: str | os.PathLike, *, progress: b
 
     A finished import (run.json present) of the same source is returned untouched. ``out``
     must be empty or hold an import of the same source (finished or interrupted); another
-    process importing into it makes this raise :class:`trainmap.runlock.RunLockedError`.
+    process importing into it makes this raise :class:`trainmap.io.runlock.RunLockedError`.
     """
     src, out = Path(src), Path(out)
     source = str(src.resolve())
@@ -89,7 +90,7 @@ def _identity(source: str) -> dict[str, Any]:
 
 def _check_claim(out: Path, source: str) -> set[str]:
     """Refuse ``out`` unless it is empty or holds an (interrupted) import of ``source`` and
-    only files trainmap wrote; return those (:mod:`trainmap.owner`)."""
+    only files trainmap wrote; return those (:mod:`trainmap.io.owner`)."""
     owner = layout.read_owner(out)
     if owner is None:
         layout.refuse_foreign(out, "import")

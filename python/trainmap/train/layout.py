@@ -7,15 +7,15 @@
     DIR/run.json                              written last, only when the run has ended
     DIR/resume/state.safetensors              resume state while the run is unfinished
     DIR/.trainmap-run.json                    whose run this is (task, seed, settings or source)
-                                              and every file trainmap wrote here (trainmap.owner),
+                                              and every file trainmap wrote here (trainmap.io.owner),
                                               written before anything else
-    DIR/.trainmap.lock                        held by the one process writing DIR (trainmap.runlock)
+    DIR/.trainmap.lock                        held by the one process writing DIR (trainmap.io.runlock)
 
 The names (``LOG_COLUMNS``, ``checkpoint_path``, ``checkpoint_steps``) are
-:mod:`trainmap.contracts`'s, re-exported for the training code. Nothing here is pickled:
+:mod:`trainmap.io.contracts`'s, re-exported for the training code. Nothing here is pickled:
 tensors go to safetensors, everything else to JSON or CSV. A directory is only written into
 when it is empty or its owner file says it holds the same run and lists every file in it
-(:mod:`trainmap.owner`): trainmap never mixes its files with, or deletes, files it did not write.
+(:mod:`trainmap.io.owner`): trainmap never mixes its files with, or deletes, files it did not write.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from trainmap import atomic
-from trainmap.contracts import CHECKPOINTS_DIR, LOG_COLUMNS, checkpoint_name, checkpoint_path, checkpoint_steps
-from trainmap.fileguard import input_file
-from trainmap.owner import (
+from trainmap.io import atomic
+from trainmap.io.contracts import CHECKPOINTS_DIR, LOG_COLUMNS, checkpoint_name, checkpoint_path, checkpoint_steps
+from trainmap.io.fileguard import input_file
+from trainmap.io.owner import (
     OWNER_NAME,
     ForeignDirectoryError,
     listed_files,
@@ -123,7 +123,7 @@ def read_run_json(out: Path) -> dict[str, Any] | None:
 def run_files(out: Path) -> set[str]:
     """The files of ``out`` named as a run's (checkpoints, log.csv, metrics.csv, run.json,
     resume state): what a run directory whose owner file predates the list of written files
-    is taken to hold of trainmap's (:func:`trainmap.owner.listed_files` is None for it)."""
+    is taken to hold of trainmap's (:func:`trainmap.io.owner.listed_files` is None for it)."""
     names = {f"{CHECKPOINTS_DIR}/{checkpoint_name(step)}" for step in checkpoint_steps(out)}
     names |= {"log.csv", "metrics.csv", "run.json", resume_path(Path(".")).as_posix()}
     return names

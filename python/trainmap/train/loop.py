@@ -13,7 +13,7 @@ Guarantees (docs/training.md):
   written after it, and continues; it ends byte-identical to an uninterrupted run.
 * Finished once: run.json is written last, only when the run ends (complete or diverged);
   then the resume state is deleted. A run whose run.json exists is not touched again.
-* Its own directory: one process at a time writes it (:class:`trainmap.runlock.RunLock`),
+* Its own directory: one process at a time writes it (:class:`trainmap.io.runlock.RunLock`),
   and only when it is empty or holds this run's files (its owner file, or a resume state,
   of the same task, seed and settings). A directory holding other files is refused.
 """
@@ -34,8 +34,8 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import nn
 
-from trainmap.limits import cap_workers
-from trainmap.runlock import RunLock
+from trainmap.io.limits import cap_workers
+from trainmap.io.runlock import RunLock
 from trainmap.train import components, layout
 from trainmap.train.tasks import SettingsError, resolve_settings
 
@@ -229,7 +229,7 @@ def _identity(task: str, seed: int, settings: Mapping[str, Any]) -> dict[str, An
 def _check_claim(out: Path, task: str, seed: int, settings: Mapping[str, Any]) -> set[str]:
     """Refuse ``out`` unless it may become this run's directory (checked once before taking
     its lock, so a refused directory gains no lock file, and again with the lock held);
-    return the files of ``out`` that trainmap wrote (:mod:`trainmap.owner`).
+    return the files of ``out`` that trainmap wrote (:mod:`trainmap.io.owner`).
 
     * no owner file: ``out`` must be empty, or hold a resume state of this run (one begun
       before owner files existed) and nothing but a run's files;
@@ -518,7 +518,7 @@ def train_run(
     last checkpoint; a finished run (run.json present) is returned as it is.
 
     One process at a time trains into ``out``: another one holding it makes this call raise
-    :class:`trainmap.runlock.RunLockedError` naming its PID and host, after waiting up to
+    :class:`trainmap.io.runlock.RunLockedError` naming its PID and host, after waiting up to
     ``lock_wait_s`` seconds for it to let go. ``threads`` above the CPUs available is
     lowered to them with a warning.
 

@@ -3,7 +3,7 @@
 Names matter: the checkpoint statistics ignore embeddings (``embed``, ``pos_emb``,
 ``unembed`` in the name) and normalisation layers (a name component ``ln…``, ``bn…``,
 ``norm…``), and count 1-D tensors as biases only when their name ends in ``bias``
-(``trainmap.metrics.DEFAULT_EXCLUDE``). So the transformer's embeddings live in modules
+(``trainmap.metrics.engine.DEFAULT_EXCLUDE``). So the transformer's embeddings live in modules
 ``embed``/``pos_embed``/``unembed``, its LayerNorms are ``ln1``/``ln2``, ResNet batch
 norms are ``bn1``/``bn2``/``shortcut_bn``, and every bias is called ``bias``.
 """

@@ -2,7 +2,7 @@
 of each checkpoint, which files make up each checkpoint, its tensors, and the training log.
 
 The one reader of checkpoint series, used by ``trainmap import`` (which copies a series into
-the run layout) and by the in-place metrics of :mod:`trainmap.series_metrics`. Layouts of a
+the run layout) and by the in-place metrics of :mod:`trainmap.metrics.series_metrics`. Layouts of a
 run directory ``DIR`` (docs/your-runs.md):
 
 ``recorder``
@@ -48,9 +48,9 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 
-from trainmap.contracts import CHECKPOINTS_DIR, LOG_CSV, METRICS_CSV, RUN_JSON, STEP, parse_step
-from trainmap.fileguard import InputFileError, input_file, read_safetensors_header
-from trainmap.train.datafiles import DataFileError
+from trainmap.io.contracts import CHECKPOINTS_DIR, LOG_CSV, METRICS_CSV, RUN_JSON, STEP, parse_step
+from trainmap.io.fileguard import InputFileError, input_file, read_safetensors_header
+from trainmap.io.errors import SeriesError
 
 __all__ = [
     "Checkpoint",
@@ -74,9 +74,6 @@ __all__ = [
     "RENAMED_LOG_COLUMNS",
 ]
 
-#: A problem with a series on disk (missing shard, two directories for one step...);
-#: the message names the file or directory.
-SeriesError = DataFileError
 
 _STEP_PATTERNS = (
     re.compile(r"step[_-]?(\d+)(k?)(?![0-9])", re.IGNORECASE),
@@ -221,7 +218,7 @@ def step_of(name: str) -> int | None:
 
     ``step_20k`` → 20000, ``multiberts-seed_1-step_2000k`` → 2000000, ``step143000`` →
     143000, ``checkpoint-500`` → 500, ``1200`` → 1200. Steps beyond int64 raise
-    :class:`trainmap.contracts.StepError` naming ``name``.
+    :class:`trainmap.io.contracts.StepError` naming ``name``.
     """
     for pattern in _STEP_PATTERNS:
         matches = list(pattern.finditer(name))

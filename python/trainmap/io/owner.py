@@ -28,9 +28,9 @@ import os
 from pathlib import Path
 from typing import Any, Collection, Iterable, Iterator, Mapping
 
-from trainmap import atomic
-from trainmap.fileguard import input_file
-from trainmap.runlock import LOCK_NAME, RunLock
+from trainmap.io import atomic
+from trainmap.io.fileguard import input_file
+from trainmap.io.runlock import LOCK_NAME, RunLock
 
 __all__ = [
     "OWNER_NAME",
@@ -82,7 +82,7 @@ def read_owner(out: str | os.PathLike) -> dict[str, Any] | None:
 
 def owner_bytes(identity: Mapping[str, Any], files: Iterable[str]) -> bytes:
     """The owner file's content: ``identity`` and the sorted ``files`` list (as
-    :func:`trainmap.atomic.write_json` writes JSON)."""
+    :func:`trainmap.io.atomic.write_json` writes JSON)."""
     record = {**{k: v for k, v in identity.items() if k != "files"}, "files": sorted(set(files))}
     return (json.dumps(record, indent=2, allow_nan=False) + "\n").encode()
 

@@ -20,8 +20,8 @@ for kept checkpoints). A new Recorder on the same directory continues the run: t
 first step it records replaces every row at that step or later (the script restarted from
 an earlier checkpoint of its own), in both CSV files and among the kept checkpoints. One
 Recorder at a time writes a directory: it holds the run lock of ``trainmap train`` and
-``import`` (:class:`trainmap.runlock.RunLock`) from its creation to ``close()``, and a second
-one, in this process or another, raises :class:`trainmap.runlock.RunLockedError` naming the
+``import`` (:class:`trainmap.io.runlock.RunLock`) from its creation to ``close()``, and a second
+one, in this process or another, raises :class:`trainmap.io.runlock.RunLockedError` naming the
 holder's PID and host.
 
 This module imports neither torch nor pandas at import time: ``from trainmap import
@@ -44,8 +44,8 @@ import weakref
 from pathlib import Path
 from typing import Any, Mapping
 
-from trainmap import atomic
-from trainmap.contracts import (
+from trainmap.io import atomic
+from trainmap.io.contracts import (
     LOG_CSV,
     METRICS_CSV,
     RUN_JSON,
@@ -55,7 +55,7 @@ from trainmap.contracts import (
     checkpoint_steps,
     parse_step,
 )
-from trainmap.runlock import RunLock
+from trainmap.io.runlock import RunLock
 
 __all__ = ["Recorder", "RecorderError", "RUN_KIND"]
 
@@ -78,7 +78,7 @@ class Recorder:
         Recorder run of the same seed and options, refused otherwise.
     seed : the run's random seed, stored in run.json (None when unknown).
     include, exclude, svd, exact_max_dim, rank, threads : tensor selection and SVD
-        options, as in ``trainmap metrics`` (:func:`trainmap.metrics.checkpoint_metrics`).
+        options, as in ``trainmap metrics`` (:func:`trainmap.metrics.engine.checkpoint_metrics`).
     keep_checkpoints : also write ``checkpoints/step{N:08d}.safetensors`` at every record.
     """
 
@@ -95,7 +95,7 @@ class Recorder:
         threads: int | None = None,
         keep_checkpoints: bool = False,
     ):
-        from trainmap import metrics
+        from trainmap.metrics import engine as metrics
 
         self._metrics = metrics
         self.directory = Path(directory)
@@ -386,7 +386,7 @@ def _check_seed(seed: Any) -> int | None:
 
 
 def _record_step(directory: Path, step: Any) -> int:
-    """The ``step`` argument of ``record`` as a validated step (:func:`trainmap.contracts.parse_step`)."""
+    """The ``step`` argument of ``record`` as a validated step (:func:`trainmap.io.contracts.parse_step`)."""
     try:
         return parse_step(step, f"{directory}: record(step={step!r})")
     except StepError as exc:
@@ -397,7 +397,7 @@ def _resolved_options(include, exclude, svd, exact_max_dim, rank) -> dict[str, A
     """The metric options, validated and with their defaults filled in (what run.json
     records): defaults and bounds are those of ``trainmap metrics``
     (:class:`trainmap.options.MetricsOptions`), the default exclusion the engine's."""
-    from trainmap.metrics import DEFAULT_EXCLUDE
+    from trainmap.metrics.engine import DEFAULT_EXCLUDE
     from trainmap.options import MetricsOptions
 
     defaults = MetricsOptions()

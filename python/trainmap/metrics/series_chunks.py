@@ -18,9 +18,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 
-from trainmap import atomic
-from trainmap import series as series_reader
-from trainmap.series import Checkpoint, Series, SeriesError
+from trainmap.io import atomic
+from trainmap.metrics import series as series_reader
+from trainmap.metrics.series import Checkpoint, Series, SeriesError
 
 __all__ = ["chunk_count", "chunk_of", "chunk_input_files", "write_chunk", "gathered_frame"]
 
@@ -61,16 +61,16 @@ def write_chunk(
     progress: Callable[[int, int], object] | None = None,
 ) -> dict[str, Any]:
     """Compute the metrics of chunk ``index`` of the series at ``src`` (on ``device``, as in
-    :func:`trainmap.metrics.checkpoint_metrics`) and write them to ``output`` (JSON,
+    :func:`trainmap.metrics.engine.checkpoint_metrics`) and write them to ``output`` (JSON,
     atomically); return what was written."""
-    from trainmap import metrics
-    from trainmap.series_metrics import _checkpoint_result, resolved_options
+    from trainmap.metrics import engine as metrics
+    from trainmap.metrics.checkpoint_results import checkpoint_result, resolved_options
 
     series = series_reader.discover(src)
     checkpoints = chunk_of(series, index, size)
     results = []
     for done, checkpoint in enumerate(checkpoints, start=1):
-        results.append(_checkpoint_result(checkpoint, options, threads, device))
+        results.append(checkpoint_result(checkpoint, options, threads, device))
         if progress is not None:
             progress(done, len(checkpoints))
     record = {
@@ -100,8 +100,8 @@ def _read_chunk(path: Path) -> dict[str, Any]:
 def gathered_frame(series: Series, chunk_files: Sequence[str | os.PathLike], options: Mapping[str, Any]) -> pd.DataFrame:
     """metrics.csv's frame from chunk files, checked to cover the series' checkpoints in
     order, from this source, engine and options; a stale chunk is an error naming it."""
-    from trainmap import metrics
-    from trainmap.series_metrics import resolved_options, warn_of_other_models
+    from trainmap.metrics import engine as metrics
+    from trainmap.metrics.checkpoint_results import resolved_options, warn_of_other_models
 
     records = sorted(((Path(p), _read_chunk(Path(p))) for p in chunk_files), key=lambda item: item[1]["index"])
     expected = {"source": str(series.source.resolve()), "engine": metrics.ENGINE_FINGERPRINT,

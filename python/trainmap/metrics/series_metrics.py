@@ -1,20 +1,20 @@
 """The metrics of a run directory read where it lies (``trainmap series-metrics``).
 
-A run directory the researcher already has (:mod:`trainmap.series`: a Recorder run,
+A run directory the researcher already has (:mod:`trainmap.metrics.series`: a Recorder run,
 ``step*.safetensors`` files, one directory per step with ``model.safetensors``, sharded
 safetensors or ``pytorch_model.bin``, Lightning's checkpoints, or ``torch.save`` files)
 becomes, in ``OUT`` (``results/<exp>/runs/<run>``)::
 
     OUT/metrics.csv     step, the 14 statistics, svd, content_hash (one row per checkpoint)
-    OUT/log.csv         step + the columns of the run's log (trainmap.series.read_log)
+    OUT/log.csv         step + the columns of the run's log (trainmap.metrics.series.read_log)
     OUT/integrity.json  identical checkpoints, gaps in the step grid, steps that disagree
     OUT/run.json        kind "in_place", source directory, layout, steps; written last
 
 so the analysis stages read it exactly as a trained run. No checkpoint is copied: a
 safetensors file, or the shards of one checkpoint together (the means and medians are over
 all its matrices), go through the engine's guarded file reader; the state dicts of
-``.bin`` and ``torch.save`` files go through :func:`trainmap.metrics.weights_metrics`. With ``device`` a CUDA GPU, both are
-computed there (:mod:`trainmap.metrics_torch`; ``content_hash`` is then empty). A Recorder run's own metrics.csv is adopted when
+``.bin`` and ``torch.save`` files go through :func:`trainmap.metrics.engine.weights_metrics`. With ``device`` a CUDA GPU, both are
+computed there (:mod:`trainmap.metrics.metrics_torch`; ``content_hash`` is then empty). A Recorder run's own metrics.csv is adopted when
 its engine and options equal these (docs/design.md, "File contracts of runs read in place").
 """
 
@@ -31,11 +31,14 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from trainmap import atomic, owner, series as series_reader
-from trainmap.contracts import CONTENT_HASH, LOG_COLUMNS, LOG_CSV, METRICS_CSV, RUN_JSON, STEP, RunPaths, parse_steps
-from trainmap.fileguard import OutputClobberError
-from trainmap.runlock import RunLock
-from trainmap.series import Checkpoint, Series, SeriesError
+from trainmap.io import atomic, owner
+from trainmap.metrics import series as series_reader
+from trainmap.io.contracts import CONTENT_HASH, LOG_COLUMNS, LOG_CSV, METRICS_CSV, RUN_JSON, STEP, RunPaths, parse_steps
+from trainmap.io.fileguard import OutputClobberError
+from trainmap.io.runlock import RunLock
+from trainmap.metrics.series import Checkpoint, Series, SeriesError
+from trainmap.metrics.checkpoint_results import LAYOUT, OPTION_KEYS, resolved_options, warn_of_other_models
+from trainmap.metrics.checkpoint_results import checkpoint_result as _checkpoint_result
 
 __all__ = [
     "OPTION_KEYS",
@@ -48,8 +51,6 @@ __all__ = [
     "series_metrics",
 ]
 
-#: Metric options that decide the numbers (a Recorder's run.json "options" has the same keys).
-OPTION_KEYS: tuple[str, ...] = ("include", "exclude", "svd", "exact_max_dim", "rank")
 #: Seconds between saves of the results computed so far (restart-safe long series).
 SAVE_EVERY_S = 10.0
 _PARTIAL = ".series_metrics.partial.json"
@@ -59,28 +60,6 @@ INTEGRITY_JSON = "integrity.json"
 OUTPUT_FILES: tuple[str, ...] = (METRICS_CSV, LOG_CSV, INTEGRITY_JSON, RUN_JSON, _PARTIAL)
 #: Where the series_metrics_chunk jobs of OUT write their chunks (``metrics_chunks/{i}.json``).
 CHUNKS_DIR = "metrics_chunks"
-#: Key of a checkpoint's result (in the partial and chunk files, not in metrics.csv) that
-#: says which tensors counted (:func:`trainmap.metrics.counted_layout`).
-LAYOUT = "counted_layout"
-
-
-def resolved_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Metric options with their defaults filled in, as a Recorder's run.json records them:
-    the defaults of ``trainmap metrics`` (:class:`trainmap.options.MetricsOptions`) for
-    absent or None values, the engine's default exclusion for ``exclude=None``; so that two
-    spellings of the same settings compare equal."""
-    from trainmap.metrics import DEFAULT_EXCLUDE
-    from trainmap.options import MetricsOptions
-
-    given = {key: options[key] for key in OPTION_KEYS if options.get(key) is not None}
-    chosen = MetricsOptions(**given)
-    return {
-        "include": chosen.include,
-        "exclude": DEFAULT_EXCLUDE if chosen.exclude is None else chosen.exclude,
-        "svd": chosen.svd,
-        "exact_max_dim": chosen.exact_max_dim,
-        "rank": chosen.rank,
-    }
 
 
 def adoption_differences(record: Mapping[str, Any], options: Mapping[str, Any], engine: str) -> list[str]:
@@ -183,7 +162,7 @@ def integrity_warning(report: Mapping[str, Any], where: str) -> str | None:
 def _check_out_dir(src: Path, out_dir: Path) -> set[str]:
     """Refuse an ``out_dir`` that is, or is inside, the run directory ``src`` (it would
     rewrite that run's own files), that holds another kind of run, or that holds a file
-    trainmap did not write (:mod:`trainmap.owner`); return the files there it wrote."""
+    trainmap did not write (:mod:`trainmap.io.owner`); return the files there it wrote."""
     source, out = src.resolve(), out_dir.resolve()
     if out == source or source in out.parents:
         where = "is" if out == source else "is inside"
@@ -217,59 +196,6 @@ def _check_out_dir(src: Path, out_dir: Path) -> set[str]:
 # --- computing -------------------------------------------------------------------------------
 
 
-def _checkpoint_result(checkpoint: Checkpoint, options: Mapping[str, Any], threads: int | None,
-                       device: str = "cpu") -> dict:
-    """The result dict of one checkpoint, its shards combined as one checkpoint (the means
-    and medians are over all its matrices). Warnings name the checkpoint.
-
-    Safetensors files (one, or every shard) go through the engine's guarded file reader,
-    or are loaded one tensor at a time onto ``device`` when that is a GPU
-    (:func:`trainmap.metrics.checkpoint_metrics`); a ``.bin`` state dict is loaded on the
-    host and computed by the engine or on that GPU."""
-    from trainmap import metrics
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            if checkpoint.format in ("bin", "torch"):
-                result = _state_dict_result(checkpoint, options, threads, device)
-            else:
-                files = checkpoint.files[0] if checkpoint.format == "safetensors" else list(checkpoint.files)
-                result = metrics.checkpoint_metrics(files, threads=threads, device=device, **options)
-                entries = metrics.file_entries(files)
-                result[LAYOUT] = entries and metrics.counted_layout(entries, options.get("include"),
-                                                                    options.get("exclude"))
-        except ValueError as exc:
-            message = str(exc)
-            raise SeriesError(message if checkpoint.name in message else f"{checkpoint.name}: {message}") from None
-    for warning in caught:
-        message = str(warning.message)
-        message = message if checkpoint.name in message else f"{checkpoint.name}: {message}"
-        warnings.warn(message, warning.category, stacklevel=2)
-    return result
-
-
-def _state_dict_result(checkpoint: Checkpoint, options: Mapping[str, Any], threads: int | None, device: str) -> dict:
-    """A ``.bin`` or ``torch.save`` checkpoint's floating-point state dict (only the state
-    dict: :func:`trainmap.series.load_checkpoint`) through the engine, or on ``device`` when
-    it resolves to a GPU."""
-    from trainmap import metrics
-
-    tensors = {k: v for k, v in series_reader.load_checkpoint(checkpoint).items() if v.is_floating_point()}
-    entries = [(name, list(t.shape)) for name, t in tensors.items()]
-    metrics.check_countable(entries, checkpoint.name, options.get("include"), options.get("exclude"))
-    layout = metrics.counted_layout(entries, options.get("include"), options.get("exclude"))
-    gpu = metrics._torch_device(device, options.get("svd") or "auto")
-    if gpu is None:
-        return {**metrics.weights_metrics(tensors, threads=threads, **options), LAYOUT: layout}
-    from trainmap import metrics_torch
-
-    result, notes = metrics_torch.tensors_metrics(list(tensors.items()), device=gpu, include=options.get("include"),
-                                                  exclude=options.get("exclude"), source=checkpoint.name)
-    metrics._emit(notes)
-    return {**metrics._checked_range(result, checkpoint.name), LAYOUT: layout}
-
-
 def _stamp(checkpoint: Checkpoint) -> str:
     """What identifies a checkpoint's computed result across restarts: its step and the
     path, size and modification time of each of its files."""
@@ -279,7 +205,7 @@ def _stamp(checkpoint: Checkpoint) -> str:
 
 def _read_partial(path: Path, key: Mapping[str, Any]) -> dict[str, dict]:
     """Results saved by an interrupted run under the same engine and options, by stamp."""
-    from trainmap.metrics import METRIC_NAMES
+    from trainmap.metrics.engine import METRIC_NAMES
 
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -295,7 +221,7 @@ def _read_partial(path: Path, key: Mapping[str, Any]) -> dict[str, dict]:
 def _computed_frame(series: Series, options, threads, device, progress, partial: Path) -> pd.DataFrame:
     """Metrics of every checkpoint. Results are saved to ``partial`` every
     :data:`SAVE_EVERY_S` seconds, so a killed job started again continues where it stopped."""
-    from trainmap import metrics
+    from trainmap.metrics import engine as metrics
 
     key = {"engine": metrics.ENGINE_FINGERPRINT, "options": resolved_options(options)}
     done = _read_partial(partial, key)
@@ -314,19 +240,9 @@ def _computed_frame(series: Series, options, threads, device, progress, partial:
     return metrics.metrics_frame(series.steps, results)
 
 
-def warn_of_other_models(series: Series, results: Sequence[Mapping[str, Any]]) -> None:
-    """One warning naming the checkpoints whose counted tensors differ from most of the
-    series' (results computed before the layout was recorded have none, and are not compared)."""
-    from trainmap import metrics
-
-    message = metrics.layout_warning([c.name for c in series.checkpoints], [r.get(LAYOUT) for r in results])
-    if message:
-        warnings.warn(f"{series.source}: {message}", RuntimeWarning, stacklevel=3)
-
-
 def _adopted_frame(series: Series) -> pd.DataFrame:
     """A Recorder run's metrics.csv, checked to have the contract's columns and valid steps."""
-    from trainmap.metrics import RESULT_COLUMNS
+    from trainmap.metrics.engine import RESULT_COLUMNS
 
     path = RunPaths(series.source).metrics_csv
     try:
@@ -418,19 +334,19 @@ def series_metrics(
     """Analyse the run directory ``src`` in place into ``out_dir``; return run.json's content.
 
     ``log_path``/``log_step``: the log and its step column, instead of the log found in
-    ``src`` (:func:`trainmap.series.named_log`; config ``log: {path, step}``).
+    ``src`` (:func:`trainmap.metrics.series.named_log`; config ``log: {path, step}``).
 
-    ``device``: where checkpoints are computed (as in :func:`trainmap.metrics.checkpoint_metrics`:
+    ``device``: where checkpoints are computed (as in :func:`trainmap.metrics.engine.checkpoint_metrics`:
     ``auto`` is a CUDA GPU when torch sees one, else the engine).
     ``chunk_files``: the series' metrics already computed in chunks
-    (:mod:`trainmap.series_chunks`), gathered instead of computing them here.
+    (:mod:`trainmap.metrics.series_chunks`), gathered instead of computing them here.
 
-    Raises ``FileNotFoundError``/:class:`trainmap.series.SeriesError` naming the file for a
+    Raises ``FileNotFoundError``/:class:`trainmap.metrics.series.SeriesError` naming the file for a
     series that cannot be read; nothing in ``out_dir`` is replaced then. Long series save
     their results as they go (``out_dir/.series_metrics.partial.json``): a killed call
     started again computes only the checkpoints not done yet (or changed since).
     """
-    from trainmap import metrics
+    from trainmap.metrics import engine as metrics
 
     src, out_dir = Path(src), Path(out_dir)
     series = series_reader.discover(src, log_path, log_step)
@@ -450,7 +366,8 @@ def _series_metrics_locked(series: Series, out_dir: Path, options, resolved, log
                            threads, device, progress, chunk_files) -> dict[str, Any]:
     """Compute (or adopt, or gather) the metrics of ``series`` and write the files of the
     claimed ``out_dir``; return run.json's content."""
-    from trainmap import __version__, metrics
+    from trainmap import __version__
+    from trainmap.metrics import engine as metrics
 
     src, out = series.source, RunPaths(out_dir)
     if how == "adopted":
@@ -462,7 +379,7 @@ def _series_metrics_locked(series: Series, out_dir: Path, options, resolved, log
     else:
         total = len(series.checkpoints)
         if chunk_files is not None:
-            from trainmap.series_chunks import gathered_frame
+            from trainmap.metrics.series_chunks import gathered_frame
 
             frame = gathered_frame(series, chunk_files, options)
         else:

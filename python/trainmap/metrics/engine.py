@@ -8,7 +8,7 @@ column, are in ``docs/metrics.md``.
 
 Example
 -------
->>> from trainmap.metrics import trajectory_metrics, checkpoint_paths, weights_metrics
+>>> from trainmap.metrics.engine import trajectory_metrics, checkpoint_paths, weights_metrics
 >>> frame = trajectory_metrics(checkpoint_paths("runs/0/checkpoints"), threads=4)
 >>> weights_metrics(model)["spectral"]
 """
@@ -27,8 +27,9 @@ import numpy as np
 import pandas as pd
 
 from trainmap import _rust_metrics as _engine
-from trainmap.contracts import CONTENT_HASH, PATH, STEP, SVD, checkpoint_step
-from trainmap.contracts import parse_step as _valid_step
+from trainmap.io.contracts import CONTENT_HASH, PATH, STEP, SVD, checkpoint_step
+from trainmap.io.contracts import parse_step as _valid_step
+from trainmap.metrics.tensors import CheckpointError, select_tensors
 
 __all__ = [
     "METRIC_NAMES",
@@ -62,9 +63,6 @@ DEFAULT_EXACT_MAX_DIM: int = _engine.DEFAULT_EXACT_MAX_DIM
 #: SHA-256 of the engine sources this extension was built from (see
 #: ``trainmap.workflow.engine_fingerprint``); the workflow's metrics jobs depend on it.
 ENGINE_FINGERPRINT: str = _engine.ENGINE_FINGERPRINT
-#: Raised (a ``ValueError``) for a file that is not a valid safetensors checkpoint, or a
-#: counted tensor of unsupported dtype. Missing files raise ``FileNotFoundError``.
-CheckpointError = _engine.CheckpointError
 #: Keys of every per-checkpoint result and columns of metrics.csv after ``step``: the 14
 #: statistics, ``svd`` (how singular values were obtained) and ``content_hash`` (hex
 #: xxh3-128 of the counted tensors' names, dtypes, shapes and bytes, in name order).
@@ -81,7 +79,7 @@ DEFAULT_DEVICE = "auto"
 
 
 #: Training step encoded in a checkpoint's file name (``step00001200.safetensors`` → 1200),
-#: None when the stem does not end in digits: :func:`trainmap.contracts.checkpoint_step`.
+#: None when the stem does not end in digits: :func:`trainmap.io.contracts.checkpoint_step`.
 parse_step = checkpoint_step
 
 
@@ -126,10 +124,10 @@ def _check_svd(svd: str) -> None:
 
 def _torch_device(device: str, svd: str):
     """The torch device to compute on, or None for the Rust engine (see
-    :func:`trainmap.metrics_torch.resolve_device`). torch is imported only when needed."""
+    :func:`trainmap.metrics.metrics_torch.resolve_device`). torch is imported only when needed."""
     if device == "cpu":
         return None
-    from trainmap import metrics_torch
+    from trainmap.metrics import metrics_torch
 
     return metrics_torch.resolve_device(device, svd)
 
@@ -179,7 +177,7 @@ def file_entries(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
     """``(name, shape)`` of every tensor of a safetensors file (or of every shard of one
     checkpoint), read from the headers; None when a header cannot be read (the engine then
     says why)."""
-    from trainmap.fileguard import InputFileError, read_safetensors_header
+    from trainmap.io.fileguard import InputFileError, read_safetensors_header
 
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     try:
@@ -269,7 +267,7 @@ def checkpoint_metrics(
     threads : worker threads (default, and at most: all CPUs available to this process;
         more gives a ``RuntimeWarning`` and is capped).
     device : ``"auto"`` (a CUDA GPU when torch sees one, else the engine), ``"cpu"`` (the
-        Rust engine) or ``"cuda"``/``"cuda:N"`` (``trainmap.metrics_torch``). On a GPU
+        Rust engine) or ``"cuda"``/``"cuda:N"`` (``trainmap.metrics.metrics_torch``). On a GPU
         singular values are always exact (``exact_max_dim``, ``rank`` and ``threads`` do
         not apply; ``svd="randomized"`` is an error there and makes ``"auto"`` choose the
         engine).
@@ -283,7 +281,7 @@ def checkpoint_metrics(
     origin = files if isinstance(files, str) else (os.path.dirname(files[0]) or files[0]) if files else ""
     torch_device = _torch_device(device, svd)
     if torch_device is not None:
-        from trainmap import metrics_torch
+        from trainmap.metrics import metrics_torch
 
         result, notes = metrics_torch.checkpoint_metrics(path, device=torch_device, include=include, exclude=exclude)
         _check_files_countable(files, origin, include, exclude)
@@ -340,7 +338,7 @@ def trajectory_metrics(
     paths = [os.fspath(p) for p in paths]
     torch_device = _torch_device(device, svd)
     if torch_device is not None:
-        from trainmap import metrics_torch
+        from trainmap.metrics import metrics_torch
 
         results = metrics_torch.trajectory_results(
             paths, device=torch_device, include=include, exclude=exclude, progress=progress
@@ -384,7 +382,7 @@ def metrics_frame(steps: Sequence[int | None], results: Sequence[Mapping[str, An
     :data:`RESULT_COLUMNS`, one row per result in order.
 
     Raises ``ValueError`` when the lengths differ or a result lacks a column, and
-    ``trainmap.contracts.StepError`` (a ``ValueError``) for a step that is not a
+    ``trainmap.io.contracts.StepError`` (a ``ValueError``) for a step that is not a
     non-negative int64 (None is allowed: a checkpoint without a step number).
     """
     steps, results = list(steps), list(results)
@@ -401,15 +399,6 @@ def metrics_frame(steps: Sequence[int | None], results: Sequence[Mapping[str, An
     frame[SVD] = pd.Series([str(r[SVD]) for r in results], dtype="object")
     frame[CONTENT_HASH] = pd.Series([str(r[CONTENT_HASH]) for r in results], dtype="object")
     return frame
-
-
-def select_tensors(
-    entries: Iterable[tuple[str, Sequence[int]]], include: str | None = None, exclude: str | None = None
-) -> list[tuple[str, str]]:
-    """The tensors that count among ``(name, shape)`` entries, in order, as ``(name, role)``
-    with role ``"matrix"`` or ``"bias"``: the engine's one definition of tensor selection
-    (docs/metrics.md, "Which tensors count")."""
-    return _engine.select_tensors([(name, [int(d) for d in shape]) for name, shape in entries], include, exclude)
 
 
 def weights_metrics(
@@ -430,7 +419,7 @@ def weights_metrics(
     path of a ``.safetensors`` file. Only the tensors that count are read. CPU tensors and
     numpy arrays are read in place, without a copy (bfloat16 through a 16-bit integer view).
     When a counted tensor lives on a CUDA GPU the statistics are computed there by
-    :mod:`trainmap.metrics_torch` (exact singular values, float64 on the device, one tensor
+    :mod:`trainmap.metrics.metrics_torch` (exact singular values, float64 on the device, one tensor
     at a time; ``content_hash`` empty), unless ``svd="randomized"``; tensors on another
     device are copied to the host one by one (the model is not moved), so host memory grows
     by the size of the counted tensors for the call. Non-contiguous or
@@ -447,7 +436,7 @@ def weights_metrics(
     counted = {name for name, _ in check_countable([(n, _shape(t)) for n, t in named], _MEMORY, include, exclude)}
     gpu = _cuda_device(value for name, value in named if name in counted)
     if gpu is not None and svd != "randomized":
-        from trainmap import metrics_torch
+        from trainmap.metrics import metrics_torch
 
         result, notes = metrics_torch.tensors_metrics(
             [(name, value) for name, value in named if name in counted], device=gpu, include=include, exclude=exclude

@@ -215,7 +215,7 @@ def _median(sources: Callable[[], Iterable[torch.Tensor]], count: int, device: t
 
 def _selection(entries: Sequence[tuple[str, Sequence[int]]], include: str | None, exclude: str | None) -> dict[str, str]:
     """{name: "matrix" | "bias"} of the counted tensors, by the engine's one definition."""
-    from trainmap.metrics import select_tensors
+    from trainmap.metrics.tensors import select_tensors
 
     return dict(select_tensors(entries, include, exclude))
 
@@ -301,7 +301,7 @@ def _as_float64(name: str, t: Any, device: torch.device, source: str) -> torch.T
     if not isinstance(t, torch.Tensor):
         t = torch.as_tensor(t)
     if t.dtype not in _FLOAT_DTYPES:
-        from trainmap.metrics import CheckpointError
+        from trainmap.metrics.tensors import CheckpointError
 
         raise CheckpointError(f"{source}: tensor '{name}' has unsupported dtype {t.dtype} "
                               f"(supported: {', '.join(_FLOAT_DTYPES.values())})")
@@ -321,7 +321,7 @@ def checkpoint_metrics(
     two shards, ``CheckpointError`` naming the file."""
     from safetensors import safe_open
 
-    from trainmap.metrics import CheckpointError
+    from trainmap.metrics.tensors import CheckpointError
 
     paths = [os.fspath(path)] if isinstance(path, (str, os.PathLike)) else [os.fspath(p) for p in path]
     if not paths:

@@ -84,7 +84,7 @@ LOG_COLUMNS: tuple[str, ...] = (STEP, EPOCH, TRAIN_LOSS, TRAIN_ACCURACY, EVAL_LO
 
 #: metrics.csv: the checkpoint file (when computed from files), how singular values were
 #: computed, and the hash of the counted tensors; the 14 statistics are
-#: ``trainmap.metrics.METRIC_NAMES`` (defined by the engine).
+#: ``trainmap.metrics.engine.METRIC_NAMES`` (defined by the engine).
 PATH = "path"
 SVD = "svd"
 CONTENT_HASH = "content_hash"

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from trainmap.fileguard import check_output_format
+from trainmap.io.fileguard import check_output_format
 
 __all__ = ["atomic_path", "write_bytes", "write_text", "write_json", "write_csv", "file_mode", "OutputWriteError"]
 
