@@ -3,7 +3,7 @@ bounds in one dataclass per stage.
 
 The command line is generated from these classes (:meth:`StageOptions.add_arguments`,
 :meth:`StageOptions.from_args`), the workflow builds its command lines with
-:meth:`StageOptions.cli_args`, and ``tests/test_options.py`` proves that the config schema's
+:meth:`StageOptions.cli_args`, and ``tests/workflow/test_options.py`` proves that the config schema's
 defaults and bounds are the same. A value out of bounds raises ``ValueError`` naming the
 option, whichever way it came in (CLI flag, config key, Python keyword).
 """

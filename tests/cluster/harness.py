@@ -1,6 +1,6 @@
 """Helpers for running a Snakemake workflow on the one-node SLURM test cluster.
 
-Used by tests/test_cluster.py, which describes what runs as one :class:`WorkflowCase`::
+Used by tests/workflow/test_cluster.py, which describes what runs as one :class:`WorkflowCase`::
 
     cluster = start_cluster()                       # tests/cluster/start-slurm.sh
     result = run_snakemake(workdir, CASE, SLURM_PROFILE, cluster=cluster)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start a real one-node SLURM cluster on this machine, on loopback, for the cluster test
-# (tests/test_cluster.py) and for trying `snakemake --profile workflow/profiles/slurm`.
+# (tests/workflow/test_cluster.py) and for trying `snakemake --profile workflow/profiles/slurm`.
 #
 #   eval "$(tests/cluster/start-slurm.sh)"     # starts (or reuses) it; exports SLURM_CONF
 #                                               # and PATH (client wrappers, see below)

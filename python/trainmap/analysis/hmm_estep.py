@@ -21,7 +21,7 @@ sequence at a time, the full-covariance statistics with a three-operand ``einsum
 (one matrix product per state with the inverse Cholesky factor), the posteriors and the
 statistics for all checkpoints at once with BLAS; the forward-backward passes and the
 start/transition statistics stay hmmlearn's own code, per sequence. Same quantities up to
-rounding (tests/test_analysis_hmm.py compares whole fits).
+rounding (tests/analysis/test_analysis_hmm.py compares whole fits).
 
 Fitting uses it only where it wins: :data:`FAST_COVARIANCE_TYPES`, from
 ``benchmarks/estep.py``, which times it against plain hmmlearn with

@@ -88,7 +88,7 @@ def test_bad_training_setting_stops_with_its_name(tmp_path):
 
 def test_missing_dataset_stops_a_real_run_at_the_start(tmp_path):
     """A run whose plan trains MNIST and CIFAR-100 without their files stops before any job,
-    naming data_dir and the files (a dry run plans without them: tests/test_front_door.py)."""
+    naming data_dir and the files (a dry run plans without them: tests/workflow/test_front_door.py)."""
     result = snakemake(tmp_path, "--cores", "1", "results/mnist/runs/0/run.json", "results/cifar100/runs/0/run.json",
                        "--config", f"data_dir={tmp_path / 'nowhere'}")
     output = result.stdout + result.stderr

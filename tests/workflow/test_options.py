@@ -25,7 +25,7 @@ from trainmap.options import (
     StageOptions,
 )
 
-SCHEMA = tw.load_schema(Path(__file__).parents[1] / "workflow" / "schemas" / "config.schema.yaml")
+SCHEMA = tw.load_schema(Path(__file__).parents[2] / "workflow" / "schemas" / "config.schema.yaml")
 EXPERIMENT = SCHEMA["$defs"]["experiment"]["properties"]
 # options that are not config keys: worker processes come from the rule's threads
 NOT_CONFIG = {"workers"}

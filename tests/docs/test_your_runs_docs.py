@@ -12,7 +12,7 @@ import yaml
 
 from snakemake_runner import snakemake
 
-DOC = (Path(__file__).resolve().parents[1] / "docs" / "your-runs.md").read_text(encoding="utf-8")
+DOC = (Path(__file__).resolve().parents[2] / "docs" / "your-runs.md").read_text(encoding="utf-8")
 
 
 def section(title: str) -> str:

@@ -8,7 +8,7 @@ import pytest
 
 from trainmap.train import TASKS, default_settings
 
-DOC = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text(encoding="utf-8")
+DOC = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("task", TASKS)

@@ -24,7 +24,7 @@ def trained(steps=STEPS, seed: int = 0):
     """(step, model state dict, optimizer state dict) of a small MLP drifting over ``steps``,
     with AdamW's state as ``optimizer.state_dict()`` has it: its moments are 2-D float
     tensors that would change every statistic if they were counted. (Real training runs in
-    tests/test_workflow_formats.py; an optimiser step here would import torch._dynamo, ~8 s.)"""
+    tests/workflow/test_workflow_formats.py; an optimiser step here would import torch._dynamo, ~8 s.)"""
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
     out = []
