@@ -130,18 +130,18 @@ def test_no_import_runs_up_a_floor():
 
 def test_the_checks_see_a_circle_and_an_upward_import(tmp_path):
     """The graph reader itself: a circle through a function-level import and an import
-    from io up to metrics are both found."""
+    from io up to train are both found."""
     pkg = tmp_path / "trainmap"
     (pkg / "io").mkdir(parents=True)
-    (pkg / "metrics").mkdir()
-    for init in (pkg, pkg / "io", pkg / "metrics"):
+    (pkg / "train").mkdir()
+    for init in (pkg, pkg / "io", pkg / "train"):
         (init / "__init__.py").write_text("")
-    (pkg / "metrics" / "a.py").write_text("from trainmap.metrics.engine import b\n")
-    (pkg / "metrics" / "b.py").write_text("def f():\n    from trainmap.metrics.engine.a import x\n")
-    (pkg / "io" / "c.py").write_text("import trainmap.metrics.engine.a\n")
+    (pkg / "train" / "a.py").write_text("from trainmap.train import b\n")
+    (pkg / "train" / "b.py").write_text("def f():\n    from trainmap.train.a import x\n")
+    (pkg / "io" / "c.py").write_text("import trainmap.train.a\n")
     graph = import_graph(pkg)
-    assert cycles(graph) == [["trainmap.metrics.engine.a", "trainmap.metrics.engine.b"]]
-    assert upward_imports(graph) == ["trainmap.io.c (floor 0) imports trainmap.metrics.engine.a (floor 2)"]
+    assert cycles(graph) == [["trainmap.train.a", "trainmap.train.b"]]
+    assert upward_imports(graph) == ["trainmap.io.c (floor 0) imports trainmap.train.a (floor 3)"]
 
 
 if __name__ == "__main__":  # python tests/test_layers.py: print what fails
