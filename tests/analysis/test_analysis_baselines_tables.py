@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -147,3 +148,25 @@ def test_markdown_table_formats_and_bolds():
     text = markdown_table(frame.assign(c=["x", ""]), {"b": lambda x: "–" if np.isnan(x) else f"{x:.1f}"}, {"a": "A"},
                           bold_rows=pd.Series([False, True]))
     assert text.splitlines() == ["| A | b | c |", "|---|---|---|", "| 1 | 0.5 | x |", "| **2** | **–** |  |"]  # no "****"
+
+
+def test_table1_notes_say_when_loo_is_undefined_and_the_largest_size_was_chosen():
+    """The notes read the producers' own sentences: a state only one run visits (leverage 1)
+    from state_regression, and the largest size tried from the selection's notes."""
+    from trainmap.analysis.regression import state_regression
+    from trainmap.analysis.summary import table_notes
+
+    occ = pd.DataFrame({0: [0.5, 0.6, 0.4, 0.7, 0.5, 0.6], 1: [0.5, 0.4, 0.6, 0.3, 0.5, 0.1],
+                        2: [0.0, 0.0, 0.0, 0.0, 0.0, 0.3]}, index=[f"r{i}" for i in range(6)])
+    conv = pd.Series([100.0, 120.0, 90.0, 140.0, 110.0, 400.0], index=occ.index)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = state_regression(occ, conv)
+    assert np.isnan(res.r2_loo)
+    reg = {"n_states": 3, "r2_loo": res.r2_loo, "notes": list(res.notes)}
+    # The state only r5 visits has no estimable coefficient either (issue 18, "honest numbers").
+    assert table_notes(reg) == "LOO R² undefined; unidentifiable coefficients"
+    reg["notes"].append("the chosen number of states is the largest tried (3): more states may fit better "
+                        "(raise hmm max_components)")
+    assert table_notes(reg) == "LOO R² undefined; most states tried; unidentifiable coefficients"
+    assert table_notes({"n_states": 3, "r2_loo": 0.5, "notes": []}) == ""

@@ -38,8 +38,13 @@ def table_notes(reg: Mapping) -> str:
     if reg.get("n_states") == 1:
         notes.append("1 state chosen")
     loo = reg.get("r2_loo")
+    notes_text = [str(n) for n in reg.get("notes") or []]
     if not display.missing(loo) and float(loo) < 0:
         notes.append("LOO R² < 0")
+    elif any(n.startswith("leave-one-out R2 undefined") for n in notes_text):
+        notes.append("LOO R² undefined")
+    if any("is the largest tried" in n for n in notes_text):
+        notes.append("most states tried")
     if reg.get("n_censored"):
         notes.append(f"{reg['n_censored']} censored")
     if reg.get("n_converged") == 0:
@@ -47,9 +52,9 @@ def table_notes(reg: Mapping) -> str:
     failed = (reg.get("hmm") or {}).get("failed_fits")
     if failed:
         notes.append(f"{failed} failed fits")
-    if any("another step" in str(n) or "another number of checkpoints" in str(n) for n in reg.get("notes") or []):
+    if any("another step" in n or "another number of checkpoints" in n for n in notes_text):
         notes.append("unequal runs")
-    if any("not identifiable" in str(n) for n in reg.get("notes") or []):
+    if any("not identifiable" in n for n in notes_text):
         notes.append("unidentifiable coefficients")
     return "; ".join(notes)
 
