@@ -48,6 +48,7 @@ def pipeline(tmp_path_factory):
     return exp, exp_dir, runs
 
 
+@pytest.mark.slow
 def test_selection_and_model_files(pipeline):
     exp, d, _ = pipeline
     sel = pd.read_csv(d / "hmm" / "selection.csv")
@@ -228,6 +229,7 @@ def test_unvisited_state_is_reported_not_a_crash(pipeline, tmp_path):
     assert np.isnan(coef.loc[3, "coefficient"]) and coef.loc[3, "runs_visiting"] == 0
 
 
+@pytest.mark.slow
 def test_a_missing_convergence_column_stops_regress_with_one_message(pipeline, tmp_path):
     _, d, runs = pipeline
     copies = []
@@ -277,6 +279,7 @@ def test_non_finite_thresholds_are_rejected_naming_the_option(value, capsys):
     assert "--convergence" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_user_errors_are_one_line(tmp_path):
     exp = write_synthetic_runs(tmp_path / "runs", n_runs=4, n_checkpoints=20)
     proc = subprocess.run(

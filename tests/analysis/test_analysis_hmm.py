@@ -132,6 +132,7 @@ def test_fast_density_handles_a_singular_covariance_like_hmmlearn(sampled):
         fast._compute_log_likelihood(X)
 
 
+@pytest.mark.slow
 def test_selection_does_not_depend_on_thread_count(sampled):
     _, seqs, _ = sampled
     kwargs = dict(max_components=3, restarts=2, covariance="full", seed=7)
@@ -346,6 +347,7 @@ def test_cross_validated_selection_sums_the_folds_and_refits_on_all_runs(sampled
     assert chosen["train_loglik"] == pytest.approx(sel.model.score(X, lengths), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_auto_covariance_prefers_what_generated_the_data():
     """Eight runs of 60 checkpoints from a 3-state HMM: with diagonal covariances a full
     covariance per state overfits and auto picks diag; with one shared correlated

@@ -56,6 +56,7 @@ def _refused(d, runs, needle, **kw):
     return line
 
 
+@pytest.mark.slow
 def test_a_states_file_with_a_state_the_model_does_not_have(decoded, tmp_path):
     d, runs = _copy(decoded, tmp_path)
     states = pd.read_csv(d / "states.csv", dtype={"run": str})
@@ -66,6 +67,7 @@ def test_a_states_file_with_a_state_the_model_does_not_have(decoded, tmp_path):
     assert "rerun hmm-decode" in line
 
 
+@pytest.mark.slow
 def test_a_states_file_with_a_fractional_state_is_not_truncated(decoded, tmp_path):
     d, runs = _copy(decoded, tmp_path)
     text = (d / "states.csv").read_text().splitlines()
@@ -76,6 +78,7 @@ def test_a_states_file_with_a_fractional_state_is_not_truncated(decoded, tmp_pat
     assert f"{d / 'states.csv'}: run {run} has state" in line and "not an integer" in line
 
 
+@pytest.mark.slow
 def test_a_log_in_epochs_against_checkpoints_in_steps(decoded, tmp_path):
     d, runs = _copy(decoded, tmp_path)
     log_path = runs[2] / "log.csv"
@@ -86,6 +89,7 @@ def test_a_log_in_epochs_against_checkpoints_in_steps(decoded, tmp_path):
     assert f"{log_path}: the log's steps" in line and "do not cover the checkpoints' steps" in line
 
 
+@pytest.mark.slow
 def test_a_convergence_cell_that_is_not_a_number(decoded, tmp_path):
     d, runs = _copy(decoded, tmp_path)
     log_path = runs[4] / "log.csv"
@@ -97,6 +101,7 @@ def test_a_convergence_cell_that_is_not_a_number(decoded, tmp_path):
     assert f"{log_path}: column 'eval_accuracy' at step {log.loc[10, 'step']} holds '0.9O', not a number" in line
 
 
+@pytest.mark.slow
 def test_a_criterion_no_run_can_meet_is_said_not_silent(decoded, tmp_path):
     d, runs = _copy(decoded, tmp_path)
     result = _regress(d, runs, threshold="5")

@@ -113,6 +113,7 @@ def test_an_interrupted_import_resumed_from_another_source_is_refused(tmp_path, 
     assert layout.checkpoint_steps(out) == [0, 10, 20]
 
 
+@pytest.mark.slow
 def test_a_finished_training_run_is_not_overwritten_by_an_import(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "parities", "--seed", "0", "--out", str(out), "--no-progress", "--threads", "1",

@@ -35,6 +35,7 @@ def _python(code: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
                           preexec_fn=_limit_memory)
 
 
+@pytest.mark.slow
 def test_a_fifo_as_run_json_is_refused_not_waited_on(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
@@ -47,6 +48,7 @@ def test_a_fifo_as_run_json_is_refused_not_waited_on(tmp_path):
     assert fingerprint(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_a_fifo_as_model_npz_or_states_csv_is_refused(tmp_path):
     run = tmp_path / "runs" / "0"
     run.mkdir(parents=True)
@@ -104,6 +106,7 @@ def test_cifar_archive_member_declaring_gigabytes_is_refused_before_reading(tmp_
     assert fingerprint(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_model_npz_with_a_huge_extra_array_is_refused_before_loading(tmp_path):
     """A small model.npz whose extra member declares 16 GB (the data is not even there)."""
     model = tmp_path / "model.npz"
@@ -215,6 +218,7 @@ def _step_dirs(src, steps):
                          [tensor("fc.weight", np.full((2, 3), float(step)), "F32", "matrix")])
 
 
+@pytest.mark.slow
 def test_older_trainer_states_are_read_only_up_to_their_global_step(tmp_path):
     """The newest checkpoint's history holds every earlier entry: older copies are not read
     through (here they are cut off right after global_step, and would not even parse)."""

@@ -47,6 +47,7 @@ def test_files_keep_the_given_order(run_dir, tmp_path):
     assert list(pd.read_csv(out)["step"]) == [20, 0]
 
 
+@pytest.mark.slow
 def test_console_script_shows_progress(run_dir, tmp_path):
     folder, _ = run_dir
     out = tmp_path / "m.csv"

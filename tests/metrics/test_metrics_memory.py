@@ -137,6 +137,7 @@ def test_bad_in_memory_input_gives_clear_errors():
         weights_metrics(42)
 
 
+@pytest.mark.slow
 def test_no_copy_is_made_of_a_large_cpu_float32_tensor():
     """Peak resident memory of the call stays far below the tensor's size: the engine reads
     the tensor's own memory (a 1-D bias is scanned in small chunks, so any copy of its 256 MB

@@ -4,6 +4,7 @@ length, an MLP first memorises the training set and later generalises (grokking)
 from __future__ import annotations
 
 import csv
+import pytest
 
 from trainmap.train import default_settings, train_run
 
@@ -13,6 +14,7 @@ def _log(path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
+@pytest.mark.slow
 def test_parities_groks_on_its_default_settings(tmp_path):
     defaults = default_settings("parities")
     outcomes = []

@@ -119,6 +119,7 @@ def _kill_when(process: subprocess.Popen, out: Path, checkpoints: int, timeout: 
     process.wait()
 
 
+@pytest.mark.slow
 def test_a_killed_process_resumes_byte_identical(tmp_path):
     """Really kill the training process (twice), start it again with the same command, and
     compare every checkpoint and the log with an uninterrupted run."""

@@ -18,6 +18,7 @@ from snakemake_runner import REPO, planned_jobs, snakemake
 STAMP = ".venv/.trainmap-installed"
 
 
+@pytest.mark.slow
 def test_make_run_command_line_parses_as_written(tmp_path):
     """`make run` exactly as the Makefile writes it, with --dry-run appended: a target after
     --configfile (which takes several values) would be read as a config file and fail."""
@@ -34,6 +35,7 @@ def test_make_run_command_line_parses_as_written(tmp_path):
     assert "table" in output or "Nothing to be done" in output, output
 
 
+@pytest.mark.slow
 def test_default_config_plans_targets_without_datasets(tmp_path):
     """No MNIST/CIFAR files: a parities target plans, and so does the whole Table 1."""
     for target in ("results/parities/map/edges.csv", "results/table1.csv"):
@@ -45,6 +47,7 @@ def test_default_config_plans_targets_without_datasets(tmp_path):
     assert trained == {"modular", "modular_stable", "parities", "mnist", "cifar100", "cifar100_unstable"}
 
 
+@pytest.mark.slow
 def test_real_run_needing_a_missing_dataset_stops_before_any_job(tmp_path):
     result = snakemake(tmp_path, "--cores", "1", "results/mnist/runs/0/run.json", timeout=300)
     output = result.stdout + result.stderr

@@ -9,6 +9,9 @@ import yaml
 
 from snakemake_runner import REPO, dry_run, snakemake
 
+# Every test here runs Snakemake (seconds to minutes each): not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
 EVERY_RULE = {"train", "metrics", "hmm_select", "hmm_decode", "map", "regress", "baselines", "figures",
               "tables", "all"}
 

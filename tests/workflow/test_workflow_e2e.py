@@ -14,6 +14,9 @@ import yaml
 
 from snakemake_runner import TINY_CONFIG, dry_run, snakemake
 
+# Every test here runs Snakemake (seconds to minutes each): not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
 EXPERIMENTS = ("digits", "digits_sgd")
 FIGURES = ("model_selection", "convergence_histogram", "trajectories")
 

@@ -109,6 +109,7 @@ def test_a_changed_log_makes_only_its_run_stale(sweep):
     assert metrics_jobs(workdir, config) == []
 
 
+@pytest.mark.slow
 def test_a_glob_that_matches_nothing_is_one_config_error(tmp_path):
     config = config_file(tmp_path / "config.yaml", f"{tmp_path}/sweep/seed_*")
     result = snakemake(tmp_path / "work", "--dry-run", "--configfile", config)
@@ -117,6 +118,7 @@ def test_a_glob_that_matches_nothing_is_one_config_error(tmp_path):
     assert f"config key experiments.mine.runs: the pattern '{tmp_path}/sweep/seed_*' matches no directory" in output
 
 
+@pytest.mark.slow
 def test_a_run_directory_without_checkpoints_stops_the_workflow_naming_its_key(tmp_path):
     write_checkpoint_run(tmp_path / "good", 0, [0, 10])
     (tmp_path / "notes").mkdir()
@@ -139,6 +141,7 @@ def test_the_workflow_ends_with_a_summary_on_the_console(sweep):
     assert row in console
 
 
+@pytest.mark.slow
 def test_a_convergence_column_the_logs_lack_stops_a_dry_run(tmp_path):
     for seed in (0, 1):
         write_checkpoint_run(tmp_path / "sweep" / f"seed_{seed}", seed, [0, 10])
