@@ -265,11 +265,12 @@ class _Run:
 
     def __init__(
         self, task: str, seed: int, settings: dict[str, Any], out: Path, device: torch.device, resume_interval_s: float,
-        written: set[str],
+        written: set[str], parts: components.Components | None = None,
     ):
         self.task, self.seed, self.settings, self.out, self.device = task, seed, settings, out, device
         self.written = set(written)  # files of out trainmap wrote, as its owner file lists them
-        self.parts = components.build(task, settings, seed)
+        # ``parts``: the task's components built for this seed (a seed sweep shares the data).
+        self.parts = components.build(task, settings, seed) if parts is None else parts
         self.model = self.parts.model.to(device)
         self.optimizer = components.build_optimizer(self.model, settings)
         self.train = _to(self.parts.train, device)
@@ -566,14 +567,21 @@ def _train_locked(task: str, seed: int, out: Path, settings: dict[str, Any], thr
             if progress:
                 run.bar = stack.enter_context(_progress_bar(run))
             status, diverged_at, stopped_early = run.train_until_done()
-        with run.clock.measure("checkpoint_io_s"):
-            run.flush(with_resume_state=False)  # the last checkpoints and the full log
-        record = _run_record(run, status, diverged_at, stopped_early, torch_device)
-    run.list_files([out / "run.json"])
-    layout.write_run_json(out, record)
-    layout.remove_files([layout.resume_path(out)])
+        _finish(run, status, diverged_at, stopped_early, torch_device)
+
+
+def _finish(run: _Run, status: str, diverged_at: int | None, stopped_early: bool, device: torch.device,
+            extra: Mapping[str, Any] | None = None) -> None:
+    """Write a run's last checkpoints and log, then run.json (with ``extra`` entries), then
+    delete its resume state."""
+    with run.clock.measure("checkpoint_io_s"):
+        run.flush(with_resume_state=False)  # the last checkpoints and the full log
+    record = {**_run_record(run, status, diverged_at, stopped_early, device), **(extra or {})}
+    run.list_files([run.out / "run.json"])
+    layout.write_run_json(run.out, record)
+    layout.remove_files([layout.resume_path(run.out)])
     with contextlib.suppress(OSError):
-        layout.resume_path(out).parent.rmdir()
+        layout.resume_path(run.out).parent.rmdir()
 
 
 def _run_record(
