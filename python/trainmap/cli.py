@@ -154,6 +154,12 @@ def _add_train_sweep(subparsers) -> None:
     p.add_argument("--resume-interval", type=float, default=10.0, metavar="SECONDS",
                    help="write checkpoints that come faster than this in batches, with the logs and resume "
                    "states, every SECONDS (0: each at once); bounds the work a kill can lose (default: 10)")
+    p.add_argument("--replace-other-settings", action="store_true",
+                   help="train again a seed whose finished run (written by trainmap) has other settings, replacing "
+                   "its files (the workflow's, when settings change); default: refuse such a directory")
+    p.add_argument("--group-file", type=Path, metavar="JSON",
+                   help="when every seed has ended, write JSON listing the seeds and their status (the workflow's "
+                   "marker of a sweep job)")
     p.set_defaults(run=_run_train_sweep)
 
 
@@ -164,7 +170,13 @@ def _run_train_sweep(args: argparse.Namespace) -> int:
     overrides = parse_assignments(args.assignments)
     seeds = parse_seeds(args.seeds)
     records = train_sweep(args.task, seeds, args.out_dir, overrides, threads=args.threads, device=args.device,
-                          resume_interval_s=args.resume_interval, lock_wait_s=args.wait_for_lock)
+                          resume_interval_s=args.resume_interval, lock_wait_s=args.wait_for_lock,
+                          replace_other_settings=args.replace_other_settings)
+    if args.group_file is not None:
+        from trainmap import atomic
+
+        atomic.write_json(args.group_file, {"task": args.task, "seeds": seeds,
+                                            "status": {str(s): r["status"] for s, r in records.items()}})
     for seed, record in records.items():
         print(f"{args.out_dir / str(seed)}: {record['status']} at step {record['final_step']}, "
               f"{record['checkpoints']} checkpoints, eval accuracy {record['final']['eval_accuracy']:.4f}",

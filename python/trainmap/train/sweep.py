@@ -289,6 +289,7 @@ def train_sweep(
     device: str = "auto",
     resume_interval_s: float = 10.0,
     lock_wait_s: float = 0.0,
+    replace_other_settings: bool = False,
 ) -> dict[int, dict[str, Any]]:
     """Train ``seeds`` of ``task`` as one batched model; each seed's run directory is
     ``out_dir/SEED`` (or the matching entry of ``run_dirs``). Returns each seed's run.json.
@@ -296,6 +297,10 @@ def train_sweep(
     Same settings, checks, locks and files as :func:`trainmap.train.loop.train_run` for
     each seed; a finished seed is returned as it is; a killed sweep started again continues
     every seed. Raises :class:`SettingsError` for a task not in :data:`BATCHED_TASKS`.
+
+    ``replace_other_settings`` (the workflow's, whose settings changed): a seed's finished
+    run of the same task and seed but other settings is trained again, its files replaced as
+    when Snakemake deletes a stale run.json; without it such a directory is refused.
     """
     if task not in BATCHED_TASKS:
         raise SettingsError(
@@ -329,6 +334,12 @@ def train_sweep(
     todo: list[tuple[int, Path]] = []
     for seed, out in zip(seeds, dirs):
         finished = layout.read_run_json(out)
+        if finished is not None and replace_other_settings and finished.get("task") == task \
+                and finished.get("seed") == seed and finished.get("settings") != settings:
+            owner = layout.read_owner(out) or {}
+            if owner.get("kind") == "train" and "run.json" in (layout.listed_files(owner) or set()):
+                layout.remove_files([out / "run.json"])  # trainmap's own file: the run is trained again
+                finished = None
         if finished is not None:
             _check_same_run(finished, task, seed, settings, out / "run.json")
             records[seed] = finished
