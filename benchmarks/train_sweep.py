@@ -86,7 +86,7 @@ def in_process(task: str, seeds: int, overrides: dict, root: Path) -> tuple[floa
     from trainmap.train import train_run
     from trainmap.train.sweep import train_sweep
 
-    train_run(task, 10**6, root / "warm", {**overrides, "max_steps": 1}, threads=1, progress=False)  # imports
+    train_run(task, 10**6, root / f"warm-{task}", {**overrides, "max_steps": 1}, threads=1, progress=False)  # imports
     started = time.perf_counter()
     for seed in range(seeds):
         train_run(task, seed, root / f"{task}-inproc-single" / str(seed), overrides, threads=1, progress=False)
@@ -111,7 +111,7 @@ def profile_batched(task: str, seeds: int, overrides: dict, root: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=40, help="parities seeds (default 40)")
+    parser.add_argument("--seeds", type=int, default=40, help="parities seeds (default 40; 0: skip)")
     parser.add_argument("--epochs", type=int, default=500, help="parities epochs (default 500, the paper's)")
     parser.add_argument("--modular-seeds", type=int, default=8, help="modular_stable seeds (default 8; 0: skip)")
     parser.add_argument("--modular-epochs", type=int, default=300, help="modular_stable epochs (default 300)")
@@ -127,7 +127,7 @@ def main() -> None:
         mode_main(argparse.Namespace(mode=args._mode, task=args._task, seeds=args.seeds, out=args._out,
                                      overrides=args._overrides, single_seeds=args.single_seeds or args.seeds))
         return
-    cases = [("parities", args.seeds, {"epochs": args.epochs})]
+    cases = [("parities", args.seeds, {"epochs": args.epochs})] if args.seeds else []
     if args.modular_seeds:
         cases.append(("modular_stable", args.modular_seeds, {"epochs": args.modular_epochs}))
     with tempfile.TemporaryDirectory() as tmp:

@@ -326,11 +326,7 @@ class _Run:
         """Evaluate the model and queue its checkpoint; write the queue with log.csv and the
         resume state when :meth:`due` says so."""
         with self.clock.measure("eval_s"):
-            s = self.settings
-            train_loss, train_acc = _evaluate(
-                self.model, self.train, self.parts, s["eval_batch_size"], s["train_eval_size"]
-            )
-            eval_loss, eval_acc = _evaluate(self.model, self.eval, self.parts, s["eval_batch_size"])
+            train_loss, train_acc, eval_loss, eval_acc = self.evaluate()
         row = {
             "step": self.step,
             "epoch": self.step / self.schedule.steps_per_epoch,
@@ -348,6 +344,12 @@ class _Run:
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{train_loss:.4g}", eval_acc=f"{eval_acc:.3f}", refresh=False)
         return row
+
+    def evaluate(self) -> tuple[float, float, float, float]:
+        """Train loss and accuracy (on ``train_eval_size`` examples), eval loss and accuracy."""
+        s = self.settings
+        train = _evaluate(self.model, self.train, self.parts, s["eval_batch_size"], s["train_eval_size"])
+        return (*train, *_evaluate(self.model, self.eval, self.parts, s["eval_batch_size"]))
 
     def due(self) -> bool:
         """Whether the queued checkpoints should be written now: when ``resume_interval_s``

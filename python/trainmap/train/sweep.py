@@ -65,6 +65,9 @@ from trainmap.train.tasks import SettingsError, resolve_settings
 
 __all__ = ["BATCHED_TASKS", "train_sweep", "parse_seeds"]
 
+# Largest seeds x examples evaluated in one batched forward pass (memory bound).
+_EVAL_ELEMENTS = 1 << 16
+
 #: Tasks that can train several seeds as one batched model, and how their forward pass is
 #: batched: "mlp" (stacked ``fc1``/``fc2`` and ``torch.baddbmm``) or "vmap" (``torch.func``).
 BATCHED_TASKS: dict[str, str] = {
@@ -208,6 +211,37 @@ class _Batch:
         targets = first.train.targets.index_select(0, index.reshape(-1)).view(seeds, batch)
         return _losses(self.forward(self.params, inputs), targets, first.parts.loss).mean(dim=1)
 
+    @torch.no_grad()
+    def evaluate(self) -> None:
+        """Every seed's evaluation row values, computed for all seeds at once (as
+        :func:`trainmap.train.loop._evaluate` does for one: float64 sums of per-example
+        losses, in chunks of ``eval_batch_size`` examples, fewer when many seeds would make a
+        chunk large), handed to each seed's :meth:`_SeedRun.evaluate`."""
+        first = self.runs[0]
+        s, seeds = first.settings, len(self.runs)
+        chunk = max(1, min(s["eval_batch_size"], _EVAL_ELEMENTS // seeds))
+        values = []
+        for split, limit in ((first.train, s["train_eval_size"]), (first.eval, 0)):
+            n = len(split) if limit <= 0 else min(limit, len(split))
+            total = torch.zeros(seeds, dtype=torch.float64)
+            correct = torch.zeros(seeds, dtype=torch.int64)
+            for start in range(0, n, chunk):
+                stop = min(start + chunk, n)
+                inputs = first.parts.prepare(split.inputs[start:stop], None)
+                inputs = inputs.unsqueeze(0).expand(seeds, *inputs.shape)
+                targets = split.targets[start:stop].unsqueeze(0).expand(seeds, stop - start)
+                outputs = self.forward(self.params, inputs)
+                total += _losses(outputs, targets, first.parts.loss).sum(dim=1, dtype=torch.float64).cpu()
+                if first.parts.loss == "hinge":
+                    hits = outputs.squeeze(-1) * targets > 0
+                else:
+                    hits = outputs.argmax(dim=-1) == targets
+                correct += hits.sum(dim=1).cpu()
+            values.append((total / n, correct.double() / n))
+        (train_loss, train_acc), (eval_loss, eval_acc) = values
+        for i, run in enumerate(self.runs):
+            run.evaluated = (train_loss[i].item(), train_acc[i].item(), eval_loss[i].item(), eval_acc[i].item())
+
     def train_step(self, losses: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()  # the sum over seeds: each seed's gradient is its own mean loss's
@@ -231,9 +265,16 @@ class _SeedRun(_Run):
     decides (all seeds at the same steps, so a restarted batch finds them together)."""
 
     flush_now = False
+    evaluated: tuple[float, float, float, float] | None = None  # set by the batch for the next checkpoint
 
     def due(self) -> bool:
         return self.flush_now
+
+    def evaluate(self) -> tuple[float, float, float, float]:
+        if self.evaluated is None:  # step 0, before the batch exists: the single-seed evaluation
+            return super().evaluate()
+        values, self.evaluated = self.evaluated, None
+        return values
 
 
 def _train_group(runs: list[_Run], forward_kind: str, until: int, resume_interval_s: float,
@@ -260,6 +301,11 @@ def _train_group(runs: list[_Run], forward_kind: str, until: int, resume_interva
             run.clock.train_s += share
         if runs[0].schedule.is_checkpoint(runs[0].step):
             group.unstack()
+            started = time.perf_counter()
+            group.evaluate()
+            share = (time.perf_counter() - started) / len(runs)
+            for run in runs:
+                run.clock.eval_s += share
             flush = time.perf_counter() - last_flush >= resume_interval_s or sum(
                 len(data) for run in runs for _, data in run.pending) > 64 << 20
             reached = []
