@@ -129,6 +129,61 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train_sweep(subparsers) -> None:
+    from trainmap.train.sweep import BATCHED_TASKS
+
+    p = subparsers.add_parser(
+        "train-sweep",
+        help="train many seeds of a task as one batched model (one run directory per seed)",
+        description="Train several seeds of a task in one process as one batched model and write, per seed, "
+        "DIR/SEED/ exactly as trainmap train does (checkpoints, log.csv, run.json recording the batch). "
+        "Each seed keeps its initial weights, data order and optimiser state; a killed sweep started again "
+        f"continues every seed. Batched tasks: {', '.join(BATCHED_TASKS)}. See docs/training.md, 'Seed sweeps'.",
+    )
+    p.add_argument("--task", required=True, metavar="TASK", help=f"one of: {', '.join(BATCHED_TASKS)}")
+    p.add_argument("--seeds", required=True, metavar="SEEDS", help="seeds: 0-39, 3 or 0-3,8,10-11")
+    p.add_argument("--out-dir", type=Path, required=True, metavar="DIR",
+                   help="parent directory: seed S is written to DIR/S")
+    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting (repeatable), e.g. --set epochs=5 --set lr=0.01")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; more than the CPUs available is lowered to them)")
+    p.add_argument("--wait-for-lock", type=float, default=0.0, metavar="SECONDS",
+                   help="when another process is writing a seed's directory, wait up to SECONDS for it (default: 0)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--resume-interval", type=float, default=10.0, metavar="SECONDS",
+                   help="write checkpoints that come faster than this in batches, with the logs and resume "
+                   "states, every SECONDS (0: each at once); bounds the work a kill can lose (default: 10)")
+    p.add_argument("--replace-other-settings", action="store_true",
+                   help="train again a seed whose finished run (written by trainmap) has other settings, replacing "
+                   "its files (the workflow's, when settings change); default: refuse such a directory")
+    p.add_argument("--group-file", type=Path, metavar="JSON",
+                   help="when every seed has ended, write JSON listing the seeds and their status (the workflow's "
+                   "marker of a sweep job)")
+    p.set_defaults(run=_run_train_sweep)
+
+
+def _run_train_sweep(args: argparse.Namespace) -> int:
+    from trainmap.train.sweep import parse_seeds, train_sweep
+    from trainmap.train.tasks import parse_assignments
+
+    overrides = parse_assignments(args.assignments)
+    seeds = parse_seeds(args.seeds)
+    records = train_sweep(args.task, seeds, args.out_dir, overrides, threads=args.threads, device=args.device,
+                          resume_interval_s=args.resume_interval, lock_wait_s=args.wait_for_lock,
+                          replace_other_settings=args.replace_other_settings)
+    if args.group_file is not None:
+        from trainmap import atomic
+
+        atomic.write_json(args.group_file, {"task": args.task, "seeds": seeds,
+                                            "status": {str(s): r["status"] for s, r in records.items()}})
+    for seed, record in records.items():
+        print(f"{args.out_dir / str(seed)}: {record['status']} at step {record['final_step']}, "
+              f"{record['checkpoints']} checkpoints, eval accuracy {record['final']['eval_accuracy']:.4f}",
+              file=sys.stderr)
+    return 0
+
+
 def _add_import(subparsers) -> None:
     p = subparsers.add_parser(
         "import",
@@ -555,6 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_metrics(subparsers)
     _add_train(subparsers)
+    _add_train_sweep(subparsers)
     _add_import(subparsers)
     _add_series_metrics(subparsers)
     _add_series_metrics_chunk(subparsers)

@@ -212,6 +212,7 @@ class Experiment:
     baselines: Mapping[str, Any] = field(default_factory=dict)
     figures: Mapping[str, Any] = field(default_factory=dict)
     log: Mapping[str, Any] | None = None  # runs read in place: config log: {path, step}
+    seed_batch: int = 1  # config train: {seed_batch: N}: N seeds per training job (trainmap train-sweep)
 
     @property
     def in_place(self) -> bool:
@@ -220,6 +221,10 @@ class Experiment:
 
     def run_dir(self, run: str) -> str:
         return f"results/{self.name}/runs/{run}"
+
+    def runs_dir(self) -> str:
+        """The directory holding the run directories (``trainmap train-sweep --out-dir``)."""
+        return str(Path(self.run_dir("_")).parent)
 
     def run_dirs(self) -> list[str]:
         return [self.run_dir(run) for run in self.runs]
@@ -232,6 +237,38 @@ class Experiment:
         return " ".join(
             f"--set {shlex.quote(f'{key}={_cli_value(value)}')}" for key, value in sorted(self.train_overrides.items())
         )
+
+    @property
+    def batched(self) -> bool:
+        """Whether the runs train in seed-sweep jobs of ``seed_batch`` seeds."""
+        return self.seed_batch > 1 and not self.in_place
+
+    def groups(self) -> list[tuple[str, ...]]:
+        """The runs of each seed-sweep job: consecutive runs in config order, ``seed_batch`` at a
+        time. Adding seeds at the end adds groups and leaves the earlier ones as they were."""
+        n = self.seed_batch
+        return [self.runs[i : i + n] for i in range(0, len(self.runs), n)]
+
+    def group_file(self, runs: Iterable[str]) -> str:
+        from trainmap.contracts import ExperimentPaths
+
+        return ExperimentPaths(self.name).sweep_group(runs).as_posix()
+
+    def group_runs(self, group: str) -> tuple[str, ...]:
+        """The runs of the group whose marker is ``sweeps/{group}.json``."""
+        for runs in self.groups():
+            if Path(self.group_file(runs)).stem == group:
+                return runs
+        raise ValueError(f"experiment {self.name}: no seed group {group!r}")
+
+    def trained_marker(self, run: str) -> str:
+        """The file that says ``run`` has been trained: its run.json, or its group's marker."""
+        if not self.batched:
+            return f"{self.run_dir(run)}/run.json"
+        return next(self.group_file(runs) for runs in self.groups() if run in runs)
+
+    def trained_markers(self) -> list[str]:
+        return list(dict.fromkeys(self.trained_marker(run) for run in self.runs))
 
     def train_fingerprint(self) -> str:
         """Every resolved training setting, defaults included: retrain when any changes."""
@@ -423,6 +460,13 @@ def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
                               "trained run's checkpoints are not known before it trains")
         task = spec["task"]
         overrides = dict(spec["train"])
+        seed_batch = overrides.pop(SEED_BATCH, 1)
+        if seed_batch > 1:
+            from trainmap.train.sweep import BATCHED_TASKS
+
+            if task not in BATCHED_TASKS:
+                raise ConfigError(f"config key {key}.train.{SEED_BATCH}: task {task!r} trains one seed per job "
+                                  f"(seed sweeps: {', '.join(BATCHED_TASKS)}); remove {SEED_BATCH} or set it to 1")
         defaults = default_settings(task)
         for shared in ("data_dir", "download"):
             if shared in defaults and shared not in overrides:
@@ -434,9 +478,15 @@ def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
         if common["convergence"] is None:
             common["convergence"] = Criterion.from_threshold(DEFAULT_THRESHOLDS[task], f"config key {key}.threshold")
         resolved[name] = Experiment(
-            runs=_runs(name, spec), task=task, train_overrides=overrides, train_settings=settings, **common
+            runs=_runs(name, spec), task=task, train_overrides=overrides, train_settings=settings,
+            seed_batch=seed_batch, **common
         )
     return resolved
+
+
+#: The key of an experiment's ``train:`` mapping that is not a task setting: how many seeds
+#: one training job trains as one batched model (trainmap.train.sweep); 1: one per job.
+SEED_BATCH = "seed_batch"
 
 
 def planned_training_experiments(dag) -> set[str]:
@@ -445,7 +495,7 @@ def planned_training_experiments(dag) -> set[str]:
 
 
 #: The rules that read an experiment's input data (dataset files).
-_DATA_RULES = ("train",)
+_DATA_RULES = ("train", "train_sweep")
 
 
 def series_problems(experiments: Mapping[str, Experiment]) -> list[str]:

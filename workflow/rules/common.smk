@@ -80,7 +80,7 @@ def run_inputs(wildcards):
     """Every run of an experiment: its run record and its metrics."""
     exp = exp_of(wildcards)
     return {
-        "records": [f"{d}/run.json" for d in exp.run_dirs()],
+        "records": exp.trained_markers(),
         "metrics": [f"{d}/metrics.csv" for d in exp.run_dirs()],
     }
 

@@ -3,7 +3,7 @@
 
 rule metrics:
     input:
-        "results/{exp}/runs/{run}/run.json",
+        lambda w: exp_of(w).trained_marker(w.run),
     output:
         "results/{exp}/runs/{run}/metrics.csv",
     wildcard_constraints:

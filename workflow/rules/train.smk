@@ -7,7 +7,7 @@ rule train:
     output:
         "results/{exp}/runs/{run}/run.json",
     wildcard_constraints:
-        exp="|".join(e.name for e in EXPERIMENTS.values() if not e.in_place) or "(?!)",
+        exp="|".join(e.name for e in EXPERIMENTS.values() if not e.in_place and not e.batched) or "(?!)",
     params:
         task=lambda w: exp_of(w).task,
         out=lambda w: exp_of(w).run_dir(w.run),
@@ -27,3 +27,39 @@ rule train:
         "trainmap train {params.task} --seed {wildcards.run} --out {params.out} {params.overrides}"
         " --threads {threads} --device {params.device} > {log} 2>&1"
 
+
+
+# A seed sweep (config train: {seed_batch: N}): one job trains a group of N seeds as one
+# batched model and writes the group's marker (contracts.ExperimentPaths.sweep_group) when
+# every seed has ended. Its runs' run.json files are not declared outputs (for the same
+# reason as above); the marker stands for them. Stale-only: adding seeds adds groups (the
+# earlier markers stay); a changed setting (params.settings) replans every group, whose job
+# replaces each run of other settings (--replace-other-settings); a failed group writes no
+# marker and leaves the other groups' runs complete.
+
+
+rule train_sweep:
+    output:
+        "results/{exp}/sweeps/{group}.json",
+    wildcard_constraints:
+        exp="|".join(e.name for e in EXPERIMENTS.values() if e.batched) or "(?!)",
+    params:
+        task=lambda w: exp_of(w).task,
+        out=lambda w: exp_of(w).runs_dir(),
+        seeds=lambda w: ",".join(exp_of(w).group_runs(w.group)),
+        overrides=lambda w: exp_of(w).train_args(),
+        settings=lambda w: exp_of(w).train_fingerprint(),
+        device=config["device"],
+    threads: config["threads"]["train"]
+    resources:
+        mem_mb=lambda w: exp_of(w).resources["mem_mb"],
+        runtime=lambda w: exp_of(w).resources["runtime"],
+        gpu=lambda w: exp_of(w).resources["gpus"],
+    log:
+        "results/{exp}/logs/train/sweep-{group}.log",
+    conda:
+        "../../envs/trainmap.yaml"
+    shell:
+        "trainmap train-sweep --task {params.task} --seeds {params.seeds} --out-dir {params.out}"
+        " {params.overrides} --replace-other-settings --group-file {output}"
+        " --threads {threads} --device {params.device} > {log} 2>&1"

@@ -272,6 +272,22 @@ class ExperimentPaths:
         return RunPaths(self.runs_dir / str(run))
 
     @property
+    def sweeps_dir(self) -> Path:
+        return self.root / "sweeps"
+
+    def sweep_group(self, runs: "Iterable[str]") -> Path:
+        """The marker of one seed-sweep job (config ``train: {seed_batch: N}``), written when
+        every run of the group has ended: ``sweeps/{first}-{last}.json`` for runs
+        first..last in order, else ``sweeps/{first}-{last}-{digest}.json``."""
+        runs = [str(r) for r in runs]
+        name = f"{runs[0]}-{runs[-1]}"
+        if not all(r.isdigit() for r in runs) or [int(r) for r in runs] != list(range(int(runs[0]), int(runs[-1]) + 1)):
+            import hashlib
+
+            name += "-" + hashlib.sha256(",".join(runs).encode()).hexdigest()[:10]
+        return self.sweeps_dir / f"{name}.json"
+
+    @property
     def hmm_dir(self) -> Path:
         return self.root / "hmm"
 

@@ -265,11 +265,12 @@ class _Run:
 
     def __init__(
         self, task: str, seed: int, settings: dict[str, Any], out: Path, device: torch.device, resume_interval_s: float,
-        written: set[str],
+        written: set[str], parts: components.Components | None = None,
     ):
         self.task, self.seed, self.settings, self.out, self.device = task, seed, settings, out, device
         self.written = set(written)  # files of out trainmap wrote, as its owner file lists them
-        self.parts = components.build(task, settings, seed)
+        # ``parts``: the task's components built for this seed (a seed sweep shares the data).
+        self.parts = components.build(task, settings, seed) if parts is None else parts
         self.model = self.parts.model.to(device)
         self.optimizer = components.build_optimizer(self.model, settings)
         self.train = _to(self.parts.train, device)
@@ -325,11 +326,7 @@ class _Run:
         """Evaluate the model and queue its checkpoint; write the queue with log.csv and the
         resume state when :meth:`due` says so."""
         with self.clock.measure("eval_s"):
-            s = self.settings
-            train_loss, train_acc = _evaluate(
-                self.model, self.train, self.parts, s["eval_batch_size"], s["train_eval_size"]
-            )
-            eval_loss, eval_acc = _evaluate(self.model, self.eval, self.parts, s["eval_batch_size"])
+            train_loss, train_acc, eval_loss, eval_acc = self.evaluate()
         row = {
             "step": self.step,
             "epoch": self.step / self.schedule.steps_per_epoch,
@@ -347,6 +344,12 @@ class _Run:
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{train_loss:.4g}", eval_acc=f"{eval_acc:.3f}", refresh=False)
         return row
+
+    def evaluate(self) -> tuple[float, float, float, float]:
+        """Train loss and accuracy (on ``train_eval_size`` examples), eval loss and accuracy."""
+        s = self.settings
+        train = _evaluate(self.model, self.train, self.parts, s["eval_batch_size"], s["train_eval_size"])
+        return (*train, *_evaluate(self.model, self.eval, self.parts, s["eval_batch_size"]))
 
     def due(self) -> bool:
         """Whether the queued checkpoints should be written now: when ``resume_interval_s``
@@ -566,14 +569,21 @@ def _train_locked(task: str, seed: int, out: Path, settings: dict[str, Any], thr
             if progress:
                 run.bar = stack.enter_context(_progress_bar(run))
             status, diverged_at, stopped_early = run.train_until_done()
-        with run.clock.measure("checkpoint_io_s"):
-            run.flush(with_resume_state=False)  # the last checkpoints and the full log
-        record = _run_record(run, status, diverged_at, stopped_early, torch_device)
-    run.list_files([out / "run.json"])
-    layout.write_run_json(out, record)
-    layout.remove_files([layout.resume_path(out)])
+        _finish(run, status, diverged_at, stopped_early, torch_device)
+
+
+def _finish(run: _Run, status: str, diverged_at: int | None, stopped_early: bool, device: torch.device,
+            extra: Mapping[str, Any] | None = None) -> None:
+    """Write a run's last checkpoints and log, then run.json (with ``extra`` entries), then
+    delete its resume state."""
+    with run.clock.measure("checkpoint_io_s"):
+        run.flush(with_resume_state=False)  # the last checkpoints and the full log
+    record = {**_run_record(run, status, diverged_at, stopped_early, device), **(extra or {})}
+    run.list_files([run.out / "run.json"])
+    layout.write_run_json(run.out, record)
+    layout.remove_files([layout.resume_path(run.out)])
     with contextlib.suppress(OSError):
-        layout.resume_path(out).parent.rmdir()
+        layout.resume_path(run.out).parent.rmdir()
 
 
 def _run_record(

@@ -1,0 +1,456 @@
+"""A seed sweep in one job: train N seeds of one task in one process as one batched model.
+
+Each seed is still its own run (:mod:`trainmap.train.loop`): its own run directory, lock,
+owner file, ``log.csv``, checkpoints, resume state and ``run.json`` (which records the
+batch under ``"batch"``). Only the training steps are batched: the seeds' parameters are
+stacked along a leading seed axis and one forward/backward/optimiser step updates all of
+them.
+
+Identity of each seed (docs/training.md, "Seed sweeps"):
+
+* initial weights: each seed's model is built by the single-seed code
+  (:func:`trainmap.train.components.build_model`) and its parameters stacked, so they are
+  bit-for-bit those of training the seed alone;
+* data order: each seed draws its batches from :func:`components.epoch_order` of its own
+  seed, as alone;
+* optimiser state: SGD and AdamW are elementwise, so one optimiser over the stacked
+  parameters is N independent ones; the loss is the SUM over seeds of each seed's mean
+  loss, so each seed's gradient is its own (nothing is averaged or clipped across seeds);
+* numbers: the batched matmuls (``torch.baddbmm``) sum in another order than
+  ``nn.Linear``, so trajectories equal single-seed ones within a tolerance (float32
+  rounding that grows with training; measured in tests/test_train_sweep.py), not bit for
+  bit. The batched job itself is bit-for-bit deterministic on the CPU, and a seed's numbers
+  do not depend on which other seeds share its batch (each seed's slice of a batched
+  kernel is computed on its own).
+
+Resume: all seeds of a batch write their checkpoints and resume states at the same steps.
+A restarted job resumes each seed from its own resume state (the single-seed rule); seeds
+found at different steps (a kill between two seeds' writes) are trained in sub-batches,
+the furthest behind first, until they meet, then together. Finished seeds (run.json) are
+left alone. A seed that diverges or reaches ``stop_at_eval_accuracy`` ends (its run.json is
+written) and the others go on without it.
+
+MLP tasks (parities, digits, mnist) use hand-written batched matmuls; the transformer tasks
+(modular, modular_stable) use ``torch.func`` (``functional_call`` + ``vmap``), which on a
+2-core CPU is slower than one seed per process and is meant for GPUs. Other tasks (ResNets:
+batch norm, augmentation) are not in :data:`BATCHED_TASKS` and train one seed per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from trainmap.limits import cap_workers
+from trainmap.runlock import RunLock
+from trainmap.train import components, layout
+from trainmap.train.loop import (
+    _MAX_SEED,
+    _check_claim,
+    _check_same_run,
+    _finish,
+    _identity,
+    _Run,
+    _torch_configured,
+    resolve_device,
+)
+from trainmap.train.tasks import SettingsError, resolve_settings
+
+__all__ = ["BATCHED_TASKS", "train_sweep", "parse_seeds"]
+
+# Largest seeds x examples evaluated in one batched forward pass (memory bound).
+_EVAL_ELEMENTS = 1 << 16
+
+#: Tasks that can train several seeds as one batched model, and how their forward pass is
+#: batched: "mlp" (stacked ``fc1``/``fc2`` and ``torch.baddbmm``) or "vmap" (``torch.func``).
+BATCHED_TASKS: dict[str, str] = {
+    "parities": "mlp",
+    "digits": "mlp",
+    "mnist": "mlp",
+    "modular": "vmap",
+    "modular_stable": "vmap",
+}
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-39"``, ``"3"`` or ``"0-3,8,10-11"`` → a sorted list of distinct seeds."""
+    seeds: set[int] = set()
+    for part in str(text).split(","):
+        first, sep, last = part.strip().partition("-")
+        try:
+            low = int(first)
+            high = int(last) if sep else low
+        except ValueError:
+            raise SettingsError(f"--seeds needs numbers or ranges like 0-39 or 0-3,8; got {text!r}") from None
+        if low > high:
+            raise SettingsError(f"--seeds range {part.strip()!r} runs backwards")
+        seeds.update(range(low, high + 1))
+    return sorted(seeds)
+
+
+# ------------------------------------------------------------------ batched forward passes
+
+
+def _mlp_forward(params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The MLP of :class:`trainmap.train.models.MLP` for stacked parameters: ``x`` is
+    (seeds, batch, ...), the result (seeds, batch, outputs)."""
+    x = x.flatten(2)
+    hidden = torch.baddbmm(params["fc1.bias"].unsqueeze(1), x, params["fc1.weight"].transpose(1, 2))
+    return torch.baddbmm(params["fc2.bias"].unsqueeze(1), F.relu(hidden), params["fc2.weight"].transpose(1, 2))
+
+
+def _vmap_forward(model: torch.nn.Module) -> Callable[[Mapping[str, torch.Tensor], torch.Tensor], torch.Tensor]:
+    """``model``'s forward over stacked parameters with ``torch.func`` (any model without
+    buffers that change)."""
+    from torch.func import functional_call, vmap
+
+    def one(params, x):
+        return functional_call(model, params, (x,))
+
+    return vmap(one)
+
+
+def _losses(outputs: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
+    """Per-example losses (seeds, batch) of stacked outputs, as
+    :func:`components.batch_loss` computes them for one seed."""
+    seeds, batch = targets.shape[:2]
+    if loss == "hinge":
+        return torch.clamp(1.0 - outputs.squeeze(-1) * targets, min=0.0)
+    flat = F.cross_entropy(outputs.reshape(seeds * batch, -1), targets.reshape(-1), reduction="none")
+    return flat.view(seeds, batch)
+
+
+# ------------------------------------------------------------------ one batch of seeds
+
+
+class _Batch:
+    """Seeds at the same step, trained together: their parameters and optimiser state
+    stacked (copied in from, and back out to, each seed's own model and optimiser)."""
+
+    def __init__(self, runs: Sequence[_Run], forward_kind: str):
+        self.runs = list(runs)
+        first = runs[0]
+        self.names = [name for name, _ in first.model.named_parameters()]
+        with torch.no_grad():
+            self.params = {
+                name: torch.stack([dict(r.model.named_parameters())[name].detach() for r in runs]).requires_grad_()
+                for name in self.names
+            }
+        self.optimizer = components.build_optimizer(_Params(self.params, self.names), first.settings)
+        self._stack_optimizer_state()
+        self.forward = _mlp_forward if forward_kind == "mlp" else _vmap_forward(first.model)
+
+    # -------------------------------------------------------------- state in and out
+
+    def _stack_optimizer_state(self) -> None:
+        states = [r.optimizer.state_dict()["state"] for r in self.runs]
+        if not states[0]:
+            if any(states):
+                raise layout.ResumeError("seeds of one batch disagree on whether their optimiser has state")
+            return
+        stacked: dict[int, dict[str, Any]] = {}
+        for index in states[0]:
+            entry: dict[str, Any] = {}
+            for key, value in states[0][index].items():
+                values = [s[index][key] for s in states]
+                if key == "step":  # the same for seeds at the same step
+                    if any(not torch.equal(torch.as_tensor(v), torch.as_tensor(value)) for v in values):
+                        raise layout.ResumeError("seeds of one batch have different optimiser step counts")
+                    entry[key] = value.clone() if isinstance(value, torch.Tensor) else value
+                elif isinstance(value, torch.Tensor):
+                    entry[key] = torch.stack(values)
+                else:
+                    entry[key] = value
+            stacked[index] = entry
+        self.optimizer.load_state_dict({"state": stacked, "param_groups": self.optimizer.state_dict()["param_groups"]})
+
+    @torch.no_grad()
+    def unstack(self) -> None:
+        """Copy the stacked parameters and optimiser state into each seed's own model and
+        optimiser (before it is evaluated, checkpointed or saved for resume)."""
+        state = self.optimizer.state_dict()["state"]
+        for i, run in enumerate(self.runs):
+            for name, parameter in run.model.named_parameters():
+                parameter.copy_(self.params[name][i])
+            if state:
+                own = {
+                    index: {
+                        key: (value.clone() if key == "step" else value[i].clone())
+                        if isinstance(value, torch.Tensor) else value
+                        for key, value in entry.items()
+                    }
+                    for index, entry in state.items()
+                }
+                run.optimizer.load_state_dict({"state": own, "param_groups": run.optimizer.state_dict()["param_groups"]})
+
+    # -------------------------------------------------------------- training
+
+    def step_losses(self) -> torch.Tensor:
+        """Forward pass of the seeds' next batches: each seed's mean loss (seeds,)."""
+        first = self.runs[0]
+        schedule, batch_size = first.schedule, first.settings["batch_size"]
+        epoch, position = divmod(first.step, schedule.steps_per_epoch)
+        rows = []
+        for run in self.runs:
+            if run._order_epoch != epoch:
+                run._order = torch.from_numpy(components.epoch_order(run.seed, epoch, len(run.train))).to(run.device)
+                run._order_epoch = epoch
+            rows.append(run._order[position * batch_size : (position + 1) * batch_size])
+        index = torch.stack(rows)  # (seeds, batch)
+        seeds, batch = index.shape
+        stored = first.train.inputs.index_select(0, index.reshape(-1))
+        inputs = first.parts.prepare(stored, None)  # batched tasks have no augmentation
+        inputs = inputs.view(seeds, batch, *inputs.shape[1:])
+        targets = first.train.targets.index_select(0, index.reshape(-1)).view(seeds, batch)
+        return _losses(self.forward(self.params, inputs), targets, first.parts.loss).mean(dim=1)
+
+    @torch.no_grad()
+    def evaluate(self) -> None:
+        """Every seed's evaluation row values, computed for all seeds at once (as
+        :func:`trainmap.train.loop._evaluate` does for one: float64 sums of per-example
+        losses, in chunks of ``eval_batch_size`` examples, fewer when many seeds would make a
+        chunk large), handed to each seed's :meth:`_SeedRun.evaluate`."""
+        first = self.runs[0]
+        s, seeds = first.settings, len(self.runs)
+        chunk = max(1, min(s["eval_batch_size"], _EVAL_ELEMENTS // seeds))
+        values = []
+        for split, limit in ((first.train, s["train_eval_size"]), (first.eval, 0)):
+            n = len(split) if limit <= 0 else min(limit, len(split))
+            total = torch.zeros(seeds, dtype=torch.float64)
+            correct = torch.zeros(seeds, dtype=torch.int64)
+            for start in range(0, n, chunk):
+                stop = min(start + chunk, n)
+                inputs = first.parts.prepare(split.inputs[start:stop], None)
+                inputs = inputs.unsqueeze(0).expand(seeds, *inputs.shape)
+                targets = split.targets[start:stop].unsqueeze(0).expand(seeds, stop - start)
+                outputs = self.forward(self.params, inputs)
+                total += _losses(outputs, targets, first.parts.loss).sum(dim=1, dtype=torch.float64).cpu()
+                if first.parts.loss == "hinge":
+                    hits = outputs.squeeze(-1) * targets > 0
+                else:
+                    hits = outputs.argmax(dim=-1) == targets
+                correct += hits.sum(dim=1).cpu()
+            values.append((total / n, correct.double() / n))
+        (train_loss, train_acc), (eval_loss, eval_acc) = values
+        for i, run in enumerate(self.runs):
+            run.evaluated = (train_loss[i].item(), train_acc[i].item(), eval_loss[i].item(), eval_acc[i].item())
+
+    def train_step(self, losses: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()  # the sum over seeds: each seed's gradient is its own mean loss's
+        self.optimizer.step()
+        for run in self.runs:
+            run.step += 1
+
+
+class _Params(list):
+    """The stacked parameters as the list an optimiser is built over (fixed order)."""
+
+    def __init__(self, params: Mapping[str, torch.Tensor], names: Sequence[str]):
+        super().__init__(params[name] for name in names)
+
+    def parameters(self):
+        return iter(self)
+
+
+class _SeedRun(_Run):
+    """One seed of a batch: a single-seed run whose checkpoint writes happen when the batch
+    decides (all seeds at the same steps, so a restarted batch finds them together)."""
+
+    flush_now = False
+    evaluated: tuple[float, float, float, float] | None = None  # set by the batch for the next checkpoint
+
+    def due(self) -> bool:
+        return self.flush_now
+
+    def evaluate(self) -> tuple[float, float, float, float]:
+        if self.evaluated is None:  # step 0, before the batch exists: the single-seed evaluation
+            return super().evaluate()
+        values, self.evaluated = self.evaluated, None
+        return values
+
+
+def _train_group(runs: list[_Run], forward_kind: str, until: int, resume_interval_s: float,
+                 batch_record: Mapping[str, Any], device: torch.device) -> list[_Run]:
+    """Train ``runs`` (all at the same step) together up to step ``until``; finish (write
+    run.json of) every seed that ends on the way. Returns the seeds still training."""
+    group = _Batch(runs, forward_kind)
+    last_flush = time.perf_counter()
+    goal = runs[0].settings["stop_at_eval_accuracy"]
+    while runs[0].step < until:
+        started = time.perf_counter()
+        losses = group.step_losses()
+        values = losses.detach()
+        if not bool(torch.isfinite(values).all()):
+            group.unstack()
+            finite = torch.isfinite(values).tolist()
+            for run, ok in zip(runs, finite):
+                if not ok:
+                    _finish(run, "diverged", run.step, False, device, batch_record)
+            return [run for run, ok in zip(runs, finite) if ok]
+        group.train_step(losses)
+        share = (time.perf_counter() - started) / len(runs)
+        for run in runs:
+            run.clock.train_s += share
+        if runs[0].schedule.is_checkpoint(runs[0].step):
+            group.unstack()
+            started = time.perf_counter()
+            group.evaluate()
+            share = (time.perf_counter() - started) / len(runs)
+            for run in runs:
+                run.clock.eval_s += share
+            flush = time.perf_counter() - last_flush >= resume_interval_s or sum(
+                len(data) for run in runs for _, data in run.pending) > 64 << 20
+            reached = []
+            for run in runs:
+                run.flush_now = flush
+                row = run.checkpoint()
+                reached.append(bool(goal) and row["eval_accuracy"] >= goal)
+            if flush:
+                last_flush = time.perf_counter()
+            if any(reached):
+                for run, done in zip(runs, reached):
+                    if done:
+                        _finish(run, "complete", None, True, device, batch_record)
+                return [run for run, done in zip(runs, reached) if not done]
+    group.unstack()
+    return runs
+
+
+def train_sweep(
+    task: str,
+    seeds: Sequence[int],
+    out_dir: str | os.PathLike,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    run_dirs: Sequence[str | os.PathLike] | None = None,
+    threads: int | None = None,
+    device: str = "auto",
+    resume_interval_s: float = 10.0,
+    lock_wait_s: float = 0.0,
+    replace_other_settings: bool = False,
+) -> dict[int, dict[str, Any]]:
+    """Train ``seeds`` of ``task`` as one batched model; each seed's run directory is
+    ``out_dir/SEED`` (or the matching entry of ``run_dirs``). Returns each seed's run.json.
+
+    Same settings, checks, locks and files as :func:`trainmap.train.loop.train_run` for
+    each seed; a finished seed is returned as it is; a killed sweep started again continues
+    every seed. Raises :class:`SettingsError` for a task not in :data:`BATCHED_TASKS`.
+
+    ``replace_other_settings`` (the workflow's, whose settings changed): a seed's finished
+    run of the same task and seed but other settings is trained again, its files replaced as
+    when Snakemake deletes a stale run.json; without it such a directory is refused.
+    """
+    if task not in BATCHED_TASKS:
+        raise SettingsError(
+            f"task {task!r} cannot train seeds as one batch (batched tasks: {', '.join(BATCHED_TASKS)}); "
+            "train its seeds one per process with trainmap train"
+        )
+    settings = resolve_settings(task, overrides)
+    seeds = list(seeds)
+    if not seeds:
+        raise SettingsError("a seed sweep needs at least one seed")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= _MAX_SEED:
+            raise SettingsError(f"seed must be an integer from 0 to {_MAX_SEED}, got {seed!r}")
+    if len(set(seeds)) != len(seeds):
+        raise SettingsError(f"seeds repeat: {seeds}")
+    if run_dirs is None:
+        dirs = [Path(out_dir) / str(seed) for seed in seeds]
+    else:
+        dirs = [Path(d) for d in run_dirs]
+        if len(dirs) != len(seeds):
+            raise SettingsError(f"{len(dirs)} run directories for {len(seeds)} seeds")
+    if threads is not None:
+        try:
+            threads = cap_workers(threads, "threads")
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+    if not resume_interval_s >= 0:
+        raise SettingsError(f"resume_interval_s must be a non-negative number of seconds, got {resume_interval_s!r}")
+    torch_device = resolve_device(device)
+    records: dict[int, dict[str, Any]] = {}
+    todo: list[tuple[int, Path]] = []
+    for seed, out in zip(seeds, dirs):
+        finished = layout.read_run_json(out)
+        if finished is not None and replace_other_settings and finished.get("task") == task \
+                and finished.get("seed") == seed and finished.get("settings") != settings:
+            owner = layout.read_owner(out) or {}
+            if owner.get("kind") == "train" and "run.json" in (layout.listed_files(owner) or set()):
+                layout.remove_files([out / "run.json"])  # trainmap's own file: the run is trained again
+                finished = None
+        if finished is not None:
+            _check_same_run(finished, task, seed, settings, out / "run.json")
+            records[seed] = finished
+        else:
+            _check_claim(out, task, seed, settings)
+            todo.append((seed, out))
+    batch_record = {"batch": {"seeds": seeds, "size": len(seeds), "batched": BATCHED_TASKS[task]}}
+    with contextlib.ExitStack() as stack:
+        claimed: list[tuple[int, Path, set[str]]] = []
+        for seed, out in todo:
+            layout.ensure_writable(out)
+            stack.enter_context(RunLock(out, purpose=f"trainmap train-sweep {task} --seed {seed}", wait_s=lock_wait_s))
+            finished = layout.read_run_json(out)
+            if finished is not None:
+                _check_same_run(finished, task, seed, settings, out / "run.json")
+                records[seed] = finished
+                continue
+            written = _check_claim(out, task, seed, settings)
+            layout.write_owner(out, _identity(task, seed, settings), written)
+            claimed.append((seed, out, written))
+        if claimed:
+            _train_claimed(task, settings, claimed, threads, torch_device, resume_interval_s, batch_record)
+    for seed, out in zip(seeds, dirs):
+        if seed not in records:
+            records[seed] = layout.read_run_json(out)
+    return {seed: records[seed] for seed in seeds}
+
+
+def _train_claimed(task: str, settings: dict[str, Any], claimed: list[tuple[int, Path, set[str]]],
+                   threads: int | None, device: torch.device, resume_interval_s: float,
+                   batch_record: Mapping[str, Any]) -> None:
+    with _torch_configured(threads, device):
+        shared = components.build(task, settings, claimed[0][0])
+        runs: list[_Run] = []
+        for i, (seed, out, written) in enumerate(claimed):
+            parts = shared if i == 0 else components.Components(
+                components.build_model(task, settings, seed), shared.train, shared.eval, shared.loss,
+                shared.prepare, shared.data_info,
+            )
+            run = _SeedRun(task, seed, settings, out, device, resume_interval_s, written, parts=parts)
+            run._order, run._order_epoch = None, -1
+            run.flush_now = True  # step 0 (or the resume point) is written at once
+            run.start()
+            run.flush_now = False
+            runs.append(run)
+        goal = settings["stop_at_eval_accuracy"]
+        active = []
+        for run in runs:
+            if goal and run.rows and run.rows[-1]["eval_accuracy"] >= goal:
+                _finish(run, "complete", None, True, device, batch_record)
+            elif run.step >= run.schedule.total_steps:
+                _finish(run, "complete", None, False, device, batch_record)
+            else:
+                active.append(run)
+        total = runs[0].schedule.total_steps
+        kind = BATCHED_TASKS[task]
+        while active:
+            lowest = min(run.step for run in active)
+            group = [run for run in active if run.step == lowest]
+            ahead = [run.step for run in active if run.step > lowest]
+            until = min(ahead) if ahead else total
+            still = _train_group(group, kind, until, resume_interval_s, batch_record, device)
+            ended = [run for run in group if run not in still]
+            for run in still:
+                if run.step >= total:
+                    _finish(run, "complete", None, False, device, batch_record)
+                    ended.append(run)
+            active = [run for run in active if run not in ended]

@@ -1,0 +1,238 @@
+"""Seed sweeps (trainmap.train.sweep): each seed of a batched job keeps its identity
+(initial weights, data order, optimiser state), its trajectory equals single-seed training
+within the documented tolerance, the batched job is bit-for-bit deterministic, and a killed
+batched job resumes every seed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from trainmap.train import SettingsError, layout, train_run
+from trainmap.train.sweep import BATCHED_TASKS, parse_seeds, train_sweep
+
+# 200 optimiser steps of each batched kind (SGD MLP, AdamW MLP, AdamW transformer).
+STEPS = {"max_steps": 200, "epochs": 200, "checkpoint_every": 20, "checkpoint_unit": "step"}
+CASES = {
+    "parities": {**STEPS, "n_train": 200, "n_test": 50, "hidden": 16, "batch_size": 32},
+    "digits": {**STEPS, "hidden": 32},
+    "modular_stable": {**STEPS, "modulus": 23, "d_model": 32, "d_head": 8, "d_mlp": 64, "batch_size": 64},
+}
+# Largest |batched - single| / max|single| of any tensor at any checkpoint over 200 steps
+# (docs/training.md "Seed sweeps"); measured: parities 0, digits 2.5e-7, modular_stable 4.8e-6.
+TOLERANCE = 1e-4
+SMALL = {"n_train": 200, "n_test": 50, "hidden": 16, "batch_size": 32, "epochs": 6, "checkpoint_every": 3,
+         "checkpoint_unit": "step"}
+SEEDS = [0, 1, 2]
+
+
+def run_bytes(out: Path) -> dict[str, bytes]:
+    files = sorted((out / "checkpoints").glob("*.safetensors")) + [out / "log.csv"]
+    return {str(p.relative_to(out)): p.read_bytes() for p in files}
+
+
+def relative_difference(a: Path, b: Path) -> float:
+    x, y = load_file(a), load_file(b)
+    assert sorted(x) == sorted(y)
+    return max(((x[k] - y[k]).abs().max() / y[k].abs().max().clamp_min(1e-12)).item() for k in x)
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory):
+    """Each case trained as one batch of SEEDS and seed by seed."""
+    root = tmp_path_factory.mktemp("sweeps")
+    for task, settings in CASES.items():
+        train_sweep(task, SEEDS, root / task / "batched", settings, threads=1)
+        for seed in SEEDS:
+            train_run(task, seed, root / task / "single" / str(seed), settings, threads=1, progress=False)
+    return root
+
+
+@pytest.mark.parametrize("task", list(CASES))
+def test_initial_weights_are_those_of_single_seed_training_bit_for_bit(sweeps, task):
+    for seed in SEEDS:
+        name = "checkpoints/step00000000.safetensors"
+        assert (sweeps / task / "batched" / str(seed) / name).read_bytes() == \
+            (sweeps / task / "single" / str(seed) / name).read_bytes()
+    first = [(sweeps / task / "batched" / str(s) / name).read_bytes() for s in SEEDS]
+    assert len(set(first)) == len(SEEDS)  # the seeds differ
+
+
+@pytest.mark.parametrize("task", list(CASES))
+def test_trajectories_equal_single_seed_ones_within_tolerance(sweeps, task):
+    for seed in SEEDS:
+        batched, single = sweeps / task / "batched" / str(seed), sweeps / task / "single" / str(seed)
+        steps = layout.checkpoint_steps(batched)
+        assert steps == layout.checkpoint_steps(single) == list(range(0, 201, 20))
+        worst = max(relative_difference(layout.checkpoint_path(batched, s), layout.checkpoint_path(single, s))
+                    for s in steps)
+        assert worst <= TOLERANCE, (task, seed, worst)
+        assert_logs_close(batched, single)
+        # The same checkpoints are much further from another seed's: the tolerance can fail.
+        other = sweeps / task / "single" / str((seed + 1) % len(SEEDS))
+        assert relative_difference(layout.checkpoint_path(batched, 200), layout.checkpoint_path(other, 200)) > 0.1
+
+
+def test_data_order_is_each_seeds_own(tmp_path):
+    """After one step (checkpoint at step 1) each seed equals its single-seed run, and not a
+    run of the same initial weights fed another seed's batch."""
+    settings = {**SMALL, "max_steps": 1, "checkpoint_every": 1}
+    train_sweep("parities", SEEDS, tmp_path / "b", settings, threads=1)
+    for seed in SEEDS:
+        train_run("parities", seed, tmp_path / "s" / str(seed), settings, threads=1, progress=False)
+        batched, single = run_bytes(tmp_path / "b" / str(seed)), run_bytes(tmp_path / "s" / str(seed))
+        assert batched.pop("log.csv") and single.pop("log.csv")
+        assert batched == single  # parities' batched step is bit-identical (TOLERANCE's measurement)
+        assert_logs_close(tmp_path / "b" / str(seed), tmp_path / "s" / str(seed))
+
+
+def assert_logs_close(batched: Path, single: Path) -> None:
+    """log.csv of a batched seed against its single-seed run: the same steps and accuracies
+    up to one example, losses within TOLERANCE (the batched evaluation sums in another order)."""
+    import pandas as pd
+
+    a, b = pd.read_csv(batched / "log.csv"), pd.read_csv(single / "log.csv")
+    assert list(a.columns) == list(b.columns) and list(a["step"]) == list(b["step"])
+    for column in ("train_loss", "eval_loss"):
+        assert ((a[column] - b[column]).abs() <= TOLERANCE * b[column].abs().max()).all(), column
+    for column in ("train_accuracy", "eval_accuracy"):
+        assert ((a[column] - b[column]).abs() <= 0.03).all(), column
+
+
+def test_run_json_records_the_batch_and_the_layout_is_unchanged(sweeps):
+    for seed in SEEDS:
+        batched, single = sweeps / "digits" / "batched" / str(seed), sweeps / "digits" / "single" / str(seed)
+        record = layout.read_run_json(batched)
+        assert record["batch"] == {"seeds": SEEDS, "size": 3, "batched": "mlp"}
+        assert record["seed"] == seed and record["status"] == "complete" and record["final_step"] == 200
+        assert sorted(p.relative_to(batched).as_posix() for p in batched.rglob("*")) == \
+            sorted(p.relative_to(single).as_posix() for p in single.rglob("*"))
+        assert "batch" not in layout.read_run_json(single)
+
+
+def test_the_batched_job_is_deterministic_and_independent_of_its_companions(tmp_path):
+    train_sweep("digits", SEEDS, tmp_path / "a", CASES["digits"] | {"max_steps": 60}, threads=1)
+    train_sweep("digits", SEEDS, tmp_path / "b", CASES["digits"] | {"max_steps": 60}, threads=1)
+    train_sweep("digits", [1], tmp_path / "alone", CASES["digits"] | {"max_steps": 60}, threads=1)
+    for seed in SEEDS:
+        assert run_bytes(tmp_path / "a" / str(seed)) == run_bytes(tmp_path / "b" / str(seed))
+    # A seed's numbers do not depend on the other seeds of its batch (the resume rule relies on it).
+    assert run_bytes(tmp_path / "a" / "1") == run_bytes(tmp_path / "alone" / "1")
+
+
+def _sweep_command(out: Path, settings: dict, seeds: str = "0-2") -> list[str]:
+    sets = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+    return [sys.executable, "-m", "trainmap.cli", "train-sweep", "--task", "parities", "--seeds", seeds,
+            "--out-dir", str(out), "--threads", "1", "--resume-interval", "0", *sets]
+
+
+@pytest.mark.slow  # two process starts (~30 s on the shared 2-core machine)
+def test_the_batched_job_is_deterministic_across_processes(tmp_path):
+    train_sweep("parities", SEEDS, tmp_path / "here", SMALL, threads=1)
+    done = subprocess.run(_sweep_command(tmp_path / "there", SMALL), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "there/2: complete at step 42, 15 checkpoints" in done.stderr
+    for seed in SEEDS:
+        assert run_bytes(tmp_path / "here" / str(seed)) == run_bytes(tmp_path / "there" / str(seed))
+
+
+@pytest.mark.slow  # three process starts and 3 × 960 steps (~3 min on the shared 2-core machine)
+def test_a_killed_batched_job_resumes_every_seed_byte_identical(tmp_path):
+    settings = {**SMALL, "n_train": 512, "epochs": 60, "checkpoint_every": 2}  # 960 steps, 481 checkpoints
+    train_sweep("parities", SEEDS, tmp_path / "reference", settings, threads=1)
+    out = tmp_path / "killed"
+    command = _sweep_command(out, settings)
+    for checkpoints in (60, 250):
+        process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while len(layout.checkpoint_steps(out / "2")) < checkpoints:
+            assert process.poll() is None, "the sweep ended before it could be killed"
+            assert time.monotonic() < deadline, "the sweep made no progress"
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert all(not (out / str(s) / "run.json").exists() for s in SEEDS)
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    for seed in SEEDS:
+        assert run_bytes(out / str(seed)) == run_bytes(tmp_path / "reference" / str(seed))
+        record = layout.read_run_json(out / str(seed))
+        assert record["status"] == "complete" and record["timing"]["sessions"] == 3
+
+
+class Killed(BaseException):
+    """Stands for a kill between two seeds' writes."""
+
+
+def test_seeds_left_at_different_steps_catch_up_and_end_identical(tmp_path, monkeypatch):
+    """Kill while the seeds' files are written in turn, so seed 0 is ahead of the others:
+    the restarted job trains the ones behind first, and every seed ends as uninterrupted."""
+    train_sweep("parities", SEEDS, tmp_path / "reference", SMALL, threads=1)
+    real_replace, count = os.replace, {"n": 0}
+    per_seed = {"n": 0}
+
+    def replace(src, dst):
+        count["n"] += 1
+        if Path(dst).name == "state.safetensors" and Path(dst).parent.parent.name == "1":
+            per_seed["n"] += 1
+            if per_seed["n"] == 4:  # seed 1's 4th resume state: seed 0's is already written
+                raise Killed
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    out = tmp_path / "killed"
+    with pytest.raises(Killed):
+        train_sweep("parities", SEEDS, out, SMALL, threads=1, resume_interval_s=0)
+    monkeypatch.undo()
+    steps = [layout.read_resume(out / str(s))[1]["step"] for s in SEEDS]
+    assert steps[0] > steps[1] == steps[2]
+    train_sweep("parities", SEEDS, out, SMALL, threads=1, resume_interval_s=0)
+    for seed in SEEDS:
+        assert run_bytes(out / str(seed)) == run_bytes(tmp_path / "reference" / str(seed))
+
+
+def test_finished_seeds_are_left_alone_and_new_ones_trained(tmp_path):
+    train_sweep("parities", [0, 1], tmp_path, SMALL, threads=1)
+    before = run_bytes(tmp_path / "0")
+    stamp = (tmp_path / "0" / "run.json").stat().st_mtime_ns
+    records = train_sweep("parities", [0, 1, 2], tmp_path, SMALL, threads=1)
+    assert (tmp_path / "0" / "run.json").stat().st_mtime_ns == stamp and run_bytes(tmp_path / "0") == before
+    assert records[0]["batch"]["seeds"] == [0, 1] and records[2]["batch"]["seeds"] == [0, 1, 2]
+
+
+def test_other_settings_in_a_seeds_directory_are_refused(tmp_path):
+    train_sweep("parities", [0], tmp_path, SMALL, threads=1)
+    with pytest.raises(SettingsError, match=r"0/run.json belongs to a different run \(lr: 0.1 there, 0.2 now"):
+        train_sweep("parities", [0, 1], tmp_path, {**SMALL, "lr": 0.2}, threads=1)
+    assert not (tmp_path / "1").exists()
+
+
+def test_unbatched_tasks_and_bad_seeds_are_refused():
+    assert "cifar100" not in BATCHED_TASKS
+    with pytest.raises(SettingsError, match="task 'cifar100' cannot train seeds as one batch"):
+        train_sweep("cifar100", [0, 1], "unused")
+    with pytest.raises(SettingsError, match="seeds repeat"):
+        train_sweep("parities", [1, 1], "unused")
+    assert parse_seeds("0-3,8,10-11") == [0, 1, 2, 3, 8, 10, 11]
+    for bad in ("3-1", "a-b", ""):
+        with pytest.raises(SettingsError, match="--seeds"):
+            parse_seeds(bad)
+
+
+def test_diverging_seeds_end_as_they_do_alone(tmp_path):
+    """A learning rate that makes the loss infinite ends each seed as diverged at the step
+    where it diverges when trained alone (each seed checks its own loss)."""
+    settings = {**SMALL, "lr": 1e30}
+    records = train_sweep("parities", SEEDS, tmp_path, settings, threads=1)
+    for seed in SEEDS:
+        alone = train_run("parities", seed, tmp_path / "single" / str(seed), settings, threads=1, progress=False)
+        assert records[seed]["status"] == alone["status"]
+        assert records[seed]["diverged_at_step"] == alone["diverged_at_step"]
+        assert alone["status"] == "diverged"
