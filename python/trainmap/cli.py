@@ -173,7 +173,7 @@ def _run_train_sweep(args: argparse.Namespace) -> int:
                           resume_interval_s=args.resume_interval, lock_wait_s=args.wait_for_lock,
                           replace_other_settings=args.replace_other_settings)
     if args.group_file is not None:
-        from trainmap import atomic
+        from trainmap.io import atomic
 
         atomic.write_json(args.group_file, {"task": args.task, "seeds": seeds,
                                             "status": {str(s): r["status"] for s, r in records.items()}})

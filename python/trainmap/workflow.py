@@ -250,7 +250,7 @@ class Experiment:
         return [self.runs[i : i + n] for i in range(0, len(self.runs), n)]
 
     def group_file(self, runs: Iterable[str]) -> str:
-        from trainmap.contracts import ExperimentPaths
+        from trainmap.io.contracts import ExperimentPaths
 
         return ExperimentPaths(self.name).sweep_group(runs).as_posix()
 

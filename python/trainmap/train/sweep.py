@@ -18,7 +18,7 @@ Identity of each seed (docs/training.md, "Seed sweeps"):
   loss, so each seed's gradient is its own (nothing is averaged or clipped across seeds);
 * numbers: the batched matmuls (``torch.baddbmm``) sum in another order than
   ``nn.Linear``, so trajectories equal single-seed ones within a tolerance (float32
-  rounding that grows with training; measured in tests/test_train_sweep.py), not bit for
+  rounding that grows with training; measured in tests/train/test_train_sweep.py), not bit for
   bit. The batched job itself is bit-for-bit deterministic on the CPU, and a seed's numbers
   do not depend on which other seeds share its batch (each seed's slice of a batched
   kernel is computed on its own).
@@ -48,8 +48,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from trainmap.limits import cap_workers
-from trainmap.runlock import RunLock
+from trainmap.io.limits import cap_workers
+from trainmap.io.runlock import RunLock
 from trainmap.train import components, layout
 from trainmap.train.loop import (
     _MAX_SEED,

@@ -9,11 +9,11 @@ import pytest
 import yaml
 
 from snakemake_runner import dry_run, snakemake
-from trainmap.contracts import ExperimentPaths
+from trainmap.io.contracts import ExperimentPaths
 from trainmap.train import layout
 from trainmap.workflow import ConfigError, experiments, load_schema, validate_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TRAIN = {"n_train": 64, "n_test": 16, "hidden": 8, "epochs": 2, "checkpoint_every": 1, "seed_batch": 2}
 
 
