@@ -78,23 +78,25 @@ def _name(options, run_dirs) -> str:
     return options.experiment if options.experiment is not None else experiment_name(run_dirs)
 
 
-def _fit_inputs(run_dirs, options) -> Trajectories:
-    """Usable runs, z-scored, for hmm-select and baselines (the same runs for both)."""
-    return prepare_trajectories(load_runs(run_dirs), zscore_first_n=options.zscore_first_n,
+def _fit_inputs(run_dirs, options, runs: Sequence[Run] | None = None) -> Trajectories:
+    """Usable runs, z-scored, for hmm-select and baselines (the same runs for both);
+    ``runs`` already read (a comparison's renamed runs) instead of ``run_dirs``."""
+    return prepare_trajectories(list(runs) if runs is not None else load_runs(run_dirs), zscore_first_n=options.zscore_first_n,
                                 min_checkpoints=options.min_checkpoints, min_runs=options.min_runs)
 
 
 def hmm_select(run_dirs: Sequence[str | os.PathLike], selection_path: str | os.PathLike,
                model_path: str | os.PathLike, options: HMMSelectOptions | None = None, *,
-               progress: Progress | None = None) -> HMMSelection:
+               progress: Progress | None = None, runs: Sequence[Run] | None = None) -> HMMSelection:
     """``trainmap hmm-select``: z-score the runs, select the covariance and number of
     states by held-out BIC, write selection.csv and model.npz. What a reader should know
     (runs left out, failed fits, one state chosen, unequal runs...) is warned and kept in
-    the model's metadata (``warnings``), from where regress carries it into regression.json."""
+    the model's metadata (``warnings``), from where regress carries it into regression.json.
+    ``runs``: runs already read, used instead of ``run_dirs`` (:func:`compare_select`)."""
     options = options or HMMSelectOptions()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        traj = _fit_inputs(run_dirs, options)
+        traj = _fit_inputs(run_dirs, options, runs)
     for w in caught:  # shown as they came, and kept
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     sel = select_hmm(traj.data, options, run_ids=traj.run_ids, progress=progress)
@@ -433,3 +435,97 @@ def figures(run_dirs: Sequence[str | os.PathLike], selection_path: str | os.Path
 def tables(experiments: Mapping[str, str | os.PathLike], out_dir: str | os.PathLike) -> dict[str, Path]:
     """``trainmap tables``: results/table{1,2,4}.{csv,md}."""
     return write_tables(experiments, out_dir)
+
+
+# --- comparisons: several experiments on one map (config ``compare:``) -----------------------
+
+def compare_select(conditions: Mapping[str, Sequence[str | os.PathLike]], selection_path: str | os.PathLike,
+                   model_path: str | os.PathLike, options: HMMSelectOptions | None = None, *,
+                   progress: Progress | None = None) -> HMMSelection:
+    """``trainmap compare-select``: :func:`hmm_select` on the runs of every condition
+    together, each run named ``{condition}/{run}`` (the same selection, z-scoring and
+    restarts as one experiment)."""
+    from trainmap.analysis import compare as _compare
+
+    runs, _ = _compare.condition_runs(conditions)
+    return hmm_select([r.path for r in runs], selection_path, model_path, options, progress=progress, runs=runs)
+
+
+def compare(conditions: Mapping[str, Sequence[str | os.PathLike]], criteria: Mapping[str, Criterion],
+            model_path: str | os.PathLike, out_dir: str | os.PathLike, *, name: str | None = None) -> dict:
+    """``trainmap compare``: decode every condition's runs with the comparison's model
+    (states.csv), then per condition occupancy, the states only it visits, transitions,
+    convergence (each condition under its own criterion), dissimilarity within and between
+    conditions, the regression with condition indicators, table_compare.{csv,md}, the joint
+    map and the occupancy figure, all under ``out_dir`` (:class:`contracts.ComparePaths`).
+    Returns regression.json's dict."""
+    from trainmap.analysis import compare as _compare
+
+    out = contracts.ComparePaths.at(out_dir)
+    name = name or out.name
+    missing = [c for c in conditions if c not in criteria]
+    if missing:
+        raise AnalysisError(f"no convergence criterion for condition(s) {', '.join(missing)} (--convergence NAME CRITERION)")
+    saved = load_model(model_path)
+    n_states = int(saved.model.n_components)
+    runs, of = _compare.condition_runs(conditions)
+    traj = _model_trajectories(runs, saved)
+    by_id = {r.run_id: r for r in runs}
+    paths = dict(zip(traj.run_ids, decode_states(saved.model, traj.data)))
+    of = {r: of[r] for r in traj.run_ids}
+    if len(set(of.values())) < 2:
+        raise AnalysisError("after leaving out unusable runs, fewer than two conditions have runs to compare")
+    frame = pd.concat(
+        [pd.DataFrame({contracts.CONDITION: of[rid], contracts.RUN: rid, contracts.STEP: steps,
+                       contracts.STATE: paths[rid]})
+         for rid, steps in zip(traj.run_ids, traj.steps)], ignore_index=True)
+    conv_parts = []
+    for c in dict.fromkeys(of.values()):
+        mine = [r for r in traj.run_ids if of[r] == c]
+        logs = {r: by_id[r].log for r in mine}
+        sources = {r: str(RunPaths(by_id[r].path).log_csv) for r in mine}
+        conv_parts.append(convergence_table(logs, criteria[c], sources))
+    conv = pd.concat(conv_parts)
+    occ = occupancy(paths, n_states)
+    occ_table = _compare.occupancy_table(paths, of, n_states)
+    trans = _compare.transition_table(paths, of)
+    dissim = _compare.dissimilarity_table(paths, of, n_states)
+    summary = _compare.convergence_summary(conv, of)
+    table = _compare.compare_table(occ_table, summary, dissim, n_states)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = _compare.condition_regression(occ, conv, of)
+    notes = [str(w.message) for w in caught] + list(fit.notes)
+    reg = {
+        "comparison": name,
+        "conditions": {c: [r for r in traj.run_ids if of[r] == c] for c in dict.fromkeys(of.values())},
+        "convergence": {c: str(criteria[c]) for c in dict.fromkeys(of.values())},
+        "n_states": n_states,
+        **{k: v for k, v in fit.to_dict().items() if k != "notes"},
+        "covariates": [{k: (bool(v) if k == "identifiable" else v if isinstance(v, str) else float(v))
+                        for k, v in row.items()} for row in fit.covariates.to_dict("records")],
+        "states": [{"state": int(r["state"]), "coefficient": float(r["coefficient"]),
+                    "p_value": float(r["p_value"]), "identifiable": bool(r["identifiable"]), "note": str(r["note"])}
+                   for r in fit.coefficients.to_dict("records")],
+        "dissimilarity": dissim.to_dict("records"),
+        "notes": notes,
+        "excluded_runs": sorted(traj.excluded),
+    }
+    criteria_text = {c: str(criteria[c]) for c in dict.fromkeys(of.values())}
+    atomic.write_csv(out.states_csv, frame)
+    atomic.write_csv(out.occupancy_csv, occ_table)
+    atomic.write_csv(out.transitions_csv, trans)
+    atomic.write_csv(out.dissimilarity_csv, dissim)
+    conv_out = conv.reset_index()[CONVERGENCE_COLUMNS]
+    conv_out.insert(0, contracts.CONDITION, conv_out[contracts.RUN].map(of))
+    atomic.write_csv(out.convergence_csv, conv_out, index=False)
+    atomic.write_csv(out.coefficients_csv, fit.coefficients)
+    atomic.write_csv(out.table_csv, table)
+    atomic.write_text(out.table_md, _compare.table_markdown(name, table, dissim, reg, criteria_text, n_states))
+    atomic.write_json(out.regression_json, reg)
+    title = f"Joint training map — {name}: " + " vs ".join(criteria_text)
+    _figures.write_graph(_compare.joint_map_graph(occ_table, trans, n_states, title=title),
+                         svg=out.map_svg, png=out.map_png)
+    _figures.save_figure(_compare.occupancy_figure(paths, of, n_states, title=f"State occupancy over training — {name}"),
+                         out.occupancy_figure("png").with_suffix(""))
+    return reg
