@@ -35,7 +35,7 @@ rule compare:
     params:
         conditions=lambda w: COMPARISONS[w.cmp].condition_args(),
         convergence=lambda w: COMPARISONS[w.cmp].convergence_args(),
-        out_dir="results/compare/{cmp}",
+        out_dir=lambda w, output: os.path.dirname(output[0]),
     resources:
         mem_mb=2000,
         runtime=30,
