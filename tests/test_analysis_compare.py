@@ -199,3 +199,80 @@ def test_bad_conditions_are_refused(tmp_path):
                              "--model", str(tmp_path / "m.npz"), "--out-dir", str(tmp_path / "out")],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "no convergence criterion for condition(s) b" in result.stderr
+
+
+# --- how early the map knows -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    """One planted experiment (half the runs take the detour) through hmm-select, hmm-decode,
+    regress and early."""
+    root = tmp_path_factory.mktemp("early")
+    exp = write_synthetic_runs(root / "runs", 12, 60, detour_fraction=0.5, seed=4)
+    out = contracts.ExperimentPaths("planted", root / "results")
+    options = HMMSelectOptions(max_components=4, restarts=2, covariance="diag", zscore_first_n=exp.zscore_first_n)
+    stages.hmm_select(exp.run_dirs, out.selection_csv, out.model_npz, options)
+    stages.hmm_decode(exp.run_dirs, out.model_npz, out.states_csv)
+    from trainmap.options import RegressOptions
+
+    reg = stages.regress(exp.run_dirs, out.states_csv, out.model_npz, out.regression_json, out.coefficients_csv,
+                         out.convergence_csv, RegressOptions(convergence=Criterion.from_threshold(0.9)))
+    table = stages.early(exp.run_dirs, out.model_npz, out.convergence_csv, out.early_csv, out.figures_dir / "early",
+                         experiment="planted")
+    return dict(exp=exp, out=out, reg=reg, table=table)
+
+
+def test_prefix_cuts_at_the_share_of_training():
+    from trainmap.analysis.early import prefix
+    from trainmap.analysis.runs import Run
+
+    metrics = pd.DataFrame({"step": np.arange(0, 1000, 10), "l2": np.arange(100.0)})
+    run = Run(run_id="r", path=None, metrics=metrics, log=None)
+    assert len(prefix(run, 100).metrics) == 100
+    assert prefix(run, 50).metrics["step"].iloc[-1] == 490  # steps up to 0 + 0.5 * 990 = 495
+    assert len(prefix(run, 0).metrics) == 2  # at least two checkpoints
+
+
+def test_prefix_regression_on_planted_runs(analysed):
+    table, reg = analysed["table"], analysed["reg"]
+    assert list(table.columns) == ["percent", "n_runs", "n_converged", "mean_checkpoints", "r2", "r2_loo", "concordance"]
+    assert list(table["percent"]) == list(range(10, 101, 10)) and set(table["n_runs"]) == {12}
+    full = table[table["percent"] == 100].iloc[0]
+    # The whole run: exactly regress's regression.
+    assert full["r2_loo"] == pytest.approx(reg["r2_loo"]) and full["r2"] == pytest.approx(reg["r2"])
+    assert full["concordance"] == pytest.approx(reg["concordance"])
+    assert full["mean_checkpoints"] == 60
+    # At 10 % every run is still in the planted init state: nothing to predict from.
+    first = table[table["percent"] == 10].iloc[0]
+    assert not (first["r2_loo"] >= 0.5)
+    # The detour begins between 1/6 and 1/4 of training and lasts 1/5 to 1/3 of it: by half
+    # of training the prefix tells detour runs from the others.
+    half = table[table["percent"] == 50].iloc[0]
+    assert half["r2_loo"] > 0.5 and half["concordance"] > 0.8
+    from trainmap.analysis.early import early_sentence, first_useful
+
+    k = first_useful(table)
+    assert k is not None and 10 < k <= 50
+    assert early_sentence(table).startswith(f"by {k:g} % of training the map predicts convergence with LOO R²")
+    for ext in ("png", "svg"):
+        assert analysed["out"].figure("early", ext).stat().st_size > 0
+
+
+def test_first_detour_step_in_convergence_csv(analysed):
+    exp, out, reg = analysed["exp"], analysed["out"], analysed["reg"]
+    conv = pd.read_csv(out.convergence_csv, dtype={"run": str}).set_index("run")
+    assert "first_detour_step" in conv.columns and reg["detour_states"]
+    for run in exp.run_ids:
+        truth = exp.true_states[run]
+        if run in exp.detour_runs:
+            planted = exp.steps[np.argmax(truth == DETOUR)]
+            assert abs(conv.loc[run, "first_detour_step"] - planted) <= 10  # one checkpoint
+        else:
+            assert np.isnan(conv.loc[run, "first_detour_step"])
+
+
+def test_summary_states_how_early(analysed):
+    from trainmap.analysis.summary import render_summary
+
+    text = render_summary({"planted": analysed["out"].root})
+    assert "## How early the map knows" in text and "**planted**: by " in text

@@ -574,6 +574,31 @@ def _run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_early(subparsers) -> None:
+    p = _stage_parser(
+        subparsers, "early", "how early the map predicts convergence: LOO R² and concordance against the prefix decoded",
+        "Decode every run's prefix up to k % of its training (k = 10, 20, ..., 100) with the fitted model, regress "
+        "the convergence step (convergence.csv from regress) on the prefix's state occupancy, and write one row per "
+        "k: runs, converged runs, mean checkpoints, R², leave-one-out R², Cox concordance.")
+    p.add_argument("--model", required=True, type=Path, help="model.npz from hmm-select")
+    p.add_argument("--convergence-csv", dest="convergence_csv", required=True, type=Path,
+                   help="convergence.csv from regress")
+    p.add_argument("--out", required=True, type=Path, help="early.csv to write")
+    p.add_argument("--figure", type=Path, metavar="STEM", help="write the figure as STEM.png and STEM.svg")
+    p.add_argument("--experiment", help="name shown in the figure (default: from the run directories)")
+    p.set_defaults(run=_run_early)
+
+
+def _run_early(args: argparse.Namespace) -> int:
+    from trainmap.analysis import stages
+    from trainmap.analysis.early import early_sentence
+
+    table = stages.early(args.run_dirs, args.model, args.convergence_csv, args.out, args.figure,
+                         experiment=args.experiment)
+    print(f"{early_sentence(table)}; wrote {args.out}", file=sys.stderr)
+    return 0
+
+
 # --- outputs never clobber inputs ---------------------------------------------------------
 
 # Per command: the options naming files it writes (option dest -> format) and the options
@@ -590,6 +615,7 @@ _FILE_OPTIONS: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
     "check": ({"json": "json"}, ("run_dirs",)),
     "compare-select": ({"selection_csv": "csv", "model": "npz"}, ()),
     "compare": ({}, ("model",)),
+    "early": ({"out": "csv"}, ("run_dirs", "model", "convergence_csv")),
 }
 
 
@@ -630,7 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_series_metrics(subparsers)
     _add_series_metrics_chunk(subparsers)
     for add in (_add_check, _add_hmm_select, _add_hmm_decode, _add_regress, _add_map, _add_baselines, _add_figures,
-                _add_tables, _add_compare_select, _add_compare):
+                _add_tables, _add_compare_select, _add_compare, _add_early):
         add(subparsers)
     return parser
 

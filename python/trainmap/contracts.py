@@ -12,7 +12,8 @@ Layout::
     results/{exp}/runs/{run}/metrics.csv, log.csv, run.json
     results/{exp}/hmm/selection.csv, model.npz, states.csv
     results/{exp}/map/edges.csv, training_map.svg, training_map.png, training_map.html
-    results/{exp}/regression.json, coefficients.csv, convergence.csv, baselines.csv
+    results/{exp}/regression.json, coefficients.csv, convergence.csv, baselines.csv, early.csv
+    results/{exp}/figures/early.{png,svg}
     results/{exp}/figures/{model_selection,convergence_histogram,trajectories}.{png,svg}
     results/table{1,2,4}.{csv,md}
     results/compare/{name}/selection.csv, model.npz, states.csv, table_compare.{csv,md},
@@ -329,6 +330,12 @@ class ExperimentPaths:
     @property
     def baselines_csv(self) -> Path:
         return self.root / "baselines.csv"
+
+    @property
+    def early_csv(self) -> Path:
+        """How early the map knows: ``percent``, ``n_runs``, ``n_converged``,
+        ``mean_checkpoints``, ``r2``, ``r2_loo``, ``concordance`` (one row per prefix)."""
+        return self.root / "early.csv"
 
     @property
     def figures_dir(self) -> Path:

@@ -95,6 +95,7 @@ def experiment_outputs(name):
         f"results/{name}/map/training_map.svg",
         f"results/{name}/map/training_map.png",
         *expand("results/{name}/figures/{fig}.{ext}", name=name, fig=FIGURES, ext=("png", "svg")),
+        f"results/{name}/early.csv",
     ]
 
 
@@ -105,6 +106,7 @@ def table_inputs(wildcards):
         "coefficients": expand("results/{exp}/coefficients.csv", exp=EXPERIMENTS),
         "selection": expand("results/{exp}/hmm/selection.csv", exp=EXPERIMENTS),
         "baselines": expand("results/{exp}/baselines.csv", exp=EXPERIMENTS),
+        "early": expand("results/{exp}/early.csv", exp=EXPERIMENTS),
     }
 
 

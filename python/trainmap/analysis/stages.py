@@ -56,6 +56,9 @@ __all__ = [
     "baselines",
     "figures",
     "tables",
+    "compare_select",
+    "compare",
+    "early",
     "read_states",
     "check_states",
     "experiment_name",
@@ -280,9 +283,19 @@ def regress(run_dirs: Sequence[str | os.PathLike], states_path: str | os.PathLik
             for r in conv.index
         ],
     }
+    conv["first_detour_step"] = pd.Series(first_detour_steps(states, result.detour_states))
     atomic.write_csv(coefficients_path, coefficients)
     atomic.write_csv(convergence_path, conv.reset_index()[CONVERGENCE_COLUMNS], index=False)
     atomic.write_json(out_path, out)
+    return out
+
+
+def first_detour_steps(states: Mapping[str, pd.DataFrame], detours: Sequence[int]) -> dict[str, float]:
+    """Per run, the first step decoded in one of the ``detours`` states (NaN: never)."""
+    out = {}
+    for rid, frame in states.items():
+        hit = np.isin(frame[contracts.STATE].to_numpy(), list(detours))
+        out[rid] = float(frame[contracts.STEP].to_numpy()[np.argmax(hit)]) if hit.any() else float("nan")
     return out
 
 
@@ -516,6 +529,9 @@ def compare(conditions: Mapping[str, Sequence[str | os.PathLike]], criteria: Map
     atomic.write_csv(out.occupancy_csv, occ_table)
     atomic.write_csv(out.transitions_csv, trans)
     atomic.write_csv(out.dissimilarity_csv, dissim)
+    conv["first_detour_step"] = pd.Series(first_detour_steps(
+        {r: frame[frame[contracts.RUN] == r][[contracts.STEP, contracts.STATE]] for r in traj.run_ids},
+        fit.detour_states))
     conv_out = conv.reset_index()[CONVERGENCE_COLUMNS]
     conv_out.insert(0, contracts.CONDITION, conv_out[contracts.RUN].map(of))
     atomic.write_csv(out.convergence_csv, conv_out, index=False)
@@ -529,3 +545,24 @@ def compare(conditions: Mapping[str, Sequence[str | os.PathLike]], criteria: Map
     _figures.save_figure(_compare.occupancy_figure(paths, of, n_states, title=f"State occupancy over training — {name}"),
                          out.occupancy_figure("png").with_suffix(""))
     return reg
+
+
+def early(run_dirs: Sequence[str | os.PathLike], model_path: str | os.PathLike, convergence_path: str | os.PathLike,
+          early_path: str | os.PathLike, figure_stem: str | os.PathLike | None = None, *,
+          experiment: str | None = None) -> pd.DataFrame:
+    """``trainmap early``: how early the map knows (:mod:`trainmap.analysis.early`) →
+    early.csv and, with ``figure_stem``, its figure (.png and .svg). Returns the table."""
+    from trainmap.analysis import early as _early
+
+    saved = load_model(model_path)
+    conv = read_convergence(convergence_path)
+    runs = [r for r in load_runs(run_dirs) if r.run_id in conv.index]
+    if len(runs) < 2:
+        raise AnalysisError(f"{convergence_path}: fewer than two of the given runs have a convergence step")
+    table = _early.early_table(runs, saved, conv)
+    atomic.write_csv(early_path, table)
+    if figure_stem is not None:
+        name = experiment or experiment_name(run_dirs)
+        title = f"How early the map knows — {name}\n{_early.early_sentence(table)}"
+        _figures.save_figure(_early.early_figure(table, title=title), figure_stem)
+    return table
