@@ -10,7 +10,7 @@ import yaml
 from snakemake_runner import REPO, dry_run, snakemake
 
 EVERY_RULE = {"train", "metrics", "hmm_select", "hmm_decode", "map", "regress", "baselines", "figures",
-              "tables", "all"}
+              "tables", "early", "all"}
 
 
 @pytest.fixture
