@@ -30,6 +30,7 @@ include: "workflow/rules/metrics.smk"
 include: "workflow/rules/hmm.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/compare.smk"
 
 
 rule all:
@@ -37,4 +38,5 @@ rule all:
         TABLES,
         SUMMARY,
         [experiment_outputs(exp) for exp in EXPERIMENTS],
+        [comparison_outputs(name) for name in COMPARISONS],
     default_target: True

@@ -91,7 +91,8 @@ def write_synthetic_runs(
     ----------
     n_runs, n_checkpoints : runs and checkpoints per run (logged every ``step_every`` steps).
     detour_fraction : share of runs that pass through the detour state (at least one run
-        takes it and at least one does not, when ``n_runs >= 2``).
+        takes it and at least one does not, when ``n_runs >= 2``, unless it is exactly 0 or
+        1: none or every run; a condition of a comparison that never or always detours).
     seed : seeds of the runs are ``seed*1000 + i``; all randomness derives from it.
     noise : standard deviation of the statistics around their state mean, relative to the
         gap between states (which is ~1 in raw units).
@@ -108,7 +109,7 @@ def write_synthetic_runs(
     rng = np.random.default_rng(seed)
     means = state_means()
     n_detour = int(round(detour_fraction * n_runs))
-    if n_runs >= 2:
+    if n_runs >= 2 and 0 < detour_fraction < 1:
         n_detour = min(max(n_detour, 1), n_runs - 1)
     takes_detour = np.zeros(n_runs, bool)
     takes_detour[rng.permutation(n_runs)[:n_detour]] = True

@@ -560,6 +560,100 @@ def _run_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def _conditions(values) -> dict:
+    """``--condition NAME RUN_DIR...`` given several times → ``{NAME: [RUN_DIR, ...]}``."""
+    out: dict = {}
+    for item in values or []:
+        if len(item) < 2:
+            raise ValueError(f"--condition {' '.join(item)}: give a name and at least one run directory")
+        name, *dirs = item
+        if name in out:
+            raise ValueError(f"--condition {name}: given twice")
+        out[name] = [Path(d) for d in dirs]
+    return out
+
+
+def _add_compare_select(subparsers) -> None:
+    p = subparsers.add_parser(
+        "compare-select", help="select and fit one HMM on the runs of several experiments (conditions) together",
+        description="hmm-select on the runs of every condition together (each run named CONDITION/RUN): the same "
+        "z-scoring, held-out BIC selection and restarts as one experiment, so every condition is decoded into "
+        "the same states.")
+    p.add_argument("--condition", action="append", nargs="+", required=True, metavar=("NAME", "RUN_DIR"),
+                   help="a condition's name and its run directories (give it for each condition)")
+    p.add_argument("--selection-csv", dest="selection_csv", required=True, type=Path, help="selection.csv to write")
+    p.add_argument("--model", required=True, type=Path, help="model.npz to write (no pickle)")
+    HMMSelectOptions.add_arguments(p)
+    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    p.set_defaults(run=_run_compare_select)
+
+
+def _run_compare_select(args: argparse.Namespace) -> int:
+    from trainmap.analysis import stages
+
+    bar, progress = _progress_bar("compare-select", args.no_progress)
+    with bar:
+        sel = stages.compare_select(_conditions(args.condition), args.selection_csv, args.model,
+                                    HMMSelectOptions.from_args(args), progress=progress)
+    print(f"chose {sel.n_components} states with {sel.covariance} covariance on the runs of "
+          f"{len(args.condition)} conditions; wrote {args.selection_csv} and {args.model}", file=sys.stderr)
+    return 0
+
+
+def _add_compare(subparsers) -> None:
+    p = subparsers.add_parser(
+        "compare", help="decode several experiments with their shared HMM and compare them (table, joint map)",
+        description="Decode every condition's runs with the model from compare-select, then write into OUT_DIR: "
+        "states.csv, occupancy.csv, transitions.csv, dissimilarity.csv, convergence.csv, coefficients.csv, "
+        "regression.json (convergence on occupancy with the condition as covariate), table_compare.csv/.md, "
+        "the joint training map (training_map.svg/.png) and occupancy.png/.svg.")
+    p.add_argument("--condition", action="append", nargs="+", required=True, metavar=("NAME", "RUN_DIR"),
+                   help="a condition's name and its run directories (give it for each condition)")
+    p.add_argument("--convergence", action="append", nargs=2, required=True, metavar=("NAME", "CRITERION"),
+                   help="a condition's convergence criterion, COLUMN>X or COLUMN<X (give it for each condition)")
+    p.add_argument("--model", required=True, type=Path, help="model.npz from compare-select")
+    p.add_argument("--out-dir", dest="out_dir", required=True, type=Path,
+                   help="the comparison's directory (results/compare/NAME)")
+    p.set_defaults(run=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from trainmap.analysis import stages
+
+    from trainmap.analysis.convergence import Criterion
+
+    criteria = {name: Criterion.parse(text, f"--convergence {name}") for name, text in args.convergence}
+    reg = stages.compare(_conditions(args.condition), criteria, args.model, args.out_dir)
+    print(f"compared {', '.join(reg['conditions'])} on {reg['n_states']} shared states; wrote {args.out_dir}",
+          file=sys.stderr)
+    return 0
+
+
+def _add_early(subparsers) -> None:
+    p = _stage_parser(
+        subparsers, "early", "how early the map predicts convergence: LOO R² and concordance against the prefix decoded",
+        "Decode every run's prefix up to k % of its training (k = 10, 20, ..., 100) with the fitted model, regress "
+        "the convergence step (convergence.csv from regress) on the prefix's state occupancy, and write one row per "
+        "k: runs, converged runs, mean checkpoints, R², leave-one-out R², Cox concordance.")
+    p.add_argument("--model", required=True, type=Path, help="model.npz from hmm-select")
+    p.add_argument("--convergence-csv", dest="convergence_csv", required=True, type=Path,
+                   help="convergence.csv from regress")
+    p.add_argument("--out", required=True, type=Path, help="early.csv to write")
+    p.add_argument("--figure", type=Path, metavar="STEM", help="write the figure as STEM.png and STEM.svg")
+    p.add_argument("--experiment", help="name shown in the figure (default: from the run directories)")
+    p.set_defaults(run=_run_early)
+
+
+def _run_early(args: argparse.Namespace) -> int:
+    from trainmap.analysis import stages
+    from trainmap.analysis.early import early_sentence
+
+    table = stages.early(args.run_dirs, args.model, args.convergence_csv, args.out, args.figure,
+                         experiment=args.experiment)
+    print(f"{early_sentence(table)}; wrote {args.out}", file=sys.stderr)
+    return 0
+
+
 # --- outputs never clobber inputs ---------------------------------------------------------
 
 # Per command: the options naming files it writes (option dest -> format) and the options
@@ -574,6 +668,9 @@ _FILE_OPTIONS: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
     "baselines": ({"out": "csv"}, ("run_dirs",)),
     "figures": ({}, ("run_dirs", "selection_csv", "states", "convergence_csv")),
     "check": ({"json": "json"}, ("run_dirs",)),
+    "compare-select": ({"selection_csv": "csv", "model": "npz"}, ()),
+    "compare": ({}, ("model",)),
+    "early": ({"out": "csv"}, ("run_dirs", "model", "convergence_csv")),
 }
 
 
@@ -615,7 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_series_metrics(subparsers)
     _add_series_metrics_chunk(subparsers)
     for add in (_add_check, _add_hmm_select, _add_hmm_decode, _add_regress, _add_map, _add_baselines, _add_figures,
-                _add_tables):
+                _add_tables, _add_compare_select, _add_compare, _add_early):
         add(subparsers)
     return parser
 

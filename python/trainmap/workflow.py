@@ -489,6 +489,56 @@ def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
 SEED_BATCH = "seed_batch"
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """One comparison of the configuration (``compare: {name: [exp, ...]}``), resolved:
+    its experiments (conditions) and the command-line arguments of its two rules. The HMM
+    is selected with the first experiment's ``hmm:`` settings."""
+
+    name: str
+    experiments: tuple[Experiment, ...]
+
+    def condition_args(self) -> str:
+        """``--condition EXP RUN_DIR...`` for every experiment (shell-quoted)."""
+        return " ".join("--condition " + " ".join(shlex.quote(x) for x in (e.name, *e.run_dirs()))
+                        for e in self.experiments)
+
+    def convergence_args(self) -> str:
+        """``--convergence EXP 'COLUMN>X'`` for every experiment: each keeps its own criterion."""
+        return " ".join(f"--convergence {e.name} {shlex.quote(str(e.convergence))}" for e in self.experiments)
+
+    def hmm_args(self) -> str:
+        return self.experiments[0].hmm_args()
+
+    def run_dirs(self) -> list[str]:
+        return [d for e in self.experiments for d in e.run_dirs()]
+
+
+def comparisons(config: Mapping[str, Any], experiments: Mapping[str, Experiment]) -> dict[str, Comparison]:
+    """Resolve config ``compare:`` against the resolved experiments: every name a safe name
+    and every experiment one of ``experiments:``, at least two, none twice; else
+    :class:`ConfigError` naming the key."""
+    out = {}
+    if config.get("compare") and "compare" in experiments:
+        raise ConfigError("config key experiments.compare: an experiment may not be named compare when the "
+                          "configuration has comparisons (results/compare/ holds them)")
+    for name, members in (config.get("compare") or {}).items():
+        key = f"compare.{name}"
+        if not isinstance(name, str) or not re.match(r"^[A-Za-z][A-Za-z0-9_]*$", name) or len(name) > 64:
+            raise ConfigError(f"config key {key}: not a valid comparison name (a letter, then letters, digits or _)")
+        if not isinstance(members, (list, tuple)) or len(members) < 2:
+            raise ConfigError(f"config key {key}: needs a list of at least two experiments")
+        unknown = [m for m in members if m not in experiments]
+        if unknown:
+            raise ConfigError(f"config key {key}: {', '.join(map(str, unknown))} not among the experiments "
+                              f"({', '.join(experiments)})")
+        twice = sorted({m for m in members if list(members).count(m) > 1})
+        if twice:
+            raise ConfigError(f"config key {key}: {', '.join(twice)} given more than once")
+        out[name] = Comparison(name=name, experiments=tuple(experiments[m] for m in members))
+    return out
+
+
 def planned_training_experiments(dag) -> set[str]:
     """Names of the experiments with a training job that a Snakemake DAG will run."""
     return {job.wildcards["exp"] for job in dag.needrun_jobs() if job.rule.name in _DATA_RULES}

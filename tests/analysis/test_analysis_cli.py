@@ -150,7 +150,7 @@ def test_regression_finds_the_detour_state(pipeline):
     assert detour_row["coefficient"] > 0 and detour_row["hazard_ratio"] < 1
     assert list(coef.loc[coef["detour"], "state"]) == reg["detour_states"]
     conv = pd.read_csv(d / "convergence.csv", dtype={"run": str})
-    assert list(conv.columns) == ["run", "convergence_step", "converged", "last_step", "criterion"]
+    assert list(conv.columns) == ["run", "convergence_step", "converged", "last_step", "criterion", "first_detour_step"]
     assert len(conv) == 13 and set(conv["criterion"]) == {f"eval_accuracy>{THRESHOLD:g}"}
     by_run = {r["run"]: r for r in reg["runs"]}
     assert all(by_run[r.run]["convergence_step"] == r.convergence_step for r in conv.itertuples())

@@ -13,7 +13,7 @@ from snakemake_runner import REPO, dry_run, snakemake
 pytestmark = pytest.mark.slow
 
 EVERY_RULE = {"train", "metrics", "hmm_select", "hmm_decode", "map", "regress", "baselines", "figures",
-              "tables", "all"}
+              "tables", "early", "all"}
 
 
 @pytest.fixture

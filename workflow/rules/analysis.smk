@@ -125,3 +125,26 @@ rule figures:
     shell:
         "trainmap figures {params.runs} --selection-csv {input.selection} --states {input.states}"
         " --convergence-csv {input.convergence} {params.convergence} {params.shown} --out-dir {params.out_dir} --experiment {wildcards.exp} > {log} 2>&1"
+
+
+rule early:
+    input:
+        unpack(run_inputs),
+        model="results/{exp}/hmm/model.npz",
+        convergence="results/{exp}/convergence.csv",
+    output:
+        early="results/{exp}/early.csv",
+        figure=multiext("results/{exp}/figures/early", ".png", ".svg"),
+    params:
+        runs=lambda w: exp_of(w).run_dirs(),
+        stem=lambda w, output: output.figure[0][: -len(".png")],
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    log:
+        "results/{exp}/logs/early.log",
+    conda:
+        "../../envs/trainmap.yaml"
+    shell:
+        "trainmap early {params.runs} --model {input.model} --convergence-csv {input.convergence}"
+        " --out {output.early} --figure {params.stem} --experiment {wildcards.exp} > {log} 2>&1"

@@ -5,6 +5,7 @@ import os
 
 from snakemake.exceptions import WorkflowError
 
+import trainmap.io.contracts
 import trainmap.metrics.engine
 import trainmap.workflow as tw
 
@@ -14,6 +15,7 @@ try:
     tw.check_duplicate_keys(workflow.configfiles)
     tw.validate_config(config, tw.load_schema(workflow.source_path("../schemas/config.schema.yaml")))
     EXPERIMENTS = tw.experiments(config)
+    COMPARISONS = tw.comparisons(config, EXPERIMENTS)
 except tw.ConfigError as exc:
     # Name the files the configuration came from (Snakemake merges them into one dict).
     _files = ", ".join(map(str, workflow.configfiles)) or "none"
@@ -58,6 +60,7 @@ FIGURES = ("model_selection", "convergence_histogram", "trajectories")
 
 wildcard_constraints:
     exp="|".join(EXPERIMENTS) or "(?!)",
+    cmp="|".join(COMPARISONS) or "(?!)",
     run=r"[A-Za-z0-9_.-]+",
 
 
@@ -92,6 +95,7 @@ def experiment_outputs(name):
         f"results/{name}/map/training_map.svg",
         f"results/{name}/map/training_map.png",
         *expand("results/{name}/figures/{fig}.{ext}", name=name, fig=FIGURES, ext=("png", "svg")),
+        f"results/{name}/early.csv",
     ]
 
 
@@ -102,4 +106,22 @@ def table_inputs(wildcards):
         "coefficients": expand("results/{exp}/coefficients.csv", exp=EXPERIMENTS),
         "selection": expand("results/{exp}/hmm/selection.csv", exp=EXPERIMENTS),
         "baselines": expand("results/{exp}/baselines.csv", exp=EXPERIMENTS),
+        "early": expand("results/{exp}/early.csv", exp=EXPERIMENTS),
     }
+
+
+def compare_inputs(wildcards):
+    """The runs of a comparison's experiments (only these: staleness follows them)."""
+    comparison = COMPARISONS[wildcards.cmp]
+    return {
+        "records": [f"{d}/run.json" for d in comparison.run_dirs()],
+        "metrics": [f"{d}/metrics.csv" for d in comparison.run_dirs()],
+    }
+
+
+# Files of the compare rule, as patterns (contracts.ComparePaths); `all` wants every comparison's.
+COMPARE_OUTPUTS = [str(p) for p in trainmap.io.contracts.ComparePaths("{cmp}").outputs]
+
+
+def comparison_outputs(name):
+    return [str(p) for p in trainmap.io.contracts.ComparePaths(name).outputs]

@@ -36,7 +36,7 @@ class TrainmapCallback(TrainerCallback):
     directory : the run directory (default: ``<output_dir>/trainmap``).
     every_n_steps : also record every N global steps (default: only at evaluations).
     seed : stored in run.json (default: ``TrainingArguments.seed``).
-    **recorder_options : :class:`trainmap.Recorder` keywords (include, exclude, svd,
+    **recorder_options : :class:`trainmap.Recorder` keywords (model for the live state, include, exclude, svd,
         exact_max_dim, rank, threads, keep_checkpoints).
     """
 

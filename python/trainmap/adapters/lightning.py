@@ -36,7 +36,7 @@ class TrainmapCallback(Callback):
     ----------
     directory : the run directory (default: ``<default_root_dir>/trainmap``).
     seed : stored in run.json (default: the seed of ``lightning.seed_everything``, if any).
-    **recorder_options : :class:`trainmap.Recorder` keywords (include, exclude, svd,
+    **recorder_options : :class:`trainmap.Recorder` keywords (model for the live state, include, exclude, svd,
         exact_max_dim, rank, threads, keep_checkpoints).
     """
 

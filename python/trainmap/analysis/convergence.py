@@ -34,7 +34,9 @@ __all__ = ["Criterion", "convergence_step", "convergence_table", "check_log_step
            "CONVERGENCE_COLUMNS"]
 
 #: Columns of convergence.csv.
-CONVERGENCE_COLUMNS = ["run", "convergence_step", "converged", "last_step", "criterion"]
+#: convergence.csv; ``first_detour_step`` (the first checkpoint step decoded in a detour
+#: state, empty when the run never enters one) is added by ``regress`` from the decoded paths.
+CONVERGENCE_COLUMNS = ["run", "convergence_step", "converged", "last_step", "criterion", "first_detour_step"]
 
 def _column_values(log, column: str, source: str = "log") -> np.ndarray:
     """``log[column]`` as floats; a cell that is neither empty nor a number is an error

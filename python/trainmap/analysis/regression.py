@@ -95,6 +95,10 @@ PARAMETRISATION = (
 )
 
 
+#: Columns of ``RegressionResult.covariates``.
+COVARIATE_COLUMNS = ("covariate", "coefficient", "std_error", "t_value", "p_value", "identifiable")
+
+
 def occupancy(states: Mapping[str, np.ndarray], n_states: int) -> pd.DataFrame:
     """Empirical state distribution P̂(s = k) of every run, shape (runs, n_states); index
     run id, columns the state numbers 0..n_states-1."""
@@ -168,6 +172,7 @@ class RegressionResult:
     residuals: pd.Series
     parametrisation: str = PARAMETRISATION
     notes: list[str] = field(default_factory=list)
+    covariates: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(COVARIATE_COLUMNS)))
 
     @property
     def detour_states(self) -> list[int]:
@@ -217,7 +222,8 @@ def _nan_result(occ: pd.DataFrame, note: str, n_runs: int) -> RegressionResult:
     )
 
 
-def state_regression(occupancy: pd.DataFrame, convergence: pd.Series | Sequence[float]) -> RegressionResult:
+def state_regression(occupancy: pd.DataFrame, convergence: pd.Series | Sequence[float],
+                     covariates: pd.DataFrame | None = None) -> RegressionResult:
     """Regress convergence step on state occupancy (docs/design.md step 6; see module docstring).
 
     Parameters
@@ -225,6 +231,13 @@ def state_regression(occupancy: pd.DataFrame, convergence: pd.Series | Sequence[
     occupancy : runs × states (from :func:`occupancy`); rows sum to 1.
     convergence : convergence step per run, aligned by index with ``occupancy`` (a Series
         indexed by run id) or by position. Runs with NaN are left out (with a warning).
+
+    covariates : optional runs × C frame (indexed like ``occupancy``) of further regressors,
+        e.g. indicators of all conditions but a reference one (:mod:`trainmap.analysis.compare`).
+        They enter the design beside the occupancies (still without a separate intercept);
+        a state's coefficient is then its effect holding the covariates fixed, and
+        ``RegressionResult.covariates`` has one row per covariate (``covariate``,
+        ``coefficient``, ``std_error``, ``t_value``, ``p_value``).
 
     States no run in the regression visits are left out of the design and listed in
     ``unvisited_states`` (warning). With fewer than two runs, or no convergence steps at
@@ -250,6 +263,15 @@ def state_regression(occupancy: pd.DataFrame, convergence: pd.Series | Sequence[
             RuntimeWarning, stacklevel=2,
         )
         occ, y = occ.drop(index=missing), y.drop(index=missing)
+    if covariates is not None:
+        cov_frame = covariates.copy()
+        cov_frame.index = cov_frame.index.astype(str)
+        absent = [r for r in occ.index if r not in cov_frame.index]
+        if absent:
+            raise ValueError(f"covariates lack run(s) {', '.join(absent[:10])}")
+        cov_frame = cov_frame.loc[occ.index].astype(float)
+    else:
+        cov_frame = pd.DataFrame(index=occ.index)
     n = len(y)
     K = occ.shape[1]
     visits = (occ.to_numpy() > 0).sum(axis=0)
@@ -264,7 +286,8 @@ def state_regression(occupancy: pd.DataFrame, convergence: pd.Series | Sequence[
         warnings.warn("fewer than 2 runs with a convergence step: regression results are NaN", RuntimeWarning, stacklevel=2)
         return _nan_result(occ, "fewer than 2 runs with a convergence step", n)
 
-    X = occ[design].to_numpy(float)
+    n_design = len(design)
+    X = np.hstack([occ[design].to_numpy(float), cov_frame.to_numpy(float)])
     yv = y.to_numpy(float)
     fit = _ols(X, yv)
     beta, rank, resid = np.asarray(fit.params), int(fit.model.rank), np.asarray(fit.resid)
@@ -293,17 +316,29 @@ def state_regression(occupancy: pd.DataFrame, convergence: pd.Series | Sequence[
         else:
             f_stat = p_value = np.nan
             notes.append("no degrees of freedom for the F-test (a single state, or as many states as runs)")
-    if rank < len(design):
-        notes.append(f"occupancy design is rank deficient (rank {rank} < {len(design)}): minimum-norm levels")
+    if rank < X.shape[1]:
+        notes.append(f"occupancy design is rank deficient (rank {rank} < {X.shape[1]}): minimum-norm levels")
     sigma2 = ssr / df_resid if df_resid > 0 else np.nan
     cov_beta = sigma2 * np.linalg.pinv(X.T @ X)
-    xbar = X.mean(axis=0)
-    contrast = np.eye(len(design)) - xbar[None, :]  # row k: e_k − x̄
-    effect = contrast @ beta  # = β_k − x̄ᵀβ = β_k − ȳ (the constant is in the span)
+    xbar = X[:, :n_design].mean(axis=0)
+    # row k: e_k − x̄ over the states, 0 over the covariates (held fixed)
+    contrast = np.hstack([np.eye(n_design) - xbar[None, :], np.zeros((n_design, X.shape[1] - n_design))])
+    effect = contrast @ beta  # without covariates = β_k − x̄ᵀβ = β_k − ȳ (the constant is in the span)
     se = np.sqrt(np.maximum(np.einsum("ki,ij,kj->k", contrast, cov_beta, contrast), 0.0))
     with np.errstate(divide="ignore", invalid="ignore"):
         t_val = effect / se
-    p_coef = 2 * stats.t.sf(np.abs(t_val), df_resid) if df_resid > 0 else np.full(len(design), np.nan)
+    p_coef = 2 * stats.t.sf(np.abs(t_val), df_resid) if df_resid > 0 else np.full(n_design, np.nan)
+    cov_rows = []
+    for j, name in enumerate(cov_frame.columns):
+        c = np.zeros(X.shape[1])
+        c[n_design + j] = 1.0
+        ok = df_resid > 0 and estimable(X, c)
+        b, e = float(beta[n_design + j]), float(np.sqrt(max(c @ cov_beta @ c, 0.0))) if ok else np.nan
+        t = b / e if ok and e > 0 else np.nan
+        cov_rows.append({"covariate": str(name), "coefficient": b if ok else np.nan, "std_error": e, "t_value": t,
+                         "p_value": float(2 * stats.t.sf(abs(t), df_resid)) if np.isfinite(t) else np.nan,
+                         "identifiable": ok})
+    covariate_table = pd.DataFrame(cov_rows, columns=list(COVARIATE_COLUMNS))
 
     coef = pd.DataFrame({"state": np.arange(K)})
     coef["coefficient"] = np.nan
@@ -315,7 +350,7 @@ def state_regression(occupancy: pd.DataFrame, convergence: pd.Series | Sequence[
     coef.loc[design, "std_error"] = se
     coef.loc[design, "t_value"] = t_val
     coef.loc[design, "p_value"] = p_coef
-    coef.loc[design, "level"] = beta
+    coef.loc[design, "level"] = beta[:n_design]
     coef["runs_visiting"] = visits.astype(int)
     coef["mean_occupancy"] = occ.mean(axis=0).to_numpy()
     coef["identifiable"] = False
@@ -338,7 +373,7 @@ def state_regression(occupancy: pd.DataFrame, convergence: pd.Series | Sequence[
         df_model=max(df_model, 0), df_resid=max(df_resid, 0), intercept=ybar,
         coefficients=coef,
         fitted=pd.Series(fitted, index=y.index), residuals=pd.Series(resid, index=y.index),
-        notes=notes,
+        notes=notes, covariates=covariate_table,
     )
 
 
@@ -380,7 +415,7 @@ def estimable(X: np.ndarray, contrast: np.ndarray, rtol: float = 1e-8) -> bool:
 def _unidentifiable(X: np.ndarray, contrasts: np.ndarray, visits: np.ndarray, df_resid: int) -> list[str]:
     """Per design state, why its coefficient cannot be identified ('' when it can)."""
     reasons = []
-    for k in range(X.shape[1]):
+    for k in range(len(contrasts)):
         if df_resid <= 0:
             reasons.append("no residual degrees of freedom (as many states as runs)")
         elif visits[k] == 1:

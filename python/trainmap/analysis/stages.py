@@ -56,6 +56,9 @@ __all__ = [
     "baselines",
     "figures",
     "tables",
+    "compare_select",
+    "compare",
+    "early",
     "read_states",
     "check_states",
     "experiment_name",
@@ -78,23 +81,25 @@ def _name(options, run_dirs) -> str:
     return options.experiment if options.experiment is not None else experiment_name(run_dirs)
 
 
-def _fit_inputs(run_dirs, options) -> Trajectories:
-    """Usable runs, z-scored, for hmm-select and baselines (the same runs for both)."""
-    return prepare_trajectories(load_runs(run_dirs), zscore_first_n=options.zscore_first_n,
+def _fit_inputs(run_dirs, options, runs: Sequence[Run] | None = None) -> Trajectories:
+    """Usable runs, z-scored, for hmm-select and baselines (the same runs for both);
+    ``runs`` already read (a comparison's renamed runs) instead of ``run_dirs``."""
+    return prepare_trajectories(list(runs) if runs is not None else load_runs(run_dirs), zscore_first_n=options.zscore_first_n,
                                 min_checkpoints=options.min_checkpoints, min_runs=options.min_runs)
 
 
 def hmm_select(run_dirs: Sequence[str | os.PathLike], selection_path: str | os.PathLike,
                model_path: str | os.PathLike, options: HMMSelectOptions | None = None, *,
-               progress: Progress | None = None) -> HMMSelection:
+               progress: Progress | None = None, runs: Sequence[Run] | None = None) -> HMMSelection:
     """``trainmap hmm-select``: z-score the runs, select the covariance and number of
     states by held-out BIC, write selection.csv and model.npz. What a reader should know
     (runs left out, failed fits, one state chosen, unequal runs...) is warned and kept in
-    the model's metadata (``warnings``), from where regress carries it into regression.json."""
+    the model's metadata (``warnings``), from where regress carries it into regression.json.
+    ``runs``: runs already read, used instead of ``run_dirs`` (:func:`compare_select`)."""
     options = options or HMMSelectOptions()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        traj = _fit_inputs(run_dirs, options)
+        traj = _fit_inputs(run_dirs, options, runs)
     for w in caught:  # shown as they came, and kept
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     sel = select_hmm(traj.data, options, run_ids=traj.run_ids, progress=progress)
@@ -278,9 +283,19 @@ def regress(run_dirs: Sequence[str | os.PathLike], states_path: str | os.PathLik
             for r in conv.index
         ],
     }
+    conv["first_detour_step"] = pd.Series(first_detour_steps(states, result.detour_states))
     atomic.write_csv(coefficients_path, coefficients)
     atomic.write_csv(convergence_path, conv.reset_index()[CONVERGENCE_COLUMNS], index=False)
     atomic.write_json(out_path, out)
+    return out
+
+
+def first_detour_steps(states: Mapping[str, pd.DataFrame], detours: Sequence[int]) -> dict[str, float]:
+    """Per run, the first step decoded in one of the ``detours`` states (NaN: never)."""
+    out = {}
+    for rid, frame in states.items():
+        hit = np.isin(frame[contracts.STATE].to_numpy(), list(detours))
+        out[rid] = float(frame[contracts.STEP].to_numpy()[np.argmax(hit)]) if hit.any() else float("nan")
     return out
 
 
@@ -433,3 +448,121 @@ def figures(run_dirs: Sequence[str | os.PathLike], selection_path: str | os.Path
 def tables(experiments: Mapping[str, str | os.PathLike], out_dir: str | os.PathLike) -> dict[str, Path]:
     """``trainmap tables``: results/table{1,2,4}.{csv,md}."""
     return write_tables(experiments, out_dir)
+
+
+# --- comparisons: several experiments on one map (config ``compare:``) -----------------------
+
+def compare_select(conditions: Mapping[str, Sequence[str | os.PathLike]], selection_path: str | os.PathLike,
+                   model_path: str | os.PathLike, options: HMMSelectOptions | None = None, *,
+                   progress: Progress | None = None) -> HMMSelection:
+    """``trainmap compare-select``: :func:`hmm_select` on the runs of every condition
+    together, each run named ``{condition}/{run}`` (the same selection, z-scoring and
+    restarts as one experiment)."""
+    from trainmap.analysis import compare as _compare
+
+    runs, _ = _compare.condition_runs(conditions)
+    return hmm_select([r.path for r in runs], selection_path, model_path, options, progress=progress, runs=runs)
+
+
+def compare(conditions: Mapping[str, Sequence[str | os.PathLike]], criteria: Mapping[str, Criterion],
+            model_path: str | os.PathLike, out_dir: str | os.PathLike, *, name: str | None = None) -> dict:
+    """``trainmap compare``: decode every condition's runs with the comparison's model
+    (states.csv), then per condition occupancy, the states only it visits, transitions,
+    convergence (each condition under its own criterion), dissimilarity within and between
+    conditions, the regression with condition indicators, table_compare.{csv,md}, the joint
+    map and the occupancy figure, all under ``out_dir`` (:class:`contracts.ComparePaths`).
+    Returns regression.json's dict."""
+    from trainmap.analysis import compare as _compare
+
+    out = contracts.ComparePaths.at(out_dir)
+    name = name or out.name
+    missing = [c for c in conditions if c not in criteria]
+    if missing:
+        raise AnalysisError(f"no convergence criterion for condition(s) {', '.join(missing)} (--convergence NAME CRITERION)")
+    saved = load_model(model_path)
+    n_states = int(saved.model.n_components)
+    runs, of = _compare.condition_runs(conditions)
+    traj = _model_trajectories(runs, saved)
+    by_id = {r.run_id: r for r in runs}
+    paths = dict(zip(traj.run_ids, decode_states(saved.model, traj.data)))
+    of = {r: of[r] for r in traj.run_ids}
+    if len(set(of.values())) < 2:
+        raise AnalysisError("after leaving out unusable runs, fewer than two conditions have runs to compare")
+    frame = pd.concat(
+        [pd.DataFrame({contracts.CONDITION: of[rid], contracts.RUN: rid, contracts.STEP: steps,
+                       contracts.STATE: paths[rid]})
+         for rid, steps in zip(traj.run_ids, traj.steps)], ignore_index=True)
+    conv_parts = []
+    for c in dict.fromkeys(of.values()):
+        mine = [r for r in traj.run_ids if of[r] == c]
+        logs = {r: by_id[r].log for r in mine}
+        sources = {r: str(RunPaths(by_id[r].path).log_csv) for r in mine}
+        conv_parts.append(convergence_table(logs, criteria[c], sources))
+    conv = pd.concat(conv_parts)
+    occ = occupancy(paths, n_states)
+    occ_table = _compare.occupancy_table(paths, of, n_states)
+    trans = _compare.transition_table(paths, of)
+    dissim = _compare.dissimilarity_table(paths, of, n_states)
+    summary = _compare.convergence_summary(conv, of)
+    table = _compare.compare_table(occ_table, summary, dissim, n_states)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = _compare.condition_regression(occ, conv, of)
+    notes = [str(w.message) for w in caught] + list(fit.notes)
+    reg = {
+        "comparison": name,
+        "conditions": {c: [r for r in traj.run_ids if of[r] == c] for c in dict.fromkeys(of.values())},
+        "convergence": {c: str(criteria[c]) for c in dict.fromkeys(of.values())},
+        "n_states": n_states,
+        **{k: v for k, v in fit.to_dict().items() if k != "notes"},
+        "covariates": [{k: (bool(v) if k == "identifiable" else v if isinstance(v, str) else float(v))
+                        for k, v in row.items()} for row in fit.covariates.to_dict("records")],
+        "states": [{"state": int(r["state"]), "coefficient": float(r["coefficient"]),
+                    "p_value": float(r["p_value"]), "identifiable": bool(r["identifiable"]), "note": str(r["note"])}
+                   for r in fit.coefficients.to_dict("records")],
+        "dissimilarity": dissim.to_dict("records"),
+        "notes": notes,
+        "excluded_runs": sorted(traj.excluded),
+    }
+    criteria_text = {c: str(criteria[c]) for c in dict.fromkeys(of.values())}
+    atomic.write_csv(out.states_csv, frame)
+    atomic.write_csv(out.occupancy_csv, occ_table)
+    atomic.write_csv(out.transitions_csv, trans)
+    atomic.write_csv(out.dissimilarity_csv, dissim)
+    conv["first_detour_step"] = pd.Series(first_detour_steps(
+        {r: frame[frame[contracts.RUN] == r][[contracts.STEP, contracts.STATE]] for r in traj.run_ids},
+        fit.detour_states))
+    conv_out = conv.reset_index()[CONVERGENCE_COLUMNS]
+    conv_out.insert(0, contracts.CONDITION, conv_out[contracts.RUN].map(of))
+    atomic.write_csv(out.convergence_csv, conv_out, index=False)
+    atomic.write_csv(out.coefficients_csv, fit.coefficients)
+    atomic.write_csv(out.table_csv, table)
+    atomic.write_text(out.table_md, _compare.table_markdown(name, table, dissim, reg, criteria_text, n_states))
+    atomic.write_json(out.regression_json, reg)
+    title = f"Joint training map — {name}: " + " vs ".join(criteria_text)
+    _figures.write_graph(_compare.joint_map_graph(occ_table, trans, n_states, title=title),
+                         svg=out.map_svg, png=out.map_png)
+    _figures.save_figure(_compare.occupancy_figure(paths, of, n_states, title=f"State occupancy over training — {name}"),
+                         out.occupancy_figure("png").with_suffix(""))
+    return reg
+
+
+def early(run_dirs: Sequence[str | os.PathLike], model_path: str | os.PathLike, convergence_path: str | os.PathLike,
+          early_path: str | os.PathLike, figure_stem: str | os.PathLike | None = None, *,
+          experiment: str | None = None) -> pd.DataFrame:
+    """``trainmap early``: how early the map knows (:mod:`trainmap.analysis.early`) →
+    early.csv and, with ``figure_stem``, its figure (.png and .svg). Returns the table."""
+    from trainmap.analysis import early as _early
+
+    saved = load_model(model_path)
+    conv = read_convergence(convergence_path)
+    runs = [r for r in load_runs(run_dirs) if r.run_id in conv.index]
+    if len(runs) < 2:
+        raise AnalysisError(f"{convergence_path}: fewer than two of the given runs have a convergence step")
+    table = _early.early_table(runs, saved, conv)
+    atomic.write_csv(early_path, table)
+    if figure_stem is not None:
+        name = experiment or experiment_name(run_dirs)
+        title = f"How early the map knows — {name}\n{_early.early_sentence(table)}"
+        _figures.save_figure(_early.early_figure(table, title=title), figure_stem)
+    return table

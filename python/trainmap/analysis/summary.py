@@ -69,6 +69,21 @@ def _read(directory) -> tuple[dict | None, str]:
         return None, str(exc)
 
 
+def _early_line(directory) -> str:
+    """The sentence of early.csv (how early the map knows), or '' when there is none."""
+    path = ExperimentPaths.at(directory).early_csv
+    if input_file(path, required=False, what="early.csv") is None:
+        return ""
+    import pandas as pd
+
+    from trainmap.analysis.early import early_sentence
+
+    try:
+        return early_sentence(pd.read_csv(path))
+    except (ValueError, KeyError) as exc:
+        return f"{path}: unreadable ({exc})"
+
+
 def render_summary(experiments: Mapping[str, str | os.PathLike]) -> str:
     """The summary of ``experiments`` (name → ``results/{exp}``) as Markdown: a table of
     key numbers, then each experiment's warnings."""
@@ -77,6 +92,7 @@ def render_summary(experiments: Mapping[str, str | os.PathLike]) -> str:
              "| R² | LOO R² | concordance | detour states |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     details = []
+    earliness: list[str] = []
     for name, directory in experiments.items():
         reg, problem = _read(directory)
         if reg is None:
@@ -93,9 +109,16 @@ def render_summary(experiments: Mapping[str, str | os.PathLike]) -> str:
             f"| {failed} | {reg.get('n_converged', '?')} | {reg.get('n_censored', '?')} | {display.r2(reg.get('r2'))} "
             f"| {display.r2(reg.get('r2_loo'))} | {display.r2(reg.get('concordance'))} | {detours} |")
         notes = [str(n) for n in reg.get("notes") or []]
+        early = _early_line(directory)
+        if early:
+            earliness.append(f"- **{name}**: {early}.")
         if notes:
             details.append(f"\n**{name}** ({reg.get('convergence', {}).get('text', '')}):\n")
             details += [f"- {note}" for note in notes]
+    if earliness:
+        lines += ["", "## How early the map knows", "",
+                  f"(first prefix of training whose decoded states predict the convergence step with leave-one-out "
+                  f"R² of at least 0.5; early.csv)", ""] + earliness
     if details:
         lines += ["", "## Warnings"] + details
     else:

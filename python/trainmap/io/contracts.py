@@ -12,9 +12,13 @@ Layout::
     results/{exp}/runs/{run}/metrics.csv, log.csv, run.json
     results/{exp}/hmm/selection.csv, model.npz, states.csv
     results/{exp}/map/edges.csv, training_map.svg, training_map.png, training_map.html
-    results/{exp}/regression.json, coefficients.csv, convergence.csv, baselines.csv
+    results/{exp}/regression.json, coefficients.csv, convergence.csv, baselines.csv, early.csv
+    results/{exp}/figures/early.{png,svg}
     results/{exp}/figures/{model_selection,convergence_histogram,trajectories}.{png,svg}
     results/table{1,2,4}.{csv,md}
+    results/compare/{name}/selection.csv, model.npz, states.csv, table_compare.{csv,md},
+        occupancy.csv, transitions.csv, dissimilarity.csv, convergence.csv, coefficients.csv,
+        regression.json, training_map.{svg,png}, occupancy.{png,svg}
 
 A training step is a non-negative integer that fits in int64. :func:`parse_step` is the
 only function that turns text or numbers into a step; it rejects anything else (negative,
@@ -68,6 +72,9 @@ __all__ = [
     "TABLES",
     "SUMMARY_MD",
     "table_paths",
+    "CONDITION",
+    "CONDITION_SEP",
+    "ComparePaths",
 ]
 
 # --- columns -----------------------------------------------------------------------------
@@ -236,6 +243,10 @@ MAP_SVG = "training_map.svg"
 MAP_PNG = "training_map.png"
 MAP_HTML = "training_map.html"
 COEFFICIENTS_CSV = "coefficients.csv"
+#: Columns the Recorder adds to log.csv when given a fitted model (trainmap.analysis.live).
+LIVE_STATE = "live_state"
+LIVE_PROBABILITY = "live_probability"
+LIVE_DETOUR = "live_detour"
 #: Figures of the figures stage (each as .png and .svg in ``figures/``).
 FIGURES: tuple[str, ...] = ("model_selection", "convergence_histogram", "trajectories")
 #: Tables of the tables stage (each as .csv and .md in the results directory).
@@ -341,6 +352,12 @@ class ExperimentPaths:
         return self.root / "baselines.csv"
 
     @property
+    def early_csv(self) -> Path:
+        """How early the map knows: ``percent``, ``n_runs``, ``n_converged``,
+        ``mean_checkpoints``, ``r2``, ``r2_loo``, ``concordance`` (one row per prefix)."""
+        return self.root / "early.csv"
+
+    @property
     def figures_dir(self) -> Path:
         return self.root / "figures"
 
@@ -355,3 +372,102 @@ class ExperimentPaths:
 def table_paths(results: str | os.PathLike = "results") -> list[Path]:
     """``results/table{1,2,4}.{csv,md}``."""
     return [Path(results) / f"table{n}.{ext}" for n in TABLES for ext in ("csv", "md")]
+
+
+# --- comparisons of experiments (config ``compare:``) ---------------------------------------
+
+#: Column naming the condition (experiment) of a run in a comparison's files.
+CONDITION = "condition"
+#: A run of a comparison is named ``{experiment}{CONDITION_SEP}{run}`` (e.g. ``parities/3``).
+CONDITION_SEP = "/"
+
+
+@dataclass(frozen=True)
+class ComparePaths:
+    """Every file of one comparison under ``results/compare/{name}`` (one HMM fitted on the
+    runs of several experiments; :mod:`trainmap.analysis.compare`).
+
+    ``ComparePaths("{cmp}")`` gives the Snakemake patterns."""
+
+    name: str
+    results: Path = Path("results")
+
+    @classmethod
+    def at(cls, directory: str | os.PathLike) -> "ComparePaths":
+        """The paths of the comparison whose directory is ``directory`` (``results/compare/{name}``)."""
+        directory = Path(directory)
+        return cls(directory.name, directory.parent.parent)
+
+    @property
+    def root(self) -> Path:
+        return Path(self.results) / "compare" / self.name
+
+    @property
+    def selection_csv(self) -> Path:
+        return self.root / "selection.csv"
+
+    @property
+    def model_npz(self) -> Path:
+        return self.root / "model.npz"
+
+    @property
+    def states_csv(self) -> Path:
+        """``condition``, ``run`` (prefixed), ``step``, ``state``."""
+        return self.root / "states.csv"
+
+    @property
+    def table_csv(self) -> Path:
+        return self.root / "table_compare.csv"
+
+    @property
+    def table_md(self) -> Path:
+        return self.root / "table_compare.md"
+
+    @property
+    def occupancy_csv(self) -> Path:
+        """Per condition and state: ``runs_visiting``, ``n_runs``, ``mean_occupancy``, ``exclusive``."""
+        return self.root / "occupancy.csv"
+
+    @property
+    def transitions_csv(self) -> Path:
+        """Per condition and edge: ``source``, ``target``, ``n_runs``, ``n_runs_total``, ``n_transitions``."""
+        return self.root / "transitions.csv"
+
+    @property
+    def dissimilarity_csv(self) -> Path:
+        """``condition_a``, ``condition_b``, ``dissimilarity`` (within a condition when a = b)."""
+        return self.root / "dissimilarity.csv"
+
+    @property
+    def convergence_csv(self) -> Path:
+        return self.root / "convergence.csv"
+
+    @property
+    def coefficients_csv(self) -> Path:
+        return self.root / COEFFICIENTS_CSV
+
+    @property
+    def regression_json(self) -> Path:
+        return self.root / "regression.json"
+
+    @property
+    def map_svg(self) -> Path:
+        return self.root / MAP_SVG
+
+    @property
+    def map_png(self) -> Path:
+        return self.root / MAP_PNG
+
+    def occupancy_figure(self, ext: str) -> Path:
+        return self.root / f"occupancy.{ext}"
+
+    @property
+    def outputs(self) -> list[Path]:
+        """Every file the ``compare`` stage writes (not the selection's two)."""
+        return [self.states_csv, self.table_csv, self.table_md, self.occupancy_csv, self.transitions_csv,
+                self.dissimilarity_csv, self.convergence_csv, self.coefficients_csv, self.regression_json,
+                self.map_svg, self.map_png, self.occupancy_figure("png"), self.occupancy_figure("svg")]
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"

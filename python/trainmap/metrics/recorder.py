@@ -80,6 +80,10 @@ class Recorder:
     include, exclude, svd, exact_max_dim, rank, threads : tensor selection and SVD
         options, as in ``trainmap metrics`` (:func:`trainmap.metrics.engine.checkpoint_metrics`).
     keep_checkpoints : also write ``checkpoints/step{N:08d}.safetensors`` at every record.
+    model : a fitted ``model.npz`` (``results/EXP/hmm/model.npz``): after each record the run
+        so far is forward-filtered with it (:mod:`trainmap.analysis.live`) and log.csv gains
+        ``live_state``, ``live_probability`` and ``live_detour``; entering a detour state of
+        the experiment's regression warns once, naming the state and its coefficient.
     """
 
     def __init__(
@@ -94,9 +98,18 @@ class Recorder:
         rank: int | None = None,
         threads: int | None = None,
         keep_checkpoints: bool = False,
+        model: str | os.PathLike | None = None,
     ):
         from trainmap.metrics import engine as metrics
 
+        self._live = None
+        self._warned_detour = False
+        if model is not None:
+            # The one import up a floor (tests/test_layers.py ALLOWED_UPWARD): only when a
+            # fitted model is given, the analysis stage's forward filter is loaded.
+            from trainmap.analysis.live import LiveMap
+
+            self._live = LiveMap(model)  # a bad model file stops here, before the directory is touched
         self._metrics = metrics
         self.directory = Path(directory)
         self.seed = _check_seed(seed)
@@ -165,6 +178,8 @@ class Recorder:
             _write_checkpoint(checkpoint_path(self.directory, step), tensors)
         self._metrics_header = header
         self._metrics_rows.append((step, line))
+        if self._live is not None:
+            values.update(self._live_fields(step))
         self._add_log_row(step, values)
         self._write_files(durable=False)
 
@@ -292,6 +307,27 @@ class Recorder:
         for kept_step in checkpoint_steps(self.directory):
             if kept_step >= step:
                 checkpoint_path(self.directory, kept_step).unlink()
+
+    def _live_fields(self, step: int) -> dict[str, str]:
+        """The live state of the run so far (log.csv fields), warning once on entering a detour."""
+        import io
+
+        import pandas as pd
+
+        from trainmap.io.contracts import LIVE_DETOUR, LIVE_PROBABILITY, LIVE_STATE
+
+        text = self._metrics_header + "\n" + "".join(line for _, line in self._metrics_rows)
+        live = self._live.state(pd.read_csv(io.StringIO(text)))
+        if live.detour and not self._warned_detour:
+            self._warned_detour = True
+            coefficient = (f"{live.coefficient:+,.0f} steps" if live.coefficient == live.coefficient
+                           else "not identifiable")
+            warnings.warn(f"{self.directory}: step {step}: the run entered detour state {live.state} "
+                          f"(p = {live.probability:.2f}) of {self._live.path}; its regression coefficient on the "
+                          f"convergence step is {coefficient}", RuntimeWarning, stacklevel=3)
+        return {LIVE_STATE: str(live.state) if live.state >= 0 else "",
+                LIVE_PROBABILITY: repr(live.probability) if live.state >= 0 else "",
+                LIVE_DETOUR: str(int(live.detour)) if live.state >= 0 else ""}
 
     def _add_log_row(self, step: int, values: Mapping[str, str]) -> None:
         new_columns = [name for name in values if name not in self._log_columns]

@@ -1,0 +1,278 @@
+"""Comparisons (config ``compare:``): one HMM over several conditions' runs decodes them into
+the same states; per-condition statistics on planted data; the regression with condition
+covariates against statsmodels; the CLI's refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from synthetic_runs import CONVERGED, DETOUR, INIT, write_synthetic_runs
+from trainmap.io import contracts
+from trainmap.analysis import compare as cmp
+from trainmap.analysis import stages
+from trainmap.analysis.convergence import Criterion
+from trainmap.analysis.errors import AnalysisError
+from trainmap.analysis.regression import occupancy, state_regression
+from trainmap.options import HMMSelectOptions
+
+N_RUNS, N_CHECKPOINTS = 6, 60
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    """Two conditions on the same planted states: `stable` never takes the detour state,
+    `unstable` always does; selected, fitted and compared through the stages."""
+    root = tmp_path_factory.mktemp("compare")
+    # The same seed: the same shared start, so per-run z-scoring standardises both alike.
+    stable = write_synthetic_runs(root / "stable", N_RUNS, N_CHECKPOINTS, detour_fraction=0.0, seed=1)
+    unstable = write_synthetic_runs(root / "unstable", N_RUNS, N_CHECKPOINTS, detour_fraction=1.0, seed=1)
+    conditions = {"stable": stable.run_dirs, "unstable": unstable.run_dirs}
+    out = contracts.ComparePaths("planted", root / "results")
+    options = HMMSelectOptions(max_components=4, restarts=2, covariance="diag", zscore_first_n=stable.zscore_first_n)
+    sel = stages.compare_select(conditions, out.selection_csv, out.model_npz, options)
+    crit = Criterion.from_threshold(0.9)
+    reg = stages.compare(conditions, {"stable": crit, "unstable": crit}, out.model_npz, out.root)
+    truth = {f"stable/{r}": p for r, p in stable.true_states.items()}
+    truth |= {f"unstable/{r}": p for r, p in unstable.true_states.items()}
+    conv = {f"stable/{r}": c for r, c in stable.convergence.items()}
+    conv |= {f"unstable/{r}": c for r, c in unstable.convergence.items()}
+    return dict(out=out, sel=sel, reg=reg, truth=truth, conv=conv)
+
+
+def _true_label(compared) -> dict[int, int]:
+    """Decoded state → planted state, by majority over every checkpoint of every run."""
+    states = pd.read_csv(compared["out"].states_csv, dtype={contracts.RUN: str})
+    votes = {}
+    for run, frame in states.groupby(contracts.RUN):
+        for decoded, true in zip(frame[contracts.STATE], compared["truth"][run]):
+            votes.setdefault(int(decoded), []).append(int(true))
+    return {k: int(np.bincount(v).argmax()) for k, v in votes.items()}
+
+
+def test_both_conditions_are_decoded_into_the_same_states(compared):
+    assert compared["sel"].n_components == 3  # the planted three, not one set per condition
+    states = pd.read_csv(compared["out"].states_csv, dtype={contracts.RUN: str})
+    assert list(states.columns) == [contracts.CONDITION, *contracts.STATES_COLUMNS]
+    assert set(states[contracts.CONDITION]) == {"stable", "unstable"}
+    assert all(r.startswith(c + "/") for c, r in zip(states[contracts.CONDITION], states[contracts.RUN]))
+    label = _true_label(compared)
+    # The planted init and converged states are each one decoded state shared by both conditions.
+    agree = np.mean([label[int(s)] == compared["truth"][r][i]
+                     for r, f in states.groupby(contracts.RUN) for i, s in enumerate(f[contracts.STATE])])
+    assert agree > 0.95
+    for planted in (INIT, CONVERGED):
+        decoded = {k for k, v in label.items() if v == planted}
+        for condition in ("stable", "unstable"):
+            visited = set(states.loc[states[contracts.CONDITION] == condition, contracts.STATE])
+            assert visited & decoded, (condition, planted)
+
+
+def test_only_the_unstable_condition_visits_the_detour_state(compared):
+    occ = pd.read_csv(compared["out"].occupancy_csv)
+    label = _true_label(compared)
+    detour = [k for k, v in label.items() if v == DETOUR]
+    assert detour
+    for k in detour:
+        row = occ[(occ[contracts.STATE] == k)].set_index(contracts.CONDITION)
+        assert row.loc["unstable", "exclusive"] and row.loc["unstable", "runs_visiting"] == N_RUNS
+        assert row.loc["stable", "runs_visiting"] == 0 and not row.loc["stable", "exclusive"]
+    table = pd.read_csv(compared["out"].table_csv, keep_default_na=False).set_index(contracts.CONDITION)
+    assert set(map(int, str(table.loc["unstable", "exclusive_states"]).split())) >= set(detour)
+    # Occupancy per condition = mean over its runs of the planted share (decoding ~exact).
+    for condition in ("stable", "unstable"):
+        planted = np.mean([np.mean(p == DETOUR) for r, p in compared["truth"].items() if r.startswith(condition)])
+        measured = sum(table.loc[condition, f"occupancy_{k}"] for k in detour)
+        assert measured == pytest.approx(planted, abs=0.03)
+
+
+def test_transitions_per_condition(compared):
+    trans = pd.read_csv(compared["out"].transitions_csv)
+    label = _true_label(compared)
+    named = {(c, label[s], label[t]): n for c, s, t, n in
+             trans[[contracts.CONDITION, "source", "target", "n_runs"]].itertuples(index=False)}
+    assert named.get(("stable", INIT, CONVERGED)) == N_RUNS
+    assert named.get(("unstable", INIT, DETOUR)) == N_RUNS
+    assert named.get(("unstable", DETOUR, CONVERGED)) == N_RUNS
+    assert ("stable", INIT, DETOUR) not in named
+    assert set(trans["n_runs_total"]) == {N_RUNS}
+
+
+def test_convergence_per_condition_matches_the_planted_steps(compared):
+    table = pd.read_csv(compared["out"].table_csv).set_index(contracts.CONDITION)
+    for condition in ("stable", "unstable"):
+        steps = [c for r, c in compared["conv"].items() if r.startswith(condition)]
+        assert table.loc[condition, "convergence_mean"] == pytest.approx(np.mean(steps))
+        assert table.loc[condition, "convergence_sd"] == pytest.approx(np.std(steps, ddof=1))
+        assert table.loc[condition, "n_censored"] == 0 and table.loc[condition, "n_runs"] == N_RUNS
+    assert table.loc["unstable", "convergence_mean"] > table.loc["stable", "convergence_mean"]
+
+
+def test_dissimilarity_within_and_between_by_hand(compared):
+    states = pd.read_csv(compared["out"].states_csv, dtype={contracts.RUN: str})
+    n = int(states[contracts.STATE].max()) + 1
+    dist = {r: np.bincount(f[contracts.STATE], minlength=n) / len(f) for r, f in states.groupby(contracts.RUN)}
+    runs = {c: [r for r in dist if r.startswith(c + "/")] for c in ("stable", "unstable")}
+    tv = lambda a, b: 0.5 * np.abs(dist[a] - dist[b]).sum()  # noqa: E731
+    expect = {("stable", "stable"): np.mean([tv(a, b) for i, a in enumerate(runs["stable"]) for b in runs["stable"][i + 1:]]),
+              ("unstable", "unstable"): np.mean([tv(a, b) for i, a in enumerate(runs["unstable"])
+                                                 for b in runs["unstable"][i + 1:]]),
+              ("stable", "unstable"): np.mean([tv(a, b) for a in runs["stable"] for b in runs["unstable"]])}
+    got = pd.read_csv(compared["out"].dissimilarity_csv)
+    for a, b, d in got.itertuples(index=False):
+        assert d == pytest.approx(expect[(a, b)])
+    assert expect[("stable", "unstable")] > max(expect[("stable", "stable")], expect[("unstable", "unstable")])
+
+
+def test_outputs_and_markdown(compared):
+    out = compared["out"]
+    for path in out.outputs:
+        assert path.is_file() and path.stat().st_size > 0, path
+    md = out.table_md.read_text()
+    assert "| stable |" in md and "| unstable |" in md and "condition[unstable]" in md
+    svg = out.map_svg.read_text()
+    assert "stable 6/6" in svg and "unstable 6/6" in svg
+    reg = json.loads(out.regression_json.read_text())
+    assert reg["conditions"].keys() == {"stable", "unstable"} and len(reg["covariates"]) == 1
+
+
+def test_regression_with_covariates_matches_statsmodels():
+    """The occupancy OLS with condition indicators: levels, covariate coefficient and its
+    standard error against statsmodels' own fit of the same design with an explicit
+    intercept (one state dropped as reference)."""
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(3)
+    n, k = 30, 3
+    occ = pd.DataFrame(rng.dirichlet(np.ones(k), size=n), index=[f"r{i}" for i in range(n)])
+    cond = pd.DataFrame({"condition[b]": (np.arange(n) % 2).astype(float)}, index=occ.index)
+    y = pd.Series(100 + occ.to_numpy() @ np.array([0.0, 80.0, 200.0]) + 40 * cond["condition[b]"].to_numpy()
+                  + rng.normal(0, 5, n), index=occ.index)
+    fit = state_regression(occ, y, covariates=cond)
+    # statsmodels: intercept + states 1, 2 (state 0 the reference) + indicator.
+    X = sm.add_constant(np.column_stack([occ[[1, 2]].to_numpy(), cond.to_numpy()]))
+    ref = sm.OLS(y.to_numpy(), X).fit()
+    row = fit.covariates.iloc[0]
+    assert row["covariate"] == "condition[b]"
+    assert row["coefficient"] == pytest.approx(ref.params[3], rel=1e-8)
+    assert row["std_error"] == pytest.approx(ref.bse[3], rel=1e-6)
+    assert row["p_value"] == pytest.approx(ref.pvalues[3], rel=1e-6)
+    assert fit.r2 == pytest.approx(ref.rsquared, rel=1e-8)
+    levels = fit.coefficients["level"].to_numpy()
+    # level_k − level_0 is statsmodels' state-k coefficient.
+    assert levels[1] - levels[0] == pytest.approx(ref.params[1], rel=1e-8)
+    assert levels[2] - levels[0] == pytest.approx(ref.params[2], rel=1e-8)
+    assert row["coefficient"] == pytest.approx(40, abs=10)
+    # Without covariates the result is what it was.
+    plain = state_regression(occ, y)
+    assert plain.covariates.empty and plain.r2 < fit.r2
+
+
+def test_condition_statistics_by_hand():
+    paths = {"a/0": np.array([0, 0, 1, 1]), "a/1": np.array([0, 1, 1, 1]), "b/0": np.array([0, 2, 2, 1])}
+    of = cmp.condition_of(list(paths))
+    assert of == {"a/0": "a", "a/1": "a", "b/0": "b"}
+    occ = cmp.occupancy_table(paths, of, 3).set_index([contracts.CONDITION, contracts.STATE])
+    assert occ.loc[("a", 1), "mean_occupancy"] == pytest.approx((0.5 + 0.75) / 2)
+    assert occ.loc[("b", 2), "exclusive"] and not occ.loc[("a", 0), "exclusive"]
+    trans = cmp.transition_table(paths, of)
+    assert trans.values.tolist() == [["a", 0, 1, 2, 2, 2], ["b", 0, 2, 1, 1, 1], ["b", 2, 1, 1, 1, 1]]
+    conv = pd.DataFrame({"convergence_step": [10.0, 30.0, 50.0], "converged": [True, True, False]},
+                        index=list(paths))
+    summary = cmp.convergence_summary(conv, of).set_index(contracts.CONDITION)
+    assert summary.loc["a", "convergence_mean"] == 20 and summary.loc["a", "convergence_sd"] == pytest.approx(np.sqrt(200))
+    assert summary.loc["b", "n_censored"] == 1 and np.isnan(summary.loc["b", "convergence_mean"])
+
+
+def test_bad_conditions_are_refused(tmp_path):
+    with pytest.raises(AnalysisError, match="at least two conditions"):
+        cmp.condition_runs({"a": ["x"]})
+    with pytest.raises(AnalysisError, match="'a/b'"):
+        cmp.check_name("a/b", "condition")
+    result = subprocess.run([sys.executable, "-m", "trainmap.cli", "compare", "--condition", "a", str(tmp_path),
+                             "--condition", "b", str(tmp_path), "--convergence", "a", "eval_accuracy>0.9",
+                             "--model", str(tmp_path / "m.npz"), "--out-dir", str(tmp_path / "out")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "no convergence criterion for condition(s) b" in result.stderr
+
+
+# --- how early the map knows -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    """One planted experiment (half the runs take the detour) through hmm-select, hmm-decode,
+    regress and early."""
+    root = tmp_path_factory.mktemp("early")
+    exp = write_synthetic_runs(root / "runs", 12, 60, detour_fraction=0.5, seed=4)
+    out = contracts.ExperimentPaths("planted", root / "results")
+    options = HMMSelectOptions(max_components=4, restarts=2, covariance="diag", zscore_first_n=exp.zscore_first_n)
+    stages.hmm_select(exp.run_dirs, out.selection_csv, out.model_npz, options)
+    stages.hmm_decode(exp.run_dirs, out.model_npz, out.states_csv)
+    from trainmap.options import RegressOptions
+
+    reg = stages.regress(exp.run_dirs, out.states_csv, out.model_npz, out.regression_json, out.coefficients_csv,
+                         out.convergence_csv, RegressOptions(convergence=Criterion.from_threshold(0.9)))
+    table = stages.early(exp.run_dirs, out.model_npz, out.convergence_csv, out.early_csv, out.figures_dir / "early",
+                         experiment="planted")
+    return dict(exp=exp, out=out, reg=reg, table=table)
+
+
+def test_prefix_cuts_at_the_share_of_training():
+    from trainmap.analysis.early import prefix
+    from trainmap.analysis.runs import Run
+
+    metrics = pd.DataFrame({"step": np.arange(0, 1000, 10), "l2": np.arange(100.0)})
+    run = Run(run_id="r", path=None, metrics=metrics, log=None)
+    assert len(prefix(run, 100).metrics) == 100
+    assert prefix(run, 50).metrics["step"].iloc[-1] == 490  # steps up to 0 + 0.5 * 990 = 495
+    assert len(prefix(run, 0).metrics) == 2  # at least two checkpoints
+
+
+def test_prefix_regression_on_planted_runs(analysed):
+    table, reg = analysed["table"], analysed["reg"]
+    assert list(table.columns) == ["percent", "n_runs", "n_converged", "mean_checkpoints", "r2", "r2_loo", "concordance"]
+    assert list(table["percent"]) == list(range(10, 101, 10)) and set(table["n_runs"]) == {12}
+    full = table[table["percent"] == 100].iloc[0]
+    # The whole run: exactly regress's regression.
+    assert full["r2_loo"] == pytest.approx(reg["r2_loo"]) and full["r2"] == pytest.approx(reg["r2"])
+    assert full["concordance"] == pytest.approx(reg["concordance"])
+    assert full["mean_checkpoints"] == 60
+    # At 10 % every run is still in the planted init state: nothing to predict from.
+    first = table[table["percent"] == 10].iloc[0]
+    assert not (first["r2_loo"] >= 0.5)
+    # The detour begins between 1/6 and 1/4 of training and lasts 1/5 to 1/3 of it: by half
+    # of training the prefix tells detour runs from the others.
+    half = table[table["percent"] == 50].iloc[0]
+    assert half["r2_loo"] > 0.5 and half["concordance"] > 0.8
+    from trainmap.analysis.early import early_sentence, first_useful
+
+    k = first_useful(table)
+    assert k is not None and 10 < k <= 50
+    assert early_sentence(table).startswith(f"by {k:g} % of training the map predicts convergence with LOO R²")
+    for ext in ("png", "svg"):
+        assert analysed["out"].figure("early", ext).stat().st_size > 0
+
+
+def test_first_detour_step_in_convergence_csv(analysed):
+    exp, out, reg = analysed["exp"], analysed["out"], analysed["reg"]
+    conv = pd.read_csv(out.convergence_csv, dtype={"run": str}).set_index("run")
+    assert "first_detour_step" in conv.columns and reg["detour_states"]
+    for run in exp.run_ids:
+        truth = exp.true_states[run]
+        if run in exp.detour_runs:
+            planted = exp.steps[np.argmax(truth == DETOUR)]
+            assert abs(conv.loc[run, "first_detour_step"] - planted) <= 10  # one checkpoint
+        else:
+            assert np.isnan(conv.loc[run, "first_detour_step"])
+
+
+def test_summary_states_how_early(analysed):
+    from trainmap.analysis.summary import render_summary
+
+    text = render_summary({"planted": analysed["out"].root})
+    assert "## How early the map knows" in text and "**planted**: by " in text

@@ -1,0 +1,48 @@
+# Comparisons (config compare:): one HMM selected and fitted on the runs of several
+# experiments together, every run decoded into the same states, and the conditions compared
+# (results/compare/{cmp}/; contracts.ComparePaths). Each comparison's inputs are only its own
+# experiments' runs, so adding a seed or a condition reruns only the comparisons holding it.
+
+
+rule compare_select:
+    input:
+        unpack(compare_inputs),
+    output:
+        selection="results/compare/{cmp}/selection.csv",
+        model="results/compare/{cmp}/model.npz",
+    params:
+        conditions=lambda w: COMPARISONS[w.cmp].condition_args(),
+        options=lambda w: COMPARISONS[w.cmp].hmm_args(),
+    threads: config["threads"]["hmm"]
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    log:
+        "results/compare/{cmp}/logs/compare_select.log",
+    conda:
+        "../../envs/trainmap.yaml"
+    shell:
+        "trainmap compare-select {params.conditions} --selection-csv {output.selection} --model {output.model}"
+        " {params.options} --workers {threads} --no-progress > {log} 2>&1"
+
+
+rule compare:
+    input:
+        unpack(compare_inputs),
+        model="results/compare/{cmp}/model.npz",
+    output:
+        COMPARE_OUTPUTS,
+    params:
+        conditions=lambda w: COMPARISONS[w.cmp].condition_args(),
+        convergence=lambda w: COMPARISONS[w.cmp].convergence_args(),
+        out_dir=lambda w, output: os.path.dirname(output[0]),
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    log:
+        "results/compare/{cmp}/logs/compare.log",
+    conda:
+        "../../envs/trainmap.yaml"
+    shell:
+        "trainmap compare {params.conditions} {params.convergence} --model {input.model}"
+        " --out-dir {params.out_dir} > {log} 2>&1"
