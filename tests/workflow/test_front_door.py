@@ -67,7 +67,7 @@ def test_cluster_tests_skip_for_a_user_without_root(tmp_path):
     we are, which is what the skip decides on.)"""
     done = subprocess.run(
         ["unshare", "--user", "--map-user=1000", "--map-group=1000", sys.executable, "-m", "pytest",
-         "-p", "no:cacheprovider", "-q", "-rs", str(REPO / "tests" / "test_cluster.py")],
+         "-p", "no:cacheprovider", "-q", "-rs", str(REPO / "tests" / "workflow" / "test_cluster.py")],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
         env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"},
     )
