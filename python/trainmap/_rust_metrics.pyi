@@ -10,7 +10,8 @@ from typing import Any, Final
 
 from typing_extensions import Buffer
 
-#: The 14 statistic names, in docs/design.md order.
+#: The 14 statistic names, in column order (docs/design.md): the fields of the engine's
+#: `Statistics` (rust_metrics/src/engine.rs), their one definition.
 METRIC_NAMES: Final[list[str]]
 #: Regular expression of tensor names left out by default (embeddings, normalisation layers).
 DEFAULT_EXCLUDE: Final[str]

@@ -11,7 +11,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
-use std::ops::Range;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -19,70 +18,7 @@ use safetensors::tensor::{Dtype, Metadata, SafeTensorError, SafeTensors};
 
 use crate::error::{MetricsError, Result};
 use crate::source::TensorSource;
-
-/// Element types the engine decodes. All arithmetic happens in f64.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ValueType {
-    F64,
-    F32,
-    F16,
-    BF16,
-}
-
-impl ValueType {
-    /// The dtype named `name` ("F64", "F32", "F16", "BF16"), or None for any other.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "F64" => Some(ValueType::F64),
-            "F32" => Some(ValueType::F32),
-            "F16" => Some(ValueType::F16),
-            "BF16" => Some(ValueType::BF16),
-            _ => None,
-        }
-    }
-
-    pub fn dtype(self) -> Dtype {
-        match self {
-            ValueType::F64 => Dtype::F64,
-            ValueType::F32 => Dtype::F32,
-            ValueType::F16 => Dtype::F16,
-            ValueType::BF16 => Dtype::BF16,
-        }
-    }
-
-    pub fn from_dtype(dtype: Dtype) -> Option<Self> {
-        match dtype {
-            Dtype::F64 => Some(ValueType::F64),
-            Dtype::F32 => Some(ValueType::F32),
-            Dtype::F16 => Some(ValueType::F16),
-            Dtype::BF16 => Some(ValueType::BF16),
-            _ => None,
-        }
-    }
-
-    pub fn size(self) -> usize {
-        match self {
-            ValueType::F64 => 8,
-            ValueType::F32 => 4,
-            ValueType::F16 | ValueType::BF16 => 2,
-        }
-    }
-}
-
-/// One tensor's header entry. `data` is the absolute byte range in the file.
-#[derive(Clone, Debug)]
-pub struct TensorEntry {
-    pub name: String,
-    pub dtype: Dtype,
-    pub shape: Vec<usize>,
-    pub data: Range<usize>,
-}
-
-impl TensorEntry {
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
-    }
-}
+use crate::tensor::TensorEntry;
 
 /// An open, validated checkpoint.
 pub struct Checkpoint {
@@ -363,54 +299,10 @@ fn mismatched_tensor(head: &[u8]) -> Option<String> {
     None
 }
 
-/// Decode little-endian `bytes` of type `vt` into `out` (which must have the right length).
-pub fn decode_into(bytes: &[u8], vt: ValueType, out: &mut [f64]) {
-    debug_assert_eq!(bytes.len(), out.len() * vt.size());
-    match vt {
-        ValueType::F64 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(8)) {
-                *o = f64::from_le_bytes(c.try_into().unwrap());
-            }
-        }
-        ValueType::F32 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-                *o = f32::from_le_bytes(c.try_into().unwrap()) as f64;
-            }
-        }
-        ValueType::F16 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64();
-            }
-        }
-        ValueType::BF16 => {
-            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64();
-            }
-        }
-    }
-}
-
-/// Decode a whole tensor into a new f64 vector.
-pub fn decode(bytes: &[u8], vt: ValueType) -> Vec<f64> {
-    let mut out = vec![0.0; bytes.len() / vt.size()];
-    decode_into(bytes, vt, &mut out);
-    out
-}
-
-/// Call `f` on consecutive decoded chunks of a tensor, without materialising it.
-pub fn for_each_chunk(bytes: &[u8], vt: ValueType, mut f: impl FnMut(&[f64])) {
-    const CHUNK: usize = 4096;
-    let mut buf = [0.0f64; CHUNK];
-    for raw in bytes.chunks(CHUNK * vt.size()) {
-        let n = raw.len() / vt.size();
-        decode_into(raw, vt, &mut buf[..n]);
-        f(&buf[..n]);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor::ValueType;
     use std::io::Write;
 
     /// Write a safetensors file from (name, dtype, shape, raw bytes) with a given header.
@@ -438,29 +330,6 @@ mod tests {
         let mut seen = Vec::new();
         ck.scan(1, ValueType::F32, &mut |c| seen.extend_from_slice(c)).unwrap();
         assert_eq!(seen, vec![3.0, 4.0]);
-    }
-
-    #[test]
-    fn decodes_half_precision() {
-        let h: Vec<u8> = [half::f16::from_f32(1.5), half::f16::from_f32(-2.0)]
-            .iter()
-            .flat_map(|v| v.to_bits().to_le_bytes())
-            .collect();
-        assert_eq!(decode(&h, ValueType::F16), vec![1.5, -2.0]);
-        let b: Vec<u8> = [half::bf16::from_f32(0.25), half::bf16::from_f32(3.0)]
-            .iter()
-            .flat_map(|v| v.to_bits().to_le_bytes())
-            .collect();
-        assert_eq!(decode(&b, ValueType::BF16), vec![0.25, 3.0]);
-    }
-
-    #[test]
-    fn chunks_cover_the_tensor() {
-        let values: Vec<f64> = (0..10_000).map(|i| i as f64).collect();
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let mut seen = Vec::new();
-        for_each_chunk(&bytes, ValueType::F64, |c| seen.extend_from_slice(c));
-        assert_eq!(seen, values);
     }
 
     fn open_err(path: &Path) -> String {

@@ -14,48 +14,132 @@ use rayon::prelude::*;
 
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::checkpoint::{decode_into, for_each_chunk, Checkpoint, Shards, TensorEntry, ValueType};
+use crate::checkpoint::{Checkpoint, Shards};
 use crate::error::{MetricsError, Result};
 use crate::source::TensorSource;
 use crate::median::{self, Rescan, TopHistogram};
 use crate::selection::{Role, Selection};
 use crate::spectrum::{spectrum_of_values, Method, Spectrum, SvdOptions};
 use crate::stats::{mean_of, sum_map, Moments};
+use crate::tensor::{decode_into, for_each_chunk, TensorEntry, ValueType};
 
-/// Column names, in docs/design.md order (kept from the authors' code).
-pub const METRIC_NAMES: [&str; 14] = [
-    "l1",
-    "l2",
-    "code_sparsity",
-    "trace",
-    "spectral",
-    "computational_sparsity",
-    "mean_lambda",
-    "variance_lambda",
-    "mean_w",
-    "median_w",
-    "var_w",
-    "mean_b",
-    "median_b",
-    "var_b",
-];
+/// Declares [`Statistics`] from one list of fields, so the struct's fields, their order and
+/// their names ([`Statistics::NAMES`], exported to Python as `METRIC_NAMES`) cannot drift
+/// apart: each name is its field's identifier.
+macro_rules! statistics {
+    (
+        weights: { $( $(#[$wmeta:meta])* $weight:ident, )* }
+        biases: { $( $(#[$bmeta:meta])* $bias:ident, )* }
+    ) => {
+        /// The 14 statistics of one checkpoint (Hu et al., Appendix B; definitions in
+        /// docs/design.md), one field each. A statistic with nothing to average is NaN.
+        /// Field names are the metrics.csv column names, kept from the authors' code.
+        #[derive(Clone, Copy, Debug, PartialEq)]
+        pub struct Statistics {
+            $( $(#[$wmeta])* pub $weight: f64, )*
+            $( $(#[$bmeta])* pub $bias: f64, )*
+        }
 
+        impl Statistics {
+            /// The statistic names, in column order: the weight-matrix statistics, then the
+            /// bias statistics. The one definition of the 14 names.
+            pub const NAMES: [&'static str; 14] = [$( stringify!($weight), )* $( stringify!($bias), )*];
+            /// The names of the statistics computed from the weight matrices (NaN together
+            /// when a matrix has non-finite values).
+            pub const WEIGHT_NAMES: &'static [&'static str] = &[$( stringify!($weight), )*];
+            /// The names of the statistics computed from the biases.
+            pub const BIAS_NAMES: &'static [&'static str] = &[$( stringify!($bias), )*];
+            /// Every statistic NaN (nothing computed).
+            pub const NAN: Statistics = Statistics { $( $weight: f64::NAN, )* $( $bias: f64::NAN, )* };
+
+            /// The values, in [`Statistics::NAMES`] order.
+            pub fn values(&self) -> [f64; 14] {
+                [$( self.$weight, )* $( self.$bias, )*]
+            }
+
+            /// The weight-matrix statistics, in [`Statistics::WEIGHT_NAMES`] order.
+            pub fn weight_values(&self) -> Vec<f64> {
+                vec![$( self.$weight, )*]
+            }
+
+            /// The bias statistics, in [`Statistics::BIAS_NAMES`] order.
+            pub fn bias_values(&self) -> Vec<f64> {
+                vec![$( self.$bias, )*]
+            }
+
+            /// `(name, value)` pairs, in [`Statistics::NAMES`] order.
+            pub fn named(&self) -> impl Iterator<Item = (&'static str, f64)> {
+                Self::NAMES.into_iter().zip(self.values())
+            }
+
+            /// The statistic called `name`, or None for an unknown name.
+            pub fn get(&self, name: &str) -> Option<f64> {
+                self.named().find(|(n, _)| *n == name).map(|(_, v)| v)
+            }
+        }
+    };
+}
+
+statistics! {
+    weights: {
+        /// mean_k Σ|W_k|: mean L1 norm of the weight matrices.
+        l1,
+        /// mean_k ‖W_k‖_F: mean Frobenius norm.
+        l2,
+        /// mean_k ‖W_k‖_1 / ‖W_k‖_F (matrices with ‖W_k‖_F = 0 skipped).
+        code_sparsity,
+        /// mean_k Σ_{i<r_k} W_k[i,i]: mean trace.
+        trace,
+        /// mean_k σ_{k,1}: mean largest singular value.
+        spectral,
+        /// mean_k tr(W_k) / σ_{k,1} (σ_{k,1} = 0 skipped).
+        computational_sparsity,
+        /// mean_k of the mean of the singular values of W_k.
+        mean_lambda,
+        /// mean_k of the population variance of the singular values of W_k.
+        variance_lambda,
+        /// Mean of all entries of all weight matrices together.
+        mean_w,
+        /// Median (numpy convention) of all entries of all weight matrices together.
+        median_w,
+        /// Population variance of all entries of all weight matrices together.
+        var_w,
+    }
+    biases: {
+        /// Mean of all entries of all biases together.
+        mean_b,
+        /// Median (numpy convention) of all entries of all biases together.
+        median_b,
+        /// Population variance of all entries of all biases together.
+        var_b,
+    }
+}
+
+/// How the engine computes: the singular-value method and which tensors count.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
+    /// How singular values are computed (exact, randomized, or by size).
     pub svd: SvdOptions,
+    /// Which tensors count, and as what (weight matrix or bias).
     pub selection: Selection,
 }
 
 /// Statistics of one checkpoint, with how they were obtained.
 #[derive(Clone, Debug)]
 pub struct CheckpointReport {
-    pub values: [f64; 14],
+    /// The 14 statistics.
+    pub statistics: Statistics,
+    /// Weight matrices counted (those with non-finite values included).
     pub n_matrices: usize,
+    /// Biases counted (those with non-finite values included).
     pub n_biases: usize,
+    /// Matrices whose singular values were computed exactly.
     pub exact_matrices: usize,
+    /// Matrices whose singular values were computed by randomized SVD.
     pub randomized_matrices: usize,
     /// Hex xxh3-128 digest of the counted tensors (see `content_hash`).
     pub content_hash: String,
+    /// Messages for people: non-finite tensors, singular values that did not converge.
     pub warnings: Vec<String>,
 }
 
@@ -307,34 +391,34 @@ pub fn source_metrics(source: &dyn TensorSource, options: &Options, cancel: &Ato
         cancel,
     };
 
-    let nan = f64::NAN;
-    let mut values = [nan; 14];
+    let mut statistics = Statistics::NAN;
     if weights_ok && !matrices.is_empty() {
         let weights = matrices.iter().fold(Moments::default(), |m, x| m.merge(x.moments));
-        values[0] = mean_of(matrices.iter().map(|m| m.l1));
-        values[1] = mean_of(matrices.iter().map(|m| m.frobenius));
-        values[2] = mean_of(matrices.iter().filter(|m| m.frobenius > 0.0).map(|m| m.l1 / m.frobenius));
-        values[3] = mean_of(matrices.iter().map(|m| m.trace));
-        values[4] = mean_of(matrices.iter().map(|m| m.spectrum.sigma_max));
-        values[5] = mean_of(
+        statistics.l1 = mean_of(matrices.iter().map(|m| m.l1));
+        statistics.l2 = mean_of(matrices.iter().map(|m| m.frobenius));
+        statistics.code_sparsity =
+            mean_of(matrices.iter().filter(|m| m.frobenius > 0.0).map(|m| m.l1 / m.frobenius));
+        statistics.trace = mean_of(matrices.iter().map(|m| m.trace));
+        statistics.spectral = mean_of(matrices.iter().map(|m| m.spectrum.sigma_max));
+        statistics.computational_sparsity = mean_of(
             matrices.iter().filter(|m| m.spectrum.sigma_max > 0.0).map(|m| m.trace / m.spectrum.sigma_max),
         );
-        values[6] = mean_of(matrices.iter().map(|m| m.spectrum.mean));
-        values[7] = mean_of(matrices.iter().map(|m| m.spectrum.variance));
-        values[8] = weights.mean();
-        values[9] = median::median(&group(false), weight_hist.as_ref().expect("matrices were seen"))?;
-        values[10] = weights.variance();
+        statistics.mean_lambda = mean_of(matrices.iter().map(|m| m.spectrum.mean));
+        statistics.variance_lambda = mean_of(matrices.iter().map(|m| m.spectrum.variance));
+        statistics.mean_w = weights.mean();
+        statistics.median_w = median::median(&group(false), weight_hist.as_ref().expect("matrices were seen"))?;
+        statistics.var_w = weights.variance();
     }
     if biases_ok && !biases.is_empty() {
         let moments = biases.iter().fold(Moments::default(), |m, x| m.merge(x.moments));
-        values[11] = moments.mean();
-        values[12] = median::median(&group(true), bias_hist.as_ref().expect("biases were seen"))?;
-        values[13] = moments.variance();
+        statistics.mean_b = moments.mean();
+        statistics.median_b = median::median(&group(true), bias_hist.as_ref().expect("biases were seen"))?;
+        statistics.var_b = moments.variance();
     }
 
     let count = |method| matrices.iter().filter(|m| m.spectrum.method == method).count();
     Ok(CheckpointReport {
-        values,
+        statistics,
         n_matrices: matrices.len() + non_finite.iter().filter(|(_, b)| !b).count(),
         n_biases: biases.len() + non_finite.iter().filter(|(_, b)| *b).count(),
         exact_matrices: count(Method::Exact),
@@ -436,18 +520,32 @@ mod tests {
         let trace_conv = conv[0] + conv[9];
         let all: Vec<f64> = w.iter().chain(&conv).copied().collect();
         let mean_w = all.iter().sum::<f64>() / 28.0;
-        let v = &report.values;
+        let s = &report.statistics;
         assert_eq!(report.n_matrices, 2);
         assert_eq!(report.n_biases, 1);
-        assert!((v[0] - l1).abs() < 1e-12);
-        assert!((v[3] - (trace_w + trace_conv) / 2.0).abs() < 1e-12);
-        assert!((v[8] - mean_w).abs() < 1e-12);
+        assert!((s.l1 - l1).abs() < 1e-12);
+        assert!((s.trace - (trace_w + trace_conv) / 2.0).abs() < 1e-12);
+        assert!((s.mean_w - mean_w).abs() < 1e-12);
         let mut sorted = all.clone();
         sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        assert_eq!(v[9], (sorted[13] + sorted[14]) / 2.0);
-        assert_eq!((v[11], v[12]), (1.0, 1.0));
-        assert!((v[13] - 6.0).abs() < 1e-12); // var of [1, -2, 4]
+        assert_eq!(s.median_w, (sorted[13] + sorted[14]) / 2.0);
+        assert_eq!((s.mean_b, s.median_b), (1.0, 1.0));
+        assert!((s.var_b - 6.0).abs() < 1e-12); // var of [1, -2, 4]
         assert_eq!(report.svd_label(), "exact");
+    }
+
+    #[test]
+    fn names_follow_the_fields_in_column_order() {
+        assert_eq!(Statistics::NAMES[0], "l1");
+        assert_eq!(Statistics::NAMES[13], "var_b");
+        assert_eq!([Statistics::WEIGHT_NAMES, Statistics::BIAS_NAMES].concat(), Statistics::NAMES);
+        let s = Statistics { trace: 3.0, median_b: -1.0, ..Statistics::NAN };
+        assert_eq!(s.get("trace"), Some(3.0));
+        assert_eq!(s.get("median_b"), Some(-1.0));
+        assert!(s.get("l1").unwrap().is_nan());
+        assert_eq!(s.get("no_such_statistic"), None);
+        let names: Vec<&str> = s.named().map(|(n, _)| n).collect();
+        assert_eq!(names, Statistics::NAMES);
     }
 
     #[test]
@@ -456,7 +554,7 @@ mod tests {
         let path = sample(&dir, "a.safetensors", None);
         let one = with_threads(1, || run(&path)).unwrap();
         let three = with_threads(3, || run(&path)).unwrap();
-        for (a, b) in one.values.iter().zip(&three.values) {
+        for (a, b) in one.statistics.values().iter().zip(&three.statistics.values()) {
             assert_eq!(a.to_bits(), b.to_bits());
         }
     }
@@ -465,12 +563,12 @@ mod tests {
     fn non_finite_weights_give_nan_and_a_warning() {
         let dir = tempfile::tempdir().unwrap();
         let report = run(&sample(&dir, "nan.safetensors", Some(f32::NAN)));
-        assert!(report.values[..11].iter().all(|x| x.is_nan()));
-        assert!(report.values[11..].iter().all(|x| x.is_finite()));
+        assert!(report.statistics.weight_values().iter().all(|x| x.is_nan()));
+        assert!(report.statistics.bias_values().iter().all(|x| x.is_finite()));
         assert_eq!(report.warnings.len(), 1);
         assert!(report.warnings[0].contains("fc.weight") && report.warnings[0].contains("nan.safetensors"));
         let inf = run(&sample(&dir, "inf.safetensors", Some(f32::INFINITY)));
-        assert!(inf.values[0].is_nan());
+        assert!(inf.statistics.l1.is_nan());
     }
 
     #[test]
@@ -488,8 +586,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, "b.safetensors", &[("fc.bias", Dtype::F32, vec![2], f32_bytes(&[1.0, 3.0]))]);
         let report = run(&path);
-        assert!(report.values[..11].iter().all(|x| x.is_nan()));
-        assert_eq!(report.values[11], 2.0);
+        assert!(report.statistics.weight_values().iter().all(|x| x.is_nan()));
+        assert_eq!(report.statistics.mean_b, 2.0);
         assert_eq!(report.svd_label(), "none");
     }
 
@@ -518,7 +616,7 @@ mod tests {
             ],
         );
         let sharded = shards_metrics(&[second.clone(), first.clone()], &Options::default(), &AtomicBool::new(false)).unwrap();
-        for (a, b) in whole.values.iter().zip(&sharded.values) {
+        for (a, b) in whole.statistics.values().iter().zip(&sharded.statistics.values()) {
             assert_eq!(a.to_bits(), b.to_bits());
         }
         assert_eq!(whole.content_hash, sharded.content_hash);

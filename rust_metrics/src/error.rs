@@ -4,27 +4,58 @@
 use std::fmt;
 use std::path::PathBuf;
 
+/// What can go wrong in the engine (mapped to Python exceptions by the binding).
 #[derive(Debug)]
 pub enum MetricsError {
     /// The path does not exist.
-    NotFound { path: PathBuf },
+    NotFound {
+        /// The missing file.
+        path: PathBuf,
+    },
     /// Any other operating-system error while opening or mapping the file.
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
     /// The file is not a valid safetensors file.
-    Format { path: PathBuf, message: String },
+    Format {
+        /// The file (or the in-memory origin).
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A tensor that counts for the statistics has a dtype the engine does not read.
-    Dtype { path: PathBuf, tensor: String, dtype: String },
+    Dtype {
+        /// The file (or the in-memory origin).
+        path: PathBuf,
+        /// The tensor's name.
+        tensor: String,
+        /// The dtype, as safetensors names it.
+        dtype: String,
+    },
     /// An include/exclude regular expression does not compile.
-    Pattern { which: &'static str, message: String },
+    Pattern {
+        /// "include" or "exclude".
+        which: &'static str,
+        /// The regex crate's message.
+        message: String,
+    },
     /// An option has a value outside its domain.
-    Option { message: String },
+    Option {
+        /// Which option, and what is wrong with its value.
+        message: String,
+    },
     /// The caller asked to stop (Ctrl-C in Python).
     Cancelled,
 }
 
+/// The engine's result type.
 pub type Result<T> = std::result::Result<T, MetricsError>;
 
 impl MetricsError {
+    /// A [`MetricsError::Format`] error naming `path`.
     pub fn format(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         MetricsError::Format { path: path.into(), message: message.into() }
     }

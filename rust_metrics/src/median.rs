@@ -10,7 +10,9 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 
+/// Bits of the key resolved by each histogram pass (the top digit).
 pub const DIGIT_BITS: u32 = 16;
+/// Bins of a histogram over one digit.
 pub const BINS: usize = 1 << DIGIT_BITS;
 /// Most keys gathered in memory at once (32 MiB).
 pub const COLLECT_LIMIT: u64 = 1 << 22;
@@ -22,6 +24,7 @@ pub fn key(x: f64) -> u64 {
     if bits >> 63 == 1 { !bits } else { bits | (1 << 63) }
 }
 
+/// The float whose [`key`] is `key` (the inverse of [`key`]).
 #[inline]
 pub fn value(key: u64) -> f64 {
     if key >> 63 == 1 { f64::from_bits(key & !(1 << 63)) } else { f64::from_bits(!key) }
@@ -32,16 +35,19 @@ pub fn value(key: u64) -> f64 {
 pub struct TopHistogram(pub Vec<u64>);
 
 impl TopHistogram {
+    /// An empty histogram.
     pub fn new() -> Self {
         TopHistogram(vec![0; BINS])
     }
 
+    /// Count `values` (non-NaN) into their bins.
     pub fn add(&mut self, values: &[f64]) {
         for &x in values {
             self.0[(key(x) >> (64 - DIGIT_BITS)) as usize] += 1;
         }
     }
 
+    /// The bin-wise sum of two histograms.
     pub fn merge(mut self, other: &TopHistogram) -> Self {
         for (a, b) in self.0.iter_mut().zip(&other.0) {
             *a += b;
@@ -49,6 +55,7 @@ impl TopHistogram {
         self
     }
 
+    /// Number of values counted.
     pub fn total(&self) -> u64 {
         self.0.iter().sum()
     }
@@ -62,6 +69,7 @@ impl Default for TopHistogram {
 
 /// Data that can be scanned again, in independent parts (tensors) scanned in parallel.
 pub trait Rescan: Sync {
+    /// Number of parts.
     fn parts(&self) -> usize;
     /// Call `f` on decoded chunks of part `i`; an error (unreadable data, cancellation)
     /// ends the search.

@@ -17,12 +17,12 @@ use pyo3::exceptions::{
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::checkpoint::{TensorEntry, ValueType};
-use crate::engine::{self, CheckpointReport, Options, METRIC_NAMES};
+use crate::engine::{self, CheckpointReport, Options, Statistics};
 use crate::error::MetricsError;
 use crate::selection::{Role, Selection, DEFAULT_EXCLUDE};
 use crate::source::{MemoryTensors, MEMORY_ORIGIN};
 use crate::spectrum::{SvdMode, SvdOptions};
+use crate::tensor::{TensorEntry, ValueType};
 
 create_exception!(
     _rust_metrics,
@@ -45,7 +45,7 @@ fn to_pyerr(err: MetricsError) -> PyErr {
 /// Statistics of one checkpoint, as returned to Python.
 #[pyclass(frozen, get_all, module = "trainmap._rust_metrics")]
 pub struct CheckpointStats {
-    /// The 14 statistics, in METRIC_NAMES order.
+    /// The 14 statistics, in METRIC_NAMES (`Statistics::NAMES`) order.
     values: Vec<f64>,
     /// "exact", "randomized", "mixed" or "none".
     svd: String,
@@ -58,7 +58,7 @@ impl From<CheckpointReport> for CheckpointStats {
     fn from(r: CheckpointReport) -> Self {
         CheckpointStats {
             svd: r.svd_label().to_owned(),
-            values: r.values.to_vec(),
+            values: r.statistics.values().to_vec(),
             content_hash: r.content_hash,
             warnings: r.warnings,
         }
@@ -277,8 +277,8 @@ fn hold_tensor(name: String, dtype: &str, shape: Vec<usize>, data: &Bound<'_, Py
 /// The statistics dict of one checkpoint: the 14 METRIC_NAMES, "svd" and "content_hash".
 fn report_dict<'py>(py: Python<'py>, report: &CheckpointReport) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
-    for (name, value) in METRIC_NAMES.iter().zip(report.values) {
-        dict.set_item(*name, value)?;
+    for (name, value) in report.statistics.named() {
+        dict.set_item(name, value)?;
     }
     dict.set_item("svd", report.svd_label())?;
     dict.set_item("content_hash", &report.content_hash)?;
@@ -356,7 +356,7 @@ fn select_tensors(
 #[pymodule]
 fn _rust_metrics(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let defaults = SvdOptions::default();
-    m.add("METRIC_NAMES", METRIC_NAMES.to_vec())?;
+    m.add("METRIC_NAMES", Statistics::NAMES.to_vec())?;
     m.add("DEFAULT_EXCLUDE", DEFAULT_EXCLUDE)?;
     m.add("DEFAULT_EXACT_MAX_DIM", defaults.exact_max_dim)?;
     m.add("DEFAULT_RANK", defaults.rank)?;

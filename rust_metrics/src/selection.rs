@@ -17,11 +17,22 @@ pub const DEFAULT_EXCLUDE: &str = r"(?i)(embed|wte|wpe|pos_emb|lm_head)|(^|\.)([
 /// The role a tensor plays in the statistics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
-    Matrix { rows: usize, cols: usize },
+    /// A weight matrix, read as `rows × cols` (a tensor of more than 2 dims as
+    /// `shape[0] × prod(rest)`).
+    Matrix {
+        /// `shape[0]`.
+        rows: usize,
+        /// The product of the other dimensions.
+        cols: usize,
+    },
+    /// A bias (a 1-D tensor whose name ends in `bias`).
     Bias,
+    /// Not counted.
     Ignored,
 }
 
+/// Which tensors count, by name (include/exclude patterns) and shape: the one definition
+/// of tensor selection (Python asks it through `select_tensors`).
 #[derive(Clone, Debug)]
 pub struct Selection {
     include: Option<Regex>,
@@ -45,6 +56,7 @@ impl Selection {
         Ok(Selection { include, exclude })
     }
 
+    /// The role of the tensor `name` of shape `shape`.
     pub fn role(&self, name: &str, shape: &[usize]) -> Role {
         if let Some(include) = &self.include {
             if !include.is_match(name) {

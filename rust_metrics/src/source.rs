@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::{for_each_chunk, TensorEntry, ValueType};
+use crate::tensor::{for_each_chunk, TensorEntry, ValueType};
 use crate::error::{MetricsError, Result};
 
 /// Label that error messages and warnings use for tensors passed from memory.

@@ -79,15 +79,21 @@ pub fn prefers_randomized(r: usize, c: usize, options: &SvdOptions) -> bool {
     r > options.exact_max_dim && AUTO_MARGIN * randomized_cost(r, c, options) < exact_cost(r, c)
 }
 
+/// How singular values are computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SvdMode {
+    /// Exactly, for every matrix.
     Exact,
+    /// By randomized SVD, for every matrix.
     Randomized,
+    /// Exactly up to `exact_max_dim`, above it by the cheaper path (cost model).
     Auto,
 }
 
+/// Options of the singular-value computation.
 #[derive(Clone, Debug)]
 pub struct SvdOptions {
+    /// Exact, randomized, or by size.
     pub mode: SvdMode,
     /// In `Auto` mode, matrices whose smaller side is at most this are computed exactly;
     /// above it, the cheaper path by the cost model.
@@ -118,18 +124,25 @@ impl Default for SvdOptions {
     }
 }
 
+/// How one matrix's singular values were computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
+    /// Exactly.
     Exact,
+    /// By randomized SVD.
     Randomized,
 }
 
 /// σ₁, mean σ and population variance of σ for one matrix.
 #[derive(Clone, Copy, Debug)]
 pub struct Spectrum {
+    /// The largest singular value σ₁.
     pub sigma_max: f64,
+    /// The mean of the singular values.
     pub mean: f64,
+    /// The population variance of the singular values.
     pub variance: f64,
+    /// How they were computed.
     pub method: Method,
 }
 
@@ -146,6 +159,7 @@ impl Spectrum {
         Spectrum { sigma_max: f64::NAN, mean: f64::NAN, variance: f64::NAN, method }
     }
 
+    /// Whether σ₁, the mean and the variance are all finite (the SVD converged).
     pub fn is_finite(&self) -> bool {
         self.sigma_max.is_finite() && self.mean.is_finite() && self.variance.is_finite()
     }

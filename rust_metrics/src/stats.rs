@@ -4,8 +4,11 @@
 /// that moments of many tensors combine without catastrophic cancellation.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Moments {
+    /// Number of values.
     pub count: u64,
+    /// Their mean (0 when empty; see [`Moments::mean`]).
     pub mean: f64,
+    /// Their sum of squared deviations from the mean.
     pub m2: f64,
 }
 
@@ -21,6 +24,7 @@ impl Moments {
         Moments { count: values.len() as u64, mean, m2 }
     }
 
+    /// The moments of the values of `self` and `other` together.
     pub fn merge(self, other: Moments) -> Moments {
         if self.count == 0 {
             return other;
