@@ -189,6 +189,7 @@ def test_condition_statistics_by_hand():
     assert summary.loc["b", "n_censored"] == 1 and np.isnan(summary.loc["b", "convergence_mean"])
 
 
+@pytest.mark.slow  # several CLI processes
 def test_bad_conditions_are_refused(tmp_path):
     with pytest.raises(AnalysisError, match="at least two conditions"):
         cmp.condition_runs({"a": ["x"]})

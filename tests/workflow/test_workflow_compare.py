@@ -14,6 +14,9 @@ import yaml
 from snakemake_runner import dry_run, snakemake
 from synthetic_runs import write_synthetic_runs
 
+# Every test here runs Snakemake (a dry run or a real one): not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
 SEEDS = [1000, 1001, 1002, 1003, 1004, 1005]
 ANALYSIS = {"threshold": 0.9, "hmm": {"max_components": 3, "restarts": 1, "covariance": "diag", "min_runs": 4,
                                       "zscore_first_n": 6}}
