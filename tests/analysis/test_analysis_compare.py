@@ -239,8 +239,8 @@ def test_prefix_regression_on_planted_runs(analysed):
     assert list(table["percent"]) == list(range(10, 101, 10)) and set(table["n_runs"]) == {12}
     full = table[table["percent"] == 100].iloc[0]
     # The whole run: exactly regress's regression.
-    assert full["r2_loo"] == pytest.approx(reg["r2_loo"]) and full["r2"] == pytest.approx(reg["r2"])
-    assert full["concordance"] == pytest.approx(reg["concordance"])
+    assert full["r2_loo"] == pytest.approx(reg.r2_loo) and full["r2"] == pytest.approx(reg.r2)
+    assert full["concordance"] == pytest.approx(reg.concordance)
     assert full["mean_checkpoints"] == 60
     # At 10 % every run is still in the planted init state: nothing to predict from.
     first = table[table["percent"] == 10].iloc[0]
@@ -261,7 +261,7 @@ def test_prefix_regression_on_planted_runs(analysed):
 def test_first_detour_step_in_convergence_csv(analysed):
     exp, out, reg = analysed["exp"], analysed["out"], analysed["reg"]
     conv = pd.read_csv(out.convergence_csv, dtype={"run": str}).set_index("run")
-    assert "first_detour_step" in conv.columns and reg["detour_states"]
+    assert "first_detour_step" in conv.columns and reg.detour_states
     for run in exp.run_ids:
         truth = exp.true_states[run]
         if run in exp.detour_runs:
