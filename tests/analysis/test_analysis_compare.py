@@ -139,6 +139,7 @@ def test_outputs_and_markdown(compared):
     assert "stable 6/6" in svg and "unstable 6/6" in svg
     reg = json.loads(out.regression_json.read_text())
     assert reg["conditions"].keys() == {"stable", "unstable"} and len(reg["covariates"]) == 1
+    assert contracts.CompareRecord.read(out.regression_json).to_dict().keys() == reg.keys()
 
 
 def test_regression_with_covariates_matches_statsmodels():

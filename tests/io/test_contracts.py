@@ -110,3 +110,24 @@ def test_regression_record_round_trips_and_names_what_is_wrong(tmp_path):
     old.write_text("[1]")
     with pytest.raises(RegressionFileError, match="must hold a JSON object"):
         RegressionRecord.read(old)
+
+
+def test_a_comparisons_regression_json_is_read_back_as_written(tmp_path):
+    """results/compare/{cmp}/regression.json has its own record (CompareRecord)."""
+    import json
+
+    from trainmap.io.contracts import CompareRecord, RegressionFileError
+
+    data = {"comparison": "ab", "conditions": {"a": ["a/1"], "b": ["b/1"]}, "convergence": {"a": "x>1", "b": "x>2"},
+            "n_states": 2, "n_runs": 2, "design_states": [0, 1], "unvisited_states": [], "r2": 0.5,
+            "r2_adjusted": 0.4, "r2_loo": 0.3, "p_value": 0.2, "f_statistic": 1.0, "df_model": 1, "df_resid": 0,
+            "intercept": 10.0, "detour_states": [], "parametrisation": "p", "covariates": [], "states": [],
+            "dissimilarity": [{"condition_a": "a", "condition_b": "b", "dissimilarity": 0.1}], "notes": [],
+            "excluded_runs": []}
+    path = tmp_path / "regression.json"
+    CompareRecord.from_dict(data).write(path)
+    assert json.loads(path.read_text()) == data and list(json.loads(path.read_text())) == list(data)
+    assert CompareRecord.read(path) == CompareRecord.from_dict(data)
+    path.write_text(json.dumps({k: v for k, v in data.items() if k != "conditions"}))
+    with pytest.raises(RegressionFileError, match="missing key\\(s\\) conditions .*rerun compare"):
+        CompareRecord.read(path)

@@ -46,7 +46,7 @@ if os.path.isdir(_crate) and tw.engine_fingerprint(_crate) != ENGINE:
 
 tw.prefer_this_installation()
 
-# Every path a rule names comes from the file contracts (trainmap.io.contracts), as patterns:
+# Every path the rules name comes from the file contracts (trainmap.io.contracts) as patterns;
 # EXP (one experiment, {exp}), RUN (one of its runs, {exp} and {run}), CMP (a comparison, {cmp}).
 EXP, RUN, CMP = tw.EXP, tw.RUN, tw.CMP
 TABLES = tw.TABLES

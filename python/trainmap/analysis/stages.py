@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from trainmap.io import atomic, contracts
-from trainmap.io.contracts import RegressionFileError, RegressionRecord, RunPaths
+from trainmap.io.contracts import CompareRecord, RegressionFileError, RegressionRecord, RunPaths
 from trainmap.analysis import baselines as _baselines
 from trainmap.analysis import figures as _figures
 from trainmap.analysis.convergence import (
@@ -460,13 +460,13 @@ def compare_select(conditions: Mapping[str, Sequence[str | os.PathLike]], select
 
 
 def compare(conditions: Mapping[str, Sequence[str | os.PathLike]], criteria: Mapping[str, Criterion],
-            model_path: str | os.PathLike, out_dir: str | os.PathLike, *, name: str | None = None) -> dict:
+            model_path: str | os.PathLike, out_dir: str | os.PathLike, *, name: str | None = None) -> CompareRecord:
     """``trainmap compare``: decode every condition's runs with the comparison's model
     (states.csv), then per condition occupancy, the states only it visits, transitions,
     convergence (each condition under its own criterion), dissimilarity within and between
     conditions, the regression with condition indicators, table_compare.{csv,md}, the joint
     map and the occupancy figure, all under ``out_dir`` (:class:`contracts.ComparePaths`).
-    Returns regression.json's dict."""
+    Returns regression.json's record."""
     from trainmap.analysis import compare as _compare
 
     out = contracts.ComparePaths.at(out_dir)
@@ -504,21 +504,20 @@ def compare(conditions: Mapping[str, Sequence[str | os.PathLike]], criteria: Map
         warnings.simplefilter("always")
         fit = _compare.condition_regression(occ, conv, of)
     notes = [str(w.message) for w in caught] + list(fit.notes)
-    reg = {
-        "comparison": name,
-        "conditions": {c: [r for r in traj.run_ids if of[r] == c] for c in dict.fromkeys(of.values())},
-        "convergence": {c: str(criteria[c]) for c in dict.fromkeys(of.values())},
-        "n_states": n_states,
-        **{k: v for k, v in fit.to_dict().items() if k != "notes"},
-        "covariates": [{k: (bool(v) if k == "identifiable" else v if isinstance(v, str) else float(v))
-                        for k, v in row.items()} for row in fit.covariates.to_dict("records")],
-        "states": [{"state": int(r["state"]), "coefficient": float(r["coefficient"]),
-                    "p_value": float(r["p_value"]), "identifiable": bool(r["identifiable"]), "note": str(r["note"])}
-                   for r in fit.coefficients.to_dict("records")],
-        "dissimilarity": dissim.to_dict("records"),
-        "notes": notes,
-        "excluded_runs": sorted(traj.excluded),
-    }
+    reg = CompareRecord(
+        comparison=name,
+        conditions={c: [r for r in traj.run_ids if of[r] == c] for c in dict.fromkeys(of.values())},
+        convergence={c: str(criteria[c]) for c in dict.fromkeys(of.values())},
+        **{"n_states": n_states, **{k: v for k, v in fit.to_dict().items() if k != "notes"}},
+        covariates=[{k: (bool(v) if k == "identifiable" else v if isinstance(v, str) else float(v))
+                     for k, v in row.items()} for row in fit.covariates.to_dict("records")],
+        states=[{"state": int(r["state"]), "coefficient": float(r["coefficient"]),
+                 "p_value": float(r["p_value"]), "identifiable": bool(r["identifiable"]), "note": str(r["note"])}
+                for r in fit.coefficients.to_dict("records")],
+        dissimilarity=dissim.to_dict("records"),
+        notes=notes,
+        excluded_runs=sorted(traj.excluded),
+    )
     criteria_text = {c: str(criteria[c]) for c in dict.fromkeys(of.values())}
     atomic.write_csv(out.states_csv, frame)
     atomic.write_csv(out.occupancy_csv, occ_table)
@@ -533,7 +532,7 @@ def compare(conditions: Mapping[str, Sequence[str | os.PathLike]], criteria: Map
     atomic.write_csv(out.coefficients_csv, fit.coefficients)
     atomic.write_csv(out.table_csv, table)
     atomic.write_text(out.table_md, _compare.table_markdown(name, table, dissim, reg, criteria_text, n_states))
-    atomic.write_json(out.regression_json, reg)
+    reg.write(out.regression_json)
     title = f"Joint training map — {name}: " + " vs ".join(criteria_text)
     _figures.write_graph(_compare.joint_map_graph(occ_table, trans, n_states, title=title),
                          svg=out.map_svg, png=out.map_png)

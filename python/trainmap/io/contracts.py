@@ -93,6 +93,7 @@ __all__ = [
     "REGRESSION_OPTIONAL",
     "RegressionFileError",
     "RegressionRecord",
+    "CompareRecord",
 ]
 
 # --- columns -----------------------------------------------------------------------------
@@ -617,8 +618,64 @@ def _num(kind):
     return lambda value, key, source: _number(value, key, source, kind)
 
 
+class _JsonRecord:
+    """A JSON file's record as a frozen dataclass: its fields are the file's keys, in order;
+    ``_KINDS`` checks each key's value; ``_OPTIONAL`` names the keys older files lack."""
+
+    _WHAT = "JSON file"
+    _WRITER = "the stage that writes it"
+    _OPTIONAL: tuple[str, ...] = ()
+    _KINDS: dict = {}
+
+    def to_dict(self) -> dict:
+        """The file's JSON object (keys in order)."""
+        from dataclasses import fields
+
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def _values(cls, data: dict, source) -> dict:
+        from dataclasses import fields
+
+        values, missing = {}, []
+        for f in fields(cls):
+            if f.name not in data:
+                if f.name in cls._OPTIONAL:
+                    values[f.name] = None
+                else:
+                    missing.append(f.name)
+                continue
+            values[f.name] = cls._KINDS[f.name](data[f.name], f.name, source)
+        if missing:
+            raise RegressionFileError(f"{_where(source)}missing key(s) {', '.join(missing)} "
+                                      f"(written by an older trainmap? rerun {cls._WRITER})")
+        return values
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str | os.PathLike | None = None):
+        """The record of the file's JSON object; errors name ``source``."""
+        return cls(**cls._values(data, source))
+
+    @classmethod
+    def read(cls, path: str | os.PathLike):
+        """Read ``path`` through the file guard (a missing file: FileNotFoundError)."""
+        from trainmap.io.fileguard import InputFileError, read_json_object
+
+        try:
+            data = read_json_object(path, what=cls._WHAT)
+        except InputFileError as exc:
+            raise RegressionFileError(str(exc)) from None
+        return cls.from_dict(data, path)
+
+    def write(self, path: str | os.PathLike) -> None:
+        """Write the record to ``path`` atomically (NaN as null)."""
+        from trainmap.io import atomic
+
+        atomic.write_json(path, self.to_dict())
+
+
 @dataclass(frozen=True)
-class RegressionRecord:
+class RegressionRecord(_JsonRecord):
     """regression.json, the one owner of its keys: what ``regress`` writes (convergence on
     state occupancy, the Cox model, dissimilarity, forking, per-run convergence) and what
     tables, the summary, the training map and the Recorder's live state read.
@@ -663,29 +720,10 @@ class RegressionRecord:
         """The convergence criterion as text (``eval_accuracy>0.9``)."""
         return str(self.convergence.get("text", ""))
 
-    def to_dict(self) -> dict:
-        """The file's JSON object (keys in order)."""
-        from dataclasses import fields
-
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
     @classmethod
     def from_dict(cls, data: dict, source: str | os.PathLike | None = None) -> "RegressionRecord":
         """The record of a regression.json object; errors name ``source``."""
-        from dataclasses import fields
-
-        values, missing = {}, []
-        for f in fields(cls):
-            if f.name not in data:
-                if f.name in REGRESSION_OPTIONAL:
-                    values[f.name] = None
-                else:
-                    missing.append(f.name)
-                continue
-            values[f.name] = _REGRESSION_KINDS[f.name](data[f.name], f.name, source)
-        if missing:
-            raise RegressionFileError(f"{_where(source)}missing key(s) {', '.join(missing)} "
-                                      "(written by an older trainmap? rerun regress)")
+        values = cls._values(data, source)
         if not isinstance(values["convergence"], dict) or not isinstance(values["convergence"].get("text"), str):
             raise RegressionFileError(f"{_where(source)}key 'convergence' must be an object with a 'text'")
         for row in values["runs"]:
@@ -696,23 +734,6 @@ class RegressionRecord:
             values[key] = [_number(s, key, source, int) for s in values[key]]
         return cls(**values)
 
-    @classmethod
-    def read(cls, path: str | os.PathLike) -> "RegressionRecord":
-        """Read ``path`` through the file guard (a missing file: FileNotFoundError)."""
-        from trainmap.io.fileguard import InputFileError, read_json_object
-
-        try:
-            data = read_json_object(path, what="regression.json")
-        except InputFileError as exc:
-            raise RegressionFileError(str(exc)) from None
-        return cls.from_dict(data, path)
-
-    def write(self, path: str | os.PathLike) -> None:
-        """Write the record to ``path`` atomically (NaN as null)."""
-        from trainmap.io import atomic
-
-        atomic.write_json(path, self.to_dict())
-
 
 _REGRESSION_KINDS = {
     "experiment": _of(str), "convergence": _of(dict), "n_runs": _num(int), "n_runs_regression": _num(int),
@@ -722,4 +743,49 @@ _REGRESSION_KINDS = {
     "df_resid": _num(int), "intercept": _num(float), "detour_states": _of(list), "parametrisation": _of(str),
     "cox": _of(dict), "concordance": _num(float), "dissimilarity": _num(float), "forking": _num(bool),
     "checkpoints_per_run": _of(dict), "hmm": _of(dict), "notes": _of(list), "runs": _of(list),
+}
+RegressionRecord._WHAT, RegressionRecord._WRITER = "regression.json", "regress"
+RegressionRecord._OPTIONAL = REGRESSION_OPTIONAL
+RegressionRecord._KINDS = _REGRESSION_KINDS
+
+
+@dataclass(frozen=True)
+class CompareRecord(_JsonRecord):
+    """A comparison's regression.json (``results/compare/{cmp}/``, :class:`ComparePaths`):
+    written by ``trainmap compare``, read by its table_compare.md. Convergence on state
+    occupancy with the condition as covariate (:class:`RegressionRecord`'s regression
+    fields), each condition's runs and criterion, the covariates and states, dissimilarity."""
+
+    comparison: str
+    conditions: dict  # condition -> its runs (``{condition}/{run}``)
+    convergence: dict  # condition -> its criterion as text
+    n_states: int
+    n_runs: int
+    design_states: list
+    unvisited_states: list
+    r2: float
+    r2_adjusted: float
+    r2_loo: float
+    p_value: float
+    f_statistic: float
+    df_model: int
+    df_resid: int
+    intercept: float
+    detour_states: list
+    parametrisation: str
+    covariates: list  # {covariate, coefficient, std_error, t_value, p_value, identifiable, note...}
+    states: list  # {state, coefficient, p_value, identifiable, note}
+    dissimilarity: list  # {condition_a, condition_b, dissimilarity}
+    notes: list
+    excluded_runs: list
+
+
+CompareRecord._WHAT, CompareRecord._WRITER = "regression.json", "compare"
+CompareRecord._KINDS = {
+    "comparison": _of(str), "conditions": _of(dict), "convergence": _of(dict), "n_states": _num(int),
+    "n_runs": _num(int), "design_states": _of(list), "unvisited_states": _of(list), "r2": _num(float),
+    "r2_adjusted": _num(float), "r2_loo": _num(float), "p_value": _num(float), "f_statistic": _num(float),
+    "df_model": _num(int), "df_resid": _num(int), "intercept": _num(float), "detour_states": _of(list),
+    "parametrisation": _of(str), "covariates": _of(list), "states": _of(list), "dissimilarity": _of(list),
+    "notes": _of(list), "excluded_runs": _of(list),
 }
