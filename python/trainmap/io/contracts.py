@@ -573,11 +573,12 @@ class ComparePaths:
 
 # --- regression.json (written by ``regress``, read by tables, summary, map and live) --------
 
-#: Keys every regression.json has had since the convergence criterion became its own object
-#: (2026-11-23); a file without one of them is refused, naming the file and the keys.
-#: ``never_converged`` and other keys of older files are ignored.
+# Every other key of RegressionRecord has been in every regression.json since the convergence
+# criterion became its own object (2026-11-23): a file without one is refused, naming the
+# file and the keys. Keys of still older files (``never_converged``) are ignored.
+
 #: Keys added with the Cox model and the covariance search (2026-12-04): a file written
-#: before lacks them, and they read as None (shown as "?"/empty, as before).
+#: before lacks them, and they read as None (shown as "?" or empty, as before).
 REGRESSION_OPTIONAL: tuple[str, ...] = (
     "n_converged", "n_censored", "censored_runs", "cox", "concordance", "checkpoints_per_run", "hmm")
 
