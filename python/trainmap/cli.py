@@ -390,10 +390,10 @@ def _run_regress(args: argparse.Namespace) -> int:
                          RegressOptions.from_args(args))
     from trainmap.analysis import display
 
-    print(f"convergence {out['convergence']['text']}: {out['n_converged']} of {out['n_runs']} runs converged "
-          f"({out['n_censored']} censored); R2 {display.r2(out['r2'])} (adjusted {display.r2(out['r2_adjusted'])}, "
-          f"leave-one-out {display.r2(out['r2_loo'])}), p {display.p_value(out['p_value'])}, concordance "
-          f"{display.r2(out['concordance'])}, detour states {out['detour_states']}; wrote {args.out}", file=sys.stderr)
+    print(f"convergence {out.criterion_text}: {out.n_converged} of {out.n_runs} runs converged "
+          f"({out.n_censored} censored); R2 {display.r2(out.r2)} (adjusted {display.r2(out.r2_adjusted)}, "
+          f"leave-one-out {display.r2(out.r2_loo)}), p {display.p_value(out.p_value)}, concordance "
+          f"{display.r2(out.concordance)}, detour states {out.detour_states}; wrote {args.out}", file=sys.stderr)
     return 0
 
 

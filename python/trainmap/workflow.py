@@ -2,7 +2,9 @@
 and the plain data each rule needs (run names, command-line options, fingerprints).
 
 The rules in ``workflow/rules/*.smk`` stay thin: they ask this module for an experiment's
-settings and call the ``trainmap`` command line. Everything a rule depends on comes from
+settings and for every path they name (:data:`EXP`, :data:`RUN`, :data:`CMP`: the file
+contracts of :mod:`trainmap.io.contracts` as Snakemake patterns), and call the ``trainmap``
+command line. Everything a rule depends on comes from
 here as a plain string, so Snakemake's ``params`` rerun trigger sees every change.
 """
 
@@ -24,9 +26,24 @@ import jsonschema
 import yaml
 
 from trainmap.analysis.convergence import Criterion
+from trainmap.io import contracts
+from trainmap.io.contracts import ComparePaths, ExperimentPaths, RunPaths
 from trainmap.options import BaselineOptions, HMMSelectOptions, metrics_options_of_config
 
 __all__ = [
+    "Patterns",
+    "EXP",
+    "RUN",
+    "CMP",
+    "FIGURES",
+    "TABLES",
+    "SUMMARY",
+    "TABLES_LOG",
+    "figure_files",
+    "experiment_outputs",
+    "table_inputs",
+    "comparison_outputs",
+    "table_experiment_args",
     "ConfigError",
     "MAX_CONFIG_VALUES",
     "check_config_size",
@@ -220,7 +237,7 @@ class Experiment:
         return self.task is None
 
     def run_dir(self, run: str) -> str:
-        return f"results/{self.name}/runs/{run}"
+        return ExperimentPaths(self.name).run(run).root.as_posix()
 
     def runs_dir(self) -> str:
         """The directory holding the run directories (``trainmap train-sweep --out-dir``)."""
@@ -228,6 +245,14 @@ class Experiment:
 
     def run_dirs(self) -> list[str]:
         return [self.run_dir(run) for run in self.runs]
+
+    def metrics_files(self) -> list[str]:
+        """Every run's metrics.csv."""
+        return [RunPaths(Path(d)).metrics_csv.as_posix() for d in self.run_dirs()]
+
+    def checkpoints_dir(self, run: str) -> str:
+        """The checkpoints folder of a trained run (``trainmap metrics`` reads it)."""
+        return RunPaths(Path(self.run_dir(run))).checkpoints.as_posix()
 
     # Command-line options of each stage, as shell-quoted strings (also the params that
     # Snakemake compares to decide what is stale).
@@ -250,8 +275,6 @@ class Experiment:
         return [self.runs[i : i + n] for i in range(0, len(self.runs), n)]
 
     def group_file(self, runs: Iterable[str]) -> str:
-        from trainmap.io.contracts import ExperimentPaths
-
         return ExperimentPaths(self.name).sweep_group(runs).as_posix()
 
     def group_runs(self, group: str) -> tuple[str, ...]:
@@ -264,7 +287,7 @@ class Experiment:
     def trained_marker(self, run: str) -> str:
         """The file that says ``run`` has been trained: its run.json, or its group's marker."""
         if not self.batched:
-            return f"{self.run_dir(run)}/run.json"
+            return RunPaths(Path(self.run_dir(run))).run_json.as_posix()
         return next(self.group_file(runs) for runs in self.groups() if run in runs)
 
     def trained_markers(self) -> list[str]:
@@ -324,7 +347,7 @@ class Experiment:
         return chunk_input_files(self.series(run), index, self.metrics["chunk"])
 
     def chunk_file(self, run: str, index: int) -> str:
-        return f"{self.run_dir(run)}/metrics_chunks/{index}.json"
+        return RunPaths(Path(self.run_dir(run))).metrics_chunk(index).as_posix()
 
     def series_job_inputs(self, run: str) -> dict[str, list[str]]:
         """Inputs of an in-place run's metrics job: ``files`` (everything it reads) and
@@ -513,6 +536,18 @@ class Comparison:
     def run_dirs(self) -> list[str]:
         return [d for e in self.experiments for d in e.run_dirs()]
 
+    def record_files(self) -> list[str]:
+        """Every run's run.json."""
+        return [RunPaths(Path(d)).run_json.as_posix() for d in self.run_dirs()]
+
+    def metrics_files(self) -> list[str]:
+        """Every run's metrics.csv."""
+        return [RunPaths(Path(d)).metrics_csv.as_posix() for d in self.run_dirs()]
+
+    def checkpoints_dir(self, run: str) -> str:
+        """The checkpoints folder of a trained run (``trainmap metrics`` reads it)."""
+        return RunPaths(Path(self.run_dir(run))).checkpoints.as_posix()
+
 
 def comparisons(config: Mapping[str, Any], experiments: Mapping[str, Experiment]) -> dict[str, Comparison]:
     """Resolve config ``compare:`` against the resolved experiments: every name a safe name
@@ -605,7 +640,6 @@ def print_summary(experiments: Mapping[str, Experiment], results: str | Path = "
     """Print the summary of the experiments (:func:`trainmap.analysis.summary.render_summary`)
     that have been analysed, as the workflow's last words on the console."""
     from trainmap.analysis.summary import render_summary
-    from trainmap.io.contracts import ExperimentPaths
 
     done = {name: Path(results) / name for name in experiments
             if ExperimentPaths.at(Path(results) / name).regression_json.is_file()}
@@ -663,3 +697,79 @@ def prefer_this_installation() -> None:
     environment, on a cluster too; with ``--use-conda`` the activated environment comes first.
     """
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+
+
+# --- the rules' paths: Snakemake patterns of the file contracts (trainmap.io.contracts) ----------
+
+class Patterns:
+    """The paths of a contract object as Snakemake patterns (POSIX strings):
+    ``Patterns(ExperimentPaths("{exp}")).model_npz`` is ``"results/{exp}/hmm/model.npz"``.
+    Properties give strings, methods give functions returning strings (or ``Patterns`` for a
+    contract object, lists of strings for lists of paths). The rules spell no path by hand:
+    every output and log comes from here (tests/workflow/test_workflow_contract_paths.py)."""
+
+    def __init__(self, paths: Any):
+        self._paths = paths
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._paths, name)
+        if callable(value):
+            return lambda *args: _pattern(value(*args))
+        return _pattern(value)
+
+    def __repr__(self) -> str:
+        return f"Patterns({self._paths!r})"
+
+
+def _pattern(value: Any) -> Any:
+    if isinstance(value, Path):
+        return value.as_posix()
+    if isinstance(value, (list, tuple)):
+        return [_pattern(v) for v in value]
+    if isinstance(value, (ExperimentPaths, RunPaths, ComparePaths)):
+        return Patterns(value)
+    return value
+
+
+#: Files of one experiment (wildcard ``{exp}``), of one of its runs (``{exp}``, ``{run}``) and
+#: of one comparison (``{cmp}``).
+EXP = Patterns(ExperimentPaths("{exp}"))
+RUN = Patterns(ExperimentPaths("{exp}").run("{run}"))
+CMP = Patterns(ComparePaths("{cmp}"))
+#: The figures of the figures rule and the tables and summary of the tables rule.
+FIGURES: tuple[str, ...] = contracts.FIGURES
+TABLES: list[str] = [p.as_posix() for p in contracts.table_paths()]
+SUMMARY: str = contracts.summary_path().as_posix()
+TABLES_LOG: str = contracts.results_log("tables").as_posix()
+
+
+def figure_files(name: str = "{exp}") -> list[str]:
+    """The figures rule's outputs for experiment ``name`` (default: the pattern)."""
+    paths = ExperimentPaths(name)
+    return [paths.figure(fig, ext).as_posix() for fig in FIGURES for ext in ("png", "svg")]
+
+
+def experiment_outputs(name: str) -> list[str]:
+    """Everything ``all`` wants of one experiment besides the tables."""
+    paths = ExperimentPaths(name)
+    return [paths.edges_csv.as_posix(), paths.map_svg.as_posix(), paths.map_png.as_posix(),
+            *figure_files(name), paths.early_csv.as_posix()]
+
+
+def table_inputs(names: Iterable[str]) -> dict[str, list[str]]:
+    """What the tables rule reads of every experiment."""
+    experiments = [ExperimentPaths(name) for name in names]
+    return {key: [getattr(e, attribute).as_posix() for e in experiments]
+            for key, attribute in (("regression", "regression_json"), ("coefficients", "coefficients_csv"),
+                                   ("selection", "selection_csv"), ("baselines", "baselines_csv"),
+                                   ("early", "early_csv"))}
+
+
+def comparison_outputs(name: str = "{cmp}") -> list[str]:
+    """Every file the compare rule writes for comparison ``name`` (default: the pattern)."""
+    return [p.as_posix() for p in ComparePaths(name).outputs]
+
+
+def table_experiment_args(names: Iterable[str]) -> str:
+    """``--experiment NAME=results/NAME`` of the tables rule, for every experiment."""
+    return " ".join(f"--experiment {name}={ExperimentPaths(name).root.as_posix()}" for name in names)

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from regression_records import regression_dict, regression_record
 
 from trainmap.analysis.baselines import BASELINE_COLUMNS, baseline_table, kmeans_bic, select_kmeans
 from trainmap.analysis.errors import AnalysisError
@@ -71,11 +72,9 @@ def test_baseline_table_runs_the_l2_hmm_on_the_l2_column_only():
 
 def write_experiment(directory, *, r2, p, diss, forking, coefs, hmm_n, hmm_bic, baselines=True, extra=None):
     (directory / "hmm").mkdir(parents=True)
-    (directory / "regression.json").write_text(json.dumps(
-        {"n_runs": 40, "n_states": len(coefs), "r2": r2, "r2_adjusted": r2 - 0.01, "r2_loo": r2 - 0.05,
-         "p_value": p, "dissimilarity": diss, "forking": forking,
-         "convergence": {"column": "eval_accuracy", "direction": "above", "threshold": 0.9,
-                         "text": "eval_accuracy>0.9"}, **(extra or {})}))
+    (directory / "regression.json").write_text(json.dumps(regression_dict(
+        n_runs=40, n_states=len(coefs), r2=r2, r2_adjusted=r2 - 0.01, r2_loo=r2 - 0.05,
+        p_value=p, dissimilarity=diss, forking=forking, **(extra or {}))))
     pd.DataFrame({"state": range(len(coefs)), "coefficient": coefs, "std_error": 1.0,
                   "runs_visiting": [40] + [20] * (len(coefs) - 1),
                   "detour": [False] + [c > 0 for c in coefs[1:]]}).to_csv(directory / "coefficients.csv", index=False)
@@ -163,10 +162,10 @@ def test_table1_notes_say_when_loo_is_undefined_and_the_largest_size_was_chosen(
         warnings.simplefilter("ignore")
         res = state_regression(occ, conv)
     assert np.isnan(res.r2_loo)
-    reg = {"n_states": 3, "r2_loo": res.r2_loo, "notes": list(res.notes)}
+    reg = regression_record(n_states=3, r2_loo=res.r2_loo, notes=list(res.notes))
     # The state only r5 visits has no estimable coefficient either (issue 18, "honest numbers").
     assert table_notes(reg) == "LOO R² undefined; unidentifiable coefficients"
-    reg["notes"].append("the chosen number of states is the largest tried (3): more states may fit better "
-                        "(raise hmm max_components)")
+    reg.notes.append("the chosen number of states is the largest tried (3): more states may fit better "
+                     "(raise hmm max_components)")
     assert table_notes(reg) == "LOO R² undefined; most states tried; unidentifiable coefficients"
-    assert table_notes({"n_states": 3, "r2_loo": 0.5, "notes": []}) == ""
+    assert table_notes(regression_record(n_states=3, r2_loo=0.5, notes=[])) == ""

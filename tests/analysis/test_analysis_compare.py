@@ -139,6 +139,7 @@ def test_outputs_and_markdown(compared):
     assert "stable 6/6" in svg and "unstable 6/6" in svg
     reg = json.loads(out.regression_json.read_text())
     assert reg["conditions"].keys() == {"stable", "unstable"} and len(reg["covariates"]) == 1
+    assert contracts.CompareRecord.read(out.regression_json).to_dict().keys() == reg.keys()
 
 
 def test_regression_with_covariates_matches_statsmodels():
@@ -240,8 +241,8 @@ def test_prefix_regression_on_planted_runs(analysed):
     assert list(table["percent"]) == list(range(10, 101, 10)) and set(table["n_runs"]) == {12}
     full = table[table["percent"] == 100].iloc[0]
     # The whole run: exactly regress's regression.
-    assert full["r2_loo"] == pytest.approx(reg["r2_loo"]) and full["r2"] == pytest.approx(reg["r2"])
-    assert full["concordance"] == pytest.approx(reg["concordance"])
+    assert full["r2_loo"] == pytest.approx(reg.r2_loo) and full["r2"] == pytest.approx(reg.r2)
+    assert full["concordance"] == pytest.approx(reg.concordance)
     assert full["mean_checkpoints"] == 60
     # At 10 % every run is still in the planted init state: nothing to predict from.
     first = table[table["percent"] == 10].iloc[0]
@@ -262,7 +263,7 @@ def test_prefix_regression_on_planted_runs(analysed):
 def test_first_detour_step_in_convergence_csv(analysed):
     exp, out, reg = analysed["exp"], analysed["out"], analysed["reg"]
     conv = pd.read_csv(out.convergence_csv, dtype={"run": str}).set_index("run")
-    assert "first_detour_step" in conv.columns and reg["detour_states"]
+    assert "first_detour_step" in conv.columns and reg.detour_states
     for run in exp.run_ids:
         truth = exp.true_states[run]
         if run in exp.detour_runs:

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from regression_records import regression_record
 
 from trainmap.analysis.interactive import page_data, training_map_html
 from trainmap.analysis.convergence import Criterion, convergence_table
@@ -40,7 +41,8 @@ def inputs(paths: dict[str, list[int]], steps: dict[str, np.ndarray], *, max_poi
         "label": "L2 ↑10.00", "feature_1": "l2", "shift_1": 10.0, "importance_1": 1.0, "runs": "a",
     }])
     return dict(edges=edges, states=states, model_means=np.array([[0.0], [1.5]]), features=["l2"],
-                metrics=metrics, logs=logs, regression={**result.to_dict(), "dissimilarity": 0.5, "forking": False},
+                metrics=metrics, logs=logs, regression=regression_record(**{**result.to_dict(), "n_runs_regression": result.n_runs,
+                                                      "dissimilarity": 0.5, "forking": False}),
                 coefficients=result.coefficients, convergence=conv, criterion="eval_accuracy > 0.9",
                 criterion_column="eval_accuracy", threshold=0.9, zscore_first_n=2, max_points=max_points)
 

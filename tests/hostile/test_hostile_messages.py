@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from regression_records import regression_dict
 from hostile_helpers import TINY_PARITIES, fingerprint, one_error_line
 from trainmap.cli import main
 
@@ -40,8 +41,7 @@ def _experiment(tmp_path, *, selection: str, regression: str):
 
 
 GOOD_SELECTION = "n_components,restart,status,chosen,bic\n1,0,ok,True,10.0\n"
-GOOD_REGRESSION = json.dumps({"n_runs": 5, "n_states": 1, "r2": 0.5, "p_value": 0.1, "dissimilarity": 0.2,
-                              "forking": False})
+GOOD_REGRESSION = json.dumps(regression_dict())
 
 
 @pytest.mark.parametrize("selection, regression, named", [
@@ -51,6 +51,9 @@ GOOD_REGRESSION = json.dumps({"n_runs": 5, "n_states": 1, "r2": 0.5, "p_value": 
     (GOOD_SELECTION, "[1, 2]", "regression.json must hold a JSON object, found a list"),
     (GOOD_SELECTION, json.dumps({"n_runs": "five"}), "key 'n_runs' must be an integer, found 'five'"),
     (GOOD_SELECTION, json.dumps({"r2": {"a": 1}}), "key 'r2' must be a number"),
+    # A key every regression.json has, missing: named, not read as a silent default.
+    (GOOD_SELECTION, json.dumps({k: v for k, v in regression_dict().items() if k != "r2_loo"}),
+     "missing key(s) r2_loo"),
 ])
 def test_tables_name_the_malformed_file(tmp_path, capsys, selection, regression, named):
     exp = _experiment(tmp_path, selection=selection, regression=regression)

@@ -17,13 +17,13 @@ from checkpoint_factory import (
     tensor,
     write_checkpoint,
 )
+from trainmap.io.contracts import checkpoint_step
 from trainmap.metrics.engine import (
     DEFAULT_EXCLUDE,
     METRIC_NAMES,
     CheckpointError,
     checkpoint_metrics,
     checkpoint_paths,
-    parse_step,
     trajectory_metrics,
 )
 
@@ -205,9 +205,9 @@ def test_checkpoint_paths_orders_numerically_by_step(tmp_path):
     for step in (10, 9, 100, 0):
         write_checkpoint(tmp_path / f"step{step}.safetensors", [tensor("fc.weight", np.eye(2), "F32", "matrix")])
     (tmp_path / "notes.txt").write_text("not a checkpoint")
-    assert [parse_step(p) for p in checkpoint_paths(tmp_path)] == [0, 9, 10, 100]
-    assert parse_step("run/step00001200.safetensors") == 1200
-    assert parse_step("final.safetensors") is None
+    assert [checkpoint_step(p) for p in checkpoint_paths(tmp_path)] == [0, 9, 10, 100]
+    assert checkpoint_step("run/step00001200.safetensors") == 1200
+    assert checkpoint_step("final.safetensors") is None
 
 
 def test_checkpoint_paths_rejects_unnumbered_files(tmp_path):

@@ -5,13 +5,13 @@
 rule regress:
     input:
         unpack(regress_inputs),
-        model="results/{exp}/hmm/model.npz",
-        states="results/{exp}/hmm/states.csv",
+        model=EXP.model_npz,
+        states=EXP.states_csv,
     output:
-        regression="results/{exp}/regression.json",
-        convergence="results/{exp}/convergence.csv",
+        regression=EXP.regression_json,
+        convergence=EXP.convergence_csv,
         coefficients=report(
-            "results/{exp}/coefficients.csv",
+            EXP.coefficients_csv,
             caption="../report/coefficients.rst",
             category="{exp}",
             subcategory="detour states",
@@ -23,7 +23,7 @@ rule regress:
         mem_mb=2000,
         runtime=30,
     log:
-        "results/{exp}/logs/regress.log",
+        EXP.log("regress"),
     conda:
         "../../envs/trainmap.yaml"
     shell:
@@ -35,26 +35,26 @@ rule regress:
 rule map:
     input:
         unpack(run_inputs),
-        model="results/{exp}/hmm/model.npz",
-        states="results/{exp}/hmm/states.csv",
-        regression="results/{exp}/regression.json",
-        coefficients="results/{exp}/coefficients.csv",
+        model=EXP.model_npz,
+        states=EXP.states_csv,
+        regression=EXP.regression_json,
+        coefficients=EXP.coefficients_csv,
     output:
         edges=report(
-            "results/{exp}/map/edges.csv",
+            EXP.edges_csv,
             caption="../report/edges.rst",
             category="{exp}",
             subcategory="training map",
         ),
         svg=report(
-            "results/{exp}/map/training_map.svg",
+            EXP.map_svg,
             caption="../report/training_map.rst",
             category="{exp}",
             subcategory="training map",
         ),
-        png="results/{exp}/map/training_map.png",
+        png=EXP.map_png,
         html=report(
-            "results/{exp}/map/training_map.html",
+            EXP.map_html,
             caption="../report/training_map_html.rst",
             category="{exp}",
             subcategory="training map",
@@ -66,7 +66,7 @@ rule map:
         mem_mb=2000,
         runtime=30,
     log:
-        "results/{exp}/logs/map.log",
+        EXP.log("map"),
     conda:
         "../../envs/trainmap.yaml"
     shell:
@@ -80,7 +80,7 @@ rule baselines:
     input:
         unpack(run_inputs),
     output:
-        "results/{exp}/baselines.csv",
+        EXP.baselines_csv,
     params:
         runs=lambda w: exp_of(w).run_dirs(),
         options=lambda w: exp_of(w).baseline_args(),
@@ -89,7 +89,7 @@ rule baselines:
         mem_mb=4000,
         runtime=120,
     log:
-        "results/{exp}/logs/baselines.log",
+        EXP.log("baselines"),
     conda:
         "../../envs/trainmap.yaml"
     shell:
@@ -100,12 +100,12 @@ rule baselines:
 rule figures:
     input:
         unpack(run_inputs),
-        selection="results/{exp}/hmm/selection.csv",
-        states="results/{exp}/hmm/states.csv",
-        convergence="results/{exp}/convergence.csv",
+        selection=EXP.selection_csv,
+        states=EXP.states_csv,
+        convergence=EXP.convergence_csv,
     output:
         report(
-            expand("results/{{exp}}/figures/{fig}.{ext}", fig=FIGURES, ext=("png", "svg")),
+            tw.figure_files(),
             caption="../report/figures.rst",
             category="{exp}",
             subcategory="figures",
@@ -113,13 +113,13 @@ rule figures:
     params:
         runs=lambda w: exp_of(w).run_dirs(),
         convergence=lambda w: exp_of(w).convergence_arg(),
-        out_dir="results/{exp}/figures",
+        out_dir=EXP.figures_dir,
         shown=lambda w: f"--fast {exp_of(w).figures['fast']} --slow {exp_of(w).figures['slow']}",
     resources:
         mem_mb=2000,
         runtime=30,
     log:
-        "results/{exp}/logs/figures.log",
+        EXP.log("figures"),
     conda:
         "../../envs/trainmap.yaml"
     shell:
@@ -130,11 +130,11 @@ rule figures:
 rule early:
     input:
         unpack(run_inputs),
-        model="results/{exp}/hmm/model.npz",
-        convergence="results/{exp}/convergence.csv",
+        model=EXP.model_npz,
+        convergence=EXP.convergence_csv,
     output:
-        early="results/{exp}/early.csv",
-        figure=multiext("results/{exp}/figures/early", ".png", ".svg"),
+        early=EXP.early_csv,
+        figure=[EXP.figure("early", "png"), EXP.figure("early", "svg")],
     params:
         runs=lambda w: exp_of(w).run_dirs(),
         stem=lambda w, output: output.figure[0][: -len(".png")],
@@ -142,7 +142,7 @@ rule early:
         mem_mb=2000,
         runtime=30,
     log:
-        "results/{exp}/logs/early.log",
+        EXP.log("early"),
     conda:
         "../../envs/trainmap.yaml"
     shell:

@@ -5,7 +5,6 @@ import os
 
 from snakemake.exceptions import WorkflowError
 
-import trainmap.io.contracts
 import trainmap.metrics.engine
 import trainmap.workflow as tw
 
@@ -47,15 +46,18 @@ if os.path.isdir(_crate) and tw.engine_fingerprint(_crate) != ENGINE:
 
 tw.prefer_this_installation()
 
-TABLES = expand("results/table{n}.{ext}", n=(1, 2, 4), ext=("csv", "md"))
-SUMMARY = "results/summary.md"
+# Every path the rules name comes from the file contracts (trainmap.io.contracts) as patterns;
+# EXP (one experiment, {exp}), RUN (one of its runs, {exp} and {run}), CMP (a comparison, {cmp}).
+EXP, RUN, CMP = tw.EXP, tw.RUN, tw.CMP
+TABLES = tw.TABLES
+SUMMARY = tw.SUMMARY
+FIGURES = tw.FIGURES
 
 
 onsuccess:
     # The workflow's last words: per experiment analysed, runs, states, failed fits,
     # censored runs, R² and LOO R², and every warning (also in results/summary.md).
     tw.print_summary(EXPERIMENTS)
-FIGURES = ("model_selection", "convergence_histogram", "trajectories")
 
 
 wildcard_constraints:
@@ -84,44 +86,27 @@ def run_inputs(wildcards):
     exp = exp_of(wildcards)
     return {
         "records": exp.trained_markers(),
-        "metrics": [f"{d}/metrics.csv" for d in exp.run_dirs()],
+        "metrics": exp.metrics_files(),
     }
 
 
-def experiment_outputs(name):
-    """Everything `all` wants of one experiment besides the tables."""
-    return [
-        f"results/{name}/map/edges.csv",
-        f"results/{name}/map/training_map.svg",
-        f"results/{name}/map/training_map.png",
-        *expand("results/{name}/figures/{fig}.{ext}", name=name, fig=FIGURES, ext=("png", "svg")),
-        f"results/{name}/early.csv",
-    ]
+experiment_outputs = tw.experiment_outputs
 
 
 def table_inputs(wildcards):
     """What the cross-experiment tables read from every experiment."""
-    return {
-        "regression": expand("results/{exp}/regression.json", exp=EXPERIMENTS),
-        "coefficients": expand("results/{exp}/coefficients.csv", exp=EXPERIMENTS),
-        "selection": expand("results/{exp}/hmm/selection.csv", exp=EXPERIMENTS),
-        "baselines": expand("results/{exp}/baselines.csv", exp=EXPERIMENTS),
-        "early": expand("results/{exp}/early.csv", exp=EXPERIMENTS),
-    }
+    return tw.table_inputs(EXPERIMENTS)
 
 
 def compare_inputs(wildcards):
     """The runs of a comparison's experiments (only these: staleness follows them)."""
     comparison = COMPARISONS[wildcards.cmp]
     return {
-        "records": [f"{d}/run.json" for d in comparison.run_dirs()],
-        "metrics": [f"{d}/metrics.csv" for d in comparison.run_dirs()],
+        "records": comparison.record_files(),
+        "metrics": comparison.metrics_files(),
     }
 
 
 # Files of the compare rule, as patterns (contracts.ComparePaths); `all` wants every comparison's.
-COMPARE_OUTPUTS = [str(p) for p in trainmap.io.contracts.ComparePaths("{cmp}").outputs]
-
-
-def comparison_outputs(name):
-    return [str(p) for p in trainmap.io.contracts.ComparePaths(name).outputs]
+COMPARE_OUTPUTS = tw.comparison_outputs()
+comparison_outputs = tw.comparison_outputs

@@ -8,8 +8,8 @@ rule compare_select:
     input:
         unpack(compare_inputs),
     output:
-        selection="results/compare/{cmp}/selection.csv",
-        model="results/compare/{cmp}/model.npz",
+        selection=CMP.selection_csv,
+        model=CMP.model_npz,
     params:
         conditions=lambda w: COMPARISONS[w.cmp].condition_args(),
         options=lambda w: COMPARISONS[w.cmp].hmm_args(),
@@ -18,7 +18,7 @@ rule compare_select:
         mem_mb=4000,
         runtime=120,
     log:
-        "results/compare/{cmp}/logs/compare_select.log",
+        CMP.log("compare_select"),
     conda:
         "../../envs/trainmap.yaml"
     shell:
@@ -29,7 +29,7 @@ rule compare_select:
 rule compare:
     input:
         unpack(compare_inputs),
-        model="results/compare/{cmp}/model.npz",
+        model=CMP.model_npz,
     output:
         COMPARE_OUTPUTS,
     params:
@@ -40,7 +40,7 @@ rule compare:
         mem_mb=2000,
         runtime=30,
     log:
-        "results/compare/{cmp}/logs/compare.log",
+        CMP.log("compare"),
     conda:
         "../../envs/trainmap.yaml"
     shell:

@@ -6,12 +6,12 @@ rule hmm_select:
         unpack(run_inputs),
     output:
         selection=report(
-            "results/{exp}/hmm/selection.csv",
+            EXP.selection_csv,
             caption="../report/selection.rst",
             category="{exp}",
             subcategory="model selection",
         ),
-        model="results/{exp}/hmm/model.npz",
+        model=EXP.model_npz,
     params:
         runs=lambda w: exp_of(w).run_dirs(),
         options=lambda w: exp_of(w).hmm_args(),
@@ -20,7 +20,7 @@ rule hmm_select:
         mem_mb=4000,
         runtime=120,
     log:
-        "results/{exp}/logs/hmm_select.log",
+        EXP.log("hmm_select"),
     conda:
         "../../envs/trainmap.yaml"
     shell:
@@ -31,16 +31,16 @@ rule hmm_select:
 rule hmm_decode:
     input:
         unpack(run_inputs),
-        model="results/{exp}/hmm/model.npz",
+        model=EXP.model_npz,
     output:
-        states="results/{exp}/hmm/states.csv",
+        states=EXP.states_csv,
     params:
         runs=lambda w: exp_of(w).run_dirs(),
     resources:
         mem_mb=2000,
         runtime=30,
     log:
-        "results/{exp}/logs/hmm_decode.log",
+        EXP.log("hmm_decode"),
     conda:
         "../../envs/trainmap.yaml"
     shell:

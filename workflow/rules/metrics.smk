@@ -5,11 +5,11 @@ rule metrics:
     input:
         lambda w: exp_of(w).trained_marker(w.run),
     output:
-        "results/{exp}/runs/{run}/metrics.csv",
+        RUN.metrics_csv,
     wildcard_constraints:
         exp="|".join(e.name for e in EXPERIMENTS.values() if not e.in_place) or "(?!)",
     params:
-        checkpoints=lambda w: f"{exp_of(w).run_dir(w.run)}/checkpoints",
+        checkpoints=lambda w: exp_of(w).checkpoints_dir(w.run),
         options=lambda w: exp_of(w).metrics_args(),
         device=lambda w: exp_of(w).device_arg(),
         engine=ENGINE,
@@ -18,7 +18,7 @@ rule metrics:
         mem_mb=4000,
         runtime=60,
     log:
-        "results/{exp}/logs/metrics/{run}.log",
+        EXP.log("metrics/{run}"),
     conda:
         "../../envs/trainmap.yaml"
     shell:
@@ -35,10 +35,10 @@ rule series_metrics:
     input:
         unpack(lambda w: exp_of(w).series_job_inputs(w.run)),
     output:
-        metrics="results/{exp}/runs/{run}/metrics.csv",
-        log="results/{exp}/runs/{run}/log.csv",
-        integrity="results/{exp}/runs/{run}/integrity.json",
-        record="results/{exp}/runs/{run}/run.json",
+        metrics=RUN.metrics_csv,
+        log=RUN.log_csv,
+        integrity=RUN.integrity_json,
+        record=RUN.run_json,
     wildcard_constraints:
         exp="|".join(e.name for e in EXPERIMENTS.values() if e.in_place) or "(?!)",
     params:
@@ -54,7 +54,7 @@ rule series_metrics:
         mem_mb=4000,
         runtime=60,
     log:
-        "results/{exp}/logs/metrics/{run}.log",
+        EXP.log("metrics/{run}"),
     conda:
         "../../envs/trainmap.yaml"
     shell:
@@ -71,7 +71,7 @@ rule series_metrics_chunk:
     input:
         lambda w: exp_of(w).chunk_inputs(w.run, int(w.chunk)),
     output:
-        "results/{exp}/runs/{run}/metrics_chunks/{chunk}.json",
+        RUN.metrics_chunk("{chunk}"),
     wildcard_constraints:
         exp="|".join(e.name for e in EXPERIMENTS.values() if e.in_place) or "(?!)",
         run="[^/]+",
@@ -87,7 +87,7 @@ rule series_metrics_chunk:
         mem_mb=4000,
         runtime=60,
     log:
-        "results/{exp}/logs/metrics/{run}.chunk{chunk}.log",
+        EXP.log("metrics/{run}.chunk{chunk}"),
     conda:
         "../../envs/trainmap.yaml"
     shell:

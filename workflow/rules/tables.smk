@@ -6,18 +6,18 @@ rule tables:
         unpack(table_inputs),
     output:
         report(
-            expand("results/table{n}.{ext}", n=(1, 2, 4), ext=("csv", "md")),
+            TABLES,
             caption="../report/tables.rst",
             category="tables",
         ),
         summary=report(SUMMARY, caption="../report/summary.rst", category="tables"),
     params:
-        experiments=" ".join(f"--experiment {name}=results/{name}" for name in EXPERIMENTS),
+        experiments=tw.table_experiment_args(EXPERIMENTS),
     resources:
         mem_mb=1000,
         runtime=10,
     log:
-        "results/logs/tables.log",
+        tw.TABLES_LOG,
     conda:
         "../../envs/trainmap.yaml"
     shell:

@@ -5,7 +5,7 @@
 
 rule train:
     output:
-        "results/{exp}/runs/{run}/run.json",
+        RUN.run_json,
     wildcard_constraints:
         exp="|".join(e.name for e in EXPERIMENTS.values() if not e.in_place and not e.batched) or "(?!)",
     params:
@@ -20,7 +20,7 @@ rule train:
         runtime=lambda w: exp_of(w).resources["runtime"],
         gpu=lambda w: exp_of(w).resources["gpus"],
     log:
-        "results/{exp}/logs/train/{run}.log",
+        EXP.log("train/{run}"),
     conda:
         "../../envs/trainmap.yaml"
     shell:
@@ -40,7 +40,7 @@ rule train:
 
 rule train_sweep:
     output:
-        "results/{exp}/sweeps/{group}.json",
+        EXP.sweep_marker("{group}"),
     wildcard_constraints:
         exp="|".join(e.name for e in EXPERIMENTS.values() if e.batched) or "(?!)",
     params:
@@ -56,7 +56,7 @@ rule train_sweep:
         runtime=lambda w: exp_of(w).resources["runtime"],
         gpu=lambda w: exp_of(w).resources["gpus"],
     log:
-        "results/{exp}/logs/train/sweep-{group}.log",
+        EXP.log("train/sweep-{group}"),
     conda:
         "../../envs/trainmap.yaml"
     shell:

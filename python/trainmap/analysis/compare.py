@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from trainmap.io import contracts
+from trainmap.io.contracts import CompareRecord
 from trainmap.analysis.errors import AnalysisError
 from trainmap.analysis.regression import occupancy, state_regression, total_variation
 from trainmap.analysis.runs import Run, load_runs
@@ -196,8 +197,8 @@ def _fmt(x, digits: int = 0) -> str:
     return f"{x:,.{digits}f}" if isinstance(x, (float, np.floating)) else str(x)
 
 
-def table_markdown(name: str, table: pd.DataFrame, dissim: pd.DataFrame, regression: dict, criteria: Mapping[str, str],
-                   n_states: int) -> str:
+def table_markdown(name: str, table: pd.DataFrame, dissim: pd.DataFrame, regression: CompareRecord,
+                   criteria: Mapping[str, str], n_states: int) -> str:
     """table_compare.md: the table, the dissimilarity matrix and the covariate regression."""
     lines = [f"# Comparison {name}", "",
              f"One HMM with {n_states} states fitted on the runs of all conditions; convergence: "
@@ -220,11 +221,11 @@ def table_markdown(name: str, table: pd.DataFrame, dissim: pd.DataFrame, regress
     for a in names:
         lines.append(f"| {a} | " + " | ".join(_fmt(lookup.get((a, b), np.nan), 3) for b in names) + " |")
     lines += ["", f"Regression of convergence step on state occupancy with the condition as covariate "
-                  f"(reference {names[0]}; {regression.get('n_runs', 0)} converged runs): "
-                  f"R² {_fmt(regression.get('r2', np.nan), 2)}, LOO R² {_fmt(regression.get('r2_loo', np.nan), 2)}.", ""]
-    for c in regression.get("covariates", []):
+                  f"(reference {names[0]}; {regression.n_runs} converged runs): "
+                  f"R² {_fmt(regression.r2, 2)}, LOO R² {_fmt(regression.r2_loo, 2)}.", ""]
+    for c in regression.covariates:
         lines.append(f"- {c['covariate']}: {_fmt(c['coefficient'])} steps (p = {_fmt(c['p_value'], 3)})")
-    for s in regression.get("states", []):
+    for s in regression.states:
         if s["identifiable"]:
             lines.append(f"- state {s['state']}: {_fmt(s['coefficient'])} steps beyond the condition "
                          f"(p = {_fmt(s['p_value'], 3)})")

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from trainmap.io import atomic
-from trainmap.io.contracts import EPOCH, RUN, STATE, STEP
+from trainmap.io.contracts import EPOCH, RUN, STATE, STEP, RegressionRecord
 from trainmap.analysis.figures import STATE_COLORS, training_map_graph
 from trainmap.analysis.runs import metric_names, zscore
 from trainmap.analysis.training_map import feature_label, state_summary
@@ -141,7 +141,7 @@ def page_data(
     features: Sequence[str],
     metrics: Mapping[str, pd.DataFrame],
     logs: Mapping[str, pd.DataFrame | None],
-    regression: Mapping,
+    regression: RegressionRecord,
     coefficients: pd.DataFrame,
     convergence: pd.DataFrame,
     criterion: str,
@@ -161,8 +161,8 @@ def page_data(
     features : the model's feature columns, in model order.
     metrics : metrics.csv frame per run id (``step`` and the statistics, raw units).
     logs : log.csv frame per run id (None when a run has none).
-    regression : regression.json's content (at least ``r2, p_value, dissimilarity,
-        forking, detour_states``; missing keys show as "–").
+    regression : regression.json (:class:`~trainmap.io.contracts.RegressionRecord`; NaN
+        and the keys older files lack show as "–").
     coefficients : coefficients.csv (``state, coefficient, p_value, detour``).
     convergence : per run id (index): ``convergence_step``, ``converged``.
     criterion : the convergence criterion as shown (e.g. ``eval_accuracy > 0.9``).
@@ -189,7 +189,7 @@ def page_data(
     raw, zmean, from_model = _state_metric_means(paths, aligned, n_states, names, model_means, features,
                                                  zscore_first_n)
     coef = coefficients.set_index(coefficients[STATE].astype(int)) if coefficients is not None else None
-    detours = {int(s) for s in regression.get("detour_states", []) or []}
+    detours = {int(s) for s in regression.detour_states}
     state_rows = []
     for k in range(n_states):
         state_rows.append({
@@ -251,17 +251,17 @@ def page_data(
         "criterion_column": criterion_column,
         "threshold": _num(threshold),
         "n_runs": len(run_ids),
-        "n_runs_regression": regression.get("n_runs_regression"),
+        "n_runs_regression": regression.n_runs_regression,
         "n_states": n_states,
-        "n_censored": regression.get("n_censored"),
-        "covariance": (regression.get("hmm") or {}).get("covariance"),
-        "r2": _num(regression.get("r2"), 4),
-        "r2_loo": _num(regression.get("r2_loo"), 4),
-        "p_value": _num(regression.get("p_value"), 3),
-        "concordance": _num(regression.get("concordance"), 4),
-        "notes": [str(n) for n in regression.get("notes") or []],
-        "dissimilarity": _num(regression.get("dissimilarity"), 4),
-        "forking": regression.get("forking"),
+        "n_censored": regression.n_censored,
+        "covariance": (regression.hmm or {}).get("covariance"),
+        "r2": _num(regression.r2, 4),
+        "r2_loo": _num(regression.r2_loo, 4),
+        "p_value": _num(regression.p_value, 3),
+        "concordance": _num(regression.concordance, 4),
+        "notes": [str(n) for n in regression.notes],
+        "dissimilarity": _num(regression.dissimilarity, 4),
+        "forking": regression.forking,
         "detour_states": sorted(detours),
         "metric_names": names,
         "metric_labels": [feature_label(c) for c in names],

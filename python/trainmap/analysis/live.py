@@ -16,7 +16,6 @@ is provisional.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trainmap.io.contracts import COEFFICIENTS_CSV, LIVE_DETOUR, LIVE_PROBABILITY, LIVE_STATE
+from trainmap.io.contracts import LIVE_DETOUR, LIVE_PROBABILITY, LIVE_STATE, ExperimentPaths, RegressionRecord
 
 __all__ = ["LIVE_STATE", "LIVE_PROBABILITY", "LIVE_DETOUR", "LiveState", "LiveMap"]
 
@@ -51,10 +50,10 @@ class LiveMap:
         self.zscore_first_n = int(saved.zscore_first_n)
         self.detours: set[int] = set()
         self.coefficients: dict[int, float] = {}
-        experiment = self.path.resolve().parent.parent
-        regression, coefficients = experiment / "regression.json", experiment / COEFFICIENTS_CSV
+        experiment = ExperimentPaths.at(self.path.resolve().parent.parent)
+        regression, coefficients = experiment.regression_json, experiment.coefficients_csv
         if regression.is_file():
-            self.detours = {int(s) for s in json.loads(regression.read_text(encoding="utf-8")).get("detour_states", [])}
+            self.detours = set(RegressionRecord.read(regression).detour_states)
         if coefficients.is_file():
             table = pd.read_csv(coefficients)
             self.coefficients = {int(s): float(c) for s, c in zip(table["state"], table["coefficient"])}

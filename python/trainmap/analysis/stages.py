@@ -11,7 +11,6 @@ See ``docs/analysis.md`` for the files and their columns.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from trainmap.io import atomic, contracts
-from trainmap.io.contracts import RunPaths
+from trainmap.io.contracts import CompareRecord, RegressionFileError, RegressionRecord, RunPaths
 from trainmap.analysis import baselines as _baselines
 from trainmap.analysis import figures as _figures
 from trainmap.analysis.convergence import (
@@ -225,11 +224,11 @@ def _paths(states: Mapping[str, pd.DataFrame]) -> dict[str, np.ndarray]:
 
 def regress(run_dirs: Sequence[str | os.PathLike], states_path: str | os.PathLike, model_path: str | os.PathLike,
             out_path: str | os.PathLike, coefficients_path: str | os.PathLike,
-            convergence_path: str | os.PathLike, options: RegressOptions) -> dict:
+            convergence_path: str | os.PathLike, options: RegressOptions) -> RegressionRecord:
     """``trainmap regress``: convergence steps with censoring (convergence.csv), the
     bag-of-states OLS on the converged runs with detour states, the Cox model on every run,
     dissimilarity and forking (regression.json, everything Table 1 and the summary need)
-    and coefficients.csv (Table 2). Returns the JSON dict."""
+    and coefficients.csv (Table 2). Returns the record written."""
     if options.convergence is None:
         raise ValueError("regress needs a convergence criterion (--convergence or --threshold)")
     states = read_states(states_path)
@@ -256,25 +255,25 @@ def regress(run_dirs: Sequence[str | os.PathLike], states_path: str | os.PathLik
     checkpoints = [len(f) for f in states.values()]
     coefficients = result.coefficients.merge(cox.coefficients, on=contracts.STATE, how="left")
     notes += [n for n in result.notes + cox.notes if n not in notes]
-    out = {
-        "experiment": _name(options, run_dirs),
-        "convergence": options.convergence.to_dict(),
-        "n_runs": len(states),
-        "n_runs_regression": result.n_runs,
-        "n_converged": int(converged.sum()),
-        "n_censored": len(censored),
-        "censored_runs": censored,
+    out = RegressionRecord(
+        experiment=_name(options, run_dirs),
+        convergence=options.convergence.to_dict(),
+        n_runs=len(states),
+        n_runs_regression=result.n_runs,
+        n_converged=int(converged.sum()),
+        n_censored=len(censored),
+        censored_runs=censored,
         **{k: v for k, v in result.to_dict().items() if k not in ("n_runs", "notes")},
-        "cox": cox.to_dict(),
-        "concordance": cox.concordance,
-        "dissimilarity": dissimilarity(occ.to_numpy()),
-        "forking": forking(paths),
-        "checkpoints_per_run": {"min": min(checkpoints), "median": float(np.median(checkpoints)),
-                                "max": max(checkpoints)},
-        "hmm": {key: saved.metadata.get(key) for key in ("covariance", "folds", "fits", "failed_fits",
-                                                          "failure_reasons", "excluded_runs")},
-        "notes": notes,
-        "runs": [
+        cox=cox.to_dict(),
+        concordance=cox.concordance,
+        dissimilarity=dissimilarity(occ.to_numpy()),
+        forking=forking(paths),
+        checkpoints_per_run={"min": min(checkpoints), "median": float(np.median(checkpoints)),
+                             "max": max(checkpoints)},
+        hmm={key: saved.metadata.get(key) for key in ("covariance", "folds", "fits", "failed_fits",
+                                                       "failure_reasons", "excluded_runs")},
+        notes=notes,
+        runs=[
             {"run": r,
              "convergence_step": float(conv.loc[r, "convergence_step"]),
              "converged": bool(conv.loc[r, "converged"]),
@@ -282,11 +281,11 @@ def regress(run_dirs: Sequence[str | os.PathLike], states_path: str | os.PathLik
              "occupancy": [float(x) for x in occ.loc[r]]}
             for r in conv.index
         ],
-    }
+    )
     conv["first_detour_step"] = pd.Series(first_detour_steps(states, result.detour_states))
     atomic.write_csv(coefficients_path, coefficients)
     atomic.write_csv(convergence_path, conv.reset_index()[CONVERGENCE_COLUMNS], index=False)
-    atomic.write_json(out_path, out)
+    out.write(out_path)
     return out
 
 
@@ -306,19 +305,15 @@ def _check_criterion(given: Criterion | None, recorded: str, source) -> None:
                             "rerun regress with the new criterion (or leave out --convergence)")
 
 
-def read_regression(path: str | os.PathLike) -> dict:
-    """regression.json, checked for what the map needs."""
+def read_regression(path: str | os.PathLike) -> RegressionRecord:
+    """regression.json (:class:`~trainmap.io.contracts.RegressionRecord`), or one error naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (run `trainmap regress` first)")
     try:
-        reg = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise AnalysisError(f"{path}: not valid JSON ({exc})") from exc
-    missing = [k for k in ("convergence", "detour_states", "runs") if k not in reg]
-    if missing:
-        raise AnalysisError(f"{path}: missing {', '.join(missing)} (written by an older trainmap? rerun regress)")
-    return reg
+        return RegressionRecord.read(path)
+    except RegressionFileError as exc:
+        raise AnalysisError(str(exc)) from None
 
 
 def map(run_dirs: Sequence[str | os.PathLike], model_path: str | os.PathLike, states_path: str | os.PathLike,
@@ -336,7 +331,7 @@ def map(run_dirs: Sequence[str | os.PathLike], model_path: str | os.PathLike, st
     saved = load_model(model_path)
     check_states(states, int(saved.model.n_components), states_path)
     reg = read_regression(regression_path)
-    _check_criterion(options.convergence, reg["convergence"]["text"], regression_path)
+    _check_criterion(options.convergence, reg.criterion_text, regression_path)
     runs = _decoded_runs(run_dirs, states)
     traj = _model_trajectories(list(runs.values()), saved)
     z_by_run = dict(zip(traj.run_ids, traj.data))
@@ -347,16 +342,16 @@ def map(run_dirs: Sequence[str | os.PathLike], model_path: str | os.PathLike, st
         if not np.array_equal(frame[contracts.STEP].to_numpy(), steps_by_run[rid]):
             raise RunFormatError(f"states.csv does not match the checkpoints of run {rid}: rerun hmm-decode")
     conv = pd.Series({r["run"]: np.nan if r["convergence_step"] is None else float(r["convergence_step"])
-                      for r in reg["runs"]}, dtype=float)
+                      for r in reg.runs}, dtype=float)
     paths = _paths(states)
     edges = edge_table(saved.model, z_by_run, paths, saved.features, conv, top_k=options.top_features)
     atomic.write_csv(edges_path, edges)
     if svg_path is not None or png_path is not None:
         n_states = int(saved.model.n_components)
-        detours = [int(s) for s in reg["detour_states"]]
+        detours = list(reg.detour_states)
         name = _name(options, run_dirs)
         title = (f"Training map — {name}" if name else "Training map") + f"\n{headline(reg)}"
-        title += f"\nconvergence: {reg['convergence']['text']}"
+        title += f"\nconvergence: {reg.criterion_text}"
         if detours:
             title += f"; detour state(s): {', '.join(str(s) for s in detours)}"
         graph = _figures.training_map_graph(edges, state_summary(paths, n_states), n_runs=len(states),
@@ -374,12 +369,12 @@ def _interactive_map(path, *, edges, states, saved, runs, reg, coefficients_path
     every run's metrics and log."""
     from trainmap.analysis.interactive import write_training_map_html
 
-    criterion = Criterion.parse(reg["convergence"]["text"], "regression.json convergence")
+    criterion = Criterion.parse(reg.criterion_text, "regression.json convergence")
     conv = pd.DataFrame(
         {"convergence_step": [np.nan if r["convergence_step"] is None else float(r["convergence_step"])
-                              for r in reg["runs"]],
-         "converged": [bool(r["converged"]) for r in reg["runs"]]},
-        index=[r["run"] for r in reg["runs"]])
+                              for r in reg.runs],
+         "converged": [bool(r["converged"]) for r in reg.runs]},
+        index=[r["run"] for r in reg.runs])
     coefficients = read_csv(coefficients_path, columns=(contracts.STATE, "coefficient"), what="coefficients.csv")
     table = pd.concat([f.assign(**{contracts.RUN: r}) for r, f in states.items()],
                       ignore_index=True)[list(contracts.STATES_COLUMNS)]
@@ -465,13 +460,13 @@ def compare_select(conditions: Mapping[str, Sequence[str | os.PathLike]], select
 
 
 def compare(conditions: Mapping[str, Sequence[str | os.PathLike]], criteria: Mapping[str, Criterion],
-            model_path: str | os.PathLike, out_dir: str | os.PathLike, *, name: str | None = None) -> dict:
+            model_path: str | os.PathLike, out_dir: str | os.PathLike, *, name: str | None = None) -> CompareRecord:
     """``trainmap compare``: decode every condition's runs with the comparison's model
     (states.csv), then per condition occupancy, the states only it visits, transitions,
     convergence (each condition under its own criterion), dissimilarity within and between
     conditions, the regression with condition indicators, table_compare.{csv,md}, the joint
     map and the occupancy figure, all under ``out_dir`` (:class:`contracts.ComparePaths`).
-    Returns regression.json's dict."""
+    Returns regression.json's record."""
     from trainmap.analysis import compare as _compare
 
     out = contracts.ComparePaths.at(out_dir)
@@ -509,21 +504,20 @@ def compare(conditions: Mapping[str, Sequence[str | os.PathLike]], criteria: Map
         warnings.simplefilter("always")
         fit = _compare.condition_regression(occ, conv, of)
     notes = [str(w.message) for w in caught] + list(fit.notes)
-    reg = {
-        "comparison": name,
-        "conditions": {c: [r for r in traj.run_ids if of[r] == c] for c in dict.fromkeys(of.values())},
-        "convergence": {c: str(criteria[c]) for c in dict.fromkeys(of.values())},
-        "n_states": n_states,
-        **{k: v for k, v in fit.to_dict().items() if k != "notes"},
-        "covariates": [{k: (bool(v) if k == "identifiable" else v if isinstance(v, str) else float(v))
-                        for k, v in row.items()} for row in fit.covariates.to_dict("records")],
-        "states": [{"state": int(r["state"]), "coefficient": float(r["coefficient"]),
-                    "p_value": float(r["p_value"]), "identifiable": bool(r["identifiable"]), "note": str(r["note"])}
-                   for r in fit.coefficients.to_dict("records")],
-        "dissimilarity": dissim.to_dict("records"),
-        "notes": notes,
-        "excluded_runs": sorted(traj.excluded),
-    }
+    reg = CompareRecord(
+        comparison=name,
+        conditions={c: [r for r in traj.run_ids if of[r] == c] for c in dict.fromkeys(of.values())},
+        convergence={c: str(criteria[c]) for c in dict.fromkeys(of.values())},
+        **{"n_states": n_states, **{k: v for k, v in fit.to_dict().items() if k != "notes"}},
+        covariates=[{k: (bool(v) if k == "identifiable" else v if isinstance(v, str) else float(v))
+                     for k, v in row.items()} for row in fit.covariates.to_dict("records")],
+        states=[{"state": int(r["state"]), "coefficient": float(r["coefficient"]),
+                 "p_value": float(r["p_value"]), "identifiable": bool(r["identifiable"]), "note": str(r["note"])}
+                for r in fit.coefficients.to_dict("records")],
+        dissimilarity=dissim.to_dict("records"),
+        notes=notes,
+        excluded_runs=sorted(traj.excluded),
+    )
     criteria_text = {c: str(criteria[c]) for c in dict.fromkeys(of.values())}
     atomic.write_csv(out.states_csv, frame)
     atomic.write_csv(out.occupancy_csv, occ_table)
@@ -538,7 +532,7 @@ def compare(conditions: Mapping[str, Sequence[str | os.PathLike]], criteria: Map
     atomic.write_csv(out.coefficients_csv, fit.coefficients)
     atomic.write_csv(out.table_csv, table)
     atomic.write_text(out.table_md, _compare.table_markdown(name, table, dissim, reg, criteria_text, n_states))
-    atomic.write_json(out.regression_json, reg)
+    reg.write(out.regression_json)
     title = f"Joint training map — {name}: " + " vs ".join(criteria_text)
     _figures.write_graph(_compare.joint_map_graph(occ_table, trans, n_states, title=title),
                          svg=out.map_svg, png=out.map_png)

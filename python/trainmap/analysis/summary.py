@@ -12,44 +12,44 @@ from typing import Mapping
 
 from trainmap.io import atomic
 from trainmap.analysis import display
-from trainmap.io.contracts import ExperimentPaths
-from trainmap.io.fileguard import InputFileError, input_file, read_json_object
+from trainmap.io.contracts import ExperimentPaths, RegressionFileError, RegressionRecord
+from trainmap.io.fileguard import input_file
 
 __all__ = ["headline", "table_notes", "render_summary", "write_summary"]
 
 
-def headline(reg: Mapping) -> str:
+def headline(reg: RegressionRecord) -> str:
     """One line of key numbers: ``10 runs (2 censored), 4 states (diag), R² 0.830 (LOO
     0.610), concordance 0.780``."""
-    runs = f"{reg.get('n_runs', '?')} runs"
-    if reg.get("n_censored"):
-        runs += f" ({reg['n_censored']} censored)"
-    covariance = (reg.get("hmm") or {}).get("covariance")
-    states = f"{reg.get('n_states', '?')} state{'s' if reg.get('n_states') != 1 else ''}"
+    runs = f"{reg.n_runs} runs"
+    if reg.n_censored:
+        runs += f" ({reg.n_censored} censored)"
+    covariance = (reg.hmm or {}).get("covariance")
+    states = f"{reg.n_states} state{'s' if reg.n_states != 1 else ''}"
     if covariance:
         states += f" ({covariance})"
-    return (f"{runs}, {states}, R² {display.r2(reg.get('r2'))} (LOO {display.r2(reg.get('r2_loo'))}), "
-            f"concordance {display.r2(reg.get('concordance'))}")
+    return (f"{runs}, {states}, R² {display.r2(reg.r2)} (LOO {display.r2(reg.r2_loo)}), "
+            f"concordance {display.r2(reg.concordance)}")
 
 
-def table_notes(reg: Mapping) -> str:
+def table_notes(reg: RegressionRecord) -> str:
     """The short ``notes`` cell of Table 1: what limits the row's numbers."""
     notes = []
-    if reg.get("n_states") == 1:
+    if reg.n_states == 1:
         notes.append("1 state chosen")
-    loo = reg.get("r2_loo")
-    notes_text = [str(n) for n in reg.get("notes") or []]
+    loo = reg.r2_loo
+    notes_text = [str(n) for n in reg.notes or []]
     if not display.missing(loo) and float(loo) < 0:
         notes.append("LOO R² < 0")
     elif any(n.startswith("leave-one-out R2 undefined") for n in notes_text):
         notes.append("LOO R² undefined")
     if any("is the largest tried" in n for n in notes_text):
         notes.append("most states tried")
-    if reg.get("n_censored"):
-        notes.append(f"{reg['n_censored']} censored")
-    if reg.get("n_converged") == 0:
+    if reg.n_censored:
+        notes.append(f"{reg.n_censored} censored")
+    if reg.n_converged == 0:
         notes.append("no run converged")
-    failed = (reg.get("hmm") or {}).get("failed_fits")
+    failed = (reg.hmm or {}).get("failed_fits")
     if failed:
         notes.append(f"{failed} failed fits")
     if any("another step" in n or "another number of checkpoints" in n for n in notes_text):
@@ -59,13 +59,13 @@ def table_notes(reg: Mapping) -> str:
     return "; ".join(notes)
 
 
-def _read(directory) -> tuple[dict | None, str]:
+def _read(directory) -> tuple[RegressionRecord | None, str]:
     path = ExperimentPaths.at(directory).regression_json
     if input_file(path, required=False, what="regression.json") is None:
         return None, f"not analysed yet ({path} is missing)"
     try:
-        return read_json_object(path, what="regression.json"), ""
-    except InputFileError as exc:
+        return RegressionRecord.read(path), ""
+    except RegressionFileError as exc:
         return None, str(exc)
 
 
@@ -98,22 +98,23 @@ def render_summary(experiments: Mapping[str, str | os.PathLike]) -> str:
         if reg is None:
             lines.append(f"| {name} | {problem} |" + " |" * 10)
             continue
-        hmm = reg.get("hmm") or {}
-        per_run = reg.get("checkpoints_per_run") or {}
+        hmm = reg.hmm or {}
+        per_run = reg.checkpoints_per_run or {}
         checkpoints = (f"{per_run.get('min')}–{per_run.get('max')}" if per_run.get("min") != per_run.get("max")
                        else f"{per_run.get('min')}") if per_run else "?"
         failed = f"{hmm.get('failed_fits', 0)} of {hmm.get('fits', '?')}" if hmm else "?"
-        detours = ", ".join(str(s) for s in reg.get("detour_states") or []) or "none"
+        detours = ", ".join(str(s) for s in reg.detour_states) or "none"
+        unknown = lambda x: "?" if x is None else x  # noqa: E731  (keys older files lack)
         lines.append(
-            f"| {name} | {reg.get('n_runs')} | {checkpoints} | {reg.get('n_states')} | {hmm.get('covariance', '?')} "
-            f"| {failed} | {reg.get('n_converged', '?')} | {reg.get('n_censored', '?')} | {display.r2(reg.get('r2'))} "
-            f"| {display.r2(reg.get('r2_loo'))} | {display.r2(reg.get('concordance'))} | {detours} |")
-        notes = [str(n) for n in reg.get("notes") or []]
+            f"| {name} | {reg.n_runs} | {checkpoints} | {reg.n_states} | {hmm.get('covariance', '?')} "
+            f"| {failed} | {unknown(reg.n_converged)} | {unknown(reg.n_censored)} | {display.r2(reg.r2)} "
+            f"| {display.r2(reg.r2_loo)} | {display.r2(reg.concordance)} | {detours} |")
+        notes = [str(n) for n in reg.notes]
         early = _early_line(directory)
         if early:
             earliness.append(f"- **{name}**: {early}.")
         if notes:
-            details.append(f"\n**{name}** ({reg.get('convergence', {}).get('text', '')}):\n")
+            details.append(f"\n**{name}** ({reg.criterion_text}):\n")
             details += [f"- {note}" for note in notes]
     if earliness:
         lines += ["", "## How early the map knows", "",

@@ -2,7 +2,9 @@
 
 An experiment directory ``DIR`` (``results/{exp}``) provides:
 
-* ``DIR/regression.json`` — Table 1 (convergence criterion, runs, censored runs,
+* ``DIR/regression.json`` (:class:`~trainmap.io.contracts.RegressionRecord`; a file
+  without one of its keys is one error naming the file, except the keys older files lack,
+  ``REGRESSION_OPTIONAL``, which show as empty) — Table 1 (convergence criterion, runs, censored runs,
   checkpoints per run, states and covariance, R², adjusted and leave-one-out R², p-value,
   the Cox model's concordance, dissimilarity, forking, and a short ``notes`` cell);
 * ``DIR/coefficients.csv`` — Table 2 (state, coefficient, runs_visiting, detour, hazard
@@ -33,8 +35,8 @@ from trainmap.analysis import display
 from trainmap.analysis.errors import AnalysisError
 from trainmap.analysis.hmm_select import SUMMARY_INPUT_COLUMNS, selection_summary
 from trainmap.analysis.summary import table_notes, write_summary
-from trainmap.io.contracts import SUMMARY_MD, TABLES, ExperimentPaths
-from trainmap.io.fileguard import InputFileError, input_file, read_csv, read_json_object
+from trainmap.io.contracts import SUMMARY_MD, TABLES, ExperimentPaths, RegressionFileError, RegressionRecord
+from trainmap.io.fileguard import InputFileError, input_file, read_csv
 
 
 __all__ = [
@@ -63,10 +65,10 @@ def _need(path: Path) -> Path:
     return path
 
 
-def _read_json(path: Path) -> dict:
+def _read_regression(path: Path) -> RegressionRecord:
     try:
-        return read_json_object(_need(path), what=path.name)
-    except InputFileError as exc:
+        return RegressionRecord.read(_need(path))
+    except RegressionFileError as exc:
         raise AnalysisError(str(exc)) from None
 
 
@@ -97,25 +99,26 @@ def table1(experiments: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
     rows = []
     for name, directory in experiments.items():
         path = ExperimentPaths.at(directory).regression_json
-        reg = _read_json(path)
+        reg = _read_regression(path)
         nan = float("nan")
-        per_run = reg.get("checkpoints_per_run") if isinstance(reg.get("checkpoints_per_run"), dict) else {}
-        hmm = reg.get("hmm") if isinstance(reg.get("hmm"), dict) else {}
+        per_run = reg.checkpoints_per_run or {}
+        hmm = reg.hmm or {}
+        # Keys older files lack (REGRESSION_OPTIONAL) show as 0 censored, an empty cell or NaN.
         rows.append({
             "experiment": name,
-            "convergence": str((reg.get("convergence") if isinstance(reg.get("convergence"), dict) else {}).get("text", "")),
-            "n_runs": _field(reg, "n_runs", int, path, 0),
-            "n_censored": _field(reg, "n_censored", int, path, 0),
+            "convergence": reg.criterion_text,
+            "n_runs": reg.n_runs,
+            "n_censored": reg.n_censored or 0,
             "checkpoints": _field(per_run, "median", float, path, nan),
-            "n_states": _field(reg, "n_states", int, path, 0),
+            "n_states": reg.n_states,
             "covariance": str(hmm.get("covariance") or ""),
-            "r2": _field(reg, "r2", float, path, nan),
-            "r2_adjusted": _field(reg, "r2_adjusted", float, path, nan),
-            "r2_loo": _field(reg, "r2_loo", float, path, nan),
-            "p_value": _field(reg, "p_value", float, path, nan),
-            "concordance": _field(reg, "concordance", float, path, nan),
-            "dissimilarity": _field(reg, "dissimilarity", float, path, nan),
-            "forking": _field(reg, "forking", bool, path, False),
+            "r2": reg.r2,
+            "r2_adjusted": reg.r2_adjusted,
+            "r2_loo": reg.r2_loo,
+            "p_value": reg.p_value,
+            "concordance": nan if reg.concordance is None else reg.concordance,
+            "dissimilarity": reg.dissimilarity,
+            "forking": bool(reg.forking),
             "notes": table_notes(reg),
         })
     return _rounded(pd.DataFrame(rows, columns=TABLE1_COLUMNS))

@@ -15,7 +15,7 @@ __all__ = [
     "METRIC_NAMES", "DEFAULT_EXCLUDE", "DEFAULT_EXACT_MAX_DIM", "DEFAULT_DEVICE", "ENGINE_FINGERPRINT",
     "CheckpointError", "RESULT_COLUMNS", "SQUARED_STATISTICS", "checkpoint_metrics", "weights_metrics",
     "select_tensors", "file_entries", "check_countable", "counted_layout", "layout_warning",
-    "metrics_frame", "trajectory_metrics", "checkpoint_paths", "parse_step",
+    "metrics_frame", "trajectory_metrics", "checkpoint_paths",
 ]
 
 

@@ -28,7 +28,7 @@ import pandas as pd
 
 from trainmap import _rust_metrics as _engine
 from trainmap.io.contracts import CONTENT_HASH, PATH, STEP, SVD, checkpoint_step
-from trainmap.io.contracts import parse_step as _valid_step
+from trainmap.io.contracts import parse_step
 from trainmap.metrics.tensors import CheckpointError, select_tensors
 
 __all__ = [
@@ -50,7 +50,6 @@ __all__ = [
     "metrics_frame",
     "trajectory_metrics",
     "checkpoint_paths",
-    "parse_step",
 ]
 
 #: The 14 statistic columns, in docs/design.md order (names kept from the authors' code).
@@ -78,11 +77,6 @@ _MEMORY = "in-memory tensors"
 DEFAULT_DEVICE = "auto"
 
 
-#: Training step encoded in a checkpoint's file name (``step00001200.safetensors`` → 1200),
-#: None when the stem does not end in digits: :func:`trainmap.io.contracts.checkpoint_step`.
-parse_step = checkpoint_step
-
-
 def checkpoint_paths(directory: str | os.PathLike) -> list[Path]:
     """All ``*.safetensors`` files of ``directory``, ordered by step.
 
@@ -102,7 +96,7 @@ def checkpoint_paths(directory: str | os.PathLike) -> list[Path]:
             "checkpoint, not a checkpoint of its own: give the checkpoint's directory (with its "
             "model.safetensors.index.json) to `trainmap series-metrics`, which reads the shards together"
         )
-    unnumbered = [p.name for p in paths if parse_step(p) is None]
+    unnumbered = [p.name for p in paths if checkpoint_step(p) is None]
     if unnumbered:
         raise ValueError(
             f"{directory}: cannot order checkpoints by step: no step number in "
@@ -110,7 +104,7 @@ def checkpoint_paths(directory: str | os.PathLike) -> list[Path]:
         )
     by_step: dict[int, Path] = {}
     for path in paths:
-        step = parse_step(path)
+        step = checkpoint_step(path)
         if step in by_step:
             raise ValueError(f"{by_step[step]} and {path} both stand for step {step}; keep one of them")
         by_step[step] = path
@@ -371,7 +365,7 @@ def _check_series(paths: Sequence[str], include: str | None, exclude: str | None
 
 
 def _trajectory_frame(paths: list[str], results: list[dict[str, Any]]) -> pd.DataFrame:
-    frame = metrics_frame([parse_step(p) for p in paths], results)
+    frame = metrics_frame([checkpoint_step(p) for p in paths], results)
     frame.insert(0, PATH, paths)
     return frame
 
@@ -395,7 +389,7 @@ def metrics_frame(steps: Sequence[int | None], results: Sequence[Mapping[str, An
     frame = pd.DataFrame(
         [[r[name] for name in METRIC_NAMES] for r in results], columns=list(METRIC_NAMES), dtype="float64"
     )
-    frame.insert(0, STEP, pd.array([None if s is None else _valid_step(s) for s in steps], dtype="Int64"))
+    frame.insert(0, STEP, pd.array([None if s is None else parse_step(s) for s in steps], dtype="Int64"))
     frame[SVD] = pd.Series([str(r[SVD]) for r in results], dtype="object")
     frame[CONTENT_HASH] = pd.Series([str(r[CONTENT_HASH]) for r in results], dtype="object")
     return frame

@@ -48,7 +48,19 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 
-from trainmap.io.contracts import CHECKPOINTS_DIR, LOG_CSV, METRICS_CSV, RUN_JSON, STEP, parse_step
+from trainmap.io.contracts import (
+    CHECKPOINTS_DIR,
+    LOG_CSV,
+    MAX_STEP,
+    METRICS_CSV,
+    RUN_JSON,
+    STEP,
+    STEP_DIR_NAMES,
+    STEP_FILE_NAMES,
+    TORCH_FILE_NAMES,
+    name_step,
+    parse_step,
+)
 from trainmap.io.fileguard import InputFileError, input_file, read_safetensors_header
 from trainmap.io.errors import SeriesError
 
@@ -75,12 +87,6 @@ __all__ = [
 ]
 
 
-_STEP_PATTERNS = (
-    re.compile(r"step[_-]?(\d+)(k?)(?![0-9])", re.IGNORECASE),
-    re.compile(r"checkpoint[_-](\d+)()(?![0-9])", re.IGNORECASE),
-    re.compile(r"^(\d+)()$"),
-)
-_STEP_FILE = re.compile(r"^step[_-]?(\d+)(k?)\.safetensors$", re.IGNORECASE)
 # Model files of a step directory, by preference.
 _MODEL_FILES = (
     "model.safetensors",
@@ -95,7 +101,6 @@ _MAX_TEXT_BYTES = 256 << 20
 _CHUNK = 1 << 20
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
-_MAX_STEP = 2**63 - 1
 #: Log names of the Hugging Face Trainer (and others) that mean trainmap's log columns.
 RENAMED_LOG_COLUMNS: Mapping[str, str] = {
     "loss": "train_loss",
@@ -220,12 +225,8 @@ def step_of(name: str) -> int | None:
     143000, ``checkpoint-500`` → 500, ``1200`` → 1200. Steps beyond int64 raise
     :class:`trainmap.io.contracts.StepError` naming ``name``.
     """
-    for pattern in _STEP_PATTERNS:
-        matches = list(pattern.finditer(name))
-        if matches:
-            number, thousands = matches[-1].groups()
-            return parse_step(int(number) * (1000 if thousands else 1), name)
-    return None
+    found = name_step(name, STEP_DIR_NAMES)
+    return found[0] if found else None
 
 
 def _read_json(path: Path) -> Any:
@@ -359,10 +360,10 @@ def _step_files(folder: Path) -> list[Checkpoint]:
     """``step*.safetensors`` files directly in ``folder``, by step."""
     found: dict[int, Checkpoint] = {}
     for path in sorted(folder.glob("*.safetensors")):
-        match = _STEP_FILE.match(path.name)
-        if match is None:
+        named = name_step(path.name, STEP_FILE_NAMES, path)
+        if named is None:
             continue
-        step = parse_step(int(match.group(1)) * (1000 if match.group(2) else 1), path)
+        step = named[0]
         if step in found:
             raise SeriesError(f"{path} and {found[step].files[0]} both stand for step {step}")
         found[step] = Checkpoint(step, (input_file(path, what="checkpoint"),), "safetensors")
@@ -446,15 +447,6 @@ TORCH_SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".ckpt", ".tar")
 STATE_DICT_KEYS: tuple[str, ...] = ("state_dict", "model", "model_state_dict", "module")
 # Keys of a torch.save dict recording its optimiser step (Lightning: global_step), by preference.
 _RECORDED_STEP_KEYS = ("global_step", "step")
-# Steps in a torch file's name (its stem without TORCH_SUFFIXES), by preference, with the
-# unit they count: model_step=1000, epoch=3-step=400, step_20k, ckpt_400, checkpoint-7,
-# iter_300, 1200, then epoch_12 / epoch=12 (epochs).
-_TORCH_NAME_STEPS = (
-    (re.compile(r"step[=_-]?(\d+)(k?)(?![0-9])", re.IGNORECASE), "step"),
-    (re.compile(r"(?:ckpt|checkpoint|iter|iteration)[=_-]?(\d+)()(?![0-9])", re.IGNORECASE), "step"),
-    (re.compile(r"^(\d+)()$"), "step"),
-    (re.compile(r"epoch[=_-]?(\d+)()(?![0-9])", re.IGNORECASE), "epoch"),
-)
 # A Lightning logger's version directory; TensorBoardLogger always writes hparams.yaml into
 # it, CSVLogger only when the module saved hyper-parameters.
 _LIGHTNING_VERSION = re.compile(r"^version_(\d+)$")
@@ -476,13 +468,7 @@ def torch_name_step(name: str) -> tuple[int, str] | None:
     ``ckpt_400.pt`` → (400, "step"), ``checkpoint_7.pth.tar`` → (7, "step"), ``1200.pt`` →
     (1200, "step"), ``epoch_12.pth`` → (12, "epoch"), ``last.ckpt`` → None.
     """
-    stem = _torch_stem(name)
-    for pattern, unit in _TORCH_NAME_STEPS:
-        matches = list(pattern.finditer(stem))
-        if matches:
-            number, thousands = matches[-1].groups()
-            return parse_step(int(number) * (1000 if thousands else 1), name), unit
-    return None
+    return name_step(_torch_stem(name), TORCH_FILE_NAMES, name)
 
 
 def _recorded(loaded: Any, path: Path) -> tuple[int, str] | None:
@@ -890,7 +876,7 @@ def _trainer_log(path: Path) -> dict[int, dict[str, Any]]:
                 if type(step) is not int:  # (not a bool either)
                     unstepped += 1
                     continue
-                if not 0 <= step <= _MAX_STEP:
+                if not 0 <= step <= MAX_STEP:
                     parse_step(step, path)  # raises, naming the file
                 values = {k: v for k, v in entry.items() if type(v) in (int, float) and k != STEP}
                 rows.setdefault(step, {}).update(values)

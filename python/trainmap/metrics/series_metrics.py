@@ -33,7 +33,18 @@ import pandas as pd
 
 from trainmap.io import atomic, owner
 from trainmap.metrics import series as series_reader
-from trainmap.io.contracts import CONTENT_HASH, LOG_COLUMNS, LOG_CSV, METRICS_CSV, RUN_JSON, STEP, RunPaths, parse_steps
+from trainmap.io.contracts import (
+    CHUNKS_DIR,
+    CONTENT_HASH,
+    INTEGRITY_JSON,
+    LOG_COLUMNS,
+    LOG_CSV,
+    METRICS_CSV,
+    RUN_JSON,
+    STEP,
+    RunPaths,
+    parse_steps,
+)
 from trainmap.io.fileguard import OutputClobberError
 from trainmap.io.runlock import RunLock
 from trainmap.metrics.series import Checkpoint, Series, SeriesError
@@ -54,12 +65,8 @@ __all__ = [
 #: Seconds between saves of the results computed so far (restart-safe long series).
 SAVE_EVERY_S = 10.0
 _PARTIAL = ".series_metrics.partial.json"
-#: The integrity report beside metrics.csv (docs/design.md, "File contracts of runs read in place").
-INTEGRITY_JSON = "integrity.json"
 #: Every file series-metrics writes into OUT, listed in OUT's owner file before any is written.
 OUTPUT_FILES: tuple[str, ...] = (METRICS_CSV, LOG_CSV, INTEGRITY_JSON, RUN_JSON, _PARTIAL)
-#: Where the series_metrics_chunk jobs of OUT write their chunks (``metrics_chunks/{i}.json``).
-CHUNKS_DIR = "metrics_chunks"
 
 
 def adoption_differences(record: Mapping[str, Any], options: Mapping[str, Any], engine: str) -> list[str]:

@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from trainmap.io import atomic
+from trainmap.io.contracts import RunPaths
 from trainmap.metrics import series as series_reader
 from trainmap.io.runlock import RunLock
 from trainmap.train import layout
@@ -66,7 +67,7 @@ def import_series(src: str | os.PathLike, out: str | os.PathLike, *, progress: b
     source = str(src.resolve())
     finished = layout.read_run_json(out)
     if finished is not None:
-        _check_same_source(finished, source, out / "run.json")
+        _check_same_source(finished, source, RunPaths(out).run_json)
         return finished
     series = series_reader.find_step_dirs(src)
     log = series_reader.read_log(series_reader.discover(src))
@@ -76,7 +77,7 @@ def import_series(src: str | os.PathLike, out: str | os.PathLike, *, progress: b
     with RunLock(out, purpose=f"trainmap import {source}"):
         finished = layout.read_run_json(out)
         if finished is not None:
-            _check_same_source(finished, source, out / "run.json")
+            _check_same_source(finished, source, RunPaths(out).run_json)
             return finished
         written = _check_claim(out, source)
         layout.write_owner(out, _identity(source), written)
@@ -136,9 +137,9 @@ def _import_locked(src: Path, out: Path, series, metrics, progress: bool, writte
         tensors = series_reader.load_checkpoint(checkpoint)
         _, dropped_here = _write_imported(listed(dest), tensors)
         dropped.update(dropped_here)
-    listed(out / "log.csv"), listed(out / "run.json")
+    listed(RunPaths(out).log_csv), listed(RunPaths(out).run_json)
     columns = _log_columns(metrics)
-    layout.write_log(out / "log.csv", [{"step": c.step, **metrics[c.step]} for c in series], columns)
+    layout.write_log(RunPaths(out).log_csv, [{"step": c.step, **metrics[c.step]} for c in series], columns)
     record = {
         "task": "import",
         "seed": None,

@@ -32,7 +32,17 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from trainmap.io import atomic
-from trainmap.io.contracts import CHECKPOINTS_DIR, LOG_COLUMNS, checkpoint_name, checkpoint_path, checkpoint_steps
+from trainmap.io.contracts import (
+    CHECKPOINTS_DIR,
+    LOG_COLUMNS,
+    LOG_CSV,
+    METRICS_CSV,
+    RUN_JSON,
+    RunPaths,
+    checkpoint_name,
+    checkpoint_path,
+    checkpoint_steps,
+)
 from trainmap.io.fileguard import input_file
 from trainmap.io.owner import (
     OWNER_NAME,
@@ -117,7 +127,7 @@ def write_log(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[s
 
 def read_run_json(out: Path) -> dict[str, Any] | None:
     """The finished run's run.json, or None when the run has not finished."""
-    return read_record(Path(out) / "run.json", "delete it to train the run again")
+    return read_record(RunPaths(Path(out)).run_json, "delete it to train the run again")
 
 
 def run_files(out: Path) -> set[str]:
@@ -125,13 +135,13 @@ def run_files(out: Path) -> set[str]:
     resume state): what a run directory whose owner file predates the list of written files
     is taken to hold of trainmap's (:func:`trainmap.io.owner.listed_files` is None for it)."""
     names = {f"{CHECKPOINTS_DIR}/{checkpoint_name(step)}" for step in checkpoint_steps(out)}
-    names |= {"log.csv", "metrics.csv", "run.json", resume_path(Path(".")).as_posix()}
+    names |= {LOG_CSV, METRICS_CSV, RUN_JSON, resume_path(Path(".")).as_posix()}
     return names
 
 
 def write_run_json(out: Path, record: Mapping[str, Any]) -> None:
     """Atomically write run.json (the marker of a finished run)."""
-    atomic.write_json(Path(out) / "run.json", dict(record))
+    atomic.write_json(RunPaths(Path(out)).run_json, dict(record))
 
 
 def resume_path(out: Path) -> Path:

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from trainmap.io.limits import cap_workers
+from trainmap.io.contracts import RunPaths
 from trainmap.io.runlock import RunLock
 from trainmap.train import components, layout
 from trainmap.train.tasks import SettingsError, resolve_settings
@@ -318,7 +319,7 @@ class _Run:
         layout.remove_files(
             layout.checkpoint_path(self.out, s) for s in layout.checkpoint_steps(self.out) if s > self.step
         )
-        layout.write_log(self.out / "log.csv", self.rows)
+        layout.write_log(RunPaths(self.out).log_csv, self.rows)
 
     # ---------------------------------------------------------------- checkpoint
 
@@ -371,7 +372,7 @@ class _Run:
         ahead of the checkpoints it vouches for; a run killed before a flush resumes from
         the previous one and recomputes the lost checkpoints byte for byte.
         """
-        files = [*self.pending, (self.out / "log.csv", layout.log_text(self.rows).encode())]
+        files = [*self.pending, (RunPaths(self.out).log_csv, layout.log_text(self.rows).encode())]
         if with_resume_state:
             files.append((layout.resume_path(self.out), self._resume_bytes()))
         names = {path.relative_to(self.out).as_posix() for path, _ in files}
@@ -542,7 +543,7 @@ def train_run(
     out = Path(out)
     finished = layout.read_run_json(out)
     if finished is not None:
-        _check_same_run(finished, task, seed, settings, out / "run.json")
+        _check_same_run(finished, task, seed, settings, RunPaths(out).run_json)
         return finished
     torch_device = resolve_device(device)
     _check_claim(out, task, seed, settings)
@@ -550,7 +551,7 @@ def train_run(
     with RunLock(out, purpose=f"trainmap train {task} --seed {seed}", wait_s=lock_wait_s):
         finished = layout.read_run_json(out)  # finished by a process this one waited for
         if finished is not None:
-            _check_same_run(finished, task, seed, settings, out / "run.json")
+            _check_same_run(finished, task, seed, settings, RunPaths(out).run_json)
             return finished
         written = _check_claim(out, task, seed, settings)
         layout.write_owner(out, _identity(task, seed, settings), written)
@@ -579,7 +580,7 @@ def _finish(run: _Run, status: str, diverged_at: int | None, stopped_early: bool
     with run.clock.measure("checkpoint_io_s"):
         run.flush(with_resume_state=False)  # the last checkpoints and the full log
     record = {**_run_record(run, status, diverged_at, stopped_early, device), **(extra or {})}
-    run.list_files([run.out / "run.json"])
+    run.list_files([RunPaths(run.out).run_json])
     layout.write_run_json(run.out, record)
     layout.remove_files([layout.resume_path(run.out)])
     with contextlib.suppress(OSError):

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from trainmap.io.limits import cap_workers
+from trainmap.io.contracts import RUN_JSON, RunPaths
 from trainmap.io.runlock import RunLock
 from trainmap.train import components, layout
 from trainmap.train.loop import (
@@ -383,11 +384,11 @@ def train_sweep(
         if finished is not None and replace_other_settings and finished.get("task") == task \
                 and finished.get("seed") == seed and finished.get("settings") != settings:
             owner = layout.read_owner(out) or {}
-            if owner.get("kind") == "train" and "run.json" in (layout.listed_files(owner) or set()):
-                layout.remove_files([out / "run.json"])  # trainmap's own file: the run is trained again
+            if owner.get("kind") == "train" and RUN_JSON in (layout.listed_files(owner) or set()):
+                layout.remove_files([RunPaths(out).run_json])  # trainmap's own file: the run is trained again
                 finished = None
         if finished is not None:
-            _check_same_run(finished, task, seed, settings, out / "run.json")
+            _check_same_run(finished, task, seed, settings, RunPaths(out).run_json)
             records[seed] = finished
         else:
             _check_claim(out, task, seed, settings)
@@ -400,7 +401,7 @@ def train_sweep(
             stack.enter_context(RunLock(out, purpose=f"trainmap train-sweep {task} --seed {seed}", wait_s=lock_wait_s))
             finished = layout.read_run_json(out)
             if finished is not None:
-                _check_same_run(finished, task, seed, settings, out / "run.json")
+                _check_same_run(finished, task, seed, settings, RunPaths(out).run_json)
                 records[seed] = finished
                 continue
             written = _check_claim(out, task, seed, settings)
