@@ -44,6 +44,7 @@ import math
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -52,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from trainmap.io.contracts import METRICS_CSV
-from trainmap.io.limits import cap_workers
+from trainmap.io.limits import available_cpus, cap_workers
 from trainmap.io.runlock import RunLock
 from trainmap.train import components, layout
 from trainmap.train.loop import (
@@ -173,6 +174,22 @@ def _vmap_forward(model: torch.nn.Module) -> Callable[[Mapping[str, torch.Tensor
     return vmap(one)
 
 
+def _at_least_two_seeds(forward: Callable) -> Callable:
+    """``forward`` that computes a lone seed as the first of two copies of it: a batched
+    matmul of batch 1 takes another kernel (matrix-vector products for parities' one output)
+    than batches of 2 or more, whose per-seed slices agree with one another, so a seed
+    trained in a sub-batch of one (a restart that found it behind the others, a sweep of one
+    seed) would differ in the last bits from the same seed among others. The unused copy
+    contributes exactly zero to the gradient."""
+
+    def padded(params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] != 1:
+            return forward(params, x)
+        return forward({name: torch.cat([value, value]) for name, value in params.items()}, torch.cat([x, x]))[:1]
+
+    return padded
+
+
 def _losses(outputs: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
     """Per-example losses (seeds, batch) of stacked outputs, as
     :func:`components.batch_loss` computes them for one seed."""
@@ -201,7 +218,7 @@ class _Batch:
             }
         self.optimizer = components.build_optimizer(_Params(self.params, self.names), first.settings)
         self._stack_optimizer_state()
-        self.forward = _mlp_forward if forward_kind == "mlp" else _vmap_forward(first.model)
+        self.forward = _at_least_two_seeds(_mlp_forward if forward_kind == "mlp" else _vmap_forward(first.model))
 
     # -------------------------------------------------------------- state in and out
 
@@ -337,6 +354,7 @@ class _SeedRun(_Run):
         self.metrics_header: str | None = None
         self.metrics_lines: list[tuple[int, str]] = []  # (step, CSV line) already rendered
         self.metrics_results: list[tuple[int, dict[str, Any]]] = []  # (step, result) not rendered yet
+        self.precomputed: dict[str, Any] | None = None  # this step's statistics, when the group computed them
 
     def due(self) -> bool:
         return self.flush_now
@@ -371,8 +389,12 @@ class _SeedRun(_Run):
         if self.statistics is None:
             super().record_weights()
             return
-        with self.clock.measure("eval_s"):
-            self.metrics_results.append((self.step, self.statistics.compute(self.model, self.metrics_threads)))
+        if self.precomputed is not None:  # computed for the whole group at once (_statistics_of)
+            result, self.precomputed = self.precomputed, None
+        else:
+            with self.clock.measure("eval_s"):
+                result = self.statistics.compute(self.model, self.metrics_threads)
+        self.metrics_results.append((self.step, result))
 
     def extra_files(self) -> list[tuple[Path, bytes]]:
         if self.statistics is None:
@@ -400,8 +422,20 @@ class _SeedRun(_Run):
         return values
 
 
+def _statistics_of(runs: Sequence[_Run], pool: ThreadPoolExecutor | None) -> None:
+    """With statistics in the loop, every seed's statistics of this step, computed in
+    ``pool``'s threads one seed per call (the engine releases the GIL; its results do not
+    depend on its thread count, so the numbers are those of one call per seed)."""
+    if pool is None or runs[0].statistics is None or len(runs) < 2:
+        return
+    results = list(pool.map(lambda run: run.statistics.compute(run.model, 1), runs))
+    for run, result in zip(runs, results):  # (its time counts as the evaluation's, in _train_group)
+        run.precomputed = result
+
+
 def _train_group(runs: list[_Run], forward_kind: str, until: int, resume_interval_s: float,
-                 batch_record: Mapping[str, Any], device: torch.device) -> list[_Run]:
+                 batch_record: Mapping[str, Any], device: torch.device,
+                 pool: ThreadPoolExecutor | None = None) -> list[_Run]:
     """Train ``runs`` (all at the same step) together up to step ``until``; finish (write
     run.json of) every seed that ends on the way. Returns the seeds still training."""
     group = _Batch(runs, forward_kind)
@@ -426,6 +460,7 @@ def _train_group(runs: list[_Run], forward_kind: str, until: int, resume_interva
             group.unstack()
             started = time.perf_counter()
             group.evaluate()
+            _statistics_of(runs, pool)
             share = (time.perf_counter() - started) / len(runs)
             for run in runs:
                 run.clock.eval_s += share
@@ -592,15 +627,24 @@ def _train_claimed(task: str, settings: dict[str, Any], claimed: list[tuple[int,
                 active.append(run)
         total = runs[0].schedule.total_steps
         kind = BATCHED_TASKS[task]
-        while active:
-            lowest = min(run.step for run in active)
-            group = [run for run in active if run.step == lowest]
-            ahead = [run.step for run in active if run.step > lowest]
-            until = min(ahead) if ahead else total
-            still = _train_group(group, kind, until, resume_interval_s, batch_record, device)
-            ended = [run for run in group if run not in still]
-            for run in still:
-                if run.step >= total:
-                    _finish(run, "complete", None, False, device, batch_record)
-                    ended.append(run)
-            active = [run for run in active if run not in ended]
+        workers = threads if threads is not None else available_cpus()
+        pool = ThreadPoolExecutor(workers) if statistics is not None and workers > 1 else None
+        with pool or contextlib.nullcontext():
+            _train_active(active, total, kind, resume_interval_s, batch_record, device, pool)
+
+
+def _train_active(active: list[_Run], total: int, kind: str, resume_interval_s: float,
+                  batch_record: Mapping[str, Any], device: torch.device, pool: ThreadPoolExecutor | None) -> None:
+    """Train the unfinished seeds to their end, in sub-batches of seeds at the same step."""
+    while active:
+        lowest = min(run.step for run in active)
+        group = [run for run in active if run.step == lowest]
+        ahead = [run.step for run in active if run.step > lowest]
+        until = min(ahead) if ahead else total
+        still = _train_group(group, kind, until, resume_interval_s, batch_record, device, pool)
+        ended = [run for run in group if run not in still]
+        for run in still:
+            if run.step >= total:
+                _finish(run, "complete", None, False, device, batch_record)
+                ended.append(run)
+        active = [run for run in active if run not in ended]
