@@ -17,6 +17,14 @@ training (the full parities length takes ~20 min per mode on the shared 2-core m
 
     .venv/bin/python benchmarks/train_sweep.py --epochs 20 --modular-epochs 2 --single-seeds 3
     .venv/bin/python benchmarks/train_sweep.py --profile   # where the batched job's time goes
+
+``--with-statistics``: training + statistics instead of training alone: one process per
+seed then its metrics job (``trainmap train`` + ``trainmap metrics DIR/checkpoints -o
+DIR/metrics.csv --threads 1 --device cpu``, the workflow's two jobs per seed) against one
+batched job with the statistics in the loop (``trainmap train-sweep --no-checkpoints
+--metrics-device cpu``, config ``keep_checkpoints: false``).
+
+    .venv/bin/python benchmarks/train_sweep.py --with-statistics --seeds 8 --epochs 20 --modular-seeds 0
 """
 
 from __future__ import annotations
@@ -47,23 +55,29 @@ def mode_main(args: argparse.Namespace) -> None:
             subprocess.run([*TRAINMAP, "train", args.task, "--seed", str(seed), "--out", str(out / str(seed)),
                             "--threads", "1", "--no-progress", *_sets(overrides)], check=True,
                            stderr=subprocess.DEVNULL)
+            if args.statistics:
+                subprocess.run([*TRAINMAP, "metrics", str(out / str(seed) / "checkpoints"), "-o",
+                                str(out / str(seed) / "metrics.csv"), "--threads", "1", "--device", "cpu",
+                                "--no-progress"], check=True, stderr=subprocess.DEVNULL)
     else:
+        in_loop = ["--no-checkpoints", "--metrics-device", "cpu"] if args.statistics else []
         subprocess.run([*TRAINMAP, "train-sweep", "--task", args.task, "--seeds", f"0-{args.seeds - 1}",
-                        "--out-dir", str(out), "--threads", "1", *_sets(overrides)], check=True,
+                        "--out-dir", str(out), "--threads", "1", *in_loop, *_sets(overrides)], check=True,
                        stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps({"wall_s": wall, "peak_mb": peak_mb}))
 
 
-def run_mode(mode: str, task: str, seeds: int, overrides: dict, root: Path, single_seeds: int) -> dict:
+def run_mode(mode: str, task: str, seeds: int, overrides: dict, root: Path, single_seeds: int,
+             statistics: bool = False) -> dict:
     """One mode in a helper process. ``single_seeds`` < ``seeds``: only that many per-seed
     processes are run and wall time, steps and loop times are scaled by seeds/single_seeds
     (every seed costs the same: same steps, same start-up); printed as extrapolated."""
     out = root / f"{task}-{mode}"
     measured = single_seeds if mode == "single" else seeds
     done = subprocess.run([sys.executable, __file__, "--_mode", mode, "--_task", task, "--seeds", str(seeds),
-                           "--single-seeds", str(single_seeds),
+                           "--single-seeds", str(single_seeds), *(["--with-statistics"] if statistics else []),
                            "--_out", str(out), "--_overrides", json.dumps(overrides)],
                           capture_output=True, text=True, check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -118,6 +132,9 @@ def main() -> None:
     parser.add_argument("--single-seeds", type=int, default=0,
                         help="run only this many one-seed processes and extrapolate to --seeds (0: all)")
     parser.add_argument("--profile", action="store_true", help="profile the batched parities job in-process instead")
+    parser.add_argument("--with-statistics", action="store_true",
+                        help="training + statistics: per seed train + metrics job, against a sweep with the "
+                        "statistics in the loop (no checkpoint files)")
     parser.add_argument("--_mode")
     parser.add_argument("--_task")
     parser.add_argument("--_out")
@@ -125,7 +142,8 @@ def main() -> None:
     args = parser.parse_args()
     if args._mode:
         mode_main(argparse.Namespace(mode=args._mode, task=args._task, seeds=args.seeds, out=args._out,
-                                     overrides=args._overrides, single_seeds=args.single_seeds or args.seeds))
+                                     overrides=args._overrides, single_seeds=args.single_seeds or args.seeds,
+                                     statistics=args.with_statistics))
         return
     cases = [("parities", args.seeds, {"epochs": args.epochs})] if args.seeds else []
     if args.modular_seeds:
@@ -136,14 +154,19 @@ def main() -> None:
             profile_batched("parities", args.seeds, {"epochs": args.epochs}, root)
             return
         for task, seeds, overrides in cases:
-            print(f"{task}: {seeds} seeds, {overrides}, 1 thread", flush=True)
-            single_s, batched_s = in_process(task, seeds, overrides, root)
-            print(f"  in one process (no start-up): {seeds} x train_run {single_s:.1f} s, train_sweep {batched_s:.1f} s,"
-                  f" ratio {single_s / batched_s:.1f}x", flush=True)
+            what = "training + statistics" if args.with_statistics else "training"
+            print(f"{task}: {seeds} seeds, {overrides}, 1 thread, {what}", flush=True)
+            if not args.with_statistics:
+                single_s, batched_s = in_process(task, seeds, overrides, root)
+                print(f"  in one process (no start-up): {seeds} x train_run {single_s:.1f} s, train_sweep "
+                      f"{batched_s:.1f} s, ratio {single_s / batched_s:.1f}x", flush=True)
             k = min(args.single_seeds or seeds, seeds)
-            results = {mode: run_mode(mode, task, seeds, overrides, root, k) for mode in ("single", "batched")}
+            results = {mode: run_mode(mode, task, seeds, overrides, root, k, args.with_statistics)
+                       for mode in ("single", "batched")}
             for mode, r in results.items():
                 label = "one process per seed" if mode == "single" else "one batched job"
+                if args.with_statistics:
+                    label = "train + metrics per seed" if mode == "single" else "sweep, stats in loop"
                 if r.get("extrapolated_from"):
                     label += f" (ran {r['extrapolated_from']}, x{seeds / r['extrapolated_from']:.0f})"
                 print(f"  {label:21s} wall {r['wall_s']:8.1f} s  {r['steps_per_s']:9.0f} steps/s  "

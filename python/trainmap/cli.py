@@ -160,18 +160,29 @@ def _add_train_sweep(subparsers) -> None:
     p.add_argument("--group-file", type=Path, metavar="JSON",
                    help="when every seed has ended, write JSON listing the seeds and their status (the workflow's "
                    "marker of a sweep job)")
+    p.add_argument("--no-checkpoints", action="store_true",
+                   help="compute the 14 weight statistics of every seed at every checkpoint step in the loop and write "
+                   "DIR/SEED/metrics.csv (as trainmap metrics computes them, without its path column) instead of "
+                   "checkpoint files; the metrics options below apply")
+    MetricsOptions.add_arguments(p)
+    p.add_argument("--metrics-device", default="auto",
+                   help="with --no-checkpoints, where the statistics are computed: auto (where the weights are), cpu "
+                   "(the Rust engine) or cuda[:N] (torch on that GPU)")
     p.set_defaults(run=_run_train_sweep)
 
 
 def _run_train_sweep(args: argparse.Namespace) -> int:
-    from trainmap.train.sweep import parse_seeds, train_sweep
+    from trainmap.train.sweep import InLoopStatistics, parse_seeds, train_sweep
     from trainmap.train.tasks import parse_assignments
 
     overrides = parse_assignments(args.assignments)
     seeds = parse_seeds(args.seeds)
+    statistics = None
+    if args.no_checkpoints:
+        statistics = InLoopStatistics(MetricsOptions.from_args(args), args.metrics_device)
     records = train_sweep(args.task, seeds, args.out_dir, overrides, threads=args.threads, device=args.device,
                           resume_interval_s=args.resume_interval, lock_wait_s=args.wait_for_lock,
-                          replace_other_settings=args.replace_other_settings)
+                          replace_other_settings=args.replace_other_settings, statistics=statistics)
     if args.group_file is not None:
         from trainmap.io import atomic
 
@@ -179,7 +190,7 @@ def _run_train_sweep(args: argparse.Namespace) -> int:
                                             "status": {str(s): r["status"] for s, r in records.items()}})
     for seed, record in records.items():
         print(f"{args.out_dir / str(seed)}: {record['status']} at step {record['final_step']}, "
-              f"{record['checkpoints']} checkpoints, eval accuracy {record['final']['eval_accuracy']:.4f}",
+              f"{record['checkpoints']} {'checkpoint steps' if statistics else 'checkpoints'}, eval accuracy {record['final']['eval_accuracy']:.4f}",
               file=sys.stderr)
     return 0
 

@@ -230,6 +230,7 @@ class Experiment:
     figures: Mapping[str, Any] = field(default_factory=dict)
     log: Mapping[str, Any] | None = None  # runs read in place: config log: {path, step}
     seed_batch: int = 1  # config train: {seed_batch: N}: N seeds per training job (trainmap train-sweep)
+    keep_checkpoints: bool = True  # config train: {keep_checkpoints: false}: statistics in the loop, no files
 
     @property
     def in_place(self) -> bool:
@@ -265,8 +266,29 @@ class Experiment:
 
     @property
     def batched(self) -> bool:
-        """Whether the runs train in seed-sweep jobs of ``seed_batch`` seeds."""
-        return self.seed_batch > 1 and not self.in_place
+        """Whether the runs train in seed-sweep jobs of ``seed_batch`` seeds (also of one
+        seed, when the statistics are computed in the loop: only a sweep job does that)."""
+        return (self.seed_batch > 1 or not self.keep_checkpoints) and not self.in_place
+
+    @property
+    def statistics_in_loop(self) -> bool:
+        """Whether the training jobs write each run's metrics.csv themselves (config
+        ``train: {keep_checkpoints: false}``): no checkpoint files, no metrics jobs."""
+        return not self.keep_checkpoints and not self.in_place
+
+    def in_loop_statistics(self):
+        """The :class:`trainmap.train.sweep.InLoopStatistics` of config ``metrics:``."""
+        from trainmap.train.sweep import InLoopStatistics
+
+        return InLoopStatistics(metrics_options_of_config(dict(self.metrics)), self.metrics["device"])
+
+    def sweep_args(self) -> str:
+        """``trainmap train-sweep``'s options: the training settings and, with statistics in
+        the loop, ``--no-checkpoints`` and the metrics options."""
+        if not self.statistics_in_loop:
+            return self.train_args()
+        return (f"{self.train_args()} --no-checkpoints {self.metrics_args()} "
+                f"--metrics-device {shlex.quote(self.metrics['device'])}").strip()
 
     def groups(self) -> list[tuple[str, ...]]:
         """The runs of each seed-sweep job: consecutive runs in config order, ``seed_batch`` at a
@@ -294,8 +316,14 @@ class Experiment:
         return list(dict.fromkeys(self.trained_marker(run) for run in self.runs))
 
     def train_fingerprint(self) -> str:
-        """Every resolved training setting, defaults included: retrain when any changes."""
-        return json.dumps(self.train_settings, sort_keys=True)
+        """Every resolved training setting, defaults included: retrain when any changes.
+        With statistics in the loop, also what run.json records of them (metrics options,
+        device, engine fingerprint): the metrics are computed in training, so a change of
+        any of these trains again."""
+        if not self.statistics_in_loop:
+            return json.dumps(self.train_settings, sort_keys=True)
+        return json.dumps({"settings": self.train_settings, "statistics": self.in_loop_statistics().record()},
+                          sort_keys=True)
 
     def metrics_args(self) -> str:
         return metrics_options_of_config(self.metrics).cli_args()
@@ -484,12 +512,17 @@ def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
         task = spec["task"]
         overrides = dict(spec["train"])
         seed_batch = overrides.pop(SEED_BATCH, 1)
-        if seed_batch > 1:
+        keep_checkpoints = overrides.pop(KEEP_CHECKPOINTS, True)
+        if seed_batch > 1 or not keep_checkpoints:
             from trainmap.train.sweep import BATCHED_TASKS
 
             if task not in BATCHED_TASKS:
-                raise ConfigError(f"config key {key}.train.{SEED_BATCH}: task {task!r} trains one seed per job "
-                                  f"(seed sweeps: {', '.join(BATCHED_TASKS)}); remove {SEED_BATCH} or set it to 1")
+                if seed_batch > 1:
+                    raise ConfigError(f"config key {key}.train.{SEED_BATCH}: task {task!r} trains one seed per job "
+                                      f"(seed sweeps: {', '.join(BATCHED_TASKS)}); remove {SEED_BATCH} or set it to 1")
+                raise ConfigError(f"config key {key}.train.{KEEP_CHECKPOINTS}: task {task!r} trains one seed per "
+                                  f"job and writes checkpoint files (statistics in the loop: seed sweeps of "
+                                  f"{', '.join(BATCHED_TASKS)}); remove {KEEP_CHECKPOINTS}")
         defaults = default_settings(task)
         for shared in ("data_dir", "download"):
             if shared in defaults and shared not in overrides:
@@ -502,7 +535,7 @@ def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
             common["convergence"] = Criterion.from_threshold(DEFAULT_THRESHOLDS[task], f"config key {key}.threshold")
         resolved[name] = Experiment(
             runs=_runs(name, spec), task=task, train_overrides=overrides, train_settings=settings,
-            seed_batch=seed_batch, **common
+            seed_batch=seed_batch, keep_checkpoints=keep_checkpoints, **common
         )
     return resolved
 
@@ -510,6 +543,12 @@ def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
 #: The key of an experiment's ``train:`` mapping that is not a task setting: how many seeds
 #: one training job trains as one batched model (trainmap.train.sweep); 1: one per job.
 SEED_BATCH = "seed_batch"
+#: The other one: ``false`` makes the sweep jobs compute the 14 statistics in the loop and
+#: write each run's metrics.csv, with no checkpoint files (no metrics jobs are planned).
+KEEP_CHECKPOINTS = "keep_checkpoints"
+#: Keys of ``train:`` that configure the jobs, not the task (removed before the settings
+#: are resolved).
+WORKFLOW_TRAIN_KEYS: tuple[str, ...] = (SEED_BATCH, KEEP_CHECKPOINTS)
 
 
 @dataclass(frozen=True)
@@ -537,16 +576,13 @@ class Comparison:
         return [d for e in self.experiments for d in e.run_dirs()]
 
     def record_files(self) -> list[str]:
-        """Every run's run.json."""
-        return [RunPaths(Path(d)).run_json.as_posix() for d in self.run_dirs()]
+        """What stands for every run's record: run.json, or a seed sweep's group marker."""
+        return [m for e in self.experiments for m in e.trained_markers()]
 
     def metrics_files(self) -> list[str]:
-        """Every run's metrics.csv."""
-        return [RunPaths(Path(d)).metrics_csv.as_posix() for d in self.run_dirs()]
-
-    def checkpoints_dir(self, run: str) -> str:
-        """The checkpoints folder of a trained run (``trainmap metrics`` reads it)."""
-        return RunPaths(Path(self.run_dir(run))).checkpoints.as_posix()
+        """Every run's metrics.csv that a rule makes (none for statistics computed in a
+        sweep's loop: the group markers of :meth:`record_files` stand for them)."""
+        return [f for e in self.experiments if not e.statistics_in_loop for f in e.metrics_files()]
 
 
 def comparisons(config: Mapping[str, Any], experiments: Mapping[str, Experiment]) -> dict[str, Comparison]:

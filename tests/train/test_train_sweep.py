@@ -236,3 +236,14 @@ def test_diverging_seeds_end_as_they_do_alone(tmp_path):
         assert records[seed]["status"] == alone["status"]
         assert records[seed]["diverged_at_step"] == alone["diverged_at_step"]
         assert alone["status"] == "diverged"
+
+
+@pytest.mark.parametrize("task", ["parities", "modular_stable"])
+def test_a_seed_alone_equals_the_same_seed_among_others(tmp_path, task):
+    """A group of one seed (a restart that found it behind, or a sweep of one) computes as
+    the same seed in a larger group, evaluation included (log.csv byte for byte): a batched
+    matmul of batch 1 takes another kernel, so a lone seed is computed as two copies."""
+    settings = {**CASES[task], "max_steps": 30, "checkpoint_every": 10}
+    train_sweep(task, SEEDS, tmp_path / "group", settings, threads=1)
+    train_sweep(task, [2], tmp_path / "alone", settings, threads=1)
+    assert run_bytes(tmp_path / "alone" / "2") == run_bytes(tmp_path / "group" / "2")

@@ -75,3 +75,18 @@ def test_adding_a_seed_reruns_only_the_comparisons_holding_it(tmp_path):
     jobs = dry_run(work, *targets, "--configfile", cfg)
     rules = sorted((rule, w.get("cmp") or w.get("exp")) for rule, w in jobs)
     assert rules == [("compare", "bc"), ("compare_select", "bc"), ("metrics", "c"), ("train", "c")]
+
+
+def test_a_comparison_of_seed_sweeps_waits_for_their_jobs(tmp_path):
+    """Runs trained in sweeps have no run.json or metrics.csv of their own rule: the
+    comparison depends on the group markers, as each experiment's analysis does."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"threads": {"hmm": 1}, "experiments": {
+        "a": {"task": "parities", "seeds": 4, "train": {"epochs": 2, "seed_batch": 2}, **ANALYSIS},
+        "b": {"task": "parities", "seeds": 4, "train": {"epochs": 2, "seed_batch": 4, "keep_checkpoints": False},
+              **ANALYSIS}},
+        "compare": {"ab": ["a", "b"]}}))
+    jobs = dry_run(tmp_path, "results/compare/ab/table_compare.csv", "--configfile", str(path))
+    rules = [rule for rule, _ in jobs]
+    assert sorted(w["group"] for rule, w in jobs if rule == "train_sweep") == ["0-1", "0-3", "2-3"]
+    assert rules.count("metrics") == 4 and rules.count("compare_select") == 1 and rules.count("compare") == 1

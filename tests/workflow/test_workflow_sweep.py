@@ -98,3 +98,39 @@ def test_stale_only_and_a_failed_group_leaves_the_others_complete(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert layout.read_run_json(tmp_path / "results/sw/runs/0")["settings"]["lr"] == 0.05
     assert (tmp_path / "results/sw/runs/0/checkpoints/step00000002.safetensors").read_bytes() != before
+
+
+def test_keep_checkpoints_false_trains_in_sweep_jobs_with_the_metrics_options():
+    exp = resolved(keep_checkpoints=False, epochs=3)  # seed_batch 1: one sweep job per seed
+    assert exp.batched and exp.statistics_in_loop and exp.groups() == [("0",), ("1",), ("2",), ("3",), ("4",)]
+    assert "keep_checkpoints" not in exp.train_settings
+    assert exp.sweep_args() == ("--set epochs=3 --no-checkpoints --svd auto --exact-max-dim 2048 --rank 64 "
+                                "--metrics-device auto")
+    # The statistics are part of what makes the runs stale (options, device, engine).
+    assert '"statistics"' in exp.train_fingerprint() and '"engine"' in exp.train_fingerprint()
+    kept = resolved(seed_batch=2, epochs=3)
+    assert not kept.statistics_in_loop and kept.sweep_args() == kept.train_args() == "--set epochs=3"
+    assert '"statistics"' not in kept.train_fingerprint()
+
+
+def test_keep_checkpoints_false_of_a_task_that_cannot_batch_is_refused():
+    schema = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
+    config = validate_config({"experiments": {"c": {"task": "cifar100", "seeds": 2,
+                                                    "train": {"keep_checkpoints": False}}}}, schema)
+    with pytest.raises(ConfigError, match=r"experiments.c.train.keep_checkpoints: task 'cifar100' trains one seed"):
+        experiments(config)
+    with pytest.raises(ConfigError, match=r"experiments.c.train.keep_checkpoints: 'no' is not of type 'boolean'"):
+        validate_config({"experiments": {"c": {"task": "parities", "seeds": 2, "train": {"keep_checkpoints": "no"}}}},
+                        schema)
+
+
+@pytest.mark.slow  # a Snakemake dry run (~10 s idle, a minute on the shared machine)
+def test_a_dry_run_with_statistics_in_the_loop_plans_no_metrics_job(tmp_path):
+    config = write_config(tmp_path / "config.yaml", seeds=4, keep_checkpoints=False)
+    jobs = dry_run(tmp_path, "results/sw/hmm/selection.csv", "--configfile", str(config))
+    rules = [rule for rule, _ in jobs]
+    assert rules.count("train_sweep") == 2 and "hmm_select" in rules
+    assert "metrics" not in rules and "train" not in rules
+    kept = write_config(tmp_path / "kept.yaml", seeds=4)
+    assert [rule for rule, _ in dry_run(tmp_path, "results/sw/hmm/selection.csv", "--configfile",
+                                        str(kept))].count("metrics") == 4

@@ -1,4 +1,6 @@
-# The 14 weight statistics of every checkpoint of a run (Rust engine).
+# The 14 weight statistics of every checkpoint of a run (Rust engine). Not for experiments
+# with statistics in the loop (train: {keep_checkpoints: false}): their sweep jobs write
+# metrics.csv.
 
 
 rule metrics:
@@ -7,7 +9,7 @@ rule metrics:
     output:
         RUN.metrics_csv,
     wildcard_constraints:
-        exp="|".join(e.name for e in EXPERIMENTS.values() if not e.in_place) or "(?!)",
+        exp="|".join(e.name for e in EXPERIMENTS.values() if not e.in_place and not e.statistics_in_loop) or "(?!)",
     params:
         checkpoints=lambda w: exp_of(w).checkpoints_dir(w.run),
         options=lambda w: exp_of(w).metrics_args(),

@@ -35,7 +35,10 @@ rule train:
 # reason as above); the marker stands for them. Stale-only: adding seeds adds groups (the
 # earlier markers stay); a changed setting (params.settings) replans every group, whose job
 # replaces each run of other settings (--replace-other-settings); a failed group writes no
-# marker and leaves the other groups' runs complete.
+# marker and leaves the other groups' runs complete. With train: {keep_checkpoints: false}
+# the job also writes each run's metrics.csv (statistics in the loop, no checkpoint files):
+# the marker stands for them too, and no metrics job is planned (rule metrics excludes the
+# experiment; common.smk's run_inputs lists the markers only).
 
 
 rule train_sweep:
@@ -47,7 +50,7 @@ rule train_sweep:
         task=lambda w: exp_of(w).task,
         out=lambda w: exp_of(w).runs_dir(),
         seeds=lambda w: ",".join(exp_of(w).group_runs(w.group)),
-        overrides=lambda w: exp_of(w).train_args(),
+        overrides=lambda w: exp_of(w).sweep_args(),
         settings=lambda w: exp_of(w).train_fingerprint(),
         device=config["device"],
     threads: config["threads"]["train"]

@@ -264,6 +264,11 @@ def _check_claim(out: Path, task: str, seed: int, settings: Mapping[str, Any]) -
 class _Run:
     """The mutable state of one training session."""
 
+    #: What a run records in the checkpoint's place (None: checkpoint files). A seed sweep's
+    #: runs with statistics in the loop (:mod:`trainmap.train.sweep`) set it; it is saved in
+    #: the resume state, and a run resumes only with the same value.
+    statistics_record: Mapping[str, Any] | None = None
+
     def __init__(
         self, task: str, seed: int, settings: dict[str, Any], out: Path, device: torch.device, resume_interval_s: float,
         written: set[str], parts: components.Components | None = None,
@@ -305,6 +310,11 @@ class _Run:
         if state.get("format") != _RESUME_FORMAT:
             raise layout.ResumeError(f"{layout.resume_path(self.out)}: unknown resume format {state.get('format')!r}")
         _check_same_run(state, self.task, self.seed, self.settings, layout.resume_path(self.out))
+        if state.get("statistics") != self.statistics_record:
+            raise layout.ResumeError(
+                f"{layout.resume_path(self.out)}: begun {_recording(state.get('statistics'))}, continued "
+                f"{_recording(self.statistics_record)}; continue it as it was begun, or delete {self.out} to start over"
+            )
         model_state = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
         self.model.load_state_dict(model_state)
         _load_optimizer(self.optimizer, tensors, state["optimizer_scalars"])
@@ -337,14 +347,23 @@ class _Run:
             "eval_accuracy": eval_acc,
         }
         self.rows.append(row)
+        self.record_weights()
         with self.clock.measure("checkpoint_io_s"):
-            data = layout.checkpoint_bytes(dict(self.model.named_parameters()))
-            self.pending.append((layout.checkpoint_path(self.out, self.step), data))
             if self.due():
                 self.flush(with_resume_state=True)
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{train_loss:.4g}", eval_acc=f"{eval_acc:.3f}", refresh=False)
         return row
+
+    def record_weights(self) -> None:
+        """Queue the checkpoint of the current weights (written at the next flush)."""
+        with self.clock.measure("checkpoint_io_s"):
+            data = layout.checkpoint_bytes(dict(self.model.named_parameters()))
+            self.pending.append((layout.checkpoint_path(self.out, self.step), data))
+
+    def extra_files(self) -> list[tuple[Path, bytes]]:
+        """Files written at each flush after the checkpoints, before log.csv (none here)."""
+        return []
 
     def evaluate(self) -> tuple[float, float, float, float]:
         """Train loss and accuracy (on ``train_eval_size`` examples), eval loss and accuracy."""
@@ -372,7 +391,7 @@ class _Run:
         ahead of the checkpoints it vouches for; a run killed before a flush resumes from
         the previous one and recomputes the lost checkpoints byte for byte.
         """
-        files = [*self.pending, (RunPaths(self.out).log_csv, layout.log_text(self.rows).encode())]
+        files = [*self.pending, *self.extra_files(), (RunPaths(self.out).log_csv, layout.log_text(self.rows).encode())]
         if with_resume_state:
             files.append((layout.resume_path(self.out), self._resume_bytes()))
         names = {path.relative_to(self.out).as_posix() for path, _ in files}
@@ -412,6 +431,8 @@ class _Run:
             "clock": self.clock.as_dict(),
             "environment": _environment(self.device),
         }
+        if self.statistics_record is not None:
+            state["statistics"] = self.statistics_record
         return layout.resume_bytes(tensors, state)
 
     # ---------------------------------------------------------------- training
@@ -450,6 +471,13 @@ class _Run:
                 if goal and row["eval_accuracy"] >= goal:
                     return "complete", None, True
         return "complete", None, False
+
+
+def _recording(record: Mapping[str, Any] | None) -> str:
+    """How a run records its weights, in words (resume errors)."""
+    if record is None:
+        return "writing checkpoint files"
+    return f"computing statistics in the loop ({dict(record)})"
 
 
 def _environment(device: torch.device) -> dict[str, Any]:

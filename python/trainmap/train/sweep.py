@@ -39,17 +39,21 @@ batch norm, augmentation) are not in :data:`BATCHED_TASKS` and train one seed pe
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
+import re
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from trainmap.io.limits import cap_workers
-from trainmap.io.contracts import RUN_JSON, RunPaths
+from trainmap.io.contracts import METRICS_CSV, RUN_JSON, RunPaths
+from trainmap.io.limits import available_cpus, cap_workers
 from trainmap.io.runlock import RunLock
 from trainmap.train import components, layout
 from trainmap.train.loop import (
@@ -62,9 +66,10 @@ from trainmap.train.loop import (
     _torch_configured,
     resolve_device,
 )
+from trainmap.options import MetricsOptions
 from trainmap.train.tasks import SettingsError, resolve_settings
 
-__all__ = ["BATCHED_TASKS", "train_sweep", "parse_seeds"]
+__all__ = ["BATCHED_TASKS", "InLoopStatistics", "train_sweep", "parse_seeds"]
 
 # Largest seeds x examples evaluated in one batched forward pass (memory bound).
 _EVAL_ELEMENTS = 1 << 16
@@ -96,6 +101,57 @@ def parse_seeds(text: str) -> list[int]:
     return sorted(seeds)
 
 
+# ------------------------------------------------------------------ statistics in the loop
+
+_METRICS_DEVICE = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)$")
+
+
+@dataclass(frozen=True)
+class InLoopStatistics:
+    """Statistics in the loop instead of checkpoint files (config ``train: {keep_checkpoints:
+    false}``, ``trainmap train-sweep --no-checkpoints``): the metrics stage's options
+    (:class:`trainmap.options.MetricsOptions`) and where they are computed, as config
+    ``metrics: {device}`` says it for the metrics jobs: ``auto`` (where the weights are: the
+    Rust engine for a CPU model, torch for a CUDA one), ``cpu`` (the engine, from a host
+    copy) or ``cuda[:N]`` (torch on that GPU)."""
+
+    options: MetricsOptions = MetricsOptions()
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.device, str) or not _METRICS_DEVICE.match(self.device):
+            raise SettingsError(f"metrics device must be auto, cpu or cuda[:N], not {self.device!r}")
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any] | None = None, device: str = "auto") -> "InLoopStatistics":
+        """From the metrics options as a mapping (e.g. config ``metrics:`` less device and chunk)."""
+        try:
+            return cls(MetricsOptions(**dict(options or {})), device)
+        except (TypeError, ValueError) as exc:
+            raise SettingsError(f"statistics in the loop: {exc}") from None
+
+    def record(self) -> dict[str, Any]:
+        """What run.json and the resume state record (a run continues, and a finished run is
+        kept, only under the same record): the options, the device and the engine."""
+        from trainmap.metrics.engine import ENGINE_FINGERPRINT
+
+        return {"options": dataclasses.asdict(self.options), "device": self.device, "engine": ENGINE_FINGERPRINT}
+
+    def compute(self, model: torch.nn.Module, threads: int | None) -> dict[str, Any]:
+        """The statistics of ``model``'s parameters (what a checkpoint file would hold), as
+        :func:`trainmap.metrics.engine.weights_metrics` computes them for the Recorder."""
+        from trainmap.metrics.engine import weights_metrics
+
+        tensors = {name: p.detach() for name, p in model.named_parameters()}
+        if self.device == "cpu":
+            tensors = {name: t.cpu() for name, t in tensors.items()}
+        elif self.device != "auto":
+            tensors = {name: t.to(self.device) for name, t in tensors.items()}
+        o = self.options
+        return weights_metrics(tensors, svd=o.svd, include=o.include, exclude=o.exclude,
+                               exact_max_dim=o.exact_max_dim, rank=o.rank, threads=threads)
+
+
 # ------------------------------------------------------------------ batched forward passes
 
 
@@ -116,6 +172,22 @@ def _vmap_forward(model: torch.nn.Module) -> Callable[[Mapping[str, torch.Tensor
         return functional_call(model, params, (x,))
 
     return vmap(one)
+
+
+def _at_least_two_seeds(forward: Callable) -> Callable:
+    """``forward`` that computes a lone seed as the first of two copies of it: a batched
+    matmul of batch 1 takes another kernel (matrix-vector products for parities' one output)
+    than batches of 2 or more, whose per-seed slices agree with one another, so a seed
+    trained in a sub-batch of one (a restart that found it behind the others, a sweep of one
+    seed) would differ in the last bits from the same seed among others. The unused copy
+    contributes exactly zero to the gradient."""
+
+    def padded(params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] != 1:
+            return forward(params, x)
+        return forward({name: torch.cat([value, value]) for name, value in params.items()}, torch.cat([x, x]))[:1]
+
+    return padded
 
 
 def _losses(outputs: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
@@ -146,7 +218,7 @@ class _Batch:
             }
         self.optimizer = components.build_optimizer(_Params(self.params, self.names), first.settings)
         self._stack_optimizer_state()
-        self.forward = _mlp_forward if forward_kind == "mlp" else _vmap_forward(first.model)
+        self.forward = _at_least_two_seeds(_mlp_forward if forward_kind == "mlp" else _vmap_forward(first.model))
 
     # -------------------------------------------------------------- state in and out
 
@@ -263,13 +335,85 @@ class _Params(list):
 
 class _SeedRun(_Run):
     """One seed of a batch: a single-seed run whose checkpoint writes happen when the batch
-    decides (all seeds at the same steps, so a restarted batch finds them together)."""
+    decides (all seeds at the same steps, so a restarted batch finds them together).
+
+    With ``statistics`` (:class:`InLoopStatistics`), each checkpoint step computes the 14
+    statistics of the seed's weights (:func:`trainmap.metrics.engine.weights_metrics`, the
+    Recorder's path) instead of queuing a checkpoint file, and each flush rewrites the run's
+    metrics.csv (before log.csv and the resume state, so a resume state never runs ahead of
+    the rows it vouches for)."""
 
     flush_now = False
     evaluated: tuple[float, float, float, float] | None = None  # set by the batch for the next checkpoint
+    statistics: "InLoopStatistics | None" = None
+
+    def __init__(self, *args, statistics: "InLoopStatistics | None" = None, threads: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.statistics, self.metrics_threads = statistics, threads
+        self.statistics_record = None if statistics is None else statistics.record()
+        self.metrics_header: str | None = None
+        self.metrics_lines: list[tuple[int, str]] = []  # (step, CSV line) already rendered
+        self.metrics_results: list[tuple[int, dict[str, Any]]] = []  # (step, result) not rendered yet
+        self.precomputed: dict[str, Any] | None = None  # this step's statistics, when the group computed them
 
     def due(self) -> bool:
         return self.flush_now
+
+    def start(self) -> None:
+        resumed = layout.resume_path(self.out).is_file()
+        super().start()
+        if self.statistics is not None and resumed:
+            self._read_metrics()
+
+    def _read_metrics(self) -> None:
+        """The rows of metrics.csv up to the resume point (later ones come from a session
+        killed after writing them: they are computed again); they must be those of the
+        logged checkpoint steps."""
+        path = self.out / METRICS_CSV
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True) if path.is_file() else []
+        rows = []
+        for line in lines[1:]:
+            step = int(line.split(",", 1)[0])
+            if step <= self.step:
+                rows.append((step, line))
+        logged = [row["step"] for row in self.rows]
+        if [step for step, _ in rows] != logged:
+            raise layout.ResumeError(
+                f"{path}: holds the statistics of steps {[step for step, _ in rows][:8]}..., not of every logged "
+                f"checkpoint step up to the resume point ({len(logged)} steps); delete {self.out} to start over"
+            )
+        self.metrics_header = lines[0].rstrip("\n") if lines else None
+        self.metrics_lines = rows
+
+    def record_weights(self) -> None:
+        if self.statistics is None:
+            super().record_weights()
+            return
+        if self.precomputed is not None:  # computed for the whole group at once (_statistics_of)
+            result, self.precomputed = self.precomputed, None
+        else:
+            with self.clock.measure("eval_s"):
+                result = self.statistics.compute(self.model, self.metrics_threads)
+        self.metrics_results.append((self.step, result))
+
+    def extra_files(self) -> list[tuple[Path, bytes]]:
+        if self.statistics is None:
+            return []
+        if self.metrics_results:
+            from trainmap.metrics import engine
+
+            steps, results = zip(*self.metrics_results)
+            header, *lines = engine.metrics_frame(steps, results).to_csv(
+                index=False, lineterminator="\n").splitlines(keepends=True)
+            header = header.rstrip("\n")
+            if self.metrics_header is not None and header != self.metrics_header:
+                raise layout.ResumeError(f"{self.out / METRICS_CSV}: its columns ({self.metrics_header}) differ "
+                                         f"from this engine's ({header}); delete {self.out} to start over")
+            self.metrics_header = header
+            self.metrics_lines.extend(zip(steps, lines))
+            self.metrics_results.clear()
+        text = self.metrics_header + "\n" + "".join(line for _, line in self.metrics_lines)
+        return [(self.out / METRICS_CSV, text.encode())]
 
     def evaluate(self) -> tuple[float, float, float, float]:
         if self.evaluated is None:  # step 0, before the batch exists: the single-seed evaluation
@@ -278,8 +422,20 @@ class _SeedRun(_Run):
         return values
 
 
+def _statistics_of(runs: Sequence[_Run], pool: ThreadPoolExecutor | None) -> None:
+    """With statistics in the loop, every seed's statistics of this step, computed in
+    ``pool``'s threads one seed per call (the engine releases the GIL; its results do not
+    depend on its thread count, so the numbers are those of one call per seed)."""
+    if pool is None or runs[0].statistics is None or len(runs) < 2:
+        return
+    results = list(pool.map(lambda run: run.statistics.compute(run.model, 1), runs))
+    for run, result in zip(runs, results):  # (its time counts as the evaluation's, in _train_group)
+        run.precomputed = result
+
+
 def _train_group(runs: list[_Run], forward_kind: str, until: int, resume_interval_s: float,
-                 batch_record: Mapping[str, Any], device: torch.device) -> list[_Run]:
+                 batch_record: Mapping[str, Any], device: torch.device,
+                 pool: ThreadPoolExecutor | None = None) -> list[_Run]:
     """Train ``runs`` (all at the same step) together up to step ``until``; finish (write
     run.json of) every seed that ends on the way. Returns the seeds still training."""
     group = _Batch(runs, forward_kind)
@@ -304,6 +460,7 @@ def _train_group(runs: list[_Run], forward_kind: str, until: int, resume_interva
             group.unstack()
             started = time.perf_counter()
             group.evaluate()
+            _statistics_of(runs, pool)
             share = (time.perf_counter() - started) / len(runs)
             for run in runs:
                 run.clock.eval_s += share
@@ -337,6 +494,7 @@ def train_sweep(
     resume_interval_s: float = 10.0,
     lock_wait_s: float = 0.0,
     replace_other_settings: bool = False,
+    statistics: InLoopStatistics | None = None,
 ) -> dict[int, dict[str, Any]]:
     """Train ``seeds`` of ``task`` as one batched model; each seed's run directory is
     ``out_dir/SEED`` (or the matching entry of ``run_dirs``). Returns each seed's run.json.
@@ -348,6 +506,13 @@ def train_sweep(
     ``replace_other_settings`` (the workflow's, whose settings changed): a seed's finished
     run of the same task and seed but other settings is trained again, its files replaced as
     when Snakemake deletes a stale run.json; without it such a directory is refused.
+
+    ``statistics``: compute the 14 statistics of every seed at every checkpoint step in the
+    loop and write each run's ``metrics.csv`` (the Recorder's columns: ``step``, the 14
+    statistics, ``svd``, ``content_hash``), writing no checkpoint files. run.json records it
+    under ``"statistics"`` (:meth:`InLoopStatistics.record`); a finished run recorded
+    otherwise (checkpoint files, other options, another engine) counts as a run of other
+    settings (refused, or trained again with ``replace_other_settings``).
     """
     if task not in BATCHED_TASKS:
         raise SettingsError(
@@ -377,23 +542,28 @@ def train_sweep(
     if not resume_interval_s >= 0:
         raise SettingsError(f"resume_interval_s must be a non-negative number of seconds, got {resume_interval_s!r}")
     torch_device = resolve_device(device)
+    recording = None if statistics is None else statistics.record()
     records: dict[int, dict[str, Any]] = {}
     todo: list[tuple[int, Path]] = []
     for seed, out in zip(seeds, dirs):
         finished = layout.read_run_json(out)
         if finished is not None and replace_other_settings and finished.get("task") == task \
-                and finished.get("seed") == seed and finished.get("settings") != settings:
+                and finished.get("seed") == seed and (finished.get("settings") != settings
+                                                      or finished.get("statistics") != recording):
             owner = layout.read_owner(out) or {}
             if owner.get("kind") == "train" and RUN_JSON in (layout.listed_files(owner) or set()):
                 layout.remove_files([RunPaths(out).run_json])  # trainmap's own file: the run is trained again
                 finished = None
         if finished is not None:
             _check_same_run(finished, task, seed, settings, RunPaths(out).run_json)
+            _check_same_recording(finished, recording, RunPaths(out).run_json)
             records[seed] = finished
         else:
             _check_claim(out, task, seed, settings)
             todo.append((seed, out))
-    batch_record = {"batch": {"seeds": seeds, "size": len(seeds), "batched": BATCHED_TASKS[task]}}
+    batch_record: dict[str, Any] = {"batch": {"seeds": seeds, "size": len(seeds), "batched": BATCHED_TASKS[task]}}
+    if recording is not None:
+        batch_record["statistics"] = recording
     with contextlib.ExitStack() as stack:
         claimed: list[tuple[int, Path, set[str]]] = []
         for seed, out in todo:
@@ -402,22 +572,35 @@ def train_sweep(
             finished = layout.read_run_json(out)
             if finished is not None:
                 _check_same_run(finished, task, seed, settings, RunPaths(out).run_json)
+                _check_same_recording(finished, recording, RunPaths(out).run_json)
                 records[seed] = finished
                 continue
             written = _check_claim(out, task, seed, settings)
             layout.write_owner(out, _identity(task, seed, settings), written)
             claimed.append((seed, out, written))
         if claimed:
-            _train_claimed(task, settings, claimed, threads, torch_device, resume_interval_s, batch_record)
+            _train_claimed(task, settings, claimed, threads, torch_device, resume_interval_s, batch_record, statistics)
     for seed, out in zip(seeds, dirs):
         if seed not in records:
             records[seed] = layout.read_run_json(out)
     return {seed: records[seed] for seed in seeds}
 
 
+def _check_same_recording(finished: Mapping[str, Any], recording: Mapping[str, Any] | None, where: Path) -> None:
+    """Refuse a finished run that recorded its weights otherwise than asked (checkpoint
+    files, or statistics under other options or another engine)."""
+    if finished.get("statistics") != recording:
+        from trainmap.train.loop import _recording
+
+        raise SettingsError(
+            f"{where}: a run finished {_recording(finished.get('statistics'))}, asked for {_recording(recording)}; "
+            "use another output directory, delete that one, or train it again with --replace-other-settings"
+        )
+
+
 def _train_claimed(task: str, settings: dict[str, Any], claimed: list[tuple[int, Path, set[str]]],
                    threads: int | None, device: torch.device, resume_interval_s: float,
-                   batch_record: Mapping[str, Any]) -> None:
+                   batch_record: Mapping[str, Any], statistics: InLoopStatistics | None = None) -> None:
     with _torch_configured(threads, device):
         shared = components.build(task, settings, claimed[0][0])
         runs: list[_Run] = []
@@ -426,7 +609,8 @@ def _train_claimed(task: str, settings: dict[str, Any], claimed: list[tuple[int,
                 components.build_model(task, settings, seed), shared.train, shared.eval, shared.loss,
                 shared.prepare, shared.data_info,
             )
-            run = _SeedRun(task, seed, settings, out, device, resume_interval_s, written, parts=parts)
+            run = _SeedRun(task, seed, settings, out, device, resume_interval_s, written, parts=parts,
+                           statistics=statistics, threads=threads)
             run._order, run._order_epoch = None, -1
             run.flush_now = True  # step 0 (or the resume point) is written at once
             run.start()
@@ -443,15 +627,24 @@ def _train_claimed(task: str, settings: dict[str, Any], claimed: list[tuple[int,
                 active.append(run)
         total = runs[0].schedule.total_steps
         kind = BATCHED_TASKS[task]
-        while active:
-            lowest = min(run.step for run in active)
-            group = [run for run in active if run.step == lowest]
-            ahead = [run.step for run in active if run.step > lowest]
-            until = min(ahead) if ahead else total
-            still = _train_group(group, kind, until, resume_interval_s, batch_record, device)
-            ended = [run for run in group if run not in still]
-            for run in still:
-                if run.step >= total:
-                    _finish(run, "complete", None, False, device, batch_record)
-                    ended.append(run)
-            active = [run for run in active if run not in ended]
+        workers = threads if threads is not None else available_cpus()
+        pool = ThreadPoolExecutor(workers) if statistics is not None and workers > 1 else None
+        with pool or contextlib.nullcontext():
+            _train_active(active, total, kind, resume_interval_s, batch_record, device, pool)
+
+
+def _train_active(active: list[_Run], total: int, kind: str, resume_interval_s: float,
+                  batch_record: Mapping[str, Any], device: torch.device, pool: ThreadPoolExecutor | None) -> None:
+    """Train the unfinished seeds to their end, in sub-batches of seeds at the same step."""
+    while active:
+        lowest = min(run.step for run in active)
+        group = [run for run in active if run.step == lowest]
+        ahead = [run.step for run in active if run.step > lowest]
+        until = min(ahead) if ahead else total
+        still = _train_group(group, kind, until, resume_interval_s, batch_record, device, pool)
+        ended = [run for run in group if run not in still]
+        for run in still:
+            if run.step >= total:
+                _finish(run, "complete", None, False, device, batch_record)
+                ended.append(run)
+        active = [run for run in active if run not in ended]
