@@ -130,7 +130,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _add_train_sweep(subparsers) -> None:
-    from trainmap.train.sweep import BATCHED_TASKS
+    from trainmap.train.tasks import BATCHED_TASKS
 
     p = subparsers.add_parser(
         "train-sweep",

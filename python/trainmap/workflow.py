@@ -514,7 +514,7 @@ def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
         seed_batch = overrides.pop(SEED_BATCH, 1)
         keep_checkpoints = overrides.pop(KEEP_CHECKPOINTS, True)
         if seed_batch > 1 or not keep_checkpoints:
-            from trainmap.train.sweep import BATCHED_TASKS
+            from trainmap.train.tasks import BATCHED_TASKS
 
             if task not in BATCHED_TASKS:
                 if seed_batch > 1:

@@ -67,22 +67,13 @@ from trainmap.train.loop import (
     resolve_device,
 )
 from trainmap.options import MetricsOptions
-from trainmap.train.tasks import SettingsError, resolve_settings
+from trainmap.train.tasks import BATCHED_TASKS, SettingsError, resolve_settings
 
 __all__ = ["BATCHED_TASKS", "InLoopStatistics", "train_sweep", "parse_seeds"]
 
 # Largest seeds x examples evaluated in one batched forward pass (memory bound).
 _EVAL_ELEMENTS = 1 << 16
 
-#: Tasks that can train several seeds as one batched model, and how their forward pass is
-#: batched: "mlp" (stacked ``fc1``/``fc2`` and ``torch.baddbmm``) or "vmap" (``torch.func``).
-BATCHED_TASKS: dict[str, str] = {
-    "parities": "mlp",
-    "digits": "mlp",
-    "mnist": "mlp",
-    "modular": "vmap",
-    "modular_stable": "vmap",
-}
 
 
 def parse_seeds(text: str) -> list[int]:

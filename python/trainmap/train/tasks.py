@@ -14,6 +14,7 @@ import math
 from typing import Any, Mapping
 
 __all__ = [
+    "BATCHED_TASKS",
     "TASKS",
     "SettingsError",
     "default_settings",
@@ -140,6 +141,16 @@ _DEFAULTS["digits"] = {
 
 #: Names of the tasks ``train_run`` knows.
 TASKS: tuple[str, ...] = tuple(_DEFAULTS)
+
+#: Tasks that can train several seeds as one batched model, and how their forward pass is
+#: batched: "mlp" (stacked ``fc1``/``fc2`` and ``torch.baddbmm``) or "vmap" (``torch.func``).
+BATCHED_TASKS: dict[str, str] = {
+    "parities": "mlp",
+    "digits": "mlp",
+    "mnist": "mlp",
+    "modular": "vmap",
+    "modular_stable": "vmap",
+}
 
 # Allowed values of string settings.
 _CHOICES: dict[str, tuple[str, ...]] = {
