@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import textwrap
 import warnings
 from typing import Sequence
 
@@ -113,5 +114,8 @@ def early_figure(table: pd.DataFrame, *, title: str = "", level: float = USEFUL_
     low = np.nanmin(table[["r2_loo", "concordance"]].to_numpy()) if len(table) else 0.0
     ax.set_ylim(min(0.0, low - 0.05) if np.isfinite(low) else 0.0, 1.02)
     ax.legend(fontsize=8, loc="lower right")
-    ax.set_title(title or "How early the map knows")
+    # The summary's sentence is longer than the axes are wide: wrap each title line so
+    # none is cut off at the figure's edges.
+    lines = [textwrap.fill(line, 70) for line in (title or "How early the map knows").split("\n")]
+    ax.set_title("\n".join(lines), fontsize=10)
     return fig
