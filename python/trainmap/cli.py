@@ -635,7 +635,7 @@ def _run_compare(args: argparse.Namespace) -> int:
 
     criteria = {name: Criterion.parse(text, f"--convergence {name}") for name, text in args.convergence}
     reg = stages.compare(_conditions(args.condition), criteria, args.model, args.out_dir)
-    print(f"compared {', '.join(reg['conditions'])} on {reg['n_states']} shared states; wrote {args.out_dir}",
+    print(f"compared {', '.join(reg.conditions)} on {reg.n_states} shared states; wrote {args.out_dir}",
           file=sys.stderr)
     return 0
 

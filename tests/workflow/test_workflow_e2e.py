@@ -121,7 +121,7 @@ def test_a_rebuilt_metrics_engine_makes_the_metrics_stale(completed, tmp_path):
 def test_a_stale_engine_build_is_refused(completed, tmp_path):
     shim = tmp_path / "shim"
     shim.mkdir()
-    (shim / "sitecustomize.py").write_text("import trainmap.metrics\ntrainmap.metrics.ENGINE_FINGERPRINT = 'old'\n")
+    (shim / "sitecustomize.py").write_text("import trainmap.metrics.engine\ntrainmap.metrics.engine.ENGINE_FINGERPRINT = 'old'\n")
     result = snakemake(completed, "--dry-run", "--configfile", str(TINY_CONFIG), env={"PYTHONPATH": str(shim)})
     assert result.returncode != 0
     assert "make setup" in result.stdout + result.stderr
