@@ -3,6 +3,7 @@ moment and started again ends byte-identical to an uninterrupted one."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -85,6 +86,39 @@ def test_a_run_interrupted_while_writing_resumes_byte_identical(
     record = train_run("parities", 5, out, SMALL, threads=1, progress=False, resume_interval_s=resume_interval_s)
     assert run_bytes(out) == reference
     assert record["status"] == "complete" and record["timing"]["sessions"] == (2 if resumable else 1)
+
+
+# Trains SMALL in argv[1] and dies like a SIGKILL at the argv[2]-th file rename: os._exit
+# runs no cleanup, so the atomic writes' temporaries stay where they are.
+_DIE_AT_RENAME = """
+import json, os, sys
+from trainmap.train import train_run
+count, real_replace = 0, os.replace
+def replace_then_die(src, dst):
+    global count
+    count += 1
+    if count == int(sys.argv[2]):
+        os._exit(9)
+    real_replace(src, dst)
+os.replace = replace_then_die
+train_run("parities", 5, sys.argv[1], json.loads(sys.argv[3]), threads=1, progress=False, resume_interval_s=0.0)
+"""
+
+
+@pytest.mark.parametrize("kill_at_rename", [1, 2, 6, 11])
+def test_a_run_killed_with_temporaries_on_disk_resumes_byte_identical(tmp_path, reference, kill_at_rename):
+    """A real kill between writing temporaries and renaming them leaves the temporaries: the
+    next session recognises them as its own (their files are listed in the owner file first,
+    or they are the owner file's), deletes them, and ends byte-identical."""
+    out = tmp_path / "run"
+    died = subprocess.run([sys.executable, "-c", _DIE_AT_RENAME, str(out), str(kill_at_rename), json.dumps(SMALL)],
+                          capture_output=True, text=True, timeout=120)
+    assert died.returncode == 9, died.stderr
+    assert [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # the kill left its temporaries
+    record = train_run("parities", 5, out, SMALL, threads=1, progress=False, resume_interval_s=0.0)
+    assert run_bytes(out) == reference
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    assert record["status"] == "complete"
 
 
 def _train_command(out: Path, settings: dict) -> list[str]:

@@ -12,7 +12,8 @@ file of its own unlisted. The rules (docs/design.md, "Conventions"):
 
 * a directory is written only when it is empty, or holds an owner file of the same kind
   and nothing that file does not list (the lock and owner files aside; an atomic write's
-  temporary of a listed file counts as listed): a file trainmap did not write is never
+  temporary of a listed file or of the owner file, left by a killed writer, counts as
+  listed, and the next writer deletes it): a file trainmap did not write is never
   overwritten, mixed into a run, or deleted; the directory is refused, naming it;
 * a writer that starts a run over deletes exactly the files the list names.
 
@@ -45,6 +46,7 @@ __all__ = [
     "refuse_foreign",
     "refuse_unlisted",
     "remove_listed",
+    "remove_temporaries",
     "listed_output",
 ]
 
@@ -140,7 +142,8 @@ def unlisted_files(out: str | os.PathLike, listed: Collection[str], *, limit: in
                 pending.append((relative + "/", Path(entry.path)))
                 continue
             temporary_of = _temporary_of(entry.name)
-            if relative in listed or (temporary_of is not None and prefix + temporary_of in listed):
+            if relative in listed or (temporary_of is not None and (prefix + temporary_of in listed
+                                                                     or prefix + temporary_of == OWNER_NAME)):
                 continue
             found.append(relative)
             if limit is not None and len(found) >= limit:
@@ -197,7 +200,16 @@ def remove_listed(out: str | os.PathLike, listed: Collection[str]) -> None:
                 folder.rmdir()  # only when empty
 
 
+def remove_temporaries(out: str | os.PathLike, listed: Collection[str]) -> None:
+    """Delete what killed writers left in ``out``: atomic temporaries of the ``listed``
+    files and of the owner file (never complete, never read). Call with the run's lock held."""
+    for temporary in _listed_temporaries(Path(out), listed):
+        temporary.unlink(missing_ok=True)
+
+
 def _listed_temporaries(out: Path, listed: Collection[str]) -> list[Path]:
+    """Atomic temporaries of the ``listed`` files and of the owner file."""
+    listed = {*listed, OWNER_NAME}
     found = []
     for folder in {(out / relative).parent for relative in listed}:
         if folder.is_dir():

@@ -81,6 +81,7 @@ def import_series(src: str | os.PathLike, out: str | os.PathLike, *, progress: b
             return finished
         written = _check_claim(out, source)
         layout.write_owner(out, _identity(source), written)
+        layout.remove_temporaries(out, written)  # what a killed session left half-written
         return _import_locked(src, out, series, metrics, progress, written)
 
 

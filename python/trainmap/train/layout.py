@@ -54,6 +54,7 @@ from trainmap.io.owner import (
     refuse_foreign,
     refuse_unlisted,
     remove_listed,
+    remove_temporaries,
     write_owner,
 )
 
@@ -82,6 +83,7 @@ __all__ = [
     "refuse_foreign",
     "refuse_unlisted",
     "remove_listed",
+    "remove_temporaries",
     "ForeignDirectoryError",
 ]
 

@@ -394,10 +394,9 @@ class _Run:
         files = [*self.pending, *self.extra_files(), (RunPaths(self.out).log_csv, layout.log_text(self.rows).encode())]
         if with_resume_state:
             files.append((layout.resume_path(self.out), self._resume_bytes()))
-        names = {path.relative_to(self.out).as_posix() for path, _ in files}
-        if not names <= self.written:  # listed in the owner file before they exist
-            self.written |= names
-            files.insert(0, (self.out / layout.OWNER_NAME, self._owner_bytes()))
+        # Listed in the owner file before their temporaries exist: a kill between writing the
+        # temporaries and renaming them must leave only files the owner file already lists.
+        self.list_files([path for path, _ in files])
         layout.write_together(files)
         self.pending.clear()
         self.last_flush = time.perf_counter()
@@ -583,6 +582,7 @@ def train_run(
             return finished
         written = _check_claim(out, task, seed, settings)
         layout.write_owner(out, _identity(task, seed, settings), written)
+        layout.remove_temporaries(out, written)  # what a killed session left half-written
         _train_locked(task, seed, out, settings, threads, torch_device, progress, resume_interval_s, written)
     return layout.read_run_json(out)  # exactly what was written (NaN became null)
 

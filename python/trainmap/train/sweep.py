@@ -568,6 +568,7 @@ def train_sweep(
                 continue
             written = _check_claim(out, task, seed, settings)
             layout.write_owner(out, _identity(task, seed, settings), written)
+            layout.remove_temporaries(out, written)  # what a killed session left half-written
             claimed.append((seed, out, written))
         if claimed:
             _train_claimed(task, settings, claimed, threads, torch_device, resume_interval_s, batch_record, statistics)
