@@ -43,6 +43,8 @@ __all__ = [
     "experiment_outputs",
     "table_inputs",
     "comparison_outputs",
+    "comparison_report_files",
+    "comparison_other_outputs",
     "table_experiment_args",
     "ConfigError",
     "MAX_CONFIG_VALUES",
@@ -804,6 +806,17 @@ def table_inputs(names: Iterable[str]) -> dict[str, list[str]]:
 def comparison_outputs(name: str = "{cmp}") -> list[str]:
     """Every file the compare rule writes for comparison ``name`` (default: the pattern)."""
     return [p.as_posix() for p in ComparePaths(name).outputs]
+
+
+def comparison_report_files(name: str = "{cmp}") -> list[str]:
+    """The compare rule's outputs that ``snakemake --report`` shows."""
+    return [p.as_posix() for p in ComparePaths(name).report_files]
+
+
+def comparison_other_outputs(name: str = "{cmp}") -> list[str]:
+    """The compare rule's outputs that are not in the report."""
+    shown = set(comparison_report_files(name))
+    return [p for p in comparison_outputs(name) if p not in shown]
 
 
 def table_experiment_args(names: Iterable[str]) -> str:

@@ -278,3 +278,93 @@ def test_summary_states_how_early(analysed):
 
     text = render_summary({"planted": analysed["out"].root})
     assert "## How early the map knows" in text and "**planted**: by " in text
+
+
+# --- how early the conditions differ (a comparison's early.csv) --------------------------
+
+def _prefix_statistics_by_hand(out, percent):
+    """Within-condition dissimilarity and occupancy shift of the prefixes, from
+    :func:`~trainmap.analysis.early.prefix_paths` and numpy alone."""
+    from trainmap.analysis.early import prefix_paths
+    from trainmap.analysis.hmm_model import load_model
+    from trainmap.analysis.runs import load_runs
+
+    saved = load_model(out.model_npz)
+    n = int(saved.model.n_components)
+    record = contracts.CompareRecord.read(out.regression_json)
+    runs, _ = cmp.condition_runs({c: _run_dirs(out, c) for c in record.conditions})
+    paths = prefix_paths(runs, saved, percent)
+    dist = {r: np.bincount(p, minlength=n) / len(p) for r, p in paths.items()}
+    result = {}
+    for c in record.conditions:
+        mine = [r for r in dist if r.startswith(c + "/")]
+        others = [r for r in dist if not r.startswith(c + "/")]
+        within = np.mean([0.5 * np.abs(dist[a] - dist[b]).sum() for i, a in enumerate(mine) for b in mine[i + 1:]])
+        shift = 0.5 * np.abs(np.mean([dist[r] for r in mine], axis=0) - np.mean([dist[r] for r in others], axis=0)).sum()
+        result[c] = (within, shift)
+    return result
+
+
+def _run_dirs(out, condition):
+    """The run directories the fixtures wrote for ``condition`` (beside ``results/``)."""
+    return sorted(p for p in (out.results.parent / condition).iterdir() if p.is_dir())
+
+
+def test_early_differences_by_hand(compared):
+    out = compared["out"]
+    early = pd.read_csv(out.early_csv)
+    assert tuple(early.columns) == cmp.EARLY_COMPARE_COLUMNS
+    assert sorted(set(early["percent"])) == list(range(10, 101, 10))
+    for percent in (20, 50, 100):
+        expect = _prefix_statistics_by_hand(out, percent)
+        rows = early[early["percent"] == percent].set_index(contracts.CONDITION)
+        for c, (within, shift) in expect.items():
+            assert rows.loc[c, "dissimilarity_within"] == pytest.approx(within)
+            assert rows.loc[c, "occupancy_shift"] == pytest.approx(shift)
+    # At full length the prefixes are the runs: the comparison's own dissimilarity.
+    full = early[early["percent"] == 100].set_index(contracts.CONDITION)
+    dissim = pd.read_csv(out.dissimilarity_csv)
+    for d in dissim[dissim.condition_a == dissim.condition_b].itertuples(index=False):
+        assert full.loc[d.condition_a, "dissimilarity_within"] == pytest.approx(d.dissimilarity)
+    table = pd.read_csv(out.table_csv).set_index(contracts.CONDITION)
+    for c in ("stable", "unstable"):
+        assert (early[early[contracts.CONDITION] == c]["convergence_sd"] == table.loc[c, "convergence_sd"]).all()
+
+
+@pytest.fixture(scope="module")
+def mixed_against_stable(tmp_path_factory):
+    """`stable` never takes the detour; in `mixed` half the seeds do (and converge later)."""
+    root = tmp_path_factory.mktemp("sweep")
+    stable = write_synthetic_runs(root / "stable", N_RUNS, N_CHECKPOINTS, detour_fraction=0.0, seed=1)
+    mixed = write_synthetic_runs(root / "mixed", N_RUNS, N_CHECKPOINTS, detour_fraction=0.5, seed=1)
+    conditions = {"mixed": mixed.run_dirs, "stable": stable.run_dirs}
+    out = contracts.ComparePaths("sweep", root / "results")
+    options = HMMSelectOptions(max_components=4, restarts=2, covariance="diag", zscore_first_n=stable.zscore_first_n)
+    stages.compare_select(conditions, out.selection_csv, out.model_npz, options)
+    crit = Criterion.from_threshold(0.9)
+    stages.compare(conditions, {"mixed": crit, "stable": crit}, out.model_npz, out.root)
+    return out
+
+
+def test_a_condition_whose_seeds_disagree_ranks_below_one_whose_seeds_agree(mixed_against_stable):
+    out = mixed_against_stable
+    early = pd.read_csv(out.early_csv)
+    late = early[early["percent"] >= 60].set_index(["percent", contracts.CONDITION])
+    for percent in range(60, 101, 10):
+        assert late.loc[(percent, "stable"), "rank"] == 1 and late.loc[(percent, "mixed"), "rank"] == 2
+        assert late.loc[(percent, "mixed"), "dissimilarity_within"] > late.loc[(percent, "stable"), "dissimilarity_within"]
+    table = pd.read_csv(out.table_csv).set_index(contracts.CONDITION)
+    assert table.loc["mixed", "convergence_sd"] > table.loc["stable", "convergence_sd"]
+    assert cmp.stability_order(table.reset_index()) == ["stable", "mixed"]
+    md = out.table_md.read_text()
+    assert f"## Predicted stability from the first {cmp.RANK_PERCENT} % of training" in md
+    at = early[early["percent"] == cmp.RANK_PERCENT].sort_values("rank")
+    predicted = ", ".join(at[contracts.CONDITION])
+    verdict = "the same order" if predicted == "stable, mixed" else "a different order: stable, mixed"
+    assert f"Sorted by early dissimilarity (most stable first): {predicted}; the runs' outcome gives {verdict}" in md
+
+
+def test_stability_order_puts_never_converged_runs_before_spread():
+    summary = pd.DataFrame({contracts.CONDITION: ["a", "b", "c"], "n_runs": [4, 4, 4], "n_censored": [1, 0, 0],
+                            "convergence_sd": [1.0, 50.0, 20.0]})
+    assert cmp.stability_order(summary) == ["c", "b", "a"]

@@ -70,6 +70,16 @@ def test_adding_a_seed_reruns_only_the_comparisons_holding_it(tmp_path):
     table = pd.read_csv(work / "results/compare/ab/table_compare.csv")
     assert list(table["condition"]) == ["a", "b"] and list(table["n_runs"]) == [6, 6]
     assert not [j for j in dry_run(work, *targets, "--configfile", cfg)]
+    # The comparison's early ranking is in its outputs, and its table, map and figures in the report.
+    early = pd.read_csv(work / "results/compare/ab/early.csv")
+    assert set(early["condition"]) == {"a", "b"} and set(early["rank"]) <= {1, 2}
+    assert "## Predicted stability" in (work / "results/compare/ab/table_compare.md").read_text()
+    report = tmp_path / "report.html"
+    result = snakemake(work, *targets, "--configfile", cfg, "--report", str(report))
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = report.read_text(errors="replace")
+    for name in ("table_compare.csv", "occupancy.svg", "early.svg", "comparisons"):
+        assert name in html, name
     # A seventh seed of c: its run is trained and measured, and only comparison bc refitted.
     cfg = config(tmp_path / "c7.yaml", seeds_c=[*SEEDS, 1006])
     jobs = dry_run(work, *targets, "--configfile", cfg)

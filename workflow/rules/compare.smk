@@ -31,7 +31,13 @@ rule compare:
         unpack(compare_inputs),
         model=CMP.model_npz,
     output:
-        COMPARE_OUTPUTS,
+        report(
+            tw.comparison_report_files(),
+            caption="../report/compare.rst",
+            category="comparisons",
+            subcategory="{cmp}",
+        ),
+        tw.comparison_other_outputs(),
     params:
         conditions=lambda w: COMPARISONS[w.cmp].condition_args(),
         convergence=lambda w: COMPARISONS[w.cmp].convergence_args(),

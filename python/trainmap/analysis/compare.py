@@ -24,6 +24,7 @@ import pandas as pd
 
 from trainmap.io import contracts
 from trainmap.io.contracts import CompareRecord
+from trainmap.analysis.early import PERCENTS, prefix_paths
 from trainmap.analysis.errors import AnalysisError
 from trainmap.analysis.regression import occupancy, state_regression, total_variation
 from trainmap.analysis.runs import Run, load_runs
@@ -43,6 +44,12 @@ __all__ = [
     "table_markdown",
     "joint_map_graph",
     "occupancy_figure",
+    "EARLY_COMPARE_COLUMNS",
+    "RANK_PERCENT",
+    "early_differences",
+    "stability_order",
+    "early_markdown",
+    "early_figure",
 ]
 
 #: Names of comparisons and conditions: they become directories and run-name prefixes.
@@ -309,4 +316,105 @@ def occupancy_figure(paths: Mapping[str, np.ndarray], conditions: Mapping[str, s
     axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
     if title:
         fig.suptitle(title)
+    return fig
+
+
+# --- how early the conditions differ: a sweep sorted by predicted stability ----------------
+
+#: Columns of a comparison's early.csv.
+EARLY_COMPARE_COLUMNS = ("percent", contracts.CONDITION, "n_runs", "dissimilarity_within", "occupancy_shift",
+                         "rank", "convergence_sd", "n_censored")
+#: The prefix the comparison's table ranks the conditions at (% of training).
+RANK_PERCENT = 20
+
+
+def early_differences(runs: Sequence[Run], saved, conditions: Mapping[str, str], conv_summary: pd.DataFrame,
+                      percents: Sequence[float] = PERCENTS) -> pd.DataFrame:
+    """A comparison's early.csv: for every prefix (``percent`` of training, decoded with the
+    comparison's model as :mod:`trainmap.analysis.early` does) and condition, the trajectory
+    dissimilarity within the condition on the prefixes (how much its seeds already disagree),
+    the ``occupancy_shift`` (total variation between the condition's mean prefix occupancy and
+    that of the other conditions' runs pooled), and the condition's ``rank`` by early
+    dissimilarity (1: its seeds agree most, the setting predicted most stable). The
+    condition's actual convergence spread (``convergence_sd``, ``n_censored`` of the whole
+    runs) is repeated on every row, to read the prediction next to the outcome."""
+    n_states = int(saved.model.n_components)
+    names = _ordered(conditions)
+    actual = conv_summary.set_index(contracts.CONDITION)
+    rows = []
+    for percent in percents:
+        paths = prefix_paths(runs, saved, percent)
+        of = {r: conditions[r] for r in paths}
+        occ = occupancy(paths, n_states)
+        dissim = dissimilarity_table(paths, of, n_states)
+        within = {d.condition_a: d.dissimilarity for d in dissim.itertuples(index=False) if d.condition_a == d.condition_b}
+        for c in names:
+            mine = [r for r in occ.index if of[r] == c]
+            others = [r for r in occ.index if of[r] != c]
+            shift = (total_variation(occ.loc[mine].mean().to_numpy(), occ.loc[others].mean().to_numpy())
+                     if mine and others else np.nan)
+            rows.append({"percent": percent, contracts.CONDITION: c, "n_runs": len(mine),
+                         "dissimilarity_within": float(within.get(c, np.nan)), "occupancy_shift": float(shift),
+                         "convergence_sd": float(actual.loc[c, "convergence_sd"]) if c in actual.index else np.nan,
+                         "n_censored": int(actual.loc[c, "n_censored"]) if c in actual.index else 0})
+    table = pd.DataFrame(rows)
+    table["rank"] = (table.groupby("percent")["dissimilarity_within"].rank(method="min", na_option="bottom")
+                     .astype(int))
+    return table[list(EARLY_COMPARE_COLUMNS)].reset_index(drop=True)
+
+
+def stability_order(conv_summary: pd.DataFrame) -> list[str]:
+    """The conditions from the most to the least stable as they turned out: fewest runs that
+    never converged (as a share of the condition's runs) first, then the smallest spread of
+    the convergence step."""
+    t = conv_summary.assign(_censored=conv_summary["n_censored"] / conv_summary["n_runs"].clip(lower=1),
+                            _sd=conv_summary["convergence_sd"].fillna(np.inf))
+    return list(t.sort_values(["_censored", "_sd"], kind="stable")[contracts.CONDITION])
+
+
+def early_markdown(early: pd.DataFrame, conv_summary: pd.DataFrame, percent: float = RANK_PERCENT) -> str:
+    """table_compare.md's section on predicted stability: the conditions sorted by their
+    dissimilarity within the first ``percent`` % of training, next to how they turned out,
+    and whether the two orders agree."""
+    shown = [k for k in (10, 20, 30, 50, 100) if k in set(early["percent"])]
+    at = early[early["percent"] == percent].sort_values(["rank", contracts.CONDITION])
+    if not len(at):
+        return ""
+    predicted = list(at[contracts.CONDITION])
+    outcome = stability_order(conv_summary)
+    lines = [f"## Predicted stability from the first {percent:g} % of training", "",
+             "Dissimilarity within each condition on the runs' prefixes (lower: its seeds already agree), the shift "
+             "of its early occupancy from the other conditions, and, to the right, how its runs turned out.", "",
+             "| rank | condition | " + " | ".join(f"within at {k} %" for k in shown)
+             + f" | occupancy shift at {percent:g} % | convergence sd | never converged |",
+             "|" + "---|" * (5 + len(shown))]
+    for r in at.to_dict("records"):
+        c = r[contracts.CONDITION]
+        mine = early[early[contracts.CONDITION] == c].set_index("percent")
+        lines.append(f"| {r['rank']} | {c} | " + " | ".join(_fmt(float(mine.loc[k, 'dissimilarity_within']), 3) for k in shown)
+                     + f" | {_fmt(float(r['occupancy_shift']), 3)} | {_fmt(float(r['convergence_sd']))} | "
+                     f"{r['n_censored']} of {r['n_runs']} |")
+    verdict = ("the same order" if predicted == outcome else
+               f"a different order: {', '.join(outcome)} (fewest never-converged runs, then smallest spread)")
+    lines += ["", f"Sorted by early dissimilarity (most stable first): {', '.join(predicted)}; "
+                  f"the runs' outcome gives {verdict}."]
+    return "\n".join(lines) + "\n"
+
+
+def early_figure(early: pd.DataFrame, *, title: str = ""):
+    """Each condition's dissimilarity within its runs against the prefix decoded (% of training)."""
+    from trainmap.analysis.figures import _figure
+
+    fig = _figure(6.0, 3.8)
+    ax = fig.subplots()
+    for i, (c, part) in enumerate(early.groupby(contracts.CONDITION, sort=False)):
+        sd = part["convergence_sd"].iloc[0]
+        label = f"{c} (convergence sd {_fmt(float(sd))}, never converged {int(part['n_censored'].iloc[0])})"
+        ax.plot(part["percent"], part["dissimilarity_within"], "o-", color=_PALETTE[i % len(_PALETTE)], label=label)
+    ax.set_xlabel("prefix of each run decoded (% of its training)")
+    ax.set_ylabel("dissimilarity within the condition")
+    ax.set_xlim(0, 105)
+    ax.set_ylim(0, max(0.05, float(np.nanmax(early["dissimilarity_within"].to_numpy(dtype=float), initial=0.0)) * 1.1))
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(title or "How early the conditions' seeds disagree", fontsize=10)
     return fig

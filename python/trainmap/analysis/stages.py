@@ -481,6 +481,7 @@ def compare(conditions: Mapping[str, Sequence[str | os.PathLike]], criteria: Map
     by_id = {r.run_id: r for r in runs}
     paths = dict(zip(traj.run_ids, decode_states(saved.model, traj.data)))
     of = {r: of[r] for r in traj.run_ids}
+    runs_used = [by_id[r] for r in traj.run_ids]
     if len(set(of.values())) < 2:
         raise AnalysisError("after leaving out unusable runs, fewer than two conditions have runs to compare")
     frame = pd.concat(
@@ -531,13 +532,18 @@ def compare(conditions: Mapping[str, Sequence[str | os.PathLike]], criteria: Map
     atomic.write_csv(out.convergence_csv, conv_out, index=False)
     atomic.write_csv(out.coefficients_csv, fit.coefficients)
     atomic.write_csv(out.table_csv, table)
-    atomic.write_text(out.table_md, _compare.table_markdown(name, table, dissim, reg, criteria_text, n_states))
+    early = _compare.early_differences(runs_used, saved, of, summary)
+    atomic.write_csv(out.early_csv, early, index=False)
+    atomic.write_text(out.table_md, _compare.table_markdown(name, table, dissim, reg, criteria_text, n_states)
+                      + "\n" + _compare.early_markdown(early, summary))
     reg.write(out.regression_json)
     title = f"Joint training map — {name}: " + " vs ".join(criteria_text)
     _figures.write_graph(_compare.joint_map_graph(occ_table, trans, n_states, title=title),
                          svg=out.map_svg, png=out.map_png)
     _figures.save_figure(_compare.occupancy_figure(paths, of, n_states, title=f"State occupancy over training — {name}"),
                          out.occupancy_figure("png").with_suffix(""))
+    _figures.save_figure(_compare.early_figure(early, title=f"How early the conditions' seeds disagree — {name}"),
+                         out.early_figure("png").with_suffix(""))
     return reg
 
 

@@ -556,11 +556,27 @@ class ComparePaths:
         return self.root / f"occupancy.{ext}"
 
     @property
+    def early_csv(self) -> Path:
+        """Per prefix (``percent``) and condition: ``n_runs``, ``dissimilarity_within``,
+        ``occupancy_shift``, ``rank``, ``convergence_sd``, ``n_censored``."""
+        return self.root / "early.csv"
+
+    def early_figure(self, ext: str) -> Path:
+        return self.root / f"early.{ext}"
+
+    @property
     def outputs(self) -> list[Path]:
         """Every file the ``compare`` stage writes (not the selection's two)."""
         return [self.states_csv, self.table_csv, self.table_md, self.occupancy_csv, self.transitions_csv,
                 self.dissimilarity_csv, self.convergence_csv, self.coefficients_csv, self.regression_json,
-                self.map_svg, self.map_png, self.occupancy_figure("png"), self.occupancy_figure("svg")]
+                self.map_svg, self.map_png, self.occupancy_figure("png"), self.occupancy_figure("svg"),
+                self.early_csv, self.early_figure("png"), self.early_figure("svg")]
+
+    @property
+    def report_files(self) -> list[Path]:
+        """The outputs shown in ``snakemake --report`` (category comparisons): the table, the
+        joint map and the two figures."""
+        return [self.table_csv, self.map_svg, self.occupancy_figure("svg"), self.early_figure("svg")]
 
     @property
     def logs_dir(self) -> Path:
