@@ -212,3 +212,26 @@ def test_switching_the_metric_redraws_the_trajectories(driver, experiment):
     assert driver.find_element(By.ID, "metric-chart").get_attribute("data-metric") == "trace"
     assert chart_runs(driver) == set(experiment["states"]["run"])
     assert console_errors(driver) == []
+
+
+def test_each_run_lists_its_first_detour_step(driver, experiment):
+    """The run list gives each run's first step in a detour state, as convergence.csv does."""
+    from selenium.webdriver.common.by import By
+
+    reg = json.loads(experiment["regression"].read_text())
+    detours = set(reg["detour_states"])
+    assert detours, "the planted experiment has a detour state"
+    states = experiment["states"]
+    first = {run: f.loc[f["state"].isin(detours), "step"].min() for run, f in states.groupby("run")}
+    driver.execute_script("document.getElementById('graph').click()")  # the graph's background: every run
+    items = {li.get_attribute("data-run"): li.text for li in driver.find_elements(By.CSS_SELECTOR, "#run-list li[data-run]")}
+    assert set(items) == set(first)
+    for run, step in first.items():
+        if np.isnan(step):
+            assert "detour" not in items[run], items[run]
+        else:
+            assert f"first detour at step {int(step):,}" in items[run], items[run]
+    assert any(not np.isnan(s) for s in first.values()) and any(np.isnan(s) for s in first.values())
+    conv = pd.read_csv(experiment["dir"] / "convergence.csv", dtype={"run": str}).set_index("run")
+    for run, step in first.items():
+        assert (np.isnan(step) and np.isnan(conv.loc[run, "first_detour_step"])) or conv.loc[run, "first_detour_step"] == step

@@ -164,7 +164,8 @@ def page_data(
     regression : regression.json (:class:`~trainmap.io.contracts.RegressionRecord`; NaN
         and the keys older files lack show as "–").
     coefficients : coefficients.csv (``state, coefficient, p_value, detour``).
-    convergence : per run id (index): ``convergence_step``, ``converged``.
+    convergence : per run id (index): ``convergence_step``, ``converged`` and, optionally,
+        ``first_detour_step`` (the first step decoded in a detour state; NaN: never).
     criterion : the convergence criterion as shown (e.g. ``eval_accuracy > 0.9``).
     criterion_column, threshold : the log column and value of the criterion, drawn as a
         line on that column's chart.
@@ -235,6 +236,7 @@ def page_data(
             "run": run_id,
             "convergence_step": _num(_lookup(conv, run_id, "convergence_step")),
             "converged": bool(_lookup(conv, run_id, "converged", False)),
+            "first_detour_step": _num(_lookup(conv, run_id, "first_detour_step")),
             "steps": [int(s) for s in steps[idx]],
             "states": [int(s) for s in path[idx]],
             "metrics": {c: _nums(m[c].to_numpy(float)[idx]) for c in names},

@@ -375,6 +375,7 @@ def _interactive_map(path, *, edges, states, saved, runs, reg, coefficients_path
                               for r in reg.runs],
          "converged": [bool(r["converged"]) for r in reg.runs]},
         index=[r["run"] for r in reg.runs])
+    conv["first_detour_step"] = pd.Series(first_detour_steps(states, reg.detour_states), dtype=float)
     coefficients = read_csv(coefficients_path, columns=(contracts.STATE, "coefficient"), what="coefficients.csv")
     table = pd.concat([f.assign(**{contracts.RUN: r}) for r, f in states.items()],
                       ignore_index=True)[list(contracts.STATES_COLUMNS)]

@@ -184,8 +184,9 @@
   }
 
   function convText(r) {
-    if (!isNum(r.convergence_step)) return "convergence undefined";
-    return r.converged ? `converged at step ${fmtStep(r.convergence_step)}` : `never converged (counted as ${fmtStep(r.convergence_step)})`;
+    const detour = isNum(r.first_detour_step) ? `; first detour at step ${fmtStep(r.first_detour_step)}` : "";
+    if (!isNum(r.convergence_step)) return "convergence undefined" + detour;
+    return (r.converged ? `converged at step ${fmtStep(r.convergence_step)}` : `never converged (counted as ${fmtStep(r.convergence_step)})`) + detour;
   }
 
   function renderList() {
