@@ -142,6 +142,24 @@ def test_outputs_and_markdown(compared):
     assert contracts.CompareRecord.read(out.regression_json).to_dict().keys() == reg.keys()
 
 
+def test_markdown_says_why_a_condition_has_no_coefficient(compared):
+    """A condition none of whose runs converged (the grokking setup cut short) has no
+    coefficient: the table says so, and that the regression then speaks of one condition."""
+    from types import SimpleNamespace
+
+    table = pd.read_csv(compared["out"].table_csv, keep_default_na=False)
+    table.loc[table[contracts.CONDITION] == "unstable", ["n_converged", "n_censored"]] = [0, N_RUNS]
+    dissim = pd.read_csv(compared["out"].dissimilarity_csv)
+    regression = SimpleNamespace(n_runs=N_RUNS, r2=0.9, r2_loo=0.8, states=[],
+                                 covariates=[{"covariate": "condition[unstable]", "coefficient": np.nan, "p_value": np.nan}])
+    md = cmp.table_markdown("planted", table, dissim, regression, {"stable": "x", "unstable": "x"}, 3)
+    assert "- condition[unstable]: not estimable, no run of unstable converged" in md
+    assert "Only stable has converged runs" in md
+    table.loc[table[contracts.CONDITION] == "unstable", ["n_converged", "n_censored"]] = [N_RUNS, 0]
+    md = cmp.table_markdown("planted", table, dissim, regression, {"stable": "x", "unstable": "x"}, 3)
+    assert "collinear" in md and "Only stable" not in md
+
+
 def test_regression_with_covariates_matches_statsmodels():
     """The occupancy OLS with condition indicators: levels, covariate coefficient and its
     standard error against statsmodels' own fit of the same design with an explicit

@@ -42,6 +42,18 @@ def test_quick_preset_builds_every_rule(tmp_path):
     assert jobs["hmm_select"] == len(preset["experiments"])
 
 
+@pytest.mark.parametrize("preset", ["compare_parities", "compare_layernorm"])
+def test_comparison_presets_plan_their_comparison(tmp_path, preset):
+    """The command line docs/analysis.md shows for each comparison preset plans every run of
+    its experiments and one compare job."""
+    config = yaml.safe_load((REPO / f"workflow/presets/{preset}.yaml").read_text())
+    (name, experiments), = config["compare"].items()
+    jobs = Counter(rule for rule, _ in dry_run(tmp_path, f"results/compare/{name}/table_compare.csv",
+                                               "--configfile", str(REPO / f"workflow/presets/{preset}.yaml")))
+    assert jobs["compare"] == jobs["compare_select"] == 1
+    assert jobs["train"] == sum(config["experiments"][e]["seeds"] for e in experiments)
+
+
 def test_released_series_are_read_in_place(tmp_path):
     from safetensors.torch import save_file
     import torch

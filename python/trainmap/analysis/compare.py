@@ -230,8 +230,19 @@ def table_markdown(name: str, table: pd.DataFrame, dissim: pd.DataFrame, regress
     lines += ["", f"Regression of convergence step on state occupancy with the condition as covariate "
                   f"(reference {names[0]}; {regression.n_runs} converged runs): "
                   f"R² {_fmt(regression.r2, 2)}, LOO R² {_fmt(regression.r2_loo, 2)}.", ""]
+    converged = dict(zip(names, table["n_converged"]))
+    if sum(n > 0 for n in converged.values()) == 1:
+        only = next(c for c, n in converged.items() if n > 0)
+        lines += [f"Only {only} has converged runs: the regression explains convergence within {only} alone, "
+                  "and says nothing about the difference between the conditions.", ""]
     for c in regression.covariates:
-        lines.append(f"- {c['covariate']}: {_fmt(c['coefficient'])} steps (p = {_fmt(c['p_value'], 3)})")
+        condition = c["covariate"].removeprefix("condition[").removesuffix("]")
+        if np.isfinite(c["coefficient"]):
+            lines.append(f"- {c['covariate']}: {_fmt(c['coefficient'])} steps (p = {_fmt(c['p_value'], 3)})")
+        elif converged.get(condition) == 0:
+            lines.append(f"- {c['covariate']}: not estimable, no run of {condition} converged (every one is censored)")
+        else:
+            lines.append(f"- {c['covariate']}: not estimable from these runs (collinear with the state occupancies)")
     for s in regression.states:
         if s["identifiable"]:
             lines.append(f"- state {s['state']}: {_fmt(s['coefficient'])} steps beyond the condition "
