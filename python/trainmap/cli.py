@@ -25,6 +25,53 @@ from trainmap.options import (
 )
 
 
+# --- options every command declares the same way ------------------------------------------
+#
+# Paths are declared by role, so that the check that no output overwrites an input
+# (_check_outputs) covers every command without a table to keep in step: _output (a file the
+# command writes, in a format), _input (a file or directory it reads; a directory stands for
+# the files directly inside it) and _place (a directory to write into, a path relative to
+# another: not checked).
+
+
+def _path(value: str) -> Path:
+    """argparse type of every path option (declared through _output, _input or _place)."""
+    return Path(value)
+
+
+def _declare(p: argparse.ArgumentParser, key: str, dest: str, value) -> None:
+    p.set_defaults(**{key: {**(p.get_default(key) or {}), dest: value}})
+
+
+def _output(p: argparse.ArgumentParser, *flags: str, fmt: str, **kwargs) -> None:
+    """An option naming a file the command writes in ``fmt`` (csv, json, npz, svg, png, html)."""
+    action = p.add_argument(*flags, type=_path, **kwargs)
+    _declare(p, "file_outputs", action.dest, (action.option_strings[-1], fmt))
+
+
+def _input(p: argparse.ArgumentParser, *flags: str, **kwargs) -> None:
+    """An argument naming files or directories the command reads."""
+    action = p.add_argument(*flags, type=_path, **kwargs)
+    _declare(p, "file_inputs", action.dest, True)
+
+
+def _place(p: argparse.ArgumentParser, *flags: str, **kwargs) -> None:
+    """A directory the command writes into, or a path relative to another argument."""
+    action = p.add_argument(*flags, type=_path, **kwargs)
+    _declare(p, "other_paths", action.dest, True)
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    """``--threads N``: the same meaning in every command (capped in main)."""
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="use at most N CPU threads (default: the CPUs this process may use; when training, "
+                   "torch's own default, which is never more); more than those is lowered to them, with a warning")
+
+
+def _add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+
+
 def _add_metrics(subparsers) -> None:
     p = subparsers.add_parser(
         "metrics",
@@ -33,12 +80,12 @@ def _add_metrics(subparsers) -> None:
         "engine and write one CSV row per checkpoint. A directory stands for all its "
         "*.safetensors files, ordered by step.",
     )
-    p.add_argument("inputs", nargs="+", metavar="CHECKPOINT_OR_DIR")
-    p.add_argument("-o", "--output", required=True, type=Path, help="CSV file to write (atomically)")
-    p.add_argument("--threads", type=int, default=None, help="worker threads (default: all available CPUs)")
+    _input(p, "inputs", nargs="+", metavar="CHECKPOINT_OR_DIR")
+    _output(p, "-o", "--output", fmt="csv", required=True, help="CSV file to write (atomically)")
+    _add_threads(p)
     MetricsOptions.add_arguments(p)
     _add_device_argument(p)
-    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    _add_progress(p)
     p.set_defaults(run=_run_metrics)
 
 
@@ -90,11 +137,10 @@ def _add_train(subparsers) -> None:
     )
     p.add_argument("task", metavar="TASK", help=f"one of: {', '.join(TASKS)}")
     p.add_argument("--seed", type=int, required=True, help="random seed (initialisation and data order)")
-    p.add_argument("--out", type=Path, required=False, metavar="DIR", help="run directory to write")
+    _place(p, "--out", required=False, metavar="DIR", help="run directory to write")
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting (repeatable), e.g. --set epochs=5 --set lr=0.01")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice; more than the CPUs available is lowered to them)")
+    _add_threads(p)
     p.add_argument("--wait-for-lock", type=float, default=0.0, metavar="SECONDS",
                    help="when another process is writing DIR, wait up to SECONDS for it to finish instead of "
                    "stopping at once (default: 0)")
@@ -104,7 +150,7 @@ def _add_train(subparsers) -> None:
                    "state, every SECONDS (0: each at once); bounds the work a kill can lose (default: 10)")
     p.add_argument("--show-settings", action="store_true",
                    help="print the task's settings (with --set applied) as JSON and exit without training")
-    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    _add_progress(p)
     p.set_defaults(run=_run_train)
 
 
@@ -142,12 +188,11 @@ def _add_train_sweep(subparsers) -> None:
     )
     p.add_argument("--task", required=True, metavar="TASK", help=f"one of: {', '.join(BATCHED_TASKS)}")
     p.add_argument("--seeds", required=True, metavar="SEEDS", help="seeds: 0-39, 3 or 0-3,8,10-11")
-    p.add_argument("--out-dir", type=Path, required=True, metavar="DIR",
+    _place(p, "--out-dir", required=True, metavar="DIR",
                    help="parent directory: seed S is written to DIR/S")
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting (repeatable), e.g. --set epochs=5 --set lr=0.01")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice; more than the CPUs available is lowered to them)")
+    _add_threads(p)
     p.add_argument("--wait-for-lock", type=float, default=0.0, metavar="SECONDS",
                    help="when another process is writing a seed's directory, wait up to SECONDS for it (default: 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
@@ -157,7 +202,7 @@ def _add_train_sweep(subparsers) -> None:
     p.add_argument("--replace-other-settings", action="store_true",
                    help="train again a seed whose finished run (written by trainmap) has other settings, replacing "
                    "its files (the workflow's, when settings change); default: refuse such a directory")
-    p.add_argument("--group-file", type=Path, metavar="JSON",
+    _output(p, "--group-file", fmt="json", metavar="JSON",
                    help="when every seed has ended, write JSON listing the seeds and their status (the workflow's "
                    "marker of a sweep job)")
     p.add_argument("--no-checkpoints", action="store_true",
@@ -203,9 +248,9 @@ def _add_import(subparsers) -> None:
         "step143000/, holding model.safetensors or pytorch_model.bin) as DIR/checkpoints/"
         "step*.safetensors, DIR/log.csv (the metrics the source has) and DIR/run.json.",
     )
-    p.add_argument("source", type=Path, metavar="SRC", help="directory of per-step checkpoint directories")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="run directory to write")
-    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    _input(p, "source", metavar="SRC", help="directory of per-step checkpoint directories")
+    _place(p, "--out", required=True, metavar="DIR", help="run directory to write")
+    _add_progress(p)
     p.set_defaults(run=_run_import)
 
 
@@ -230,19 +275,19 @@ def _add_series_metrics(subparsers) -> None:
         "as for a trained run. Nothing is copied or unpickled; a Recorder's metrics.csv is adopted when its "
         "engine and options equal these. See docs/your-runs.md.",
     )
-    p.add_argument("source", type=Path, metavar="SRC", help="the run directory")
-    p.add_argument("--out-dir", required=True, type=Path, metavar="OUT", help="where to write (results/EXP/runs/RUN)")
-    p.add_argument("--log", type=Path, default=None, metavar="PATH",
+    _input(p, "source", metavar="SRC", help="the run directory")
+    _place(p, "--out-dir", required=True, metavar="OUT", help="where to write (results/EXP/runs/RUN)")
+    _place(p, "--log", default=None, metavar="PATH",
                    help="the run's log, relative to SRC, instead of the one found there: a CSV, a TensorBoard event "
                    "file, or a directory of event files (config log: {path})")
     p.add_argument("--log-step", default=None, metavar="COLUMN",
                    help="the CSV log's step column (default: step; _step for a W&B history; config log: {step})")
-    p.add_argument("--threads", type=int, default=None, help="worker threads (default: all available CPUs)")
+    _add_threads(p)
     MetricsOptions.add_arguments(p)
     _add_device_argument(p)
-    p.add_argument("--from-chunks", nargs="+", type=Path, default=None, metavar="CHUNK",
+    _input(p, "--from-chunks", nargs="+", default=None, metavar="CHUNK",
                    help="gather metrics computed by series-metrics-chunk instead of computing them")
-    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    _add_progress(p)
     p.set_defaults(run=_run_series_metrics)
 
 
@@ -254,14 +299,14 @@ def _add_series_metrics_chunk(subparsers) -> None:
         "run directory read in place and write them to a JSON chunk file, which series-metrics "
         "--from-chunks gathers into the run's metrics.csv (config metrics: {chunk: SIZE}).",
     )
-    p.add_argument("source", type=Path, metavar="SRC", help="the run directory")
+    _input(p, "source", metavar="SRC", help="the run directory")
     p.add_argument("--index", required=True, type=int, help="which chunk (0-based)")
     p.add_argument("--size", required=True, type=int, help="checkpoints per chunk")
-    p.add_argument("-o", "--output", required=True, type=Path, help="chunk file to write (JSON, atomically)")
-    p.add_argument("--threads", type=int, default=None, help="worker threads (default: all available CPUs)")
+    _output(p, "-o", "--output", fmt="json", required=True, help="chunk file to write (JSON, atomically)")
+    _add_threads(p)
     MetricsOptions.add_arguments(p)
     _add_device_argument(p)
-    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    _add_progress(p)
     p.set_defaults(run=_run_series_metrics_chunk)
 
 
@@ -321,7 +366,7 @@ def _progress_bar(desc: str, disable: bool, unit: str = "fit"):
 
 def _stage_parser(subparsers, command: str, help: str, description: str):
     p = subparsers.add_parser(command, help=help, description=description)
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    _input(p, "run_dirs", nargs="+", metavar="RUN_DIR")
     return p
 
 
@@ -334,11 +379,11 @@ def _add_hmm_select(subparsers) -> None:
         "each covariance type of --covariance and several restarts on the training runs; score the held-out "
         "runs (log-likelihood, AIC, BIC) and keep the candidate with the lowest BIC (refitted on all runs "
         "when there are folds).")
-    p.add_argument("--selection-csv", dest="selection_csv", required=True, type=Path,
+    _output(p, "--selection-csv", fmt="csv", required=True,
                    help="selection.csv to write: one row per fit (covariance, n, fold, restart)")
-    p.add_argument("--model", required=True, type=Path, help="model.npz to write (no pickle)")
+    _output(p, "--model", fmt="npz", required=True, help="model.npz to write (no pickle)")
     HMMSelectOptions.add_arguments(p)
-    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    _add_progress(p)
     p.set_defaults(run=_run_hmm_select)
 
 
@@ -361,8 +406,8 @@ def _add_hmm_decode(subparsers) -> None:
         subparsers, "hmm-decode", "Viterbi-decode every run with a fitted model; write states.csv",
         "Decode every run (z-scored as the model was fitted) with the Viterbi algorithm and write one row "
         "per checkpoint: run, step, state.")
-    p.add_argument("--model", required=True, type=Path, help="model.npz from hmm-select")
-    p.add_argument("--states", required=True, type=Path, help="states.csv to write")
+    _input(p, "--model", required=True, help="model.npz from hmm-select")
+    _output(p, "--states", fmt="csv", required=True, help="states.csv to write")
     p.set_defaults(run=_run_hmm_decode)
 
 
@@ -384,11 +429,11 @@ def _add_regress(subparsers) -> None:
         "centred, adjusted and leave-one-out R², F-test against the intercept-only model), one coefficient per "
         "state (or why it is not identifiable), detour states, a Cox model of every run (hazard ratios, "
         "concordance), trajectory dissimilarity and forking.")
-    p.add_argument("--states", required=True, type=Path, help="states.csv from hmm-decode")
-    p.add_argument("--model", required=True, type=Path, help="model.npz from hmm-select (number of states)")
-    p.add_argument("--out", required=True, type=Path, help="regression.json to write")
-    p.add_argument("--coefficients", required=True, type=Path, help="coefficients.csv to write")
-    p.add_argument("--convergence-csv", dest="convergence_csv", required=True, type=Path,
+    _input(p, "--states", required=True, help="states.csv from hmm-decode")
+    _input(p, "--model", required=True, help="model.npz from hmm-select (number of states)")
+    _output(p, "--out", fmt="json", required=True, help="regression.json to write")
+    _output(p, "--coefficients", fmt="csv", required=True, help="coefficients.csv to write")
+    _output(p, "--convergence-csv", fmt="csv", required=True,
                    help="convergence.csv to write (per-run convergence steps)")
     RegressOptions.add_arguments(p)
     p.set_defaults(run=_run_regress)
@@ -415,17 +460,17 @@ def _add_map(subparsers) -> None:
         "probability, the convergence step of its runs and the destination state's most important features "
         "(Appendix A), and draw the map with Graphviz; detour states and convergence steps come from "
         "regression.json.")
-    p.add_argument("--model", required=True, type=Path, help="model.npz from hmm-select")
-    p.add_argument("--states", required=True, type=Path, help="states.csv from hmm-decode")
-    p.add_argument("--regression", required=True, type=Path, help="regression.json from regress")
-    p.add_argument("--edges", required=True, type=Path, help="edges.csv to write")
-    p.add_argument("--figure-dir", type=Path, default=None,
+    _input(p, "--model", required=True, help="model.npz from hmm-select")
+    _input(p, "--states", required=True, help="states.csv from hmm-decode")
+    _input(p, "--regression", required=True, help="regression.json from regress")
+    _output(p, "--edges", fmt="csv", required=True, help="edges.csv to write")
+    _place(p, "--figure-dir", default=None,
                    help="write DIR/training_map.svg, DIR/training_map.png and DIR/training_map.html")
-    p.add_argument("--svg", type=Path, default=None, help="SVG path (overrides --figure-dir for the SVG)")
-    p.add_argument("--png", type=Path, default=None, help="PNG path (overrides --figure-dir for the PNG)")
-    p.add_argument("--html", type=Path, default=None,
+    _output(p, "--svg", fmt="svg", default=None, help="SVG path (overrides --figure-dir for the SVG)")
+    _output(p, "--png", fmt="png", default=None, help="PNG path (overrides --figure-dir for the PNG)")
+    _output(p, "--html", fmt="html", default=None,
                    help="interactive page, one self-contained HTML file (overrides --figure-dir for the page)")
-    p.add_argument("--coefficients", type=Path, default=None,
+    _input(p, "--coefficients", default=None,
                    help="coefficients.csv from regress, shown on the interactive page "
                    "(default: the coefficients.csv beside --regression)")
     MapOptions.add_arguments(p, require_convergence=False)
@@ -451,9 +496,9 @@ def _add_baselines(subparsers) -> None:
         subparsers, "baselines", "k-means and HMM-on-l2 baselines by held-out BIC (Table 4); write baselines.csv",
         "Appendix C baselines on the same z-scored runs and split as hmm-select: k-means (k = 1..max-components, "
         "spherical-Gaussian BIC) and a Gaussian HMM on the l2 column alone (n = 1..max-components).")
-    p.add_argument("--out", required=True, type=Path, help="baselines.csv to write")
+    _output(p, "--out", fmt="csv", required=True, help="baselines.csv to write")
     BaselineOptions.add_arguments(p)
-    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    _add_progress(p)
     p.set_defaults(run=_run_baselines)
 
 
@@ -474,12 +519,12 @@ def _add_figures(subparsers) -> None:
         subparsers, "figures", "model-selection curves, convergence histogram and trajectories (PNG and SVG)",
         "Write model_selection, convergence_histogram and trajectories figures, each as .png and .svg, into "
         "the output directory; convergence steps come from convergence.csv.")
-    p.add_argument("--selection-csv", dest="selection_csv", required=True, type=Path,
+    _input(p, "--selection-csv", required=True,
                    help="selection.csv from hmm-select")
-    p.add_argument("--states", required=True, type=Path, help="states.csv from hmm-decode")
-    p.add_argument("--convergence-csv", dest="convergence_csv", required=True, type=Path,
+    _input(p, "--states", required=True, help="states.csv from hmm-decode")
+    _input(p, "--convergence-csv", required=True,
                    help="convergence.csv from regress")
-    p.add_argument("--out-dir", required=True, type=Path, help="directory for the figures")
+    _place(p, "--out-dir", required=True, help="directory for the figures")
     FiguresOptions.add_arguments(p, require_convergence=False)
     p.set_defaults(run=_run_figures)
 
@@ -501,13 +546,13 @@ def _add_check(subparsers) -> None:
         "its kind and layout, records, step range and grid, log and scalar columns, and with a convergence "
         "criterion the first step meeting it; then a verdict (enough runs? how many states can the records "
         "support? censored runs? unequal runs?) with advice. Reads no tensor.")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    _input(p, "run_dirs", nargs="+", metavar="RUN_DIR")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--convergence", type=_criterion_arg, metavar="CRITERION",
                        help="convergence criterion COLUMN<X or COLUMN>X on the log (e.g. 'eval_loss<2.5')")
     group.add_argument("--threshold", dest="convergence", type=_threshold_arg, metavar="X",
                        help="shorthand for --convergence 'eval_accuracy>X'")
-    p.add_argument("--json", type=Path, help="also write the report as JSON to this file")
+    _output(p, "--json", fmt="json", help="also write the report as JSON to this file")
     p.set_defaults(run=_run_check)
 
 
@@ -556,7 +601,7 @@ def _add_tables(subparsers) -> None:
     )
     p.add_argument("--experiment", action="append", required=True, type=_experiment_arg, metavar="NAME=DIR",
                    help="an experiment and its results directory (repeat, in table order)")
-    p.add_argument("--out-dir", required=True, type=Path, help="directory for the tables")
+    _place(p, "--out-dir", required=True, help="directory for the tables")
     p.set_defaults(run=_run_tables)
 
 
@@ -592,10 +637,10 @@ def _add_compare_select(subparsers) -> None:
         "the same states.")
     p.add_argument("--condition", action="append", nargs="+", required=True, metavar=("NAME", "RUN_DIR"),
                    help="a condition's name and its run directories (give it for each condition)")
-    p.add_argument("--selection-csv", dest="selection_csv", required=True, type=Path, help="selection.csv to write")
-    p.add_argument("--model", required=True, type=Path, help="model.npz to write (no pickle)")
+    _output(p, "--selection-csv", fmt="csv", required=True, help="selection.csv to write")
+    _output(p, "--model", fmt="npz", required=True, help="model.npz to write (no pickle)")
     HMMSelectOptions.add_arguments(p)
-    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    _add_progress(p)
     p.set_defaults(run=_run_compare_select)
 
 
@@ -622,8 +667,8 @@ def _add_compare(subparsers) -> None:
                    help="a condition's name and its run directories (give it for each condition)")
     p.add_argument("--convergence", action="append", nargs=2, required=True, metavar=("NAME", "CRITERION"),
                    help="a condition's convergence criterion, COLUMN>X or COLUMN<X (give it for each condition)")
-    p.add_argument("--model", required=True, type=Path, help="model.npz from compare-select")
-    p.add_argument("--out-dir", dest="out_dir", required=True, type=Path,
+    _input(p, "--model", required=True, help="model.npz from compare-select")
+    _place(p, "--out-dir", required=True,
                    help="the comparison's directory (results/compare/NAME)")
     p.set_defaults(run=_run_compare)
 
@@ -646,11 +691,11 @@ def _add_early(subparsers) -> None:
         "Decode every run's prefix up to k % of its training (k = 10, 20, ..., 100) with the fitted model, regress "
         "the convergence step (convergence.csv from regress) on the prefix's state occupancy, and write one row per "
         "k: runs, converged runs, mean checkpoints, R², leave-one-out R², Cox concordance.")
-    p.add_argument("--model", required=True, type=Path, help="model.npz from hmm-select")
-    p.add_argument("--convergence-csv", dest="convergence_csv", required=True, type=Path,
+    _input(p, "--model", required=True, help="model.npz from hmm-select")
+    _input(p, "--convergence-csv", required=True,
                    help="convergence.csv from regress")
-    p.add_argument("--out", required=True, type=Path, help="early.csv to write")
-    p.add_argument("--figure", type=Path, metavar="STEM", help="write the figure as STEM.png and STEM.svg")
+    _output(p, "--out", fmt="csv", required=True, help="early.csv to write")
+    _place(p, "--figure", metavar="STEM", help="write the figure as STEM.png and STEM.svg")
     p.add_argument("--experiment", help="name shown in the figure (default: from the run directories)")
     p.set_defaults(run=_run_early)
 
@@ -667,23 +712,6 @@ def _run_early(args: argparse.Namespace) -> int:
 
 # --- outputs never clobber inputs ---------------------------------------------------------
 
-# Per command: the options naming files it writes (option dest -> format) and the options
-# naming what it reads. A directory it reads stands for the files directly inside it (a run
-# directory's metrics.csv, log.csv and run.json; a folder of checkpoints).
-_FILE_OPTIONS: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
-    "metrics": ({"output": "csv"}, ("inputs",)),
-    "hmm-select": ({"selection_csv": "csv", "model": "npz"}, ("run_dirs",)),
-    "hmm-decode": ({"states": "csv"}, ("run_dirs", "model")),
-    "map": ({"edges": "csv", "svg": "svg", "png": "png", "html": "html"}, ("run_dirs", "model", "states", "regression", "coefficients")),
-    "regress": ({"out": "json", "coefficients": "csv", "convergence_csv": "csv"}, ("run_dirs", "states", "model")),
-    "baselines": ({"out": "csv"}, ("run_dirs",)),
-    "figures": ({}, ("run_dirs", "selection_csv", "states", "convergence_csv")),
-    "check": ({"json": "json"}, ("run_dirs",)),
-    "compare-select": ({"selection_csv": "csv", "model": "npz"}, ()),
-    "compare": ({}, ("model",)),
-    "early": ({"out": "csv"}, ("run_dirs", "model", "convergence_csv")),
-}
-
 
 def _input_files(values) -> list[Path]:
     """The files the given input paths stand for (a directory: the files directly in it)."""
@@ -695,19 +723,18 @@ def _input_files(values) -> list[Path]:
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
-    """Refuse, before any work, outputs of the wrong format or that are inputs of the command."""
+    """Refuse, before any work, outputs of the wrong format or that are inputs of the command
+    (the options declared with _output and _input)."""
     from trainmap.io.fileguard import check_output_format, refuse_clobber
 
-    outputs, input_dests = _FILE_OPTIONS.get(args.command, ({}, ()))
     given = {}
-    for dest, fmt in outputs.items():
-        value = getattr(args, dest, None)
-        if isinstance(value, Path):  # (an option of another type under this name is not a file)
-            option = "--" + dest.replace("_", "-")
+    for dest, (option, fmt) in (getattr(args, "file_outputs", None) or {}).items():
+        value = getattr(args, dest)
+        if value is not None:
             given[option] = check_output_format(value, fmt, option=option)
     values = []
-    for dest in input_dests:
-        value = getattr(args, dest, None)
+    for dest in getattr(args, "file_inputs", None) or {}:
+        value = getattr(args, dest)
         values += value if isinstance(value, list) else [value] if value is not None else []
     refuse_clobber(given, _input_files(values))
 
@@ -743,6 +770,10 @@ def main(argv: list[str] | None = None) -> int:
         f"trainmap {args.command}: warning: {message}\n"
     )
     try:
+        if getattr(args, "threads", None) is not None:
+            from trainmap.io.limits import cap_workers
+
+            args.threads = cap_workers(args.threads, "--threads")
         _check_outputs(args)
         return args.run(args)
     except (ValueError, OSError) as exc:
