@@ -52,6 +52,7 @@ def _bounds_of_schema(prop: dict) -> dict:
     ("hmm", HMMSelectOptions, None),
     ("baselines", BaselineOptions, {"max_components"}),  # the rest of the baselines' options come from hmm
     ("metrics", MetricsOptions, None),
+    ("figures", FiguresOptions, {"fast", "slow"}),  # the criterion and name come from the experiment
 ])
 def test_schema_defaults_and_bounds_are_the_options(section, cls, only):
     props = EXPERIMENT[section]["properties"]
