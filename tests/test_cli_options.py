@@ -53,8 +53,8 @@ def _checkpoints(folder, n=2):
 
 
 def test_threads_beyond_the_cpus_are_lowered_in_metrics_as_in_training(tmp_path):
-    """The engine's commands used to start as many workers as asked; now every --threads is
-    capped at the CPUs available, with the warning training always gave."""
+    """The engine capped its own thread count with its own message; now every command's
+    --threads is capped by the command line, with one message for all of them."""
     _checkpoints(tmp_path / "ckpts")
     with pytest.warns(RuntimeWarning, match=f"--threads 10000 is more than the {available_cpus()} CPU"):
         status = main(["metrics", str(tmp_path / "ckpts"), "-o", str(tmp_path / "m.csv"), "--threads", "10000",
