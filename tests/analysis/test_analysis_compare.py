@@ -24,24 +24,31 @@ from trainmap.options import HMMSelectOptions
 N_RUNS, N_CHECKPOINTS = 6, 60
 
 
+def _compare_planted(root, name: str, detour_fractions: dict[str, float]):
+    """Planted runs per condition (each taking the detour state in the given fraction of
+    seeds), selected, fitted and compared through the stages: (paths, runs, selection,
+    regression)."""
+    # The same seed: the same shared start, so per-run z-scoring standardises all alike.
+    runs = {c: write_synthetic_runs(root / c, N_RUNS, N_CHECKPOINTS, detour_fraction=f, seed=1)
+            for c, f in detour_fractions.items()}
+    conditions = {c: r.run_dirs for c, r in runs.items()}
+    out = contracts.ComparePaths(name, root / "results")
+    first_n = next(iter(runs.values())).zscore_first_n
+    options = HMMSelectOptions(max_components=4, restarts=2, covariance="diag", zscore_first_n=first_n)
+    sel = stages.compare_select(conditions, out.selection_csv, out.model_npz, options)
+    crit = Criterion.from_threshold(0.9)
+    reg = stages.compare(conditions, {c: crit for c in conditions}, out.model_npz, out.root)
+    return out, runs, sel, reg
+
+
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
     """Two conditions on the same planted states: `stable` never takes the detour state,
     `unstable` always does; selected, fitted and compared through the stages."""
-    root = tmp_path_factory.mktemp("compare")
-    # The same seed: the same shared start, so per-run z-scoring standardises both alike.
-    stable = write_synthetic_runs(root / "stable", N_RUNS, N_CHECKPOINTS, detour_fraction=0.0, seed=1)
-    unstable = write_synthetic_runs(root / "unstable", N_RUNS, N_CHECKPOINTS, detour_fraction=1.0, seed=1)
-    conditions = {"stable": stable.run_dirs, "unstable": unstable.run_dirs}
-    out = contracts.ComparePaths("planted", root / "results")
-    options = HMMSelectOptions(max_components=4, restarts=2, covariance="diag", zscore_first_n=stable.zscore_first_n)
-    sel = stages.compare_select(conditions, out.selection_csv, out.model_npz, options)
-    crit = Criterion.from_threshold(0.9)
-    reg = stages.compare(conditions, {"stable": crit, "unstable": crit}, out.model_npz, out.root)
-    truth = {f"stable/{r}": p for r, p in stable.true_states.items()}
-    truth |= {f"unstable/{r}": p for r, p in unstable.true_states.items()}
-    conv = {f"stable/{r}": c for r, c in stable.convergence.items()}
-    conv |= {f"unstable/{r}": c for r, c in unstable.convergence.items()}
+    out, runs, sel, reg = _compare_planted(tmp_path_factory.mktemp("compare"), "planted",
+                                           {"stable": 0.0, "unstable": 1.0})
+    truth = {f"{c}/{r}": p for c, run in runs.items() for r, p in run.true_states.items()}
+    conv = {f"{c}/{r}": v for c, run in runs.items() for r, v in run.convergence.items()}
     return dict(out=out, sel=sel, reg=reg, truth=truth, conv=conv)
 
 
@@ -352,15 +359,7 @@ def test_early_differences_by_hand(compared):
 @pytest.fixture(scope="module")
 def mixed_against_stable(tmp_path_factory):
     """`stable` never takes the detour; in `mixed` half the seeds do (and converge later)."""
-    root = tmp_path_factory.mktemp("sweep")
-    stable = write_synthetic_runs(root / "stable", N_RUNS, N_CHECKPOINTS, detour_fraction=0.0, seed=1)
-    mixed = write_synthetic_runs(root / "mixed", N_RUNS, N_CHECKPOINTS, detour_fraction=0.5, seed=1)
-    conditions = {"mixed": mixed.run_dirs, "stable": stable.run_dirs}
-    out = contracts.ComparePaths("sweep", root / "results")
-    options = HMMSelectOptions(max_components=4, restarts=2, covariance="diag", zscore_first_n=stable.zscore_first_n)
-    stages.compare_select(conditions, out.selection_csv, out.model_npz, options)
-    crit = Criterion.from_threshold(0.9)
-    stages.compare(conditions, {"mixed": crit, "stable": crit}, out.model_npz, out.root)
+    out, _, _, _ = _compare_planted(tmp_path_factory.mktemp("sweep"), "sweep", {"mixed": 0.5, "stable": 0.0})
     return out
 
 

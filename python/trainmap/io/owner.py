@@ -129,6 +129,7 @@ def unlisted_files(out: str | os.PathLike, listed: Collection[str], *, limit: in
     out = Path(out)
     if not out.is_dir():
         return []
+    own = {*listed, OWNER_NAME}  # whose atomic temporaries are trainmap's
     found: list[str] = []
     pending = [("", out)]
     while pending and (limit is None or len(found) < limit):
@@ -142,8 +143,7 @@ def unlisted_files(out: str | os.PathLike, listed: Collection[str], *, limit: in
                 pending.append((relative + "/", Path(entry.path)))
                 continue
             temporary_of = _temporary_of(entry.name)
-            if relative in listed or (temporary_of is not None and (prefix + temporary_of in listed
-                                                                     or prefix + temporary_of == OWNER_NAME)):
+            if relative in listed or (temporary_of is not None and prefix + temporary_of in own):
                 continue
             found.append(relative)
             if limit is not None and len(found) >= limit:
