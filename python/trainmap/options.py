@@ -260,11 +260,6 @@ class MetricsOptions(StageOptions):
 WORKFLOW_METRICS_KEYS: tuple[str, ...] = ("device", "chunk")
 
 
-def metrics_options_of_config(metrics: dict[str, Any]) -> MetricsOptions:
-    """The :class:`MetricsOptions` of a config's resolved ``metrics:`` section."""
-    return MetricsOptions(**{k: v for k, v in metrics.items() if k not in WORKFLOW_METRICS_KEYS})
-
-
 # --- HMM fitting (hmm-select, baselines) ---------------------------------------------------
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ here as a plain string, so Snakemake's ``params`` rerun trigger sees every chang
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
 import hashlib
@@ -28,7 +29,13 @@ import yaml
 from trainmap.analysis.convergence import Criterion
 from trainmap.io import contracts
 from trainmap.io.contracts import ComparePaths, ExperimentPaths, RunPaths
-from trainmap.options import BaselineOptions, HMMSelectOptions, metrics_options_of_config
+from trainmap.options import (
+    WORKFLOW_METRICS_KEYS,
+    BaselineOptions,
+    FiguresOptions,
+    HMMSelectOptions,
+    MetricsOptions,
+)
 
 __all__ = [
     "Patterns",
@@ -50,7 +57,6 @@ __all__ = [
     "MAX_CONFIG_VALUES",
     "check_config_size",
     "Experiment",
-    "DEFAULT_THRESHOLDS",
     "load_schema",
     "validate_config",
     "experiments",
@@ -63,18 +69,6 @@ __all__ = [
     "engine_fingerprint",
     "prefer_this_installation",
 ]
-
-#: Convergence thresholds of docs/design.md's experiment table, used when a config gives none.
-DEFAULT_THRESHOLDS: dict[str, float] = {
-    "modular": 0.9,
-    "modular_stable": 0.9,
-    "parities": 0.9,
-    "mnist": 0.97,
-    "cifar100": 0.6,
-    "cifar100_unstable": 0.4,
-    "digits": 0.9,
-}
-
 
 #: Most values (mappings, lists and scalars, counted with repetition) a configuration may
 #: expand to. YAML aliases let a few hundred bytes stand for billions of values (an "alias
@@ -226,10 +220,14 @@ class Experiment:
     train_settings: Mapping[str, Any] = field(default_factory=dict)
     convergence: Criterion | None = None
     resources: Mapping[str, Any] = field(default_factory=dict)
-    metrics: Mapping[str, Any] = field(default_factory=dict)
-    hmm: Mapping[str, Any] = field(default_factory=dict)
-    baselines: Mapping[str, Any] = field(default_factory=dict)
-    figures: Mapping[str, Any] = field(default_factory=dict)
+    # Config metrics:, hmm:, baselines:, figures: as the stages' options (trainmap.options),
+    # validated once when the config is resolved; the rules' command lines are built from them.
+    metrics: MetricsOptions = field(default_factory=MetricsOptions)
+    metrics_device: str = "auto"  # config metrics.device: where the metrics jobs compute
+    metrics_chunk: int | None = None  # config metrics.chunk: checkpoints per job of runs read in place
+    hmm: HMMSelectOptions = field(default_factory=HMMSelectOptions)
+    baselines: BaselineOptions = field(default_factory=BaselineOptions)
+    figures: FiguresOptions = field(default_factory=FiguresOptions)
     log: Mapping[str, Any] | None = None  # runs read in place: config log: {path, step}
     seed_batch: int = 1  # config train: {seed_batch: N}: N seeds per training job (trainmap train-sweep)
     keep_checkpoints: bool = True  # config train: {keep_checkpoints: false}: statistics in the loop, no files
@@ -282,7 +280,7 @@ class Experiment:
         """The :class:`trainmap.train.sweep.InLoopStatistics` of config ``metrics:``."""
         from trainmap.train.sweep import InLoopStatistics
 
-        return InLoopStatistics(metrics_options_of_config(dict(self.metrics)), self.metrics["device"])
+        return InLoopStatistics(self.metrics, self.metrics_device)
 
     def sweep_args(self) -> str:
         """``trainmap train-sweep``'s options: the training settings and, with statistics in
@@ -290,7 +288,7 @@ class Experiment:
         if not self.statistics_in_loop:
             return self.train_args()
         return (f"{self.train_args()} --no-checkpoints {self.metrics_args()} "
-                f"--metrics-device {shlex.quote(self.metrics['device'])}").strip()
+                f"--metrics-device {shlex.quote(self.metrics_device)}").strip()
 
     def groups(self) -> list[tuple[str, ...]]:
         """The runs of each seed-sweep job: consecutive runs in config order, ``seed_batch`` at a
@@ -328,12 +326,12 @@ class Experiment:
                           sort_keys=True)
 
     def metrics_args(self) -> str:
-        return metrics_options_of_config(self.metrics).cli_args()
+        return self.metrics.cli_args()
 
     def device_arg(self) -> str:
         """Where the metrics jobs compute (``--device`` of ``trainmap metrics`` and
         ``series-metrics``): a CUDA GPU or the Rust engine."""
-        return f"--device {self.metrics['device']}"
+        return f"--device {shlex.quote(self.metrics_device)}"
 
     def series(self, run: str):
         """The :class:`trainmap.metrics.series.Series` of an in-place run (with the log config
@@ -357,7 +355,7 @@ class Experiment:
     def metrics_chunks(self, run: str) -> list[int]:
         """Indexes of the chunk jobs of an in-place run (config ``metrics.chunk``): none when
         not chunked, or when a Recorder's metrics.csv will be adopted (nothing to compute)."""
-        size = self.metrics["chunk"]
+        size = self.metrics_chunk
         if size is None:
             return []
         from trainmap.metrics import engine as metrics
@@ -374,7 +372,7 @@ class Experiment:
         """The checkpoint files chunk ``index`` of an in-place run reads."""
         from trainmap.metrics.series_chunks import chunk_input_files
 
-        return chunk_input_files(self.series(run), index, self.metrics["chunk"])
+        return chunk_input_files(self.series(run), index, self.metrics_chunk)
 
     def chunk_file(self, run: str, index: int) -> str:
         return RunPaths(Path(self.run_dir(run))).metrics_chunk(index).as_posix()
@@ -392,19 +390,21 @@ class Experiment:
 
     def engine_options(self) -> dict[str, Any]:
         """The engine's options, as the Recorder contract and series_metrics name them."""
-        return {key: self.metrics[key] for key in ("svd", "include", "exclude", "exact_max_dim", "rank")}
-
-    def hmm_options(self) -> HMMSelectOptions:
-        """Config ``hmm:`` as options (worker processes come from the rule's threads)."""
-        return HMMSelectOptions(**self.hmm)
+        return dataclasses.asdict(self.metrics)
 
     def hmm_args(self) -> str:
-        return self.hmm_options().cli_args(omit=("workers",))
+        """``trainmap hmm-select``'s options (worker processes come from the rule's threads)."""
+        return self.hmm.cli_args(omit=("workers",))
 
     def baseline_args(self) -> str:
-        """The HMM's split and fitting options, so the baselines are scored on the same runs."""
-        fit = {**self.hmm_options().fit_fields(), "max_components": self.baselines["max_components"]}
-        return BaselineOptions(**fit).cli_args(omit=("workers",))
+        """``trainmap baselines``' options: the HMM's split and fitting options, so the
+        baselines are scored on the same runs (see :func:`experiments`)."""
+        return self.baselines.cli_args(omit=("workers",))
+
+    def figures_args(self) -> str:
+        """``trainmap figures``' options from config ``figures:`` (the criterion and the
+        name come from convergence.csv and the results path)."""
+        return self.figures.cli_args(omit=("convergence", "experiment"))
 
     def convergence_arg(self) -> str:
         """``--convergence 'COLUMN>X'`` (shell-quoted) for regress, map and figures."""
@@ -469,6 +469,30 @@ def _in_place(key: str, spec: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
     return given[0], runs
 
 
+def _stage_options(key: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """An experiment's (schema-validated, defaults filled) ``metrics:``, ``hmm:``,
+    ``baselines:`` and ``figures:`` as :class:`Experiment` fields. The baselines are fitted
+    with the HMM's split and EM settings (scored on the same runs); their own section sets
+    only how many states they try."""
+    metrics = spec["metrics"]
+    section = "metrics"
+    try:
+        options = dict(
+            metrics=MetricsOptions(**{k: v for k, v in metrics.items() if k not in WORKFLOW_METRICS_KEYS}),
+            metrics_device=metrics["device"],
+            metrics_chunk=metrics["chunk"],
+        )
+        section = "hmm"
+        options["hmm"] = HMMSelectOptions(**spec["hmm"])
+        section = "baselines"
+        options["baselines"] = BaselineOptions(**{**options["hmm"].fit_fields(), **spec["baselines"]})
+        section = "figures"
+        options["figures"] = FiguresOptions(**spec["figures"])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config key {key}.{section}: {exc}") from None
+    return options
+
+
 def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
     """Resolve the (schema-validated) configuration into :class:`Experiment` records.
 
@@ -476,6 +500,7 @@ def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
     and ``download`` apply to tasks that read data files unless an experiment sets them.
     """
     from trainmap.train import SettingsError, default_settings, resolve_settings
+    from trainmap.train.tasks import default_threshold
 
     resolved = {}
     for name, spec in config["experiments"].items():
@@ -484,15 +509,7 @@ def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
             convergence = Criterion.from_config(spec.get("convergence"), spec.get("threshold"), key)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        common = dict(
-            name=name,
-            convergence=convergence,
-            resources=spec["resources"],
-            metrics=spec["metrics"],
-            hmm=spec["hmm"],
-            baselines=spec["baselines"],
-            figures=spec["figures"],
-        )
+        common = dict(name=name, convergence=convergence, resources=spec["resources"], **_stage_options(key, spec))
         if "runs" in spec or "sources" in spec:
             sources_key, sources = _in_place(key, spec)
             if common["convergence"] is None:
@@ -508,7 +525,7 @@ def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
         if missing:
             raise ConfigError(f"config key {key}: needs {' and '.join(missing)} "
                               "(or runs, to analyse existing run directories)")
-        if spec["metrics"].get("chunk") is not None:
+        if common["metrics_chunk"] is not None:
             raise ConfigError(f"config key {key}.metrics.chunk: chunks apply to runs read in place (runs:); a "
                               "trained run's checkpoints are not known before it trains")
         task = spec["task"]
@@ -534,7 +551,7 @@ def experiments(config: Mapping[str, Any]) -> dict[str, Experiment]:
         except SettingsError as exc:
             raise ConfigError(f"config key {key}.train: {exc}") from None
         if common["convergence"] is None:
-            common["convergence"] = Criterion.from_threshold(DEFAULT_THRESHOLDS[task], f"config key {key}.threshold")
+            common["convergence"] = Criterion.from_threshold(default_threshold(task), f"config key {key}.threshold")
         resolved[name] = Experiment(
             runs=_runs(name, spec), task=task, train_overrides=overrides, train_settings=settings,
             seed_batch=seed_batch, keep_checkpoints=keep_checkpoints, **common

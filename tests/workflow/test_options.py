@@ -21,7 +21,6 @@ from trainmap.options import (
     MetricsOptions,
     RegressOptions,
     WORKFLOW_METRICS_KEYS,
-    metrics_options_of_config,
     StageOptions,
 )
 
@@ -77,25 +76,55 @@ def _parse(command: str, args: str):
 
 def _required(command: str) -> list[str]:
     return {"hmm-select": ["--selection-csv", "s", "--model", "m"], "baselines": ["--out", "o"],
-            "metrics": ["-o", "out.csv"]}[command]
+            "metrics": ["-o", "out.csv"],
+            "figures": ["--selection-csv", "s", "--states", "s", "--convergence-csv", "v", "--out-dir", "d"]}[command]
+
+
+CHANGED_HMM = {"max_components": 5, "restarts": 2, "covariance": "diag", "selection": "mean", "zscore_first_n": 50,
+               "min_checkpoints": 3, "test_fraction": 0.25, "seed": 9, "n_iter": 20, "tol": 1e-3, "min_covar": 0.01,
+               "min_runs": 4}
+CHANGED_METRICS = {"svd": "exact", "exact_max_dim": 100, "rank": 8, "include": "w.*", "exclude": ""}
+
+
+def test_the_experiment_holds_the_config_sections_as_options():
+    """Config sections become the stages' options once, when the config is resolved: the
+    baselines take the HMM's split and EM settings and only their own max_components."""
+    default = _resolved()
+    assert (default.hmm, default.metrics, default.figures) == (HMMSelectOptions(), MetricsOptions(), FiguresOptions())
+    assert default.baselines == BaselineOptions()
+    changed = _resolved(hmm=CHANGED_HMM, baselines={"max_components": 3}, metrics=CHANGED_METRICS,
+                        figures={"fast": 1, "slow": 0})
+    assert changed.hmm == HMMSelectOptions(**CHANGED_HMM)
+    fit = {k: v for k, v in CHANGED_HMM.items() if k not in ("covariance", "selection")}
+    assert changed.baselines == BaselineOptions(**{**fit, "max_components": 3})
+    assert changed.metrics == MetricsOptions(**CHANGED_METRICS)
+    assert (changed.metrics_device, changed.metrics_chunk) == ("auto", None)
+    assert changed.figures == FiguresOptions(fast=1, slow=0)
+
+
+def test_a_bad_option_value_names_its_config_section():
+    # The schema refuses this first (its bounds are the options'); an options check that
+    # the schema lacked would still name the config key, not only the command-line flag.
+    validated = tw.validate_config(copy.deepcopy({"experiments": {"e": {"task": "parities", "seeds": 2}}}), SCHEMA)
+    validated["experiments"]["e"]["hmm"]["min_runs"] = 1
+    with pytest.raises(tw.ConfigError, match=r"config key experiments\.e\.hmm: option --min-runs \(min_runs\) must be at "
+                                             r"least 2"):
+        tw.experiments(validated)
 
 
 def test_workflow_command_lines_parse_back_to_the_config_options():
     default = _resolved()
-    changed = _resolved(hmm={"max_components": 5, "restarts": 2, "covariance": "diag", "selection": "mean",
-                             "zscore_first_n": 50, "min_checkpoints": 3, "test_fraction": 0.25, "seed": 9,
-                             "n_iter": 20, "tol": 1e-3, "min_covar": 0.01, "min_runs": 4},
-                        baselines={"max_components": 3},
-                        metrics={"svd": "exact", "exact_max_dim": 100, "rank": 8, "include": "w.*", "exclude": ""})
+    changed = _resolved(hmm=CHANGED_HMM, baselines={"max_components": 3}, metrics=CHANGED_METRICS,
+                        figures={"fast": 1, "slow": 0})
     for exp in (default, changed):
-        hmm = HMMSelectOptions.from_args(_parse("hmm-select", exp.hmm_args()))
-        assert hmm == HMMSelectOptions(**exp.hmm)
-        base = BaselineOptions.from_args(_parse("baselines", exp.baseline_args()))
-        assert base == BaselineOptions(**{**hmm.fit_fields(), "max_components": exp.baselines["max_components"]})
-        args = _parse("metrics", exp.metrics_args())
-        assert MetricsOptions.from_args(args) == metrics_options_of_config(exp.metrics)
-        assert _parse("metrics", exp.device_arg()).device == exp.metrics["device"]
+        assert HMMSelectOptions.from_args(_parse("hmm-select", exp.hmm_args())) == exp.hmm
+        assert BaselineOptions.from_args(_parse("baselines", exp.baseline_args())) == exp.baselines
+        assert MetricsOptions.from_args(_parse("metrics", exp.metrics_args())) == exp.metrics
+        assert _parse("metrics", exp.device_arg()).device == exp.metrics_device
+        figures = FiguresOptions.from_args(_parse("figures", exp.figures_args()))
+        assert (figures.fast, figures.slow) == (exp.figures.fast, exp.figures.slow)
     assert HMMSelectOptions.from_args(_parse("hmm-select", default.hmm_args())) == HMMSelectOptions()
+    assert changed.figures_args() == "--fast 1 --slow 0"
 
 
 def test_metrics_device_default_is_the_cli_default():

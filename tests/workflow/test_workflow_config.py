@@ -30,8 +30,8 @@ def test_defaults_are_filled_in():
     exp = resolve(minimal())["exp"]
     assert exp.runs == ("0", "1", "2")
     assert str(exp.convergence) == "eval_accuracy>0.9"  # docs/design.md's threshold for parities
-    assert exp.hmm["max_components"] == 8 and exp.hmm["covariance"] == "auto" and exp.hmm["folds"] == 0
-    assert exp.metrics["svd"] == "auto"
+    assert exp.hmm.max_components == 8 and exp.hmm.covariance == "auto" and exp.hmm.folds == 0
+    assert exp.metrics.svd == "auto"
     assert exp.train_settings["epochs"] == 500  # the task's own default
 
 

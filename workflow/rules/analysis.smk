@@ -114,7 +114,7 @@ rule figures:
         runs=lambda w: exp_of(w).run_dirs(),
         convergence=lambda w: exp_of(w).convergence_arg(),
         out_dir=EXP.figures_dir,
-        shown=lambda w: f"--fast {exp_of(w).figures['fast']} --slow {exp_of(w).figures['slow']}",
+        shown=lambda w: exp_of(w).figures_args(),
     resources:
         mem_mb=2000,
         runtime=30,

@@ -80,7 +80,7 @@ rule series_metrics_chunk:
         chunk=r"\d+",
     params:
         source=lambda w: exp_of(w).sources[w.run],
-        size=lambda w: exp_of(w).metrics["chunk"],
+        size=lambda w: exp_of(w).metrics_chunk,
         options=lambda w: exp_of(w).metrics_args(),
         device=lambda w: exp_of(w).device_arg(),
         engine=ENGINE,

@@ -18,6 +18,7 @@ __all__ = [
     "TASKS",
     "SettingsError",
     "default_settings",
+    "default_threshold",
     "resolve_settings",
     "parse_value",
     "parse_assignments",
@@ -142,6 +143,20 @@ _DEFAULTS["digits"] = {
 #: Names of the tasks ``train_run`` knows.
 TASKS: tuple[str, ...] = tuple(_DEFAULTS)
 
+#: Each task's convergence threshold on eval accuracy (docs/design.md's experiment table,
+#: the paper's Appendix D): the workflow's criterion when a config gives none. Declared here
+#: only; config.yaml and the presets set ``threshold:`` only to differ from it.
+_THRESHOLDS: dict[str, float] = {
+    "modular": 0.9,
+    "modular_stable": 0.9,
+    "parities": 0.9,
+    "mnist": 0.97,
+    "cifar100": 0.6,
+    "cifar100_unstable": 0.4,
+    "digits": 0.9,
+}
+assert set(_THRESHOLDS) == set(TASKS), "every task needs a convergence threshold"
+
 #: Tasks that can train several seeds as one batched model, and how their forward pass is
 #: batched: "mlp" (stacked ``fc1``/``fc2`` and ``torch.baddbmm``) or "vmap" (``torch.func``).
 BATCHED_TASKS: dict[str, str] = {
@@ -207,6 +222,13 @@ def default_settings(task: str) -> dict[str, Any]:
     """A fresh copy of ``task``'s default settings (a plain dict of int/float/bool/str)."""
     _check_task(task)
     return dict(sorted(_DEFAULTS[task].items()))
+
+
+def default_threshold(task: str) -> float:
+    """``task``'s convergence threshold on eval accuracy (the first step at which it is
+    reached is a run's convergence time)."""
+    _check_task(task)
+    return _THRESHOLDS[task]
 
 
 _TRUE = ("true", "yes", "on", "1")
