@@ -23,6 +23,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from trainmap import _rust_metrics as engine  # noqa: E402
+from trainmap.options import MetricsOptions  # noqa: E402
 
 DEFAULT_SHAPES = "1024x1024,3072x1024,1024x4096,4096x1024,2048x2048,2048x8192,3072x3072"
 
@@ -53,7 +54,7 @@ def main() -> None:
         rows, cols = map(int, text.split("x"))
         x = np.random.default_rng(0).standard_normal((rows, cols), dtype=np.float32)
         item = [("w.weight", "F32", [rows, cols], x)]
-        run = {mode: (lambda m=mode: engine.tensor_metrics(item, svd=m, threads=1)) for mode in ("exact", "randomized", "auto")}
+        run = {mode: (lambda m=mode: engine.tensor_metrics(item, MetricsOptions(svd=m), threads=1)) for mode in ("exact", "randomized", "auto")}
         times = {mode: best_time(fn, args.repeat) for mode, fn in run.items()}
         t_numpy = best_time(lambda: numpy_gram_eig(x), args.repeat)
         picks = run["auto"]()["svd"]

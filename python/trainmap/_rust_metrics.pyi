@@ -10,6 +10,10 @@ from typing import Any, Final
 
 from typing_extensions import Buffer
 
+# `options` of the three statistics functions: a MetricsOptions, read by attribute (svd,
+# exact_max_dim, rank, include, exclude) and validated again; None gives the defaults.
+from trainmap.options import MetricsOptions
+
 #: The 14 statistic names, in column order (docs/design.md): the fields of the engine's
 #: `Statistics` (rust_metrics/src/engine.rs), their one definition.
 METRIC_NAMES: Final[list[str]]
@@ -43,37 +47,25 @@ class CheckpointStats:
 
 def checkpoint_stats(
     path: str | PathLike[str] | Sequence[str | PathLike[str]],
+    options: MetricsOptions | None = None,
     *,
-    svd: str = "auto",
-    exact_max_dim: int | None = None,
-    rank: int | None = None,
     threads: int | None = None,
-    include: str | None = None,
-    exclude: str | None = None,
 ) -> CheckpointStats:
     """Statistics of one .safetensors file, or of the shard files of one checkpoint together."""
 
 def trajectory_stats(
     paths: Sequence[str | PathLike[str]],
+    options: MetricsOptions | None = None,
     *,
-    svd: str = "auto",
-    exact_max_dim: int | None = None,
-    rank: int | None = None,
     threads: int | None = None,
-    include: str | None = None,
-    exclude: str | None = None,
     progress: Callable[[int], object] | None = None,
 ) -> list[CheckpointStats]:
     """Statistics of many files in parallel, in order; progress(n_done) as they finish."""
 
 def tensor_metrics(
     tensors: Iterable[tuple[str, str, Sequence[int], Buffer]],
+    options: MetricsOptions | None = None,
     *,
-    include: str | None = None,
-    exclude: str | None = None,
-    svd: str = "auto",
-    exact_max_dim: int | None = None,
-    rank: int | None = None,
     threads: int | None = None,
 ) -> dict[str, Any]:
     """Statistics of (name, dtype, shape, data) tensors read in place from C-contiguous

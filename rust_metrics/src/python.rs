@@ -82,14 +82,24 @@ fn resolve_threads(py: Python<'_>, requested: Option<usize>) -> PyResult<usize> 
     }
 }
 
-fn options(
-    svd: &str,
-    exact_max_dim: Option<usize>,
-    rank: Option<usize>,
-    include: Option<&str>,
-    exclude: Option<&str>,
-) -> PyResult<Options> {
-    let mode = match svd {
+/// The engine's options as Python passes them: a `trainmap.options.MetricsOptions` (read
+/// by attribute, so any object with these five attributes), validated here again because
+/// the binding can be called directly.
+#[derive(FromPyObject)]
+struct MetricsOptions {
+    svd: String,
+    exact_max_dim: usize,
+    rank: usize,
+    include: Option<String>,
+    exclude: Option<String>,
+}
+
+/// The engine's [`Options`] of the binding's `options` argument (None: the defaults).
+fn engine_options(given: Option<MetricsOptions>) -> PyResult<Options> {
+    let Some(given) = given else {
+        return Ok(Options::default());
+    };
+    let mode = match given.svd.as_str() {
         "exact" => SvdMode::Exact,
         "randomized" => SvdMode::Randomized,
         "auto" => SvdMode::Auto,
@@ -99,18 +109,15 @@ fn options(
             )))
         }
     };
-    let defaults = SvdOptions::default();
-    if rank == Some(0) {
+    if given.rank == 0 {
         return Err(PyValueError::new_err("rank must be at least 1"));
     }
+    if given.exact_max_dim == 0 {
+        return Err(PyValueError::new_err("exact_max_dim must be at least 1"));
+    }
     Ok(Options {
-        svd: SvdOptions {
-            mode,
-            exact_max_dim: exact_max_dim.unwrap_or(defaults.exact_max_dim),
-            rank: rank.unwrap_or(defaults.rank),
-            ..defaults
-        },
-        selection: Selection::new(include, exclude).map_err(to_pyerr)?,
+        svd: SvdOptions { mode, exact_max_dim: given.exact_max_dim, rank: given.rank, ..SvdOptions::default() },
+        selection: Selection::new(given.include.as_deref(), given.exclude.as_deref()).map_err(to_pyerr)?,
     })
 }
 
@@ -202,19 +209,14 @@ enum CheckpointFiles {
 
 /// Statistics of one checkpoint. See `trainmap.metrics.checkpoint_metrics`.
 #[pyfunction]
-#[pyo3(signature = (path, *, svd="auto", exact_max_dim=None, rank=None, threads=None, include=None, exclude=None))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (path, options=None, *, threads=None))]
 fn checkpoint_stats(
     py: Python<'_>,
     path: CheckpointFiles,
-    svd: &str,
-    exact_max_dim: Option<usize>,
-    rank: Option<usize>,
+    options: Option<MetricsOptions>,
     threads: Option<usize>,
-    include: Option<&str>,
-    exclude: Option<&str>,
 ) -> PyResult<CheckpointStats> {
-    let options = options(svd, exact_max_dim, rank, include, exclude)?;
+    let options = engine_options(options)?;
     let threads = resolve_threads(py, threads)?;
     run_detached(py, threads, None, move |cancel, _| match &path {
         CheckpointFiles::One(file) => engine::checkpoint_metrics(file, &options, cancel),
@@ -226,20 +228,15 @@ fn checkpoint_stats(
 /// Statistics of many checkpoints in parallel, in order. See
 /// `trainmap.metrics.trajectory_metrics`. `progress(n_done)` is called as they finish.
 #[pyfunction]
-#[pyo3(signature = (paths, *, svd="auto", exact_max_dim=None, rank=None, threads=None, include=None, exclude=None, progress=None))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (paths, options=None, *, threads=None, progress=None))]
 fn trajectory_stats(
     py: Python<'_>,
     paths: Vec<PathBuf>,
-    svd: &str,
-    exact_max_dim: Option<usize>,
-    rank: Option<usize>,
+    options: Option<MetricsOptions>,
     threads: Option<usize>,
-    include: Option<&str>,
-    exclude: Option<&str>,
     progress: Option<Bound<'_, PyAny>>,
 ) -> PyResult<Vec<CheckpointStats>> {
-    let options = options(svd, exact_max_dim, rank, include, exclude)?;
+    let options = engine_options(options)?;
     let threads = resolve_threads(py, threads)?;
     let reports = run_detached(py, threads, progress.as_ref(), move |cancel, done| {
         engine::trajectory_metrics(&paths, &options, cancel, &|| {
@@ -290,19 +287,14 @@ fn report_dict<'py>(py: Python<'py>, report: &CheckpointReport) -> PyResult<Boun
 /// Tensors that do not count (by name or shape) are skipped unread; warnings are raised
 /// as `RuntimeWarning`.
 #[pyfunction]
-#[pyo3(signature = (tensors, *, include=None, exclude=None, svd="auto", exact_max_dim=None, rank=None, threads=None))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (tensors, options=None, *, threads=None))]
 fn tensor_metrics<'py>(
     py: Python<'py>,
     tensors: &Bound<'py, PyAny>,
-    include: Option<&str>,
-    exclude: Option<&str>,
-    svd: &str,
-    exact_max_dim: Option<usize>,
-    rank: Option<usize>,
+    options: Option<MetricsOptions>,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let options = options(svd, exact_max_dim, rank, include, exclude)?;
+    let options = engine_options(options)?;
     let threads = resolve_threads(py, threads)?;
     let mut held = Vec::new();
     for item in tensors.try_iter()? {

@@ -18,6 +18,7 @@ import torch
 
 from checkpoint_factory import random_model, tensor, write_checkpoint
 from trainmap import _rust_metrics
+from trainmap.options import MetricsOptions
 from trainmap.metrics.engine import (
     METRIC_NAMES,
     RESULT_COLUMNS,
@@ -92,7 +93,7 @@ def test_random_models_with_include_and_exclude_match_files(tmp_path):
         items = [(t.name, t.dtype, list(t.values.shape), t.data) for t in tensors]
         for options in ({}, {"exclude": ""}, {"include": r"\.0\.", "exclude": "bias"}):
             expected = checkpoint_metrics(path, svd="exact", **options)
-            assert_same_result(_rust_metrics.tensor_metrics(items, svd="exact", **options), expected)
+            assert_same_result(_rust_metrics.tensor_metrics(items, MetricsOptions(svd="exact", **options)), expected)
 
 
 def test_a_module_is_read_through_its_parameters(tmp_path):
@@ -223,3 +224,27 @@ def test_metrics_frame_has_the_metrics_csv_columns(tmp_path):
         metrics_frame([0, 1], results[:1])
     with pytest.raises(ValueError, match="content_hash"):
         metrics_frame([0], [{k: v for k, v in results[0].items() if k != "content_hash"}])
+
+
+def test_the_binding_takes_one_options_value_and_checks_it_again():
+    """The three statistics functions take one MetricsOptions (read by attribute), and
+    validate it themselves: a caller of the binding that bypasses MetricsOptions' checks
+    gets one ValueError, never a panic."""
+    import types
+
+    items = [("fc.weight", "F64", [3, 2], np.arange(6, dtype=np.float64))]
+    default = _rust_metrics.tensor_metrics(items)
+    assert_same_result(_rust_metrics.tensor_metrics(items, MetricsOptions()), default)
+    large = [("fc.weight", "F64", [100, 80], np.random.default_rng(0).normal(size=8000))]
+    assert _rust_metrics.tensor_metrics(large, MetricsOptions(svd="randomized", rank=4))["svd"] == "randomized"
+    assert _rust_metrics.tensor_metrics(large)["svd"] == "exact"
+    base = dict(svd="auto", exact_max_dim=2048, rank=64, include=None, exclude=None)
+    for change, message in (({"rank": 0}, "rank must be at least 1"),
+                            ({"exact_max_dim": 0}, "exact_max_dim must be at least 1"),
+                            ({"svd": "fast"}, "svd must be 'exact', 'randomized' or 'auto'"),
+                            ({"include": "("}, "include")):
+        with pytest.raises(ValueError, match=message):
+            _rust_metrics.tensor_metrics(items, types.SimpleNamespace(**{**base, **change}))
+    without_rank = types.SimpleNamespace(**{k: v for k, v in base.items() if k != "rank"})
+    with pytest.raises((TypeError, AttributeError), match="rank"):
+        _rust_metrics.tensor_metrics(items, without_rank)

@@ -30,6 +30,7 @@ from trainmap import _rust_metrics as _engine
 from trainmap.io.contracts import CONTENT_HASH, PATH, STEP, SVD, checkpoint_step
 from trainmap.io.contracts import parse_step
 from trainmap.metrics.tensors import CheckpointError, select_tensors
+from trainmap.options import MetricsOptions
 
 __all__ = [
     "METRIC_NAMES",
@@ -114,6 +115,15 @@ def checkpoint_paths(directory: str | os.PathLike) -> list[Path]:
 def _check_svd(svd: str) -> None:
     if svd not in _SVD_MODES:
         raise ValueError(f"svd must be one of {', '.join(_SVD_MODES)}, not {svd!r}")
+
+
+def _engine_options(svd: str, include: str | None, exclude: str | None, exact_max_dim: int | None,
+                    rank: int | None) -> MetricsOptions:
+    """The binding's one options argument from this module's keyword arguments (None: the
+    engine's default)."""
+    return MetricsOptions(svd=svd, include=include, exclude=exclude,
+                          exact_max_dim=DEFAULT_EXACT_MAX_DIM if exact_max_dim is None else exact_max_dim,
+                          rank=_engine.DEFAULT_RANK if rank is None else rank)
 
 
 def _torch_device(device: str, svd: str):
@@ -281,15 +291,8 @@ def checkpoint_metrics(
         _check_files_countable(files, origin, include, exclude)
         _emit(notes)
         return _checked_range(result, origin)
-    stats = _engine.checkpoint_stats(
-        files,
-        svd=svd,
-        exact_max_dim=exact_max_dim,
-        rank=rank,
-        threads=_threads(threads),
-        include=include,
-        exclude=exclude,
-    )
+    stats = _engine.checkpoint_stats(files, _engine_options(svd, include, exclude, exact_max_dim, rank),
+                                     threads=_threads(threads))
     _check_files_countable(files, origin, include, exclude)  # (after the engine has found the files valid)
     _emit(stats.warnings)
     return _checked_range(_result(stats), origin)
@@ -339,16 +342,8 @@ def trajectory_metrics(
         )
         _check_series(paths, include, exclude)
         return _trajectory_frame(paths, [_checked_range(r, p) for p, r in zip(paths, results)])
-    results = _engine.trajectory_stats(
-        paths,
-        svd=svd,
-        exact_max_dim=exact_max_dim,
-        rank=rank,
-        threads=_threads(threads),
-        include=include,
-        exclude=exclude,
-        progress=progress,
-    )
+    results = _engine.trajectory_stats(paths, _engine_options(svd, include, exclude, exact_max_dim, rank),
+                                       threads=_threads(threads), progress=progress)
     _check_series(paths, include, exclude)
     for stats in results:
         _emit(stats.warnings)
@@ -439,8 +434,7 @@ def weights_metrics(
         return _checked_range(result, _MEMORY)
     tensors = [_engine_tensor(name, value) for name, value in named if name in counted]
     return _checked_range(_engine.tensor_metrics(
-        tensors, include=include, exclude=exclude, svd=svd, exact_max_dim=exact_max_dim, rank=rank,
-        threads=_threads(threads),
+        tensors, _engine_options(svd, include, exclude, exact_max_dim, rank), threads=_threads(threads),
     ), _MEMORY)
 
 
