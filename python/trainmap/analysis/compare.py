@@ -253,16 +253,24 @@ def table_markdown(name: str, table: pd.DataFrame, dissim: pd.DataFrame, regress
 _PALETTE = ("#2f4b7c", "#e17c05", "#59a14f", "#b2182b", "#8c6bb1", "#17becf", "#7f7f7f", "#bcbd22")
 
 
-def joint_map_graph(occ_table: pd.DataFrame, trans: pd.DataFrame, n_states: int, *, title: str = ""):
+def condition_colors(occ_table: pd.DataFrame) -> dict[str, str]:
+    """Each condition's colour on the joint map (static and interactive), in table order."""
+    names = list(dict.fromkeys(occ_table[contracts.CONDITION]))
+    return {c: _PALETTE[i % len(_PALETTE)] for i, c in enumerate(names)}
+
+
+def joint_map_graph(occ_table: pd.DataFrame, trans: pd.DataFrame, n_states: int, *, title: str = "",
+                    key: bool = True):
     """The joint training map (``graphviz.Digraph``): every state and edge labelled with the
     conditions whose runs use it and how often (``condition k/N``); a state only one
-    condition visits is filled in that condition's colour, one no run visits is dashed."""
+    condition visits is filled in that condition's colour, one no run visits is dashed.
+    ``key``: explain k/N under the legend (the interactive page explains it beside)."""
     import graphviz
 
     from trainmap.analysis.figures import _FONT
 
-    names = list(dict.fromkeys(occ_table[contracts.CONDITION]))
-    colour = {c: _PALETTE[i % len(_PALETTE)] for i, c in enumerate(names)}
+    colour = condition_colors(occ_table)
+    names = list(colour)
     g = graphviz.Digraph("joint_training_map")
     g.attr(rankdir="TB", fontname=_FONT, fontsize="16", labelloc="t", label=title, nodesep="0.6", ranksep="0.7")
     g.attr("node", fontname=_FONT, fontsize="12", shape="box", style="rounded,filled", fillcolor="#f2f2f2",
@@ -289,9 +297,9 @@ def joint_map_graph(occ_table: pd.DataFrame, trans: pd.DataFrame, n_states: int,
     with g.subgraph(name="legend") as sub:
         sub.attr(rank="sink")
         rows = "".join(f'<TR><TD><FONT COLOR="{colour[c]}">■ {c}</FONT></TD></TR>' for c in names)
-        sub.node("legend", f'<<TABLE BORDER="0" CELLBORDER="0">{rows}<TR><TD>'
-                 "k/N: runs of the condition using the state or edge (share of their checkpoints)</TD></TR></TABLE>>",
-                 shape="plain", style="")
+        if key:
+            rows += "<TR><TD>k/N: runs of the condition using the state or edge (share of their checkpoints)</TD></TR>"
+        sub.node("legend", f'<<TABLE BORDER="0" CELLBORDER="0">{rows}</TABLE>>', shape="plain", style="")
     return g
 
 

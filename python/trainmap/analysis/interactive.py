@@ -20,6 +20,7 @@ import json
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -27,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from trainmap.io import atomic
-from trainmap.io.contracts import EPOCH, RUN, STATE, STEP, RegressionRecord
+from trainmap.io.contracts import EPOCH, RUN, STATE, STEP, CompareRecord, RegressionRecord
 from trainmap.analysis.figures import STATE_COLORS, training_map_graph
 from trainmap.analysis.runs import metric_names, zscore
 from trainmap.analysis.training_map import feature_label, state_summary
@@ -150,6 +151,7 @@ def page_data(
     experiment: str = "",
     zscore_first_n: int = 1000,
     max_points: int = DEFAULT_MAX_POINTS,
+    conditions: ConditionUse | None = None,
 ) -> dict:
     """Everything the page shows, as JSON-ready plain data.
 
@@ -171,6 +173,9 @@ def page_data(
         line on that column's chart.
     zscore_first_n : per-run z-scoring window (for metrics the model does not use).
     max_points : points per run kept for drawing (every state change is kept too).
+    conditions : for a comparison's joint map (``regression`` is then its
+        :class:`~trainmap.io.contracts.CompareRecord`): each run's condition and how each
+        condition uses every state and edge, shown beside the totals.
     """
     n_states = int(np.asarray(model_means).shape[0])
     names = list(metric_names())
@@ -194,6 +199,7 @@ def page_data(
     state_rows = []
     for k in range(n_states):
         state_rows.append({
+            **(conditions.state_rows(k) if conditions is not None else {}),
             "state": k,
             "runs": visiting[k],
             "dwell_checkpoints": _num(dwell_ckpt[k], 4),
@@ -210,6 +216,7 @@ def page_data(
     edge_rows = []
     for e in edges.to_dict("records"):
         edge_rows.append({
+            **(conditions.edge_rows(int(e["source"]), int(e["target"])) if conditions is not None else {}),
             "source": int(e["source"]),
             "target": int(e["target"]),
             "n_runs": int(e["n_runs"]),
@@ -253,18 +260,14 @@ def page_data(
         "criterion_column": criterion_column,
         "threshold": _num(threshold),
         "n_runs": len(run_ids),
-        "n_runs_regression": regression.n_runs_regression,
         "n_states": n_states,
-        "n_censored": regression.n_censored,
-        "covariance": (regression.hmm or {}).get("covariance"),
+        **(_comparison_numbers(regression, conv) if conditions is not None else _experiment_numbers(regression)),
         "r2": _num(regression.r2, 4),
         "r2_loo": _num(regression.r2_loo, 4),
         "p_value": _num(regression.p_value, 3),
-        "concordance": _num(regression.concordance, 4),
         "notes": [str(n) for n in regression.notes],
-        "dissimilarity": _num(regression.dissimilarity, 4),
-        "forking": regression.forking,
         "detour_states": sorted(detours),
+        "conditions": conditions.legend() if conditions is not None else None,
         "metric_names": names,
         "metric_labels": [feature_label(c) for c in names],
         "z_from_model": [bool(x) for x in from_model],
@@ -274,6 +277,56 @@ def page_data(
         "edges": edge_rows,
         "runs": run_rows,
     }
+
+
+def _experiment_numbers(regression: RegressionRecord) -> dict:
+    """The key numbers only an experiment's regression.json has."""
+    return {
+        "n_runs_regression": regression.n_runs_regression,
+        "n_censored": regression.n_censored,
+        "covariance": (regression.hmm or {}).get("covariance"),
+        "concordance": _num(regression.concordance, 4),
+        "dissimilarity": _num(regression.dissimilarity, 4),
+        "forking": regression.forking,
+    }
+
+
+def _comparison_numbers(regression: CompareRecord, convergence: pd.DataFrame | None) -> dict:
+    """A comparison's: its regression uses every run (condition indicators as covariates);
+    dissimilarity is per pair of conditions (table_compare), not one number; no Cox model."""
+    censored = None if convergence is None else int((~convergence["converged"].astype(bool)).sum())
+    return {"n_runs_regression": regression.n_runs, "n_censored": censored, "covariance": None,
+            "concordance": None, "dissimilarity": None, "forking": None}
+
+
+@dataclass(frozen=True)
+class ConditionUse:
+    """A comparison's conditions on its joint map: each run's condition and how each
+    condition uses the states and edges, as the compare stage computed them once
+    (:func:`trainmap.analysis.compare.occupancy_table`, :func:`~trainmap.analysis.compare.transition_table`).
+    """
+
+    of: Mapping[str, str]  # run id -> condition
+    occupancy: pd.DataFrame  # condition, state, runs_visiting, n_runs, mean_occupancy
+    transitions: pd.DataFrame  # condition, source, target, n_runs, n_runs_total
+    colors: Mapping[str, str]  # condition -> its colour on the joint map
+    criteria: Mapping[str, str]  # condition -> its convergence criterion, as text
+
+    def legend(self) -> list[dict]:
+        counts = pd.Series(self.of).value_counts()
+        return [{"name": c, "color": self.colors[c], "n_runs": int(counts.get(c, 0)), "criterion": self.criteria.get(c)}
+                for c in self.colors]
+
+    def state_rows(self, state: int) -> dict:
+        mine = self.occupancy[self.occupancy[STATE] == state]
+        return {"by_condition": [{"condition": str(r.condition), "runs": int(r.runs_visiting), "n_runs": int(r.n_runs),
+                                  "occupancy": _num(r.mean_occupancy, 4)} for r in mine.itertuples(index=False)]}
+
+    def edge_rows(self, source: int, target: int) -> dict:
+        t = self.transitions
+        mine = t[(t["source"] == source) & (t["target"] == target)]
+        return {"by_condition": [{"condition": str(r.condition), "n_runs": int(r.n_runs),
+                                  "n_runs_total": int(r.n_runs_total)} for r in mine.itertuples(index=False)]}
 
 
 def _aligned_metrics(frame: pd.DataFrame | None, steps: np.ndarray) -> pd.DataFrame:
@@ -342,10 +395,15 @@ def _script_json(data: dict) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def training_map_html(data: dict, *, edges: pd.DataFrame, states: pd.DataFrame) -> str:
+def training_map_html(data: dict, *, edges: pd.DataFrame, states: pd.DataFrame, graph=None) -> str:
     """The page for ``data`` (from :func:`page_data`), with the graph drawn by Graphviz
-    from ``edges`` and ``states`` exactly as the static map (without its edge table)."""
-    svg = _graph_svg(edges, states, int(data["n_states"]), data["detour_states"])
+    from ``edges`` and ``states`` exactly as the static map (without its edge table), or
+    ``graph`` (a ``graphviz.Digraph`` whose nodes are ``s{k}``: a comparison's joint map)."""
+    if graph is None:
+        svg = _graph_svg(edges, states, int(data["n_states"]), data["detour_states"])
+    else:
+        svg = graph.pipe(format="svg").decode("utf-8")
+        svg = svg[svg.index("<svg"):]
     title = "Training map" + (f" — {data['experiment']}" if data.get("experiment") else "")
     parts = {
         "STYLE": (_ASSETS / "page.css").read_text(encoding="utf-8"),
@@ -360,9 +418,10 @@ def training_map_html(data: dict, *, edges: pd.DataFrame, states: pd.DataFrame) 
                   lambda m: parts[m.group(1) or m.group(2)], template)
 
 
-def write_training_map_html(path: str | os.PathLike, **inputs) -> dict:
+def write_training_map_html(path: str | os.PathLike, *, graph=None, **inputs) -> dict:
     """Build the page from the plain inputs of :func:`page_data` and write it atomically to
-    ``path``. Returns the payload."""
+    ``path`` (``graph``: as in :func:`training_map_html`). Returns the payload."""
     data = page_data(**inputs)
-    atomic.write_bytes(path, training_map_html(data, edges=inputs["edges"], states=inputs["states"]).encode("utf-8"))
+    atomic.write_bytes(path, training_map_html(data, edges=inputs["edges"], states=inputs["states"],
+                                               graph=graph).encode("utf-8"))
     return data

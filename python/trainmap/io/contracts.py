@@ -552,6 +552,11 @@ class ComparePaths:
     def map_png(self) -> Path:
         return self.root / MAP_PNG
 
+    @property
+    def map_html(self) -> Path:
+        """The interactive joint map (one offline page)."""
+        return self.root / MAP_HTML
+
     def occupancy_figure(self, ext: str) -> Path:
         return self.root / f"occupancy.{ext}"
 
@@ -569,7 +574,7 @@ class ComparePaths:
         """Every file the ``compare`` stage writes (not the selection's two)."""
         return [self.states_csv, self.table_csv, self.table_md, self.occupancy_csv, self.transitions_csv,
                 self.dissimilarity_csv, self.convergence_csv, self.coefficients_csv, self.regression_json,
-                self.map_svg, self.map_png, self.occupancy_figure("png"), self.occupancy_figure("svg"),
+                self.map_svg, self.map_png, self.map_html, self.occupancy_figure("png"), self.occupancy_figure("svg"),
                 self.early_csv, self.early_figure("png"), self.early_figure("svg")]
 
     @property

@@ -41,6 +41,9 @@
       ["Convergence", D.criterion || "–"],
       ["Detour states", D.detour_states.length ? D.detour_states.join(", ") : "none"],
     ];
+    if (D.conditions) { // a comparison: one model over several setups' runs
+      items.splice(1, 0, ["Conditions", D.conditions.map((c) => `${c.name} (${c.n_runs} runs)`).join(", ")]);
+    }
     document.getElementById("key-numbers").innerHTML = items
       .map(([k, v]) => `<div data-key="${esc(k)}"><dt>${esc(k)}</dt><dd>${esc(v)}</dd></div>`).join("");
     const notes = document.getElementById("notes");
@@ -67,6 +70,16 @@
   }
   const hideTip = () => { tip.hidden = true; };
 
+  // A comparison's per-condition use of a state or an edge: "condition k/N" rows in the
+  // condition's colour (the joint map's legend).
+  function byConditionRows(rows, head, cells) {
+    if (!rows) return "";
+    const colour = new Map(D.conditions.map((c) => [c.name, c.color]));
+    return `<table class="by-condition"><tr>${head.map((h) => `<th>${h}</th>`).join("")}</tr>`
+      + rows.map((r) => `<tr><td style="color:${colour.get(r.condition)}"><b>${esc(r.condition)}</b></td>`
+        + cells(r).map((c) => `<td>${c}</td>`).join("") + "</tr>").join("") + "</table>";
+  }
+
   function stateTip(st) {
     const flag = st.detour ? " — detour state" : st.runs.length === 0 ? " — not visited" : "";
     const coef = isNum(st.coefficient)
@@ -77,8 +90,12 @@
       return `<tr><td>${esc(D.metric_labels[j])}</td><td>${D.z_from_model[j] ? z : `<i>${z}</i>`}</td>`
         + `<td>${fmt(st.raw[j], 4)}</td></tr>`;
     }).join("");
-    return `<h3>State ${st.state}${flag}</h3>`
+    const only = st.by_condition && st.by_condition.filter((r) => r.runs > 0);
+    const exclusive = only && only.length === 1 ? ` — only ${esc(only[0].condition)}` : "";
+    return `<h3>State ${st.state}${flag}${exclusive}</h3>`
       + `<div>Runs visiting: <b>${st.runs.length} / ${D.n_runs}</b></div>`
+      + byConditionRows(st.by_condition, ["condition", "runs visiting", "share of its checkpoints"],
+        (r) => [`${r.runs}/${r.n_runs}`, isNum(r.occupancy) ? (100 * r.occupancy).toFixed(0) + " %" : "–"])
       + `<div>Mean dwell per visit: <b>${fmt(st.dwell_checkpoints, 3)}</b> checkpoints, <b>${fmtStep(st.dwell_steps)}</b> steps</div>`
       + `<div>Regression coefficient: <b>${esc(coef)}</b>; detour: <b>${st.detour ? "yes" : "no"}</b></div>`
       + `<table><tr><th>statistic</th><th>mean (z)</th><th>mean (raw)</th></tr>${rows}</table>`
@@ -92,6 +109,7 @@
       + `<td>${fmt(f.importance, 2)}</td></tr>`).join("");
     return `<h3>Edge ${e.source} → ${e.target}</h3>`
       + `<div>Runs using it: <b>${e.n_runs}/${e.n_runs_total}</b></div>`
+      + byConditionRows(e.by_condition, ["condition", "runs using it"], (r) => [`${r.n_runs}/${r.n_runs_total}`])
       + `<div>Learned transition probability: <b>${fmt(e.transition_prob, 3)}</b></div>`
       + `<div>Convergence step of these runs: <b>${conv}</b></div>`
       + `<table><tr><th>top feature</th><th>shift (z)</th><th>importance</th></tr>${rows}</table>`
@@ -155,10 +173,14 @@
       edgeEls.set(key, g);
     });
     document.getElementById("graph").addEventListener("click", () => select({ kind: "all", runs: allRuns }));
-    document.getElementById("graph-legend").innerHTML =
-      "Fill: share of runs visiting the state (light: few, dark: all). Orange with a red border: detour state. "
-      + "Dashed grey: no run visits it. Edge width: runs using it. Dashed arrows: where runs start. "
-      + "The dot on a state is its line colour in the charts.";
+    document.getElementById("graph-legend").innerHTML = D.conditions
+      ? "One model fitted on every condition's runs: each state and edge lists the conditions whose runs use it "
+        + "(k/N: runs of that condition; for a state, the share of their checkpoints in it). A state only one "
+        + "condition visits has that condition's colour as its border; dashed grey: no run visits it. Edge width: "
+        + "the largest share of a condition's runs using it. Hover for details; click to list the runs."
+      : "Fill: share of runs visiting the state (light: few, dark: all). Orange with a red border: detour state. "
+        + "Dashed grey: no run visits it. Edge width: runs using it. Dashed arrows: where runs start. "
+        + "The dot on a state is its line colour in the charts.";
   }
 
   function markGraph() {
