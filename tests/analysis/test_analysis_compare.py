@@ -285,6 +285,27 @@ def test_prefix_regression_on_planted_runs(analysed):
         assert analysed["out"].figure("early", ext).stat().st_size > 0
 
 
+def test_a_curve_that_falls_back_below_the_level_gives_no_early_answer():
+    """The quick preset's parities (8 runs, 6 states, 2 residual degrees of freedom) gave this
+    curve: LOO R² 0.97 at 80 % but -28.7 at 90 % and 0.17 at full length. Claiming "by 80 %"
+    from it would tell a reader the map knows early when nothing does."""
+    from trainmap.analysis.early import early_sentence, first_useful
+
+    loo = [np.nan, 0.24, 0.14, -1.11, 0.07, -6.97, -0.40, 0.97, -28.66, 0.17]
+    table = pd.DataFrame({"percent": range(10, 101, 10), "r2_loo": loo, "concordance": 0.9})
+    assert first_useful(table) is None
+    assert early_sentence(table) == (
+        "the map's prediction of convergence is not stable over training: LOO R² reaches 0.5 at 80 % but is "
+        "-28.66 at 90 %, so no prefix can be trusted (too few runs for the states: see the warnings)")
+    steady = table.assign(r2_loo=[np.nan, 0.2, 0.3, 0.4, 0.6, 0.55, 0.7, 0.8, 0.8, 0.9])
+    assert first_useful(steady) == 50
+    assert early_sentence(steady) == ("by 50 % of training the map predicts convergence with LOO R² 0.60 "
+                                      "(concordance 0.90), and stays at least 0.5 to the end")
+    never = table.assign(r2_loo=[np.nan] * 10)
+    assert early_sentence(never) == ("the map's prediction of convergence never reaches LOO R² 0.5 (best undefined, "
+                                     "at full length included)")
+
+
 def test_first_detour_step_in_convergence_csv(analysed):
     exp, out, reg = analysed["exp"], analysed["out"], analysed["reg"]
     conv = pd.read_csv(out.convergence_csv, dtype={"run": str}).set_index("run")

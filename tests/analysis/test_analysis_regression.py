@@ -293,3 +293,21 @@ def test_cox_model_under_separation_and_with_too_few_events():
     one = cox_regression(occ, time, pd.Series([True] + [False] * 5, index=occ.index))
     assert not one.fitted and "1 converged run(s), need at least 2" in one.notes[0]
     assert one.coefficients["hazard_ratio"].isna().all()
+
+
+def test_few_residual_degrees_of_freedom_are_said():
+    """Six runs on four visited states leave two residual degrees of freedom: the fit is
+    near-exact whatever the states mean, and the notes say so; 30 runs do not get the note."""
+    from trainmap.analysis.regression import FEW_RESIDUAL_DF, state_regression
+
+    rng = np.random.default_rng(3)
+
+    def fit(n_runs):
+        occ = pd.DataFrame(rng.dirichlet(np.ones(4), size=n_runs), index=[str(i) for i in range(n_runs)])
+        conv = pd.Series(1000 + 500 * occ[1] + rng.normal(0, 50, n_runs), index=occ.index)
+        return state_regression(occ, conv)
+
+    few = fit(6)
+    assert few.df_resid == 2 < FEW_RESIDUAL_DF
+    assert any(n.startswith("only 2 residual degree(s) of freedom (6 runs, 4 fitted levels)") for n in few.notes)
+    assert not any("residual degree" in n for n in fit(30).notes)

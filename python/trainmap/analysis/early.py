@@ -81,22 +81,38 @@ def early_table(runs: Sequence[Run], saved, convergence: pd.DataFrame,
 
 
 def first_useful(table: pd.DataFrame, level: float = USEFUL_R2) -> float | None:
-    """The first percent whose LOO R² reaches ``level``, or None."""
-    hit = table[table["r2_loo"] >= level]
-    return float(hit["percent"].iloc[0]) if len(hit) else None
+    """The first percent from which LOO R² is at least ``level`` at every longer prefix, full
+    length included, or None. A curve that crosses ``level`` and falls back below it says
+    nothing early: with few runs per state the LOO R² of one prefix can be high by chance."""
+    ok = (table["r2_loo"] >= level).to_numpy()  # NaN (undefined) is not useful
+    for i in range(len(ok)):
+        if ok[i:].all():
+            return float(table["percent"].iloc[i])
+    return None
 
 
 def early_sentence(table: pd.DataFrame, level: float = USEFUL_R2) -> str:
     """The summary's sentence: ``by 20 % of training the map predicts convergence with LOO
-    R² 0.61 (concordance 0.80)``, or that it never reaches ``level``."""
+    R² 0.61 (concordance 0.80)``; or that it never reaches ``level``; or that it reaches it
+    only at some prefixes (naming the first and the worst later one), which is no answer."""
     k = first_useful(table, level)
     if k is None:
+        reached = table[table["r2_loo"] >= level]
+        if len(reached):
+            first = reached.iloc[0]
+            later = table[table["percent"] > first["percent"]]
+            worst = later.loc[later["r2_loo"].fillna(-np.inf).idxmin()]
+            worst_text = f"{worst['r2_loo']:.2f}" if np.isfinite(worst["r2_loo"]) else "undefined"
+            return (f"the map's prediction of convergence is not stable over training: LOO R² reaches {level} at "
+                    f"{first['percent']:g} % but is {worst_text} at {worst['percent']:g} %, so no prefix can be "
+                    f"trusted (too few runs for the states: see the warnings)")
         best = table["r2_loo"].max()
         shown = f"{best:.2f}" if np.isfinite(best) else "undefined"
         return f"the map's prediction of convergence never reaches LOO R² {level} (best {shown}, at full length included)"
     row = table[table["percent"] == k].iloc[0]
     conc = f" (concordance {row['concordance']:.2f})" if np.isfinite(row["concordance"]) else ""
-    return f"by {k:g} % of training the map predicts convergence with LOO R² {row['r2_loo']:.2f}{conc}"
+    return (f"by {k:g} % of training the map predicts convergence with LOO R² {row['r2_loo']:.2f}{conc}, "
+            f"and stays at least {level} to the end")
 
 
 def early_figure(table: pd.DataFrame, *, title: str = "", level: float = USEFUL_R2):

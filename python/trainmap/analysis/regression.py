@@ -222,6 +222,12 @@ def _nan_result(occ: pd.DataFrame, note: str, n_runs: int) -> RegressionResult:
     )
 
 
+#: Fewer residual degrees of freedom than this get a note: the regression fits the runs almost
+#: exactly whatever the states mean (the quick preset's parities, 8 runs and 6 states, had 2:
+#: its LOO R² was 0.96 or 0.17 depending on one seed's last steps).
+FEW_RESIDUAL_DF = 3
+
+
 def state_regression(occupancy: pd.DataFrame, convergence: pd.Series | Sequence[float],
                      covariates: pd.DataFrame | None = None) -> RegressionResult:
     """Regress convergence step on state occupancy (docs/design.md step 6; see module docstring).
@@ -316,6 +322,10 @@ def state_regression(occupancy: pd.DataFrame, convergence: pd.Series | Sequence[
         else:
             f_stat = p_value = np.nan
             notes.append("no degrees of freedom for the F-test (a single state, or as many states as runs)")
+        if 1 <= df_resid < FEW_RESIDUAL_DF:
+            notes.append(f"only {df_resid} residual degree(s) of freedom ({n} runs, {rank} fitted levels): R2 is "
+                         "high almost by construction and leave-one-out R2 swings with any one run; more runs, or "
+                         "fewer states (hmm max_components), are needed for an answer")
     if rank < X.shape[1]:
         notes.append(f"occupancy design is rank deficient (rank {rank} < {X.shape[1]}): minimum-norm levels")
     sigma2 = ssr / df_resid if df_resid > 0 else np.nan

@@ -118,8 +118,8 @@ def render_summary(experiments: Mapping[str, str | os.PathLike]) -> str:
             details += [f"- {note}" for note in notes]
     if earliness:
         lines += ["", "## How early the map knows", "",
-                  f"(first prefix of training whose decoded states predict the convergence step with leave-one-out "
-                  f"R² of at least 0.5; early.csv)", ""] + earliness
+                  "(first prefix of training from which the decoded states predict the convergence step with "
+                  "leave-one-out R² of at least 0.5 at every longer prefix; early.csv)", ""] + earliness
     if details:
         lines += ["", "## Warnings"] + details
     else:
