@@ -36,9 +36,13 @@ def test_default_config_is_the_papers_table_1(tmp_path, fake_data):
 
 def test_quick_preset_builds_every_rule(tmp_path):
     jobs = Counter(rule for rule, _ in dry_run(tmp_path, "--configfile", str(REPO / "workflow/presets/quick.yaml")))
-    assert set(jobs) == EVERY_RULE
+    assert set(jobs) == EVERY_RULE | {"train_sweep"}
     preset = yaml.safe_load((REPO / "workflow/presets/quick.yaml").read_text())
-    assert jobs["train"] == sum(e["seeds"] for e in preset["experiments"].values())
+    batched = [e for e in preset["experiments"].values() if e["train"].get("seed_batch", 1) > 1]
+    assert batched, "the front door shows a seed sweep in one job"
+    assert jobs["train_sweep"] == sum(-(-e["seeds"] // e["train"]["seed_batch"]) for e in batched)
+    assert jobs["train"] == sum(e["seeds"] for e in preset["experiments"].values() if e not in batched)
+    assert jobs["metrics"] == sum(e["seeds"] for e in preset["experiments"].values())
     assert jobs["hmm_select"] == len(preset["experiments"])
 
 
