@@ -542,9 +542,8 @@ def compare(conditions: Mapping[str, Sequence[str | os.PathLike]], criteria: Map
     _figures.write_graph(_compare.joint_map_graph(occ_table, trans, n_states, title=title),
                          svg=out.map_svg, png=out.map_png)
     _joint_interactive_map(out.map_html, name=name, saved=saved, traj=traj, paths=paths, frame=frame,
-                           runs=runs_used, conv=conv, reg=reg, coefficients=fit.coefficients,
-                           use=_interactive_conditions(of, occ_table, trans, criteria_text),
-                           graph=_compare.joint_map_graph(occ_table, trans, n_states, key=False))
+                           runs=runs_used, conv=conv, reg=reg, coefficients=fit.coefficients, of=of,
+                           occ_table=occ_table, trans=trans, criteria={c: criteria[c] for c in criteria_text})
     _figures.save_figure(_compare.occupancy_figure(paths, of, n_states, title=f"State occupancy over training — {name}"),
                          out.occupancy_figure("png").with_suffix(""))
     _figures.save_figure(_compare.early_figure(early, title=f"How early the conditions' seeds disagree — {name}"),
@@ -552,27 +551,24 @@ def compare(conditions: Mapping[str, Sequence[str | os.PathLike]], criteria: Map
     return reg
 
 
-def _interactive_conditions(of, occ_table, trans, criteria_text):
-    from trainmap.analysis import compare as _compare
-    from trainmap.analysis.interactive import ConditionUse
-
-    return ConditionUse(of=of, occupancy=occ_table, transitions=trans, colors=_compare.condition_colors(occ_table),
-                        criteria=criteria_text)
-
-
-def _joint_interactive_map(path, *, name, saved, traj, paths, frame, runs, conv, reg, coefficients, use,
-                           graph) -> None:
+def _joint_interactive_map(path, *, name, saved, traj, paths, frame, runs, conv, reg, coefficients, of, occ_table,
+                           trans, criteria: Mapping[str, Criterion]) -> None:
     """A comparison's interactive joint map: the experiment page (:mod:`trainmap.analysis.interactive`)
-    over every condition's runs, drawn as the joint map, each state and edge also by condition."""
-    from trainmap.analysis.interactive import write_training_map_html
+    over every condition's runs, drawn as the joint map, each state and edge also by condition
+    (from the occupancy and transition tables the compare stage computed)."""
+    from trainmap.analysis import compare as _compare
+    from trainmap.analysis.interactive import ConditionUse, write_training_map_html
 
+    use = ConditionUse(of=of, occupancy=occ_table, transitions=trans, colors=_compare.condition_colors(occ_table),
+                       criteria={c: str(crit) for c, crit in criteria.items()})
     edges = edge_table(saved.model, dict(zip(traj.run_ids, traj.data)), paths, saved.features,
                        conv["convergence_step"])
-    criteria = [Criterion.parse(text, "comparison criterion") for text in use.criteria.values()]
-    column = criteria[0].column if len({c.column for c in criteria}) == 1 else None
-    threshold = criteria[0].threshold if len({(c.column, c.threshold) for c in criteria}) == 1 else None
+    given = list(criteria.values())
+    column = given[0].column if len({c.column for c in given}) == 1 else None
+    threshold = given[0].threshold if len({(c.column, c.threshold) for c in given}) == 1 else None
     write_training_map_html(
-        path, graph=graph, edges=edges, states=frame[list(contracts.STATES_COLUMNS)],
+        path, graph=_compare.joint_map_graph(occ_table, trans, int(saved.model.n_components), key=False),
+        edges=edges, states=frame[list(contracts.STATES_COLUMNS)],
         model_means=saved.model.means_, features=saved.features,
         metrics={r.run_id: r.metrics for r in runs}, logs={r.run_id: r.log for r in runs},
         regression=reg, coefficients=coefficients, convergence=conv,
