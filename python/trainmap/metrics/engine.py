@@ -43,6 +43,7 @@ __all__ = [
     "SQUARED_STATISTICS",
     "checkpoint_metrics",
     "weights_metrics",
+    "stacked_weights_metrics",
     "select_tensors",
     "file_entries",
     "check_countable",
@@ -436,6 +437,38 @@ def weights_metrics(
     return _checked_range(_engine.tensor_metrics(
         tensors, _engine_options(svd, include, exclude, exact_max_dim, rank), threads=_threads(threads),
     ), _MEMORY)
+
+
+def stacked_weights_metrics(
+    weights: Mapping[str, Any],
+    *,
+    device: Any,
+    include: str | None = None,
+    exclude: str | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`weights_metrics` of each seed of stacked weights, computed for all seeds at
+    once by :func:`trainmap.metrics.metrics_torch.stacked_tensors_metrics` on the torch
+    ``device`` (a seed sweep's GPU; the exact spectrum, ``content_hash`` empty).
+
+    ``weights`` maps each name to a tensor with a leading seed axis (a seed sweep's stacked
+    parameters); entry ``i`` of the result is what ``weights_metrics({name: t[i]})`` gives on
+    that device, up to the order of float64 sums, with the same checks (a model in which no
+    tensor counts is a ``CheckpointError``; non-finite values and out-of-range statistics
+    are NaN with a warning).
+    """
+    from trainmap.metrics import metrics_torch
+
+    named = _named_tensors(weights)
+    counted = {name for name, _ in check_countable([(n, _shape(t)[1:]) for n, t in named], _MEMORY, include, exclude)}
+    results = metrics_torch.stacked_tensors_metrics(
+        [(name, value) for name, value in named if name in counted], device=device, include=include,
+        exclude=exclude, source=_MEMORY,
+    )
+    checked = []
+    for result, notes in results:
+        _emit(notes)
+        checked.append(_checked_range(result, _MEMORY))
+    return checked
 
 
 def _cuda_device(values: Iterable[Any]):

@@ -32,7 +32,8 @@ import torch
 
 from trainmap import _rust_metrics as _engine
 
-__all__ = ["DEVICES", "resolve_device", "tensors_metrics", "checkpoint_metrics", "trajectory_results"]
+__all__ = ["DEVICES", "resolve_device", "tensors_metrics", "stacked_tensors_metrics", "checkpoint_metrics",
+           "trajectory_results"]
 
 #: Accepted values of the ``device`` option (``cuda:N`` names one GPU).
 DEVICES = ("auto", "cpu", "cuda")
@@ -46,6 +47,9 @@ GRAM_TOLERANCE = 1e-9
 CONTENT_HASH = ""
 #: Once a median's candidates number at most this, they are gathered and sorted.
 _GATHER_LIMIT = 1 << 22
+#: Float64 values (seeds × counted values per seed) one stacked computation holds at once
+#: (512 MB); more seeds are taken in chunks of seeds.
+_STACKED_ELEMENTS = 1 << 26
 _FLOAT_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
 _NAN = float("nan")
 _WEIGHT_KEYS = ("l1", "l2", "code_sparsity", "trace", "spectral", "computational_sparsity", "mean_lambda",
@@ -267,8 +271,129 @@ def tensors_metrics(
             continue
         biases = biases.merge(_Moments.of(x))
 
-    values = dict.fromkeys(_WEIGHT_KEYS + _BIAS_KEYS, _NAN)
+    weight_values = bias_values = None
     if matrices and "weight statistics" not in non_finite.values():
+        median = _median(lambda: (x.reshape(-1) for _, x in counted("matrix")), weights.n, device)
+        weight_values = (weights.mean_value(), median, weights.variance())
+    if biases.n and "bias statistics" not in non_finite.values():
+        median = _median(lambda: (x for _, x in counted("bias")), biases.n, device)
+        bias_values = (biases.mean_value(), median, biases.variance())
+    notes = [f"{source}: tensor '{name}' has non-finite values; its {affected} are NaN"
+             for name, affected in non_finite.items()]
+    return _result(matrices, weight_values, bias_values), notes
+
+
+def stacked_tensors_metrics(
+    tensors: Sequence[tuple[str, torch.Tensor]],
+    *,
+    device: torch.device | str,
+    include: str | None = None,
+    exclude: str | None = None,
+    source: str = "weights",
+) -> list[tuple[dict[str, Any], list[str]]]:
+    """The statistics of several models of one architecture at once: every tensor has a
+    leading seed axis (a seed sweep's stacked parameters), and entry ``i`` of the result is
+    :func:`tensors_metrics` of the tensors ``t[i]``.
+
+    For small models one seed at a time leaves a GPU idle (a few dozen tiny kernels and host
+    round trips per seed); here each statistic is one batched operation over the seeds:
+    batched Gram eigenvalues (each seed's matrix falls back to ``svdvals`` on its own when
+    its error bound says so, as in :func:`singular_values`), and exact medians by sorting each
+    seed's values (seeds are taken in chunks of at most :data:`_STACKED_ELEMENTS` values).
+    The numbers equal :func:`tensors_metrics`' up to the order of float64 sums (medians
+    exactly). A seed with a non-finite counted value is computed by :func:`tensors_metrics`
+    alone, with its NaN and notes.
+    """
+    device = torch.device(device)
+    if not tensors:
+        raise ValueError("stacked statistics need at least one tensor")
+    seeds = tensors[0][1].shape[0] if tensors[0][1].dim() else 0
+    for name, t in tensors:
+        if t.dim() == 0 or t.shape[0] != seeds:
+            raise ValueError(f"{source}: tensor '{name}' of shape {tuple(t.shape)} has no leading seed axis of "
+                             f"{seeds} (every tensor is stacked over the same seeds)")
+    roles = _selection([(name, tuple(t.shape[1:])) for name, t in tensors], include, exclude)
+    per_seed = sum(math.prod(t.shape[1:]) for name, t in tensors if name in roles)
+    chunk = max(1, _STACKED_ELEMENTS // max(per_seed, 1))
+    results: list[tuple[dict[str, Any], list[str]]] = []
+    for start in range(0, seeds, chunk):
+        part = [(name, t[start : start + chunk]) for name, t in tensors]
+        counted = [(roles[name], _as_float64(name, t, device, source)) for name, t in part if name in roles]
+        finite = torch.ones(len(part[0][1]), dtype=torch.bool, device=device)
+        for _, x in counted:
+            finite &= torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
+        finite_seeds = [i for i, ok in enumerate(finite.tolist()) if ok]
+        batched = iter(_stacked_results([(role, x[finite_seeds]) for role, x in counted]) if finite_seeds else [])
+        for i, ok in enumerate(finite.tolist()):
+            if ok:
+                results.append((next(batched), []))
+            else:  # its NaN and notes as one seed's call gives them
+                results.append(tensors_metrics([(name, t[i]) for name, t in part], device=device, include=include,
+                                               exclude=exclude, source=source))
+    return results
+
+
+def _stacked_singular_values(a: torch.Tensor) -> torch.Tensor:
+    """(seeds, min(m, n)) singular values of each seed's float64 matrix in ``a`` (seeds, m, n),
+    by the rule of :func:`singular_values` applied to each seed."""
+    short = a if a.shape[1] <= a.shape[2] else a.transpose(1, 2)
+    r, c = short.shape[1:]
+    try:
+        lam = torch.linalg.eigvalsh(short @ short.transpose(1, 2)).clamp_min(0.0)
+    except RuntimeError:  # some seed's eigensolver did not converge: each seed on its own
+        return torch.stack([singular_values(m) for m in a])
+    delta = (4.0 * torch.finfo(torch.float64).eps * (r + math.sqrt(c))) * lam.max(dim=1).values
+    sigma = lam.sqrt()
+    total = sigma.sum(dim=1)
+    bound = torch.where(lam <= delta[:, None], delta.sqrt()[:, None],
+                        delta[:, None] / (2 * torch.maximum(lam, delta[:, None]).sqrt())).sum(dim=1)
+    accepted = (total == 0) | (bound <= GRAM_TOLERANCE * total)
+    for i in (~accepted).nonzero().flatten().tolist():
+        sigma[i] = torch.linalg.svdvals(a[i])
+    return sigma
+
+
+def _stacked_results(counted: Sequence[tuple[str, torch.Tensor]]) -> list[dict[str, Any]]:
+    """Each seed's result from its finite counted tensors (role, float64 (seeds, ...)), all
+    seeds in batched operations and one copy to the host."""
+    seeds = len(counted[0][1])
+    matrices = [x.reshape(seeds, x.shape[1], math.prod(x.shape[2:])) for role, x in counted if role == "matrix"]
+    columns = []  # per matrix (seeds, 6): the fields of _MatrixSummary
+    for a in matrices:
+        sigma = _stacked_singular_values(a)
+        mean = sigma.mean(dim=1)
+        columns.append(torch.stack([
+            a.abs().sum(dim=(1, 2)), (a * a).sum(dim=(1, 2)).sqrt(), torch.diagonal(a, dim1=1, dim2=2).sum(dim=1),
+            sigma.max(dim=1).values, mean, ((sigma - mean[:, None]) ** 2).mean(dim=1),
+        ], dim=1))
+    summaries = torch.stack(columns, dim=1).cpu().tolist() if columns else [[] for _ in range(seeds)]
+    weights = _stacked_moments([a.reshape(seeds, -1) for a in matrices], seeds)
+    biases = _stacked_moments([x.reshape(seeds, -1) for role, x in counted if role == "bias"], seeds)
+    return [_result([_MatrixSummary(*m) for m in summaries[i]], weights[i], biases[i]) for i in range(seeds)]
+
+
+def _stacked_moments(values: Sequence[torch.Tensor], seeds: int) -> list[tuple[float, float, float] | None]:
+    """Each seed's (mean, median, variance) of all its values in ``values`` ((seeds, k)
+    tensors), or None for each seed when there are none. The median is exact (numpy
+    convention: the mean of the two middle values for an even count)."""
+    if not values or not sum(v.shape[1] for v in values):
+        return [None] * seeds
+    x = torch.cat(list(values), dim=1)
+    n = x.shape[1]
+    mean = x.sum(dim=1) / n
+    variance = ((x - mean[:, None]) ** 2).sum(dim=1) / n
+    ordered = torch.sort(x, dim=1).values
+    median = (ordered[:, (n - 1) // 2] + ordered[:, n // 2]) / 2
+    return [tuple(row) for row in torch.stack([mean, median, variance], dim=1).cpu().tolist()]
+
+
+def _result(matrices: Sequence[_MatrixSummary], weights: tuple[float, float, float] | None,
+            biases: tuple[float, float, float] | None) -> dict[str, Any]:
+    """The result (the 14 statistics in the engine's order, ``svd``, ``content_hash``) from
+    each counted matrix's summary and the (mean, median, variance) of all weight and all bias
+    values (None: those statistics are NaN)."""
+    values = dict.fromkeys(_WEIGHT_KEYS + _BIAS_KEYS, _NAN)
+    if weights is not None:
         values.update(
             l1=_mean(m.l1 for m in matrices),
             l2=_mean(m.frobenius for m in matrices),
@@ -278,22 +403,16 @@ def tensors_metrics(
             computational_sparsity=_mean(m.trace / m.sigma_max for m in matrices if m.sigma_max > 0),
             mean_lambda=_mean(m.sigma_mean for m in matrices),
             variance_lambda=_mean(m.sigma_variance for m in matrices),
-            mean_w=weights.mean_value(),
-            median_w=_median(lambda: (x.reshape(-1) for _, x in counted("matrix")), weights.n, device),
-            var_w=weights.variance(),
+            mean_w=weights[0],
+            median_w=weights[1],
+            var_w=weights[2],
         )
-    if biases.n and "bias statistics" not in non_finite.values():
-        values.update(
-            mean_b=biases.mean_value(),
-            median_b=_median(lambda: (x for _, x in counted("bias")), biases.n, device),
-            var_b=biases.variance(),
-        )
-    notes = [f"{source}: tensor '{name}' has non-finite values; its {affected} are NaN"
-             for name, affected in non_finite.items()]
+    if biases is not None:
+        values.update(mean_b=biases[0], median_b=biases[1], var_b=biases[2])
     result: dict[str, Any] = {name: values[name] for name in _engine.METRIC_NAMES}
     result["svd"] = "exact" if matrices else "none"
     result["content_hash"] = CONTENT_HASH
-    return result, notes
+    return result
 
 
 def _as_float64(name: str, t: Any, device: torch.device, source: str) -> torch.Tensor:
