@@ -8,7 +8,9 @@
 //! a file or in memory. Peak memory is a few copies of the largest matrix per thread.
 
 use std::path::{Path, PathBuf};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use rayon::prelude::*;
 
@@ -457,12 +459,32 @@ pub fn trajectory_metrics(
 }
 
 /// Run `work` on a pool of `threads` threads (0: one per CPU).
+///
+/// Idle pools are kept for reuse: starting a pool's threads costs more than the statistics
+/// of a small model, which a Recorder or a seed sweep asks for at every step. A call takes
+/// an idle pool of its thread count for itself (concurrent calls get pools of their own,
+/// as before) and puts it back when done. A pool is only reused by the process that
+/// started it: a forked child has none of its threads and would wait on them forever.
 pub fn with_threads<T: Send>(threads: usize, work: impl FnOnce() -> T + Send) -> Result<T> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| MetricsError::Option { message: format!("cannot start {threads} threads: {e}") })?;
-    Ok(pool.install(work))
+    static IDLE: OnceLock<Mutex<HashMap<(u32, usize), Vec<rayon::ThreadPool>>>> = OnceLock::new();
+    const IDLE_KEPT: usize = 8;
+    let key = (std::process::id(), threads);
+    let idle = IDLE.get_or_init(Mutex::default);
+    let kept = idle.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&key).and_then(Vec::pop);
+    let pool = match kept {
+        Some(pool) => pool,
+        None => rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| MetricsError::Option { message: format!("cannot start {threads} threads: {e}") })?,
+    };
+    let result = pool.install(work);
+    let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
+    let pools = idle.entry(key).or_default();
+    if pools.len() < IDLE_KEPT {
+        pools.push(pool);
+    }
+    Ok(result)
 }
 
 #[cfg(test)]
@@ -625,6 +647,32 @@ mod tests {
         let message = err.to_string();
         assert!(message.contains("is also in") && message.contains("model-00001-of-00002"), "{message}");
         assert!(shards_metrics(&[], &Options::default(), &AtomicBool::new(false)).is_err());
+    }
+
+    #[test]
+    fn concurrent_calls_get_pools_of_their_own_and_pools_are_reused() {
+        // Two calls of one thread each, at the same time: if they shared a one-thread pool
+        // the second would wait for the first, which waits for the second (timeout).
+        let (to_a, from_b) = std::sync::mpsc::channel();
+        let (to_b, from_a) = std::sync::mpsc::channel();
+        let wait = std::time::Duration::from_secs(20);
+        let handles = [(to_b, from_b), (to_a, from_a)].map(|(send, receive)| {
+            std::thread::spawn(move || {
+                with_threads(1, move || {
+                    send.send(()).unwrap();
+                    receive.recv_timeout(wait).is_ok()
+                })
+                .unwrap()
+            })
+        });
+        for handle in handles {
+            assert!(handle.join().unwrap(), "a call waited for another's pool");
+        }
+        // One after the other, calls reuse an idle pool: 20 calls on pools of 5 threads run
+        // on at most 5 threads (new pools each time would give about 20).
+        let seen: std::collections::HashSet<_> =
+            (0..20).map(|_| with_threads(5, || std::thread::current().id()).unwrap()).collect();
+        assert!(seen.len() <= 5, "{} threads", seen.len());
     }
 
     #[test]

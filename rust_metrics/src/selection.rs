@@ -4,9 +4,35 @@
 //! least two dimensions are weight matrices (read as `shape[0] × prod(rest)`), remaining
 //! 1-D tensors whose name ends in `bias` are biases, and everything else is ignored.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
 use regex::Regex;
 
 use crate::error::{MetricsError, Result};
+
+/// Compiled patterns kept for reuse, at most this many.
+const COMPILED_KEPT: usize = 64;
+
+/// `pattern` compiled, from a process-wide cache. Compiling [`DEFAULT_EXCLUDE`] takes a
+/// few hundred microseconds, more than the statistics of a small model: a caller that
+/// asks for the statistics of weights in memory at every step (a Recorder, a seed sweep's
+/// statistics in the loop) would otherwise spend most of its time compiling it again. A
+/// `Regex` is cheap to clone and shares its compiled program.
+fn compiled(pattern: &str) -> std::result::Result<Regex, regex::Error> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Regex>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Mutex::default);
+    if let Some(regex) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(pattern) {
+        return Ok(regex.clone());
+    }
+    let regex = Regex::new(pattern)?;
+    let mut kept = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if kept.len() >= COMPILED_KEPT {
+        kept.clear();
+    }
+    kept.insert(pattern.to_owned(), regex.clone());
+    Ok(regex)
+}
 
 /// Default exclusion: embeddings (`embed`, `wte`, `wpe`, `pos_emb`, `unembed`, `lm_head`
 /// anywhere in the name) and normalisation layers (`norm`, `ln`, `layernorm`, `batchnorm`,
@@ -45,7 +71,7 @@ impl Selection {
     /// the name (use `^`/`$` to anchor).
     pub fn new(include: Option<&str>, exclude: Option<&str>) -> Result<Self> {
         let compile = |which: &'static str, pattern: &str| {
-            Regex::new(pattern).map_err(|e| MetricsError::Pattern { which, message: e.to_string() })
+            compiled(pattern).map_err(|e| MetricsError::Pattern { which, message: e.to_string() })
         };
         let include = include.map(|p| compile("include", p)).transpose()?;
         let exclude = match exclude {
@@ -147,5 +173,22 @@ mod tests {
         assert_eq!(no_head.role("embed.weight", &[2, 2]), Role::Matrix { rows: 2, cols: 2 });
         assert_eq!(no_head.role("head.weight", &[2, 2]), Role::Ignored);
         assert!(matches!(Selection::new(Some("("), None), Err(MetricsError::Pattern { .. })));
+    }
+
+    #[test]
+    fn compiled_patterns_are_reused_and_bad_ones_are_never_kept() {
+        // The same pattern asked again (from another selection, include or exclude) gives
+        // the same matches; more patterns than are kept only empties the cache.
+        for round in 0..3 {
+            for i in 0..(COMPILED_KEPT + 5) {
+                let selection = Selection::new(Some(&format!("^fc{i}\\.")), None).unwrap();
+                assert_eq!(selection.role(&format!("fc{i}.weight"), &[2, 2]), Role::Matrix { rows: 2, cols: 2 });
+                assert_eq!(selection.role(&format!("fc{}.weight", i + 1), &[2, 2]), Role::Ignored, "round {round}");
+            }
+        }
+        for which in ["include", "exclude"] {
+            let bad = if which == "include" { Selection::new(Some("("), None) } else { Selection::new(None, Some("(")) };
+            assert!(matches!(bad, Err(MetricsError::Pattern { which: w, .. }) if w == which));
+        }
     }
 }

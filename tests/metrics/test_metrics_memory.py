@@ -4,6 +4,7 @@ those of the same tensors saved to a safetensors file; the content hash; tensor 
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -248,3 +249,31 @@ def test_the_binding_takes_one_options_value_and_checks_it_again():
     without_rank = types.SimpleNamespace(**{k: v for k, v in base.items() if k != "rank"})
     with pytest.raises((TypeError, AttributeError), match="rank"):
         _rust_metrics.tensor_metrics(items, without_rank)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_a_forked_child_computes_after_its_parent_did():
+    """The engine keeps idle thread pools for reuse; a child forked after the parent used
+    them has none of their threads and must start its own, not wait on them forever."""
+    import time
+
+    weights = {"fc.weight": np.arange(12.0).reshape(3, 4), "fc.bias": np.ones(3)}
+    expected = weights_metrics(weights, threads=1)
+    weights_metrics(weights, threads=2)
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only with the parent's numbers
+        try:
+            same = weights_metrics(weights, threads=1) == expected and weights_metrics(weights, threads=2) == expected
+            os._exit(0 if same else 1)
+        except BaseException:
+            os._exit(2)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child's statistics did not finish within 60 s")
