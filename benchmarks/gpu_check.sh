@@ -5,7 +5,10 @@
 #   every 10 epochs) trained as one batched model with the statistics in the loop
 #   (train: {seed_batch: 40, keep_checkpoints: false}: no checkpoint files), then the
 #   workflow's HMM selection, decoding, regression, baselines and Table 1 (its modular row);
-#   then benchmarks/metrics_large.py --device cuda (one layer of each Pythia shape).
+#   then benchmarks/metrics_large.py --device cuda (one layer of each Pythia shape), then
+#   benchmarks/stacked_statistics.py --device cuda (modular and parities: the in-loop
+#   statistics of 40 seeds by the engine pool, by torch one seed at a time and by torch
+#   stacked over the seeds).
 #
 # Usage (from the repository root, with the project's environment on PATH or in .venv):
 #
@@ -17,15 +20,19 @@
 #                                      # metrics_large 63 s, measured)
 #
 # Each stage runs under `timeout`: the workflow gets GPU_CHECK_WORKFLOW_S seconds (default
-# 420 on the GPU, 1200 in CPU mode), metrics_large GPU_CHECK_METRICS_S (default 60 on the
-# GPU, 300 in CPU mode), so the GPU run ends within 8 minutes whatever happens, and says
-# which stage it reached. Work files go to GPU_CHECK_DIR (default
+# 380 on the GPU, 1200 in CPU mode), metrics_large GPU_CHECK_METRICS_S (default 45 on the
+# GPU, 300 in CPU mode), each stacked_statistics run GPU_CHECK_STACKED_S (default 25 on
+# the GPU, 120 in CPU mode), so the GPU run ends within 8 minutes whatever happens, and
+# says which stage it reached. Work files go to GPU_CHECK_DIR (default
 # a new temporary directory, kept: its path is printed). Timings are printed per stage.
 #
 # In GPU mode the statistics are computed by the Rust engine on the host (metrics.device:
 # cpu), one call per seed in a pool of threads.train (16) threads: 40 x 1,001 small
-# calls; torch's float64 SVDs one seed at a time on the GPU would be latency-bound. Not
-# measured yet (no GPU was lent when this was written): see docs/training.md.
+# calls. The alternative, metrics.device: auto (torch on the GPU, all seeds of a step in
+# one stacked call), runs a batched float64 eigensolver over 40 Gram matrices of up to
+# 128 x 128 per weight matrix, which cuSOLVER batches only up to 32 x 32: the last stage
+# measures both ways, so the faster one can be made the default. Not measured yet (no
+# GPU was lent when this was written): see docs/training.md.
 set -euo pipefail
 
 MODE="${GPU_CHECK_MODE:-gpu}"
@@ -39,9 +46,11 @@ if [[ -x "$REPO/.venv/bin/python" ]]; then PATH="$REPO/.venv/bin:$PATH"; fi
 export PYTHONPATH="$REPO/python${PYTHONPATH:+:$PYTHONPATH}"
 WORK="${GPU_CHECK_DIR:-$(mktemp -d -t gpu_check.XXXXXX)}"
 mkdir -p "$WORK"
-if [[ "$MODE" == gpu ]]; then default_workflow_s=420 default_metrics_s=60; else default_workflow_s=1200 default_metrics_s=300; fi
+if [[ "$MODE" == gpu ]]; then default_workflow_s=380 default_metrics_s=45 default_stacked_s=25
+else default_workflow_s=1200 default_metrics_s=300 default_stacked_s=120; fi
 WORKFLOW_S="${GPU_CHECK_WORKFLOW_S:-$default_workflow_s}"
 METRICS_S="${GPU_CHECK_METRICS_S:-$default_metrics_s}"
+STACKED_S="${GPU_CHECK_STACKED_S:-$default_stacked_s}"
 CORES="$(nproc)"
 
 if [[ "$MODE" == gpu ]]; then
@@ -118,4 +127,8 @@ stage_start=$(date +%s.%N)
 status=0
 timeout "$METRICS_S" python benchmarks/metrics_large.py "${METRICS_ARGS[@]}" --workdir "$WORK" || status=$?
 echo "metrics_large.py ${METRICS_ARGS[*]}: $(python -c "print(f'{$(date +%s.%N) - $stage_start:.1f}')") s (exit $status)"
+[[ "$MODE" == gpu ]] && STACKED_ARGS=(--device cuda --threads "$CORES" --repeats 3) || STACKED_ARGS=(--threads 2 --repeats 1 --seeds 8)
+for task in modular parities; do
+    timeout "$STACKED_S" python benchmarks/stacked_statistics.py --task "$task" "${STACKED_ARGS[@]}" || status=$?
+done
 exit $status

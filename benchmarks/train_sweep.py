@@ -110,7 +110,7 @@ def in_process(task: str, seeds: int, overrides: dict, root: Path) -> tuple[floa
     return single, time.perf_counter() - started
 
 
-def profile_batched(task: str, seeds: int, overrides: dict, root: Path) -> None:
+def profile_batched(task: str, seeds: int, overrides: dict, root: Path, sort: str = "tottime") -> None:
     import cProfile
     import pstats
 
@@ -120,7 +120,7 @@ def profile_batched(task: str, seeds: int, overrides: dict, root: Path) -> None:
     profiler.enable()
     train_sweep(task, list(range(seeds)), root / "profile", overrides, threads=1)
     profiler.disable()
-    pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
+    pstats.Stats(profiler).sort_stats(sort).print_stats(25)
 
 
 def main() -> None:
@@ -132,6 +132,8 @@ def main() -> None:
     parser.add_argument("--single-seeds", type=int, default=0,
                         help="run only this many one-seed processes and extrapolate to --seeds (0: all)")
     parser.add_argument("--profile", action="store_true", help="profile the batched parities job in-process instead")
+    parser.add_argument("--skip-in-process", action="store_true",
+                        help="skip the in-process comparison (40 train_run calls: ~5 min at full length)")
     parser.add_argument("--with-statistics", action="store_true",
                         help="training + statistics: per seed train + metrics job, against a sweep with the "
                         "statistics in the loop (no checkpoint files)")
@@ -156,7 +158,7 @@ def main() -> None:
         for task, seeds, overrides in cases:
             what = "training + statistics" if args.with_statistics else "training"
             print(f"{task}: {seeds} seeds, {overrides}, 1 thread, {what}", flush=True)
-            if not args.with_statistics:
+            if not args.with_statistics and not args.skip_in_process:
                 single_s, batched_s = in_process(task, seeds, overrides, root)
                 print(f"  in one process (no start-up): {seeds} x train_run {single_s:.1f} s, train_sweep "
                       f"{batched_s:.1f} s, ratio {single_s / batched_s:.1f}x", flush=True)

@@ -88,3 +88,30 @@ def test_initialisation_depends_on_the_seed_only():
     assert torch.equal(torch.random.get_rng_state(), state)  # ...nor be changed
     c = components.build_model("modular", settings, seed=2).state_dict()
     assert not torch.equal(a["embed.W_E"], c["embed.W_E"])
+
+
+def test_checkpoint_bytes_are_the_safetensors_librarys():
+    """layout.checkpoint_bytes builds the file itself (a sweep writes 20,000 of them); its
+    bytes are the library's for the same float32 tensors, and the library reads them back."""
+    import torch
+    from safetensors.torch import load, save
+
+    from trainmap.train import layout
+    from trainmap.train.components import build_model
+    from trainmap.train.tasks import resolve_settings
+
+    generator = torch.Generator().manual_seed(0)
+    cases = [dict(build_model(task, resolve_settings(task), 0).named_parameters()) for task in ("parities", "modular")]
+    for _ in range(40):
+        names = {f"layers.{int(torch.randint(0, 30, (1,), generator=generator))}.w{i}" for i in range(4)}
+        shapes = [tuple(torch.randint(1, 7, (int(torch.randint(0, 4, (1,), generator=generator)),),
+                                      generator=generator).tolist()) for _ in names]
+        cases.append({name: torch.randn(shape, generator=generator, dtype=torch.float64)
+                      for name, shape in zip(names, shapes)})
+    cases.append({"zero.scalar": torch.tensor(1.5), "empty.weight": torch.ones(0, 3), "ünïcode.bias": torch.ones(2)})
+    for tensors in cases:
+        as_f32 = {name: tensors[name].detach().float().contiguous() for name in sorted(tensors)}
+        data = layout.checkpoint_bytes(tensors)
+        assert data == save(as_f32)
+        back = load(data)
+        assert sorted(back) == sorted(tensors) and all(torch.equal(back[n], as_f32[n]) for n in back)

@@ -70,6 +70,38 @@ def test_the_metrics_options_apply_in_the_loop(tmp_path):
     assert text != metrics_stage(tmp_path / "files" / "0", tmp_path)
 
 
+@pytest.mark.parametrize("task", list(CASES))
+def test_on_a_gpu_every_seed_of_a_step_is_computed_at_once(tmp_path, monkeypatch, task):
+    """Where the statistics are computed by torch (a GPU), a group's seeds are computed
+    together from the stacked parameters, one call per checkpoint step; the numbers are the
+    engine's within 1e-9 relative (no GPU here: the stacked torch path runs on the CPU)."""
+    import torch
+
+    from trainmap.metrics.engine import METRIC_NAMES
+
+    settings = CASES[task]
+    train_sweep(task, SEEDS, tmp_path / "engine", settings, threads=1, statistics=InLoopStatistics.of(device="cpu"))
+    calls, compute = [], InLoopStatistics.compute_stacked
+
+    def counted(self, params, device):
+        calls.append(len(next(iter(params.values()))))
+        return compute(self, params, device)
+
+    monkeypatch.setattr(InLoopStatistics, "stacked_device", lambda self, weights_device: torch.device("cpu"))
+    monkeypatch.setattr(InLoopStatistics, "compute_stacked", counted)
+    train_sweep(task, SEEDS, tmp_path / "stacked", settings, threads=1, statistics=InLoopStatistics.of())
+    assert calls == [len(SEEDS)] * 10  # steps 6, ..., 60 (step 0 is each seed's own, before the batch)
+    for seed in SEEDS:
+        engine = pd.read_csv(tmp_path / "engine" / str(seed) / "metrics.csv")
+        stacked = pd.read_csv(tmp_path / "stacked" / str(seed) / "metrics.csv", keep_default_na=False)
+        assert list(stacked["step"]) == list(engine["step"]) == list(range(0, 61, 6))
+        pd.testing.assert_frame_equal(stacked[list(METRIC_NAMES)].astype(float), engine[list(METRIC_NAMES)],
+                                      check_exact=False, rtol=1e-9, atol=1e-13)
+        assert set(stacked["svd"][1:]) == {"exact"} and set(stacked["content_hash"][1:]) == {""}
+        assert (tmp_path / "stacked" / str(seed) / "log.csv").read_bytes() == \
+            (tmp_path / "engine" / str(seed) / "log.csv").read_bytes()
+
+
 def test_a_run_finished_otherwise_is_refused_or_trained_again(tmp_path):
     train_sweep("parities", [0], tmp_path, SMALL, threads=1)
     with pytest.raises(SettingsError, match=r"0/run.json: a run finished writing checkpoint files, asked for "

@@ -73,6 +73,8 @@ __all__ = ["BATCHED_TASKS", "InLoopStatistics", "train_sweep", "parse_seeds"]
 
 # Largest seeds x examples evaluated in one batched forward pass (memory bound).
 _EVAL_ELEMENTS = 1 << 16
+# Seeds whose files are written at the same time (:func:`_each`).
+_WRITERS = 8
 
 
 
@@ -142,16 +144,49 @@ class InLoopStatistics:
         return weights_metrics(tensors, svd=o.svd, include=o.include, exclude=o.exclude,
                                exact_max_dim=o.exact_max_dim, rank=o.rank, threads=threads)
 
+    def stacked_device(self, weights_device: torch.device) -> torch.device | None:
+        """The GPU on which a group's statistics are computed together from its stacked
+        parameters (``torch`` as :meth:`compute` would use it for each seed: ``auto`` with
+        the model on a GPU, or ``cuda[:N]``; not for ``svd: randomized``, the engine's
+        alone), or None where each seed's statistics come from the engine."""
+        if self.device == "cpu" or self.options.svd == "randomized":
+            return None
+        device = weights_device if self.device == "auto" else torch.device(self.device)
+        return device if device.type == "cuda" else None
+
+    def compute_stacked(self, params: Mapping[str, torch.Tensor], device: torch.device) -> list[dict[str, Any]]:
+        """Every seed's statistics from the group's stacked parameters (leading seed axis), in
+        batched operations on ``device`` (:func:`trainmap.metrics.engine.stacked_weights_metrics`)."""
+        from trainmap.metrics.engine import stacked_weights_metrics
+
+        return stacked_weights_metrics({name: p.detach() for name, p in params.items()}, device=device,
+                                       include=self.options.include, exclude=self.options.exclude)
+
 
 # ------------------------------------------------------------------ batched forward passes
 
 
-def _mlp_forward(params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+def _mlp_forward(params: Mapping[str, torch.Tensor], x: torch.Tensor,
+                 scratch: dict[tuple[int, ...], torch.Tensor] | None = None) -> torch.Tensor:
     """The MLP of :class:`trainmap.train.models.MLP` for stacked parameters: ``x`` is
-    (seeds, batch, ...), the result (seeds, batch, outputs)."""
+    (seeds, batch, ...), the result (seeds, batch, outputs).
+
+    ``scratch`` (evaluation, without autograd): the hidden layer is computed into a buffer
+    kept there per shape, the same numbers without a new one per call. An evaluation's
+    hidden layer is tens of MB (40 seeds x 1,000 examples x 128 units: 20 MB); the
+    allocator hands buffers that large back to the system when freed, and faulting their
+    pages in again cost three times the arithmetic (27 ms against 8 per parities evaluation).
+    """
     x = x.flatten(2)
-    hidden = torch.baddbmm(params["fc1.bias"].unsqueeze(1), x, params["fc1.weight"].transpose(1, 2))
-    return torch.baddbmm(params["fc2.bias"].unsqueeze(1), F.relu(hidden), params["fc2.weight"].transpose(1, 2))
+    bias, weight = params["fc1.bias"].unsqueeze(1), params["fc1.weight"].transpose(1, 2)
+    if scratch is None:
+        hidden = F.relu(torch.baddbmm(bias, x, weight))
+    else:
+        shape = (x.shape[0], x.shape[1], weight.shape[2])
+        if shape not in scratch:
+            scratch[shape] = torch.empty(shape, dtype=weight.dtype, device=weight.device)
+        hidden = torch.relu_(torch.baddbmm(bias, x, weight, out=scratch[shape]))
+    return torch.baddbmm(params["fc2.bias"].unsqueeze(1), hidden, params["fc2.weight"].transpose(1, 2))
 
 
 def _vmap_forward(model: torch.nn.Module) -> Callable[[Mapping[str, torch.Tensor], torch.Tensor], torch.Tensor]:
@@ -173,10 +208,11 @@ def _at_least_two_seeds(forward: Callable) -> Callable:
     seed) would differ in the last bits from the same seed among others. The unused copy
     contributes exactly zero to the gradient."""
 
-    def padded(params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    def padded(params: Mapping[str, torch.Tensor], x: torch.Tensor, **options: Any) -> torch.Tensor:
         if x.shape[0] != 1:
-            return forward(params, x)
-        return forward({name: torch.cat([value, value]) for name, value in params.items()}, torch.cat([x, x]))[:1]
+            return forward(params, x, **options)
+        doubled = {name: torch.cat([value, value]) for name, value in params.items()}
+        return forward(doubled, torch.cat([x, x]), **options)[:1]
 
     return padded
 
@@ -210,6 +246,8 @@ class _Batch:
         self.optimizer = components.build_optimizer(_Params(self.params, self.names), first.settings)
         self._stack_optimizer_state()
         self.forward = _at_least_two_seeds(_mlp_forward if forward_kind == "mlp" else _vmap_forward(first.model))
+        self._eval_options = {"scratch": {}} if forward_kind == "mlp" else {}
+        self._orders, self._orders_epoch = None, -1
 
     # -------------------------------------------------------------- state in and out
 
@@ -261,13 +299,12 @@ class _Batch:
         first = self.runs[0]
         schedule, batch_size = first.schedule, first.settings["batch_size"]
         epoch, position = divmod(first.step, schedule.steps_per_epoch)
-        rows = []
-        for run in self.runs:
-            if run._order_epoch != epoch:
-                run._order = torch.from_numpy(components.epoch_order(run.seed, epoch, len(run.train))).to(run.device)
-                run._order_epoch = epoch
-            rows.append(run._order[position * batch_size : (position + 1) * batch_size])
-        index = torch.stack(rows)  # (seeds, batch)
+        if self._orders_epoch != epoch:  # every seed's order of this epoch, (seeds, examples)
+            self._orders = torch.stack([
+                torch.from_numpy(components.epoch_order(run.seed, epoch, len(run.train))) for run in self.runs
+            ]).to(first.device)
+            self._orders_epoch = epoch
+        index = self._orders[:, position * batch_size : (position + 1) * batch_size]  # (seeds, batch)
         seeds, batch = index.shape
         stored = first.train.inputs.index_select(0, index.reshape(-1))
         inputs = first.parts.prepare(stored, None)  # batched tasks have no augmentation
@@ -294,7 +331,7 @@ class _Batch:
                 inputs = first.parts.prepare(split.inputs[start:stop], None)
                 inputs = inputs.unsqueeze(0).expand(seeds, *inputs.shape)
                 targets = split.targets[start:stop].unsqueeze(0).expand(seeds, stop - start)
-                outputs = self.forward(self.params, inputs)
+                outputs = self.forward(self.params, inputs, **self._eval_options)
                 total += _losses(outputs, targets, first.parts.loss).sum(dim=1, dtype=torch.float64).cpu()
                 if first.parts.loss == "hinge":
                     hits = outputs.squeeze(-1) * targets > 0
@@ -413,22 +450,44 @@ class _SeedRun(_Run):
         return values
 
 
-def _statistics_of(runs: Sequence[_Run], pool: ThreadPoolExecutor | None) -> None:
-    """With statistics in the loop, every seed's statistics of this step, computed in
-    ``pool``'s threads one seed per call (the engine releases the GIL; its results do not
-    depend on its thread count, so the numbers are those of one call per seed)."""
-    if pool is None or runs[0].statistics is None or len(runs) < 2:
+def _statistics_of(runs: Sequence[_Run], group: _Batch, pool: ThreadPoolExecutor | None) -> None:
+    """With statistics in the loop, every seed's statistics of this step: on a GPU all seeds
+    at once from the group's stacked parameters (:meth:`InLoopStatistics.compute_stacked`);
+    otherwise in ``pool``'s threads one seed per engine call (the engine releases the GIL;
+    its results do not depend on its thread count, so the numbers are those of one call per
+    seed)."""
+    statistics = runs[0].statistics
+    if statistics is None:
+        return
+    device = statistics.stacked_device(next(iter(group.params.values())).device)
+    if device is not None:
+        for run, result in zip(runs, statistics.compute_stacked(group.params, device)):
+            run.precomputed = result
+        return
+    if pool is None or len(runs) < 2:
         return
     results = list(pool.map(lambda run: run.statistics.compute(run.model, 1), runs))
     for run, result in zip(runs, results):  # (its time counts as the evaluation's, in _train_group)
         run.precomputed = result
 
 
+def _each(writers: ThreadPoolExecutor, runs: Sequence[_Run], write: Callable[[_Run], object]) -> None:
+    """``write(run)`` for every run in ``writers``' threads; the first error is raised.
+
+    Each run's files are written in their order by one thread (``layout.write_together``);
+    different runs' files are independent, and their writes mostly wait on the file system
+    (creating files, fsync), which threads overlap.
+    """
+    for _ in writers.map(write, runs):
+        pass
+
+
 def _train_group(runs: list[_Run], forward_kind: str, until: int, resume_interval_s: float,
-                 batch_record: Mapping[str, Any], device: torch.device,
+                 batch_record: Mapping[str, Any], device: torch.device, writers: ThreadPoolExecutor,
                  pool: ThreadPoolExecutor | None = None) -> list[_Run]:
     """Train ``runs`` (all at the same step) together up to step ``until``; finish (write
-    run.json of) every seed that ends on the way. Returns the seeds still training."""
+    run.json of) every seed that ends on the way, the seeds' files written in ``writers``.
+    Returns the seeds still training."""
     group = _Batch(runs, forward_kind)
     last_flush = time.perf_counter()
     goal = runs[0].settings["stop_at_eval_accuracy"]
@@ -451,7 +510,7 @@ def _train_group(runs: list[_Run], forward_kind: str, until: int, resume_interva
             group.unstack()
             started = time.perf_counter()
             group.evaluate()
-            _statistics_of(runs, pool)
+            _statistics_of(runs, group, pool)
             share = (time.perf_counter() - started) / len(runs)
             for run in runs:
                 run.clock.eval_s += share
@@ -459,16 +518,19 @@ def _train_group(runs: list[_Run], forward_kind: str, until: int, resume_interva
                 len(data) for run in runs for _, data in run.pending) > 64 << 20
             reached = []
             for run in runs:
-                run.flush_now = flush
-                row = run.checkpoint()
+                row = run.checkpoint()  # (flush_now is False: the seeds' files are written together below)
                 reached.append(bool(goal) and row["eval_accuracy"] >= goal)
             if flush:
+                started = time.perf_counter()
+                _each(writers, runs, lambda run: run.flush(with_resume_state=True))
+                share = (time.perf_counter() - started) / len(runs)
+                for run in runs:
+                    run.clock.checkpoint_io_s += share
                 last_flush = time.perf_counter()
             if any(reached):
-                for run, done in zip(runs, reached):
-                    if done:
-                        _finish(run, "complete", None, True, device, batch_record)
-                return [run for run, done in zip(runs, reached) if not done]
+                done = [run for run, stop in zip(runs, reached) if stop]
+                _each(writers, done, lambda run: _finish(run, "complete", None, True, device, batch_record))
+                return [run for run, stop in zip(runs, reached) if not stop]
     group.unstack()
     return runs
 
@@ -603,7 +665,6 @@ def _train_claimed(task: str, settings: dict[str, Any], claimed: list[tuple[int,
             )
             run = _SeedRun(task, seed, settings, out, device, resume_interval_s, written, parts=parts,
                            statistics=statistics, threads=threads)
-            run._order, run._order_epoch = None, -1
             run.flush_now = True  # step 0 (or the resume point) is written at once
             run.start()
             run.flush_now = False
@@ -621,22 +682,22 @@ def _train_claimed(task: str, settings: dict[str, Any], claimed: list[tuple[int,
         kind = BATCHED_TASKS[task]
         workers = threads if threads is not None else available_cpus()
         pool = ThreadPoolExecutor(workers) if statistics is not None and workers > 1 else None
-        with pool or contextlib.nullcontext():
-            _train_active(active, total, kind, resume_interval_s, batch_record, device, pool)
+        with pool or contextlib.nullcontext(), ThreadPoolExecutor(_WRITERS) as writers:
+            _train_active(active, total, kind, resume_interval_s, batch_record, device, writers, pool)
 
 
 def _train_active(active: list[_Run], total: int, kind: str, resume_interval_s: float,
-                  batch_record: Mapping[str, Any], device: torch.device, pool: ThreadPoolExecutor | None) -> None:
+                  batch_record: Mapping[str, Any], device: torch.device, writers: ThreadPoolExecutor,
+                  pool: ThreadPoolExecutor | None) -> None:
     """Train the unfinished seeds to their end, in sub-batches of seeds at the same step."""
     while active:
         lowest = min(run.step for run in active)
         group = [run for run in active if run.step == lowest]
         ahead = [run.step for run in active if run.step > lowest]
         until = min(ahead) if ahead else total
-        still = _train_group(group, kind, until, resume_interval_s, batch_record, device, pool)
+        still = _train_group(group, kind, until, resume_interval_s, batch_record, device, writers, pool)
         ended = [run for run in group if run not in still]
-        for run in still:
-            if run.step >= total:
-                _finish(run, "complete", None, False, device, batch_record)
-                ended.append(run)
+        at_end = [run for run in still if run.step >= total]
+        _each(writers, at_end, lambda run: _finish(run, "complete", None, False, device, batch_record))
+        ended += at_end
         active = [run for run in active if run not in ended]
