@@ -50,6 +50,7 @@ bench: setup
 	$(VENV)/bin/python benchmarks/train.py
 	$(VENV)/bin/python benchmarks/hmm.py
 	$(VENV)/bin/python benchmarks/estep.py
+	$(VENV)/bin/python benchmarks/stacked_statistics.py
 
 clean:
 	rm -rf $(VENV) rust_metrics/target

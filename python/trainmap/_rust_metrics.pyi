@@ -71,6 +71,15 @@ def tensor_metrics(
     """Statistics of (name, dtype, shape, data) tensors read in place from C-contiguous
     buffers: the 14 METRIC_NAMES (float), "svd" and "content_hash" (str)."""
 
+def models_metrics(
+    models: Iterable[Iterable[tuple[str, str, Sequence[int], Buffer]]],
+    options: MetricsOptions | None = None,
+    *,
+    threads: int | None = None,
+) -> list[dict[str, Any]]:
+    """tensor_metrics of each model (its tensors as tensor_metrics takes them), in order,
+    in one call."""
+
 def select_tensors(
     entries: Iterable[tuple[str, Sequence[int]]],
     include: str | None = None,

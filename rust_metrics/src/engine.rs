@@ -466,7 +466,9 @@ pub fn trajectory_metrics(
 /// as before) and puts it back when done. A pool is only reused by the process that
 /// started it: a forked child has none of its threads and would wait on them forever.
 pub fn with_threads<T: Send>(threads: usize, work: impl FnOnce() -> T + Send) -> Result<T> {
-    static IDLE: OnceLock<Mutex<HashMap<(u32, usize), Vec<rayon::ThreadPool>>>> = OnceLock::new();
+    /// Idle pools by (process id, thread count).
+    type IdlePools = HashMap<(u32, usize), Vec<rayon::ThreadPool>>;
+    static IDLE: OnceLock<Mutex<IdlePools>> = OnceLock::new();
     const IDLE_KEPT: usize = 8;
     let key = (std::process::id(), threads);
     let idle = IDLE.get_or_init(Mutex::default);

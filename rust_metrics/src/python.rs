@@ -15,7 +15,9 @@ use pyo3::exceptions::{
     PyFileNotFoundError, PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyRuntimeWarning, PyTypeError, PyValueError,
 };
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyList};
+
+use rayon::prelude::*;
 
 use crate::engine::{self, CheckpointReport, Options, Statistics};
 use crate::error::MetricsError;
@@ -296,31 +298,81 @@ fn tensor_metrics<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let options = engine_options(options)?;
     let threads = resolve_threads(py, threads)?;
+    let held = hold_model(tensors, &options)?;
+    // The worker owns the buffers, so their memory stays valid and in place for as long
+    // as it reads them, even if an interrupted call returns first; it releases them (taking
+    // the GIL) when it ends.
+    let report = run_detached(py, threads, None, move |cancel, _| model_report(&held, &options, cancel))?;
+    warn_all(py, &report)?;
+    report_dict(py, &report)
+}
+
+/// The statistics of several models in memory in one call, in order: each as
+/// `tensor_metrics` computes it alone (the same numbers), without a call's fixed costs per
+/// model (a seed sweep's statistics in the loop: every seed at every checkpoint step).
+#[pyfunction]
+#[pyo3(signature = (models, options=None, *, threads=None))]
+fn models_metrics<'py>(
+    py: Python<'py>,
+    models: &Bound<'py, PyAny>,
+    options: Option<MetricsOptions>,
+    threads: Option<usize>,
+) -> PyResult<Bound<'py, PyList>> {
+    let options = engine_options(options)?;
+    let threads = resolve_threads(py, threads)?;
+    let mut held = Vec::new();
+    for model in models.try_iter()? {
+        held.push(hold_model(&model?, &options)?);
+    }
+    // Models in parallel on the call's threads (each one's numbers do not depend on them).
+    let reports = run_detached(py, threads, None, move |cancel, done| {
+        held.par_iter()
+            .map(|model| {
+                let report = model_report(model, &options, cancel);
+                done.fetch_add(1, Ordering::Relaxed);
+                report
+            })
+            .collect::<crate::Result<Vec<_>>>()
+    })?;
+    let list = PyList::empty(py);
+    for report in &reports {
+        warn_all(py, report)?;
+        list.append(report_dict(py, report)?)?;
+    }
+    Ok(list)
+}
+
+/// The counted tensors of one model's `(name, dtype, shape, data)` items, their buffers held.
+fn hold_model(tensors: &Bound<'_, PyAny>, options: &Options) -> PyResult<Vec<HeldTensor>> {
     let mut held = Vec::new();
     for item in tensors.try_iter()? {
-        let (name, dtype, shape, data): (String, String, Vec<usize>, Bound<'py, PyAny>) = item?.extract()?;
+        let (name, dtype, shape, data): (String, String, Vec<usize>, Bound<'_, PyAny>) = item?.extract()?;
         if options.selection.role(&name, &shape) != Role::Ignored {
             held.push(hold_tensor(name, &dtype, shape, &data)?);
         }
     }
-    // The worker owns the buffers, so their memory stays valid and in place for as long
-    // as it reads them, even if an interrupted call returns first; it releases them (taking
-    // the GIL) when it ends.
-    let report = run_detached(py, threads, None, move |cancel, _| {
-        let entries: Vec<TensorEntry> = held.iter().map(|h| h.entry.clone()).collect();
-        // SAFETY: each buffer is C-contiguous and `len_bytes` long, and `held` outlives `source`.
-        let data: Vec<&[u8]> = held
-            .iter()
-            .map(|h| unsafe { std::slice::from_raw_parts(h.buffer.buf_ptr() as *const u8, h.buffer.len_bytes()) })
-            .collect();
-        let source = MemoryTensors::new(entries, data)?;
-        engine::source_metrics(&source, &options, cancel)
-    })?;
+    Ok(held)
+}
+
+/// The statistics of one model's held tensors (in the worker thread).
+fn model_report(held: &[HeldTensor], options: &Options, cancel: &AtomicBool) -> crate::Result<CheckpointReport> {
+    let entries: Vec<TensorEntry> = held.iter().map(|h| h.entry.clone()).collect();
+    // SAFETY: each buffer is C-contiguous and `len_bytes` long, and `held` outlives `source`.
+    let data: Vec<&[u8]> = held
+        .iter()
+        .map(|h| unsafe { std::slice::from_raw_parts(h.buffer.buf_ptr() as *const u8, h.buffer.len_bytes()) })
+        .collect();
+    let source = MemoryTensors::new(entries, data)?;
+    engine::source_metrics(&source, options, cancel)
+}
+
+/// A report's warnings as Python `RuntimeWarning`s.
+fn warn_all(py: Python<'_>, report: &CheckpointReport) -> PyResult<()> {
     for warning in &report.warnings {
         let message = CString::new(warning.replace('\0', "")).expect("NULs removed");
         PyErr::warn(py, &py.get_type::<PyRuntimeWarning>(), &message, 1)?;
     }
-    report_dict(py, &report)
+    Ok(())
 }
 
 /// The counted tensors among `entries` (`(name, shape)` pairs), in the given order, as
@@ -358,6 +410,7 @@ fn _rust_metrics(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(checkpoint_stats, m)?)?;
     m.add_function(wrap_pyfunction!(trajectory_stats, m)?)?;
     m.add_function(wrap_pyfunction!(tensor_metrics, m)?)?;
+    m.add_function(wrap_pyfunction!(models_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(select_tensors, m)?)?;
     Ok(())
 }

@@ -26,6 +26,7 @@ from trainmap.metrics.engine import (
     CheckpointError,
     checkpoint_metrics,
     metrics_frame,
+    models_weights_metrics,
     select_tensors,
     trajectory_metrics,
     weights_metrics,
@@ -95,6 +96,31 @@ def test_random_models_with_include_and_exclude_match_files(tmp_path):
         for options in ({}, {"exclude": ""}, {"include": r"\.0\.", "exclude": "bias"}):
             expected = checkpoint_metrics(path, svd="exact", **options)
             assert_same_result(_rust_metrics.tensor_metrics(items, MetricsOptions(svd="exact", **options)), expected)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_many_models_in_one_call_equal_one_call_each(threads):
+    """models_weights_metrics (a sweep's in-loop statistics) gives each model exactly what
+    weights_metrics gives it alone, in order, under every selection option and thread count;
+    a model's non-finite values give its warning and NaN, not the others'."""
+    rng = np.random.default_rng(7)
+    models = [{name: torch.from_numpy(values).float() for name, values in model_arrays(rng).items()} for _ in range(6)]
+    models.append(torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)))
+    models[2]["conv1.weight"][0, 0, 0, 0] = float("nan")
+    for options in ({}, {"svd": "exact", "exclude": ""}, {"include": "blocks|conv|0", "exclude": "bias", "svd": "randomized", "rank": 3}):
+        with pytest.warns(RuntimeWarning) as caught:
+            got = models_weights_metrics(models, threads=threads, **options)
+        one = [weights_metrics(m, threads=1, **options) for m in models]
+        assert len(got) == len(models)
+        for g, e in zip(got, one):
+            assert list(g) == list(RESULT_COLUMNS)
+            assert all((math.isnan(g[k]) and math.isnan(e[k])) or g[k] == e[k] for k in METRIC_NAMES)
+            assert (g["svd"], g["content_hash"]) == (e["svd"], e["content_hash"])
+        assert [str(w.message) for w in caught] == ["in-memory tensors: tensor 'conv1.weight' has non-finite "
+                                                    "values; its weight statistics are NaN"]
+        assert math.isnan(got[2]["l1"]) and not math.isnan(got[1]["l1"]) and got[0]["l1"] != got[1]["l1"]
+    with pytest.raises(CheckpointError, match="no tensor counts"):
+        models_weights_metrics([models[0], {"ln.weight": torch.ones(3)}])
 
 
 def test_a_module_is_read_through_its_parameters(tmp_path):

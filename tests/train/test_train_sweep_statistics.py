@@ -40,7 +40,7 @@ def metrics_stage(run: Path, tmp_path: Path, *options: str) -> str:
 @pytest.mark.parametrize("task", list(CASES))
 def test_in_loop_statistics_equal_the_metrics_stage_of_the_same_sweep(tmp_path, task):
     """Exactly equal (same engine, same float32 weights): the tolerance is 0. Two threads:
-    the seeds' statistics are computed in a pool of two, one engine call per seed."""
+    the seeds' statistics are computed in one engine call over the seeds, on two threads."""
     settings = CASES[task]
     train_sweep(task, SEEDS, tmp_path / task / "files", settings, threads=2)
     records = train_sweep(task, SEEDS, tmp_path / task / "loop", settings, threads=2,

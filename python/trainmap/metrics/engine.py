@@ -44,6 +44,7 @@ __all__ = [
     "checkpoint_metrics",
     "weights_metrics",
     "stacked_weights_metrics",
+    "models_weights_metrics",
     "select_tensors",
     "file_entries",
     "check_countable",
@@ -437,6 +438,41 @@ def weights_metrics(
     return _checked_range(_engine.tensor_metrics(
         tensors, _engine_options(svd, include, exclude, exact_max_dim, rank), threads=_threads(threads),
     ), _MEMORY)
+
+
+def models_weights_metrics(
+    models: Sequence[Any],
+    *,
+    svd: str = "auto",
+    include: str | None = None,
+    exclude: str | None = None,
+    exact_max_dim: int | None = None,
+    rank: int | None = None,
+    threads: int | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`weights_metrics` of each of several models in memory, in order, computed by
+    the engine in one call (the same numbers as one call per model, without each call's
+    fixed costs: a seed sweep's statistics in the loop, every seed at every checkpoint
+    step). ``models``: modules or mappings of name to tensor, as :func:`weights_metrics`
+    takes them. A model with a counted tensor on a GPU is computed by :func:`weights_metrics`
+    alone (the torch path)."""
+    _check_svd(svd)
+    results: list[dict[str, Any] | None] = [None] * len(models)
+    held: list[tuple[int, list[Any]]] = []
+    for index, weights in enumerate(models):
+        named = _named_tensors(weights)
+        counted = {name for name, _ in check_countable([(n, _shape(t)) for n, t in named], _MEMORY, include, exclude)}
+        if svd != "randomized" and _cuda_device(value for name, value in named if name in counted) is not None:
+            results[index] = weights_metrics(weights, svd=svd, include=include, exclude=exclude)
+        else:
+            held.append((index, [_engine_tensor(name, value) for name, value in named if name in counted]))
+    if held:
+        computed = _engine.models_metrics([tensors for _, tensors in held],
+                                          _engine_options(svd, include, exclude, exact_max_dim, rank),
+                                          threads=_threads(threads))
+        for (index, _), result in zip(held, computed):
+            results[index] = _checked_range(result, _MEMORY)
+    return results  # type: ignore[return-value]
 
 
 def stacked_weights_metrics(

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from trainmap.io.contracts import METRICS_CSV, RUN_JSON, RunPaths
-from trainmap.io.limits import available_cpus, cap_workers
+from trainmap.io.limits import cap_workers
 from trainmap.io.runlock import RunLock
 from trainmap.train import components, layout
 from trainmap.train.loop import (
@@ -135,14 +135,29 @@ class InLoopStatistics:
         :func:`trainmap.metrics.engine.weights_metrics` computes them for the Recorder."""
         from trainmap.metrics.engine import weights_metrics
 
+        o = self.options
+        return weights_metrics(self._tensors(model), svd=o.svd, include=o.include, exclude=o.exclude,
+                               exact_max_dim=o.exact_max_dim, rank=o.rank, threads=threads)
+
+    def compute_all(self, models: Sequence[torch.nn.Module], threads: int | None) -> list[dict[str, Any]]:
+        """:meth:`compute` of each model (the same numbers), in one engine call
+        (:func:`trainmap.metrics.engine.models_weights_metrics`), the models in parallel on
+        ``threads`` threads."""
+        from trainmap.metrics.engine import models_weights_metrics
+
+        o = self.options
+        return models_weights_metrics([self._tensors(model) for model in models], svd=o.svd, include=o.include,
+                                      exclude=o.exclude, exact_max_dim=o.exact_max_dim, rank=o.rank,
+                                      threads=threads)
+
+    def _tensors(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """``model``'s parameters where the statistics are computed (``device``)."""
         tensors = {name: p.detach() for name, p in model.named_parameters()}
         if self.device == "cpu":
-            tensors = {name: t.cpu() for name, t in tensors.items()}
-        elif self.device != "auto":
-            tensors = {name: t.to(self.device) for name, t in tensors.items()}
-        o = self.options
-        return weights_metrics(tensors, svd=o.svd, include=o.include, exclude=o.exclude,
-                               exact_max_dim=o.exact_max_dim, rank=o.rank, threads=threads)
+            return {name: t.cpu() for name, t in tensors.items()}
+        if self.device != "auto":
+            return {name: t.to(self.device) for name, t in tensors.items()}
+        return tensors
 
     def stacked_device(self, weights_device: torch.device) -> torch.device | None:
         """The GPU on which a group's statistics are computed together from its stacked
@@ -450,12 +465,12 @@ class _SeedRun(_Run):
         return values
 
 
-def _statistics_of(runs: Sequence[_Run], group: _Batch, pool: ThreadPoolExecutor | None) -> None:
+def _statistics_of(runs: Sequence[_Run], group: _Batch) -> None:
     """With statistics in the loop, every seed's statistics of this step: on a GPU all seeds
     at once from the group's stacked parameters (:meth:`InLoopStatistics.compute_stacked`);
-    otherwise in ``pool``'s threads one seed per engine call (the engine releases the GIL;
-    its results do not depend on its thread count, so the numbers are those of one call per
-    seed)."""
+    otherwise in one engine call over the seeds' models (:meth:`InLoopStatistics.compute_all`,
+    the seeds in parallel on the job's threads; the engine's numbers do not depend on its
+    thread count, so they are those of one call per seed)."""
     statistics = runs[0].statistics
     if statistics is None:
         return
@@ -464,9 +479,7 @@ def _statistics_of(runs: Sequence[_Run], group: _Batch, pool: ThreadPoolExecutor
         for run, result in zip(runs, statistics.compute_stacked(group.params, device)):
             run.precomputed = result
         return
-    if pool is None or len(runs) < 2:
-        return
-    results = list(pool.map(lambda run: run.statistics.compute(run.model, 1), runs))
+    results = statistics.compute_all([run.model for run in runs], runs[0].metrics_threads)
     for run, result in zip(runs, results):  # (its time counts as the evaluation's, in _train_group)
         run.precomputed = result
 
@@ -483,8 +496,7 @@ def _each(writers: ThreadPoolExecutor, runs: Sequence[_Run], write: Callable[[_R
 
 
 def _train_group(runs: list[_Run], forward_kind: str, until: int, resume_interval_s: float,
-                 batch_record: Mapping[str, Any], device: torch.device, writers: ThreadPoolExecutor,
-                 pool: ThreadPoolExecutor | None = None) -> list[_Run]:
+                 batch_record: Mapping[str, Any], device: torch.device, writers: ThreadPoolExecutor) -> list[_Run]:
     """Train ``runs`` (all at the same step) together up to step ``until``; finish (write
     run.json of) every seed that ends on the way, the seeds' files written in ``writers``.
     Returns the seeds still training."""
@@ -510,7 +522,7 @@ def _train_group(runs: list[_Run], forward_kind: str, until: int, resume_interva
             group.unstack()
             started = time.perf_counter()
             group.evaluate()
-            _statistics_of(runs, group, pool)
+            _statistics_of(runs, group)
             share = (time.perf_counter() - started) / len(runs)
             for run in runs:
                 run.clock.eval_s += share
@@ -680,22 +692,19 @@ def _train_claimed(task: str, settings: dict[str, Any], claimed: list[tuple[int,
                 active.append(run)
         total = runs[0].schedule.total_steps
         kind = BATCHED_TASKS[task]
-        workers = threads if threads is not None else available_cpus()
-        pool = ThreadPoolExecutor(workers) if statistics is not None and workers > 1 else None
-        with pool or contextlib.nullcontext(), ThreadPoolExecutor(_WRITERS) as writers:
-            _train_active(active, total, kind, resume_interval_s, batch_record, device, writers, pool)
+        with ThreadPoolExecutor(_WRITERS) as writers:
+            _train_active(active, total, kind, resume_interval_s, batch_record, device, writers)
 
 
 def _train_active(active: list[_Run], total: int, kind: str, resume_interval_s: float,
-                  batch_record: Mapping[str, Any], device: torch.device, writers: ThreadPoolExecutor,
-                  pool: ThreadPoolExecutor | None) -> None:
+                  batch_record: Mapping[str, Any], device: torch.device, writers: ThreadPoolExecutor) -> None:
     """Train the unfinished seeds to their end, in sub-batches of seeds at the same step."""
     while active:
         lowest = min(run.step for run in active)
         group = [run for run in active if run.step == lowest]
         ahead = [run.step for run in active if run.step > lowest]
         until = min(ahead) if ahead else total
-        still = _train_group(group, kind, until, resume_interval_s, batch_record, device, writers, pool)
+        still = _train_group(group, kind, until, resume_interval_s, batch_record, device, writers)
         ended = [run for run in group if run not in still]
         at_end = [run for run in still if run.step >= total]
         _each(writers, at_end, lambda run: _finish(run, "complete", None, False, device, batch_record))
