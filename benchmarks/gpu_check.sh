@@ -7,7 +7,7 @@
 #   workflow's HMM selection, decoding, regression, baselines and Table 1 (its modular row);
 #   then benchmarks/metrics_large.py --device cuda (one layer of each Pythia shape), then
 #   benchmarks/stacked_statistics.py --device cuda (modular and parities: the in-loop
-#   statistics of 40 seeds by the engine pool, by torch one seed at a time and by torch
+#   statistics of 40 seeds by the engine, by torch one seed at a time and by torch
 #   stacked over the seeds).
 #
 # Usage (from the repository root, with the project's environment on PATH or in .venv):
@@ -27,8 +27,8 @@
 # a new temporary directory, kept: its path is printed). Timings are printed per stage.
 #
 # In GPU mode the statistics are computed by the Rust engine on the host (metrics.device:
-# cpu), one call per seed in a pool of threads.train (16) threads: 40 x 1,001 small
-# calls. The alternative, metrics.device: auto (torch on the GPU, all seeds of a step in
+# cpu): at each of the 1,001 checkpoint steps one engine call over the 40 seeds' host
+# copies, the seeds in parallel on threads.train (16) threads. The alternative, metrics.device: auto (torch on the GPU, all seeds of a step in
 # one stacked call), runs a batched float64 eigensolver over 40 Gram matrices of up to
 # 128 x 128 per weight matrix, which cuSOLVER batches only up to 32 x 32: the last stage
 # measures both ways, so the faster one can be made the default. Not measured yet (no

@@ -1,8 +1,9 @@
 """Benchmark of a seed sweep's statistics in the loop (issue 21; not a test): the 14
 statistics of every seed at one checkpoint step, three ways, in one process:
 
-* ``engine``: one Rust engine call per seed in a pool of ``--threads`` threads, from a host
-  copy of each seed's weights (``metrics.device: cpu``; the sweep's CPU path);
+* ``engine``: one Rust engine call over every seed's host copy, the seeds in parallel on
+  ``--threads`` threads (``engine.models_weights_metrics``: the sweep's CPU path, and its
+  path with ``metrics.device: cpu`` on a GPU);
 * ``torch per seed``: ``metrics_torch.tensors_metrics`` once per seed on ``--device`` (what
   the sweep did on a GPU before the stacked path);
 * ``torch stacked``: ``metrics_torch.stacked_tensors_metrics`` of the stacked parameters,
@@ -21,12 +22,10 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
-
 import torch
 
 from trainmap.metrics import metrics_torch
-from trainmap.metrics.engine import METRIC_NAMES, weights_metrics
+from trainmap.metrics.engine import METRIC_NAMES, models_weights_metrics
 from trainmap.train.components import build_model
 from trainmap.train.tasks import resolve_settings
 
@@ -58,7 +57,7 @@ def main() -> None:
     parser.add_argument("--task", default="modular", help="task whose model is stacked (default modular)")
     parser.add_argument("--seeds", type=int, default=40)
     parser.add_argument("--device", default="cpu", help="torch device of the torch ways (default cpu)")
-    parser.add_argument("--threads", type=int, default=2, help="engine pool threads (default 2)")
+    parser.add_argument("--threads", type=int, default=2, help="engine threads (default 2)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -70,13 +69,13 @@ def main() -> None:
     per_seed = [{name: t[i] for name, t in stacked.items()} for i in range(args.seeds)]
     values = sum(math.prod(t.shape[1:]) for t in stacked.values())
     print(f"{args.task}: {args.seeds} seeds x {values:,} parameters ({len(names)} tensors), torch on {device}, "
-          f"engine pool of {args.threads} threads", flush=True)
+          f"engine on {args.threads} threads", flush=True)
 
-    with ThreadPoolExecutor(args.threads) as pool:
-        def engine():
-            return list(pool.map(lambda w: weights_metrics({n: t.cpu() for n, t in w.items()}, svd="exact",
-                                                           threads=1), per_seed))
-        engine_s, engine_results = best_of(args.repeats, engine, device)
+    def engine():
+        return models_weights_metrics([{n: t.cpu() for n, t in w.items()} for w in per_seed], svd="exact",
+                                      threads=args.threads)
+
+    engine_s, engine_results = best_of(args.repeats, engine, device)
 
     def torch_per_seed():
         return [metrics_torch.tensors_metrics(list(w.items()), device=device)[0] for w in per_seed]
@@ -86,7 +85,7 @@ def main() -> None:
 
     per_seed_s, per_seed_results = best_of(args.repeats, torch_per_seed, device)
     stacked_s, stacked_results = best_of(args.repeats, torch_stacked, device)
-    for label, seconds in (("engine (pool)", engine_s), ("torch per seed", per_seed_s), ("torch stacked", stacked_s)):
+    for label, seconds in (("engine", engine_s), ("torch per seed", per_seed_s), ("torch stacked", stacked_s)):
         print(f"  {label:15s} {seconds * 1e3:9.1f} ms per checkpoint step ({seconds * 1e3 / args.seeds:.2f} ms per seed)")
     print(f"  ratio: torch per seed / stacked {per_seed_s / stacked_s:.1f}x, engine / stacked {engine_s / stacked_s:.1f}x")
     print(f"  largest relative difference: stacked vs per seed {largest_difference(stacked_results, per_seed_results):.1e}, "
