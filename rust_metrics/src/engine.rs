@@ -469,7 +469,9 @@ pub fn with_threads<T: Send>(threads: usize, work: impl FnOnce() -> T + Send) ->
     /// Idle pools by (process id, thread count).
     type IdlePools = HashMap<(u32, usize), Vec<rayon::ThreadPool>>;
     static IDLE: OnceLock<Mutex<IdlePools>> = OnceLock::new();
-    const IDLE_KEPT: usize = 8;
+    // Idle pools kept per thread count: enough for the usual one caller at a time and a
+    // second beside it, few enough that idle threads stay few on a many-core node.
+    const IDLE_KEPT: usize = 2;
     let key = (std::process::id(), threads);
     let idle = IDLE.get_or_init(Mutex::default);
     let kept = idle.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&key).and_then(Vec::pop);
