@@ -180,3 +180,35 @@ def test_bad_stacked_input_is_one_clear_error():
         metrics_torch.stacked_tensors_metrics([("a.weight", torch.ones(3, 2, 2, dtype=torch.int32))], device=CPU)
     with pytest.raises(ValueError, match="at least one tensor"):
         metrics_torch.stacked_tensors_metrics([], device=CPU)
+
+
+def test_the_svd_is_taken_only_where_the_bound_asks_and_a_failed_eigensolver_falls_back(monkeypatch):
+    """Well-conditioned seeds keep the batched Gram eigenvalues (no svdvals call); when the
+    batched eigensolver fails, each seed is computed on its own, with the same numbers."""
+    rng = np.random.default_rng(11)
+    a = torch.from_numpy(rng.standard_normal((4, 30, 50)))
+    want = metrics_torch._stacked_singular_values(a)
+    calls = []
+    svdvals = torch.linalg.svdvals
+    monkeypatch.setattr(torch.linalg, "svdvals", lambda m: calls.append(m.shape) or svdvals(m))
+    metrics_torch._stacked_singular_values(a)
+    assert calls == []  # the error bound holds for every seed here
+    eigvalsh = torch.linalg.eigvalsh
+
+    def fails_when_batched(m):
+        if m.dim() == 3:
+            raise RuntimeError("did not converge")
+        return eigvalsh(m)
+
+    monkeypatch.setattr(torch.linalg, "eigvalsh", fails_when_batched)
+    got = metrics_torch._stacked_singular_values(a)
+    assert torch.allclose(got.sort(dim=1).values, want.sort(dim=1).values, rtol=1e-12, atol=0)
+
+
+def test_nothing_counted_gives_nan_as_for_one_seed():
+    tensors = [("ln.weight", torch.ones(2, 3, 3)), ("embed.weight", torch.ones(2, 4, 3))]
+    results = metrics_torch.stacked_tensors_metrics(tensors, device=CPU)
+    alone, _ = metrics_torch.tensors_metrics([(n, t[0]) for n, t in tensors], device=CPU)
+    assert len(results) == 2 and all(notes == [] for _, notes in results)
+    for got, _ in results:
+        assert all(math.isnan(got[name]) for name in METRIC_NAMES) and got["svd"] == alone["svd"] == "none"

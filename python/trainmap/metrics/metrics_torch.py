@@ -47,9 +47,10 @@ GRAM_TOLERANCE = 1e-9
 CONTENT_HASH = ""
 #: Once a median's candidates number at most this, they are gathered and sorted.
 _GATHER_LIMIT = 1 << 22
-#: Float64 values (seeds × counted values per seed) one stacked computation holds at once
-#: (512 MB); more seeds are taken in chunks of seeds.
-_STACKED_ELEMENTS = 1 << 26
+#: Float64 values (seeds × counted values per seed) one stacked computation takes at once
+#: (256 MB; with its sorted copy and temporaries it holds about four times that); more
+#: seeds are taken in chunks of seeds.
+_STACKED_ELEMENTS = 1 << 25
 _FLOAT_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
 _NAN = float("nan")
 _WEIGHT_KEYS = ("l1", "l2", "code_sparsity", "trace", "spectral", "computational_sparsity", "mean_lambda",
@@ -313,6 +314,8 @@ def stacked_tensors_metrics(
             raise ValueError(f"{source}: tensor '{name}' of shape {tuple(t.shape)} has no leading seed axis of "
                              f"{seeds} (every tensor is stacked over the same seeds)")
     roles = _selection([(name, tuple(t.shape[1:])) for name, t in tensors], include, exclude)
+    if not roles:  # nothing counts: every statistic is NaN, as for one seed
+        return [(_result([], None, None), []) for _ in range(seeds)]
     per_seed = sum(math.prod(t.shape[1:]) for name, t in tensors if name in roles)
     chunk = max(1, _STACKED_ELEMENTS // max(per_seed, 1))
     results: list[tuple[dict[str, Any], list[str]]] = []
@@ -323,7 +326,9 @@ def stacked_tensors_metrics(
         for _, x in counted:
             finite &= torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
         finite_seeds = [i for i, ok in enumerate(finite.tolist()) if ok]
-        batched = iter(_stacked_results([(role, x[finite_seeds]) for role, x in counted]) if finite_seeds else [])
+        if len(finite_seeds) < len(finite):  # (indexing copies: only when some seed is left out)
+            counted = [(role, x[finite_seeds]) for role, x in counted]
+        batched = iter(_stacked_results(counted) if finite_seeds else [])
         for i, ok in enumerate(finite.tolist()):
             if ok:
                 results.append((next(batched), []))
