@@ -213,6 +213,7 @@ def _add_train_sweep(subparsers) -> None:
     p.add_argument("--metrics-device", default="auto",
                    help="with --no-checkpoints, where the statistics are computed: auto (where the weights are), cpu "
                    "(the Rust engine) or cuda[:N] (torch on that GPU)")
+    _add_progress(p)
     p.set_defaults(run=_run_train_sweep)
 
 
@@ -227,7 +228,8 @@ def _run_train_sweep(args: argparse.Namespace) -> int:
         statistics = InLoopStatistics(MetricsOptions.from_args(args), args.metrics_device)
     records = train_sweep(args.task, seeds, args.out_dir, overrides, threads=args.threads, device=args.device,
                           resume_interval_s=args.resume_interval, lock_wait_s=args.wait_for_lock,
-                          replace_other_settings=args.replace_other_settings, statistics=statistics)
+                          replace_other_settings=args.replace_other_settings, statistics=statistics,
+                          progress=not args.no_progress)
     if args.group_file is not None:
         from trainmap.io import atomic
 

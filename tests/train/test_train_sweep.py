@@ -6,6 +6,7 @@ batched job resumes every seed."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -248,3 +249,19 @@ def test_a_seed_alone_equals_the_same_seed_among_others(tmp_path, task):
     train_sweep(task, SEEDS, tmp_path / "group", settings, threads=1)
     train_sweep(task, [2], tmp_path / "alone", settings, threads=1)
     assert run_bytes(tmp_path / "alone" / "2") == run_bytes(tmp_path / "group" / "2")
+
+
+def test_the_sweep_shows_its_progress_in_seed_steps(tmp_path, capsys):
+    """One bar for the job, counting seed-steps to the end, also for seeds that stop early."""
+    records = train_sweep("parities", SEEDS, tmp_path / "all", SMALL, threads=1, progress=True)
+    total = sum(r["planned_steps"] for r in records.values())
+    err = capsys.readouterr().err.replace("\r", "\n")
+    assert f"parities 3 seeds: 100%" in err and f"{total}/{total}" in err, err[-300:]
+    early = {**SMALL, "stop_at_eval_accuracy": 0.5}  # some seeds end before the last step
+    records = train_sweep("parities", SEEDS, tmp_path / "early", early, threads=1, progress=True)
+    err = capsys.readouterr().err.replace("\r", "\n")
+    assert sum(0 < r["final_step"] < r["planned_steps"] for r in records.values()) >= 1
+    done, planned = re.findall(r"seeds: 100%\S* (\S+)/(\S+) ", err)[-1]  # seeds done at step 0 are not shown
+    assert done == planned, err[-300:]
+    train_sweep("parities", SEEDS, tmp_path / "quiet", SMALL, threads=1, progress=False)
+    assert "seed-step" not in capsys.readouterr().err

@@ -43,6 +43,7 @@ import dataclasses
 import math
 import os
 import re
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -496,11 +497,20 @@ def _each(writers: ThreadPoolExecutor, runs: Sequence[_Run], write: Callable[[_R
 
 
 def _train_group(runs: list[_Run], forward_kind: str, until: int, resume_interval_s: float,
-                 batch_record: Mapping[str, Any], device: torch.device, writers: ThreadPoolExecutor) -> list[_Run]:
+                 batch_record: Mapping[str, Any], device: torch.device, writers: ThreadPoolExecutor,
+                 bar: Any = None) -> list[_Run]:
     """Train ``runs`` (all at the same step) together up to step ``until``; finish (write
     run.json of) every seed that ends on the way, the seeds' files written in ``writers``.
     Returns the seeds still training."""
     group = _Batch(runs, forward_kind)
+    counted = runs[0].step  # steps shown on the progress bar so far
+
+    def show() -> None:
+        nonlocal counted
+        if bar is not None:
+            bar.update((runs[0].step - counted) * len(runs))
+            counted = runs[0].step
+
     last_flush = time.perf_counter()
     goal = runs[0].settings["stop_at_eval_accuracy"]
     while runs[0].step < until:
@@ -513,12 +523,14 @@ def _train_group(runs: list[_Run], forward_kind: str, until: int, resume_interva
             for run, ok in zip(runs, finite):
                 if not ok:
                     _finish(run, "diverged", run.step, False, device, batch_record)
+            show()
             return [run for run, ok in zip(runs, finite) if ok]
         group.train_step(losses)
         share = (time.perf_counter() - started) / len(runs)
         for run in runs:
             run.clock.train_s += share
         if runs[0].schedule.is_checkpoint(runs[0].step):
+            show()
             group.unstack()
             started = time.perf_counter()
             group.evaluate()
@@ -542,8 +554,10 @@ def _train_group(runs: list[_Run], forward_kind: str, until: int, resume_interva
             if any(reached):
                 done = [run for run, stop in zip(runs, reached) if stop]
                 _each(writers, done, lambda run: _finish(run, "complete", None, True, device, batch_record))
+                show()
                 return [run for run, stop in zip(runs, reached) if not stop]
     group.unstack()
+    show()
     return runs
 
 
@@ -560,6 +574,7 @@ def train_sweep(
     lock_wait_s: float = 0.0,
     replace_other_settings: bool = False,
     statistics: InLoopStatistics | None = None,
+    progress: bool = True,
 ) -> dict[int, dict[str, Any]]:
     """Train ``seeds`` of ``task`` as one batched model; each seed's run directory is
     ``out_dir/SEED`` (or the matching entry of ``run_dirs``). Returns each seed's run.json.
@@ -645,7 +660,8 @@ def train_sweep(
             layout.remove_temporaries(out, written)  # what a killed session left half-written
             claimed.append((seed, out, written))
         if claimed:
-            _train_claimed(task, settings, claimed, threads, torch_device, resume_interval_s, batch_record, statistics)
+            _train_claimed(task, settings, claimed, threads, torch_device, resume_interval_s, batch_record, statistics,
+                           progress)
     for seed, out in zip(seeds, dirs):
         if seed not in records:
             records[seed] = layout.read_run_json(out)
@@ -666,7 +682,8 @@ def _check_same_recording(finished: Mapping[str, Any], recording: Mapping[str, A
 
 def _train_claimed(task: str, settings: dict[str, Any], claimed: list[tuple[int, Path, set[str]]],
                    threads: int | None, device: torch.device, resume_interval_s: float,
-                   batch_record: Mapping[str, Any], statistics: InLoopStatistics | None = None) -> None:
+                   batch_record: Mapping[str, Any], statistics: InLoopStatistics | None = None,
+                   progress: bool = True) -> None:
     with _torch_configured(threads, device):
         shared = components.build(task, settings, claimed[0][0])
         runs: list[_Run] = []
@@ -692,20 +709,36 @@ def _train_claimed(task: str, settings: dict[str, Any], claimed: list[tuple[int,
                 active.append(run)
         total = runs[0].schedule.total_steps
         kind = BATCHED_TASKS[task]
-        with ThreadPoolExecutor(_WRITERS) as writers:
-            _train_active(active, total, kind, resume_interval_s, batch_record, device, writers)
+        with ThreadPoolExecutor(_WRITERS) as writers, _progress_bar(task, active, total, progress) as bar:
+            _train_active(active, total, kind, resume_interval_s, batch_record, device, writers, bar)
+
+
+def _progress_bar(task: str, active: Sequence[_Run], total: int, progress: bool):
+    """One bar for the sweep, in seed-steps (a step of N seeds counts N), or a null context."""
+    if not progress or not active:
+        return contextlib.nullcontext(None)
+    from tqdm import tqdm
+
+    interactive = sys.stderr.isatty()
+    return tqdm(total=total * len(active), initial=sum(run.step for run in active),
+                desc=f"{task} {len(active)} seeds", unit="seed-step", unit_scale=True, file=sys.stderr,
+                mininterval=0.5 if interactive else 30.0, dynamic_ncols=interactive)
 
 
 def _train_active(active: list[_Run], total: int, kind: str, resume_interval_s: float,
-                  batch_record: Mapping[str, Any], device: torch.device, writers: ThreadPoolExecutor) -> None:
-    """Train the unfinished seeds to their end, in sub-batches of seeds at the same step."""
+                  batch_record: Mapping[str, Any], device: torch.device, writers: ThreadPoolExecutor,
+                  bar: Any = None) -> None:
+    """Train the unfinished seeds to their end, in sub-batches of seeds at the same step
+    (``bar``: a progress bar counting seed-steps, or None)."""
     while active:
         lowest = min(run.step for run in active)
         group = [run for run in active if run.step == lowest]
         ahead = [run.step for run in active if run.step > lowest]
         until = min(ahead) if ahead else total
-        still = _train_group(group, kind, until, resume_interval_s, batch_record, device, writers)
+        still = _train_group(group, kind, until, resume_interval_s, batch_record, device, writers, bar)
         ended = [run for run in group if run not in still]
+        if bar is not None:  # the steps that seeds which ended early will not take
+            bar.update(sum(total - run.step for run in ended))
         at_end = [run for run in still if run.step >= total]
         _each(writers, at_end, lambda run: _finish(run, "complete", None, False, device, batch_record))
         ended += at_end
