@@ -110,7 +110,7 @@ def in_process(task: str, seeds: int, overrides: dict, root: Path) -> tuple[floa
     return single, time.perf_counter() - started
 
 
-def profile_batched(task: str, seeds: int, overrides: dict, root: Path, sort: str = "tottime") -> None:
+def profile_batched(task: str, seeds: int, overrides: dict, root: Path) -> None:
     import cProfile
     import pstats
 
@@ -120,7 +120,7 @@ def profile_batched(task: str, seeds: int, overrides: dict, root: Path, sort: st
     profiler.enable()
     train_sweep(task, list(range(seeds)), root / "profile", overrides, threads=1)
     profiler.disable()
-    pstats.Stats(profiler).sort_stats(sort).print_stats(25)
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
 
 
 def main() -> None:
