@@ -26,9 +26,19 @@ CASES = {
     "digits": {**STEPS, "hidden": 32},
     "modular_stable": {**STEPS, "modulus": 23, "d_model": 32, "d_head": 8, "d_mlp": 64, "batch_size": 64},
 }
-# Largest |batched - single| / max|single| of any tensor at any checkpoint over 200 steps
-# (docs/training.md "Seed sweeps"); measured: parities 0, digits 2.5e-7, modular_stable 4.8e-6.
+# Largest |batched - single| / max|single| of any tensor at any checkpoint (docs/training.md
+# "Tolerance"): float32 rounding of reordered sums. Measured over 200 steps, seeds 0-2: an AVX2
+# CPU parities 0, digits 2.5e-7, modular_stable 4.8e-6; an AVX-512 one parities 4.4e-7, digits
+# 0, modular_stable 4.5e-6 up to step 120 (then see DRIFT).
 TOLERANCE = 1e-4
+# Steps over which every task must stay within TOLERANCE.
+ROUNDING_STEPS = 40
+# Over the whole 200 steps. The SGD MLPs stay within rounding; in modular_stable (AdamW, ReLU)
+# a last-bit difference can be amplified into a real one (first in three units of the MLP's
+# input bias, before its ReLU: a unit switched on or off for some example; measured on the AVX-512 CPU: seed 1 jumped from 4.5e-6 at step 120
+# to 7.4e-3 at step 140, 1.8e-2 at 200, its accuracies within one example); still a hundredth
+# of the distance to another seed (about 1.8).
+DRIFT = {"parities": TOLERANCE, "digits": TOLERANCE, "modular_stable": 0.1}
 SMALL = {"n_train": 200, "n_test": 50, "hidden": 16, "batch_size": 32, "epochs": 6, "checkpoint_every": 3,
          "checkpoint_unit": "step"}
 SEEDS = [0, 1, 2]
@@ -72,37 +82,53 @@ def test_trajectories_equal_single_seed_ones_within_tolerance(sweeps, task):
         batched, single = sweeps / task / "batched" / str(seed), sweeps / task / "single" / str(seed)
         steps = layout.checkpoint_steps(batched)
         assert steps == layout.checkpoint_steps(single) == list(range(0, 201, 20))
-        worst = max(relative_difference(layout.checkpoint_path(batched, s), layout.checkpoint_path(single, s))
-                    for s in steps)
-        assert worst <= TOLERANCE, (task, seed, worst)
-        assert_logs_close(batched, single)
+        difference = {s: relative_difference(layout.checkpoint_path(batched, s), layout.checkpoint_path(single, s))
+                      for s in steps}
+        assert max(d for s, d in difference.items() if s <= ROUNDING_STEPS) <= TOLERANCE, (task, seed, difference)
+        assert max(difference.values()) <= DRIFT[task], (task, seed, difference)
+        assert_logs_close(batched, single, DRIFT[task])
         # The same checkpoints are much further from another seed's: the tolerance can fail.
         other = sweeps / task / "single" / str((seed + 1) % len(SEEDS))
         assert relative_difference(layout.checkpoint_path(batched, 200), layout.checkpoint_path(other, 200)) > 0.1
 
 
+def first_update(run: Path) -> dict:
+    """The change of every tensor in the first optimiser step (checkpoints 0 and 1)."""
+    before, after = load_file(layout.checkpoint_path(run, 0)), load_file(layout.checkpoint_path(run, 1))
+    return {name: after[name] - before[name] for name in before}
+
+
+def update_difference(a: dict, b: dict) -> float:
+    return max(((a[k] - b[k]).abs().max() / b[k].abs().max().clamp_min(1e-12)).item() for k in b)
+
+
 def test_data_order_is_each_seeds_own(tmp_path):
-    """After one step (checkpoint at step 1) each seed equals its single-seed run, and not a
-    run of the same initial weights fed another seed's batch."""
+    """Each seed's first step is its single-seed run's step, within rounding of the step
+    itself (not of the weights, which would hide a wrong batch: one step changes them
+    little): a step on another batch would change the update entirely."""
     settings = {**SMALL, "max_steps": 1, "checkpoint_every": 1}
     train_sweep("parities", SEEDS, tmp_path / "b", settings, threads=1)
     for seed in SEEDS:
         train_run("parities", seed, tmp_path / "s" / str(seed), settings, threads=1, progress=False)
-        batched, single = run_bytes(tmp_path / "b" / str(seed)), run_bytes(tmp_path / "s" / str(seed))
-        assert batched.pop("log.csv") and single.pop("log.csv")
-        assert batched == single  # parities' batched step is bit-identical (TOLERANCE's measurement)
-        assert_logs_close(tmp_path / "b" / str(seed), tmp_path / "s" / str(seed))
+    for seed in SEEDS:
+        batched, single = first_update(tmp_path / "b" / str(seed)), first_update(tmp_path / "s" / str(seed))
+        assert update_difference(batched, single) <= TOLERANCE, seed  # measured: at most 1.5e-7
+        assert_logs_close(tmp_path / "b" / str(seed), tmp_path / "s" / str(seed), TOLERANCE)
+        # Another seed's update (its own batch, its own weights) is nowhere near: measured 1.4-2.2.
+        other = first_update(tmp_path / "s" / str((seed + 1) % len(SEEDS)))
+        assert update_difference(other, single) > 0.5
 
 
-def assert_logs_close(batched: Path, single: Path) -> None:
+def assert_logs_close(batched: Path, single: Path, tolerance: float) -> None:
     """log.csv of a batched seed against its single-seed run: the same steps and accuracies
-    up to one example, losses within TOLERANCE (the batched evaluation sums in another order)."""
+    up to one example, losses within ``tolerance`` of the largest (the batched evaluation
+    sums in another order)."""
     import pandas as pd
 
     a, b = pd.read_csv(batched / "log.csv"), pd.read_csv(single / "log.csv")
     assert list(a.columns) == list(b.columns) and list(a["step"]) == list(b["step"])
     for column in ("train_loss", "eval_loss"):
-        assert ((a[column] - b[column]).abs() <= TOLERANCE * b[column].abs().max()).all(), column
+        assert ((a[column] - b[column]).abs() <= tolerance * b[column].abs().max()).all(), column
     for column in ("train_accuracy", "eval_accuracy"):
         assert ((a[column] - b[column]).abs() <= 0.03).all(), column
 
