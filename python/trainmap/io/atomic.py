@@ -1,26 +1,31 @@
 """Atomic file output: write to a temporary file beside the target, then rename.
 
 A killed process never leaves a half-written file under the final name, so Snakemake
-and resumable training can trust that any file that exists is complete. Files get the
+and resumable training can trust that any file that exists is complete.
+:func:`write_files` writes many files this way at once, with one flush to disk for all of
+them (training writes thousands of small checkpoints). Files get the
 mode an ordinary ``open(path, "w")`` would give them (0666 less the umask), not the 0600
 of the temporary file they start as, so results can be shared as the user's umask says.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import functools
 import json
 import math
 import os
+import secrets
 import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from trainmap.io.fileguard import check_output_format
 
-__all__ = ["atomic_path", "write_bytes", "write_text", "write_json", "write_csv", "file_mode", "OutputWriteError"]
+__all__ = ["atomic_path", "write_files", "write_bytes", "write_text", "write_json", "write_csv", "file_mode", "OutputWriteError"]
 
 _UMASK_LOCK = threading.Lock()
 # What to tell the user for the errors a full, read-only or forbidden place gives.
@@ -95,6 +100,107 @@ def atomic_path(path: str | os.PathLike, *, durable: bool = True) -> Iterator[Pa
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_files(files: Sequence[tuple[str | os.PathLike, bytes]], *, durable: bool = True) -> None:
+    """Atomically write several files, made visible (renamed into place) in the given order.
+
+    Every temporary is written first; with ``durable``, their data then goes to disk before
+    the first rename, so a reader (or a restarted run) that sees file k also sees every file
+    before it, complete, even after a power loss. On Linux that is one ``syncfs`` per file
+    system written to, elsewhere one ``fsync`` per file: a parities checkpoint costs about
+    0.3 ms to fsync on its own and under 0.1 ms in a batch flushed at once (the sweep writes
+    20,000 of them). ``syncfs`` also flushes other processes' pending writes on that file
+    system, which per-file fsyncs on ext4 largely do as well (one journal commit each).
+
+    On an error, the files already renamed stay (complete), every other temporary is
+    removed, and the error names the file asked for, as :func:`atomic_path`'s does.
+    """
+    targets = [Path(path) for path, _ in files]
+    syncfs = _syncfs() if durable else None
+    temporaries: list[Path] = []
+    renamed = 0
+    target = None  # the file being written, named in an error
+    try:
+        try:
+            made: set[Path] = set()
+            for target, (_, data) in zip(targets, files, strict=True):
+                if target.parent not in made:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    made.add(target.parent)
+                tmp, fd = _new_temporary(target)
+                temporaries.append(tmp)
+                try:
+                    _write_all(fd, data)
+                    if durable and syncfs is None:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+            if syncfs is not None:
+                for target in _one_per_file_system(targets):
+                    _flush_file_system(syncfs, target.parent)
+            for tmp, target in zip(temporaries, targets):
+                os.replace(tmp, target)
+                renamed += 1
+        except OSError as exc:
+            if isinstance(exc, OutputWriteError) or exc.errno not in _REMEDIES:
+                raise
+            raise _write_error(target, exc) from None
+    except BaseException:
+        for tmp in temporaries[renamed:]:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def _new_temporary(target: Path) -> tuple[Path, int]:
+    """A new temporary ``.NAME.XXXXXXXX.tmp`` beside ``target`` (the name
+    :func:`tempfile.mkstemp` would give, which trainmap.io.owner recognises), open for
+    writing. Created with mode 0666, which the kernel reduces by the umask as for any new
+    file (mkstemp's 0600 would need an fchmod)."""
+    for _ in range(100):
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(target.parent))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _one_per_file_system(targets: Sequence[Path]) -> list[Path]:
+    """One of ``targets`` per file system (device) their directories are on."""
+    devices: dict[int, Path] = {}
+    for target in targets:
+        devices.setdefault(os.stat(target.parent).st_dev, target)
+    return list(devices.values())
+
+
+@functools.cache
+def _syncfs() -> Callable[[int], int] | None:
+    """The C library's ``syncfs`` (Linux), or None where there is none."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function
+
+
+def _flush_file_system(syncfs: Callable[[int], int], directory: Path) -> None:
+    """Write everything pending on ``directory``'s file system to disk (raises OSError)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), str(directory))
+    finally:
+        os.close(fd)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> None:
