@@ -199,9 +199,9 @@ class Killed(BaseException):
 
 
 def test_seeds_left_at_different_steps_catch_up_and_end_identical(tmp_path, monkeypatch):
-    """Kill while the seeds' files are written, so seed 1 is behind the others (the seeds'
-    files are written by writer threads at once, and the others' writes finish): the
-    restarted job trains the one behind first, and every seed ends as uninterrupted."""
+    """Kill while the seeds' files are renamed into place (seed by seed, in order), so seed 0
+    is ahead of seeds 1 and 2: the restarted job trains the ones behind first, and every
+    seed ends as uninterrupted."""
     train_sweep("parities", SEEDS, tmp_path / "reference", SMALL, threads=1)
     real_replace, count = os.replace, {"n": 0}
     per_seed = {"n": 0}
@@ -210,7 +210,7 @@ def test_seeds_left_at_different_steps_catch_up_and_end_identical(tmp_path, monk
         count["n"] += 1
         if Path(dst).name == "state.safetensors" and Path(dst).parent.parent.name == "1":
             per_seed["n"] += 1
-            if per_seed["n"] == 4:  # seed 1's 4th resume state; seeds 0 and 2 write theirs
+            if per_seed["n"] == 4:  # seed 1's 4th resume state; seed 0 has written its own
                 raise Killed
         real_replace(src, dst)
 
@@ -220,7 +220,7 @@ def test_seeds_left_at_different_steps_catch_up_and_end_identical(tmp_path, monk
         train_sweep("parities", SEEDS, out, SMALL, threads=1, resume_interval_s=0)
     monkeypatch.undo()
     steps = [layout.read_resume(out / str(s))[1]["step"] for s in SEEDS]
-    assert steps[0] == steps[2] > steps[1]
+    assert steps[0] > steps[1] == steps[2]
     train_sweep("parities", SEEDS, out, SMALL, threads=1, resume_interval_s=0)
     for seed in SEEDS:
         assert run_bytes(out / str(seed)) == run_bytes(tmp_path / "reference" / str(seed))

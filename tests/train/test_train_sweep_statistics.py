@@ -126,7 +126,7 @@ def test_a_run_begun_with_checkpoint_files_is_not_continued_with_statistics(tmp_
     def killed(*args, **kwargs):
         raise Killed
 
-    monkeypatch.setattr(sweep, "_finish", killed)
+    monkeypatch.setattr(sweep, "_end", killed)
     with pytest.raises(Killed):
         train_sweep("parities", [0], tmp_path, SMALL, threads=1)
     monkeypatch.undo()

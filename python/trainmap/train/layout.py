@@ -20,7 +20,6 @@ when it is empty or its owner file says it holds the same run and lists every fi
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import struct
@@ -69,7 +68,6 @@ __all__ = [
     "write_checkpoint",
     "log_text",
     "write_log",
-    "write_together",
     "read_run_json",
     "write_run_json",
     "resume_path",
@@ -176,21 +174,6 @@ def resume_bytes(tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]) 
     JSON ``state`` (step, log rows, settings…) in its metadata, so the two never disagree."""
     payload = {name: tensors[name].detach().cpu().contiguous() for name in sorted(tensors)}
     return safetensors_bytes(payload, metadata={_RESUME_KEY: json.dumps(state, sort_keys=True)})
-
-
-def write_together(files: Sequence[tuple[Path, bytes]]) -> None:
-    """Atomically write several files, made visible in the given order.
-
-    All temporary files are written first, then each is flushed to disk and renamed, first
-    to last: a reader (or a restarted run) that sees file k also sees files before it.
-    Writing all data before the first flush lets the file system flush it in one go, which
-    costs much less than one full atomic write per file.
-    """
-    with contextlib.ExitStack() as stack:
-        # ExitStack finishes (flushes and renames) in reverse order of entry: enter the last first.
-        temporaries = [stack.enter_context(atomic.atomic_path(path)) for path, _ in reversed(files)]
-        for tmp, (_, data) in zip(temporaries, reversed(files), strict=True):
-            tmp.write_bytes(data)
 
 
 def read_resume(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:

@@ -34,6 +34,7 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import nn
 
+from trainmap.io import atomic
 from trainmap.io.limits import cap_workers
 from trainmap.io.contracts import RunPaths
 from trainmap.io.runlock import RunLock
@@ -391,25 +392,40 @@ class _Run:
         ahead of the checkpoints it vouches for; a run killed before a flush resumes from
         the previous one and recomputes the lost checkpoints byte for byte.
         """
+        files = self.queued_files(with_resume_state)
+        self.list_files([path for path, _ in files])
+        atomic.write_files(files)
+        self.flushed()
+
+    def queued_files(self, with_resume_state: bool) -> list[tuple[Path, bytes]]:
+        """The files a flush writes, in their order: the queued checkpoints, the extra
+        files, log.csv and (``with_resume_state``) the resume state."""
         files = [*self.pending, *self.extra_files(), (RunPaths(self.out).log_csv, layout.log_text(self.rows).encode())]
         if with_resume_state:
             files.append((layout.resume_path(self.out), self._resume_bytes()))
-        # Listed in the owner file before their temporaries exist: a kill between writing the
-        # temporaries and renaming them must leave only files the owner file already lists.
-        self.list_files([path for path, _ in files])
-        layout.write_together(files)
+        return files
+
+    def flushed(self) -> None:
+        """Note that the queued files have been written."""
         self.pending.clear()
         self.last_flush = time.perf_counter()
 
-    def _owner_bytes(self) -> bytes:
-        return layout.owner_bytes(_identity(self.task, self.seed, self.settings), self.written)
-
     def list_files(self, paths: list[Path]) -> None:
         """List ``paths`` in the owner file (before they are written)."""
+        owner = self.owner_listing(paths)
+        if owner is not None:
+            atomic.write_files([owner])
+
+    def owner_listing(self, paths: list[Path]) -> tuple[Path, bytes] | None:
+        """The owner file listing ``paths`` as well, as (path, content), or None when it
+        lists them already. It must be written before they are: a kill between writing
+        their temporaries and renaming them must leave only files the owner file lists."""
         names = {path.relative_to(self.out).as_posix() for path in paths}
-        if not names <= self.written:
-            self.written |= names
-            layout.write_owner(self.out, _identity(self.task, self.seed, self.settings), self.written)
+        if names <= self.written:
+            return None
+        self.written |= names
+        return self.out / layout.OWNER_NAME, layout.owner_bytes(_identity(self.task, self.seed, self.settings),
+                                                                self.written)
 
     def _resume_bytes(self) -> bytes:
         tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
@@ -603,10 +619,16 @@ def _train_locked(task: str, seed: int, out: Path, settings: dict[str, Any], thr
 
 def _finish(run: _Run, status: str, diverged_at: int | None, stopped_early: bool, device: torch.device,
             extra: Mapping[str, Any] | None = None) -> None:
-    """Write a run's last checkpoints and log, then run.json (with ``extra`` entries), then
-    delete its resume state."""
+    """Write a run's last checkpoints and log, then end it (:func:`_end`)."""
     with run.clock.measure("checkpoint_io_s"):
         run.flush(with_resume_state=False)  # the last checkpoints and the full log
+    _end(run, status, diverged_at, stopped_early, device, extra)
+
+
+def _end(run: _Run, status: str, diverged_at: int | None, stopped_early: bool, device: torch.device,
+         extra: Mapping[str, Any] | None = None) -> None:
+    """Write run.json (with ``extra`` entries) of a run whose files are all written, then
+    delete its resume state."""
     record = {**_run_record(run, status, diverged_at, stopped_early, device), **(extra or {})}
     run.list_files([RunPaths(run.out).run_json])
     layout.write_run_json(run.out, record)

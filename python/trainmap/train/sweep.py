@@ -45,7 +45,6 @@ import os
 import re
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -53,6 +52,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from trainmap.io import atomic
 from trainmap.io.contracts import METRICS_CSV, RUN_JSON, RunPaths
 from trainmap.io.limits import cap_workers
 from trainmap.io.runlock import RunLock
@@ -61,6 +61,7 @@ from trainmap.train.loop import (
     _MAX_SEED,
     _check_claim,
     _check_same_run,
+    _end,
     _finish,
     _identity,
     _Run,
@@ -74,8 +75,6 @@ __all__ = ["BATCHED_TASKS", "InLoopStatistics", "train_sweep", "parse_seeds"]
 
 # Largest seeds x examples evaluated in one batched forward pass (memory bound).
 _EVAL_ELEMENTS = 1 << 16
-# Seeds whose files are written at the same time (:func:`_each`).
-_WRITERS = 8
 
 
 
@@ -485,23 +484,34 @@ def _statistics_of(runs: Sequence[_Run], group: _Batch) -> None:
         run.precomputed = result
 
 
-def _each(writers: ThreadPoolExecutor, runs: Sequence[_Run], write: Callable[[_Run], object]) -> None:
-    """``write(run)`` for every run in ``writers``' threads; the first error is raised.
+def _write_queued(runs: Sequence[_Run], with_resume_state: bool) -> None:
+    """Write every run's queued files (:meth:`_Run.queued_files`), each run's in its order:
+    first the owner files that list them, then the files themselves, each batch with one
+    flush to disk (:func:`trainmap.io.atomic.write_files`) rather than one per run. The
+    time counts as each run's checkpoint I/O, in equal shares."""
+    started = time.perf_counter()
+    files = [run.queued_files(with_resume_state) for run in runs]
+    owners = [run.owner_listing([path for path, _ in queued]) for run, queued in zip(runs, files)]
+    atomic.write_files([owner for owner in owners if owner is not None])
+    atomic.write_files([file for queued in files for file in queued])
+    share = (time.perf_counter() - started) / max(len(runs), 1)
+    for run in runs:
+        run.flushed()
+        run.clock.checkpoint_io_s += share
 
-    Each run's files are written in their order by one thread (``layout.write_together``);
-    different runs' files are independent, and their writes mostly wait on the file system
-    (creating files, fsync), which threads overlap.
-    """
-    for _ in writers.map(write, runs):
-        pass
+
+def _finish_all(runs: Sequence[_Run], stopped_early: bool, device: torch.device,
+                batch_record: Mapping[str, Any]) -> None:
+    """Finish ``runs`` as complete: their last files written together, then each run.json."""
+    _write_queued(runs, with_resume_state=False)
+    for run in runs:
+        _end(run, "complete", None, stopped_early, device, batch_record)
 
 
 def _train_group(runs: list[_Run], forward_kind: str, until: int, resume_interval_s: float,
-                 batch_record: Mapping[str, Any], device: torch.device, writers: ThreadPoolExecutor,
-                 bar: Any = None) -> list[_Run]:
+                 batch_record: Mapping[str, Any], device: torch.device, bar: Any = None) -> list[_Run]:
     """Train ``runs`` (all at the same step) together up to step ``until``; finish (write
-    run.json of) every seed that ends on the way, the seeds' files written in ``writers``.
-    Returns the seeds still training."""
+    run.json of) every seed that ends on the way. Returns the seeds still training."""
     group = _Batch(runs, forward_kind)
     counted = runs[0].step  # steps shown on the progress bar so far
 
@@ -545,15 +555,10 @@ def _train_group(runs: list[_Run], forward_kind: str, until: int, resume_interva
                 row = run.checkpoint()  # (flush_now is False: the seeds' files are written together below)
                 reached.append(bool(goal) and row["eval_accuracy"] >= goal)
             if flush:
-                started = time.perf_counter()
-                _each(writers, runs, lambda run: run.flush(with_resume_state=True))
-                share = (time.perf_counter() - started) / len(runs)
-                for run in runs:
-                    run.clock.checkpoint_io_s += share
+                _write_queued(runs, with_resume_state=True)
                 last_flush = time.perf_counter()
             if any(reached):
-                done = [run for run, stop in zip(runs, reached) if stop]
-                _each(writers, done, lambda run: _finish(run, "complete", None, True, device, batch_record))
+                _finish_all([run for run, stop in zip(runs, reached) if stop], True, device, batch_record)
                 show()
                 return [run for run, stop in zip(runs, reached) if not stop]
     group.unstack()
@@ -709,8 +714,8 @@ def _train_claimed(task: str, settings: dict[str, Any], claimed: list[tuple[int,
                 active.append(run)
         total = runs[0].schedule.total_steps
         kind = BATCHED_TASKS[task]
-        with ThreadPoolExecutor(_WRITERS) as writers, _progress_bar(task, active, total, progress) as bar:
-            _train_active(active, total, kind, resume_interval_s, batch_record, device, writers, bar)
+        with _progress_bar(task, active, total, progress) as bar:
+            _train_active(active, total, kind, resume_interval_s, batch_record, device, bar)
 
 
 def _progress_bar(task: str, active: Sequence[_Run], total: int, progress: bool):
@@ -726,8 +731,7 @@ def _progress_bar(task: str, active: Sequence[_Run], total: int, progress: bool)
 
 
 def _train_active(active: list[_Run], total: int, kind: str, resume_interval_s: float,
-                  batch_record: Mapping[str, Any], device: torch.device, writers: ThreadPoolExecutor,
-                  bar: Any = None) -> None:
+                  batch_record: Mapping[str, Any], device: torch.device, bar: Any = None) -> None:
     """Train the unfinished seeds to their end, in sub-batches of seeds at the same step
     (``bar``: a progress bar counting seed-steps, or None)."""
     while active:
@@ -735,11 +739,11 @@ def _train_active(active: list[_Run], total: int, kind: str, resume_interval_s: 
         group = [run for run in active if run.step == lowest]
         ahead = [run.step for run in active if run.step > lowest]
         until = min(ahead) if ahead else total
-        still = _train_group(group, kind, until, resume_interval_s, batch_record, device, writers, bar)
+        still = _train_group(group, kind, until, resume_interval_s, batch_record, device, bar)
         ended = [run for run in group if run not in still]
         if bar is not None:  # the steps that seeds which ended early will not take
             bar.update(sum(total - run.step for run in ended))
         at_end = [run for run in still if run.step >= total]
-        _each(writers, at_end, lambda run: _finish(run, "complete", None, False, device, batch_record))
+        _finish_all(at_end, False, device, batch_record)
         ended += at_end
         active = [run for run in active if run not in ended]
