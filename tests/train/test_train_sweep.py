@@ -226,6 +226,58 @@ def test_seeds_left_at_different_steps_catch_up_and_end_identical(tmp_path, monk
         assert run_bytes(out / str(seed)) == run_bytes(tmp_path / "reference" / str(seed))
 
 
+@pytest.mark.parametrize("task, settings", [
+    ("digits", {**CASES["digits"], "max_steps": 30, "checkpoint_every": 5}),  # AdamW: two moments per tensor
+    ("parities", {**SMALL, "momentum": 0.9}),  # SGD with a momentum buffer
+])
+def test_a_resumed_seed_continues_its_own_optimiser_state(tmp_path, monkeypatch, task, settings):
+    """The optimiser state goes out of the batch (each seed's resume state, in the seed's own
+    layout: the batch holds the MLP's weights transposed) and back in on restart: a job
+    stopped after its third flush and started again ends byte-identical."""
+    train_sweep(task, SEEDS, tmp_path / "reference", settings, threads=1)
+    real_replace, flushes = os.replace, {"n": 0}
+
+    def replace(src, dst):
+        if Path(dst).name == "state.safetensors" and Path(dst).parent.parent.name == str(SEEDS[-1]):
+            flushes["n"] += 1
+            if flushes["n"] == 4:
+                raise Killed
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    out = tmp_path / "stopped"
+    with pytest.raises(Killed):
+        train_sweep(task, SEEDS, out, settings, threads=1, resume_interval_s=0)
+    monkeypatch.undo()
+    from trainmap.train import components
+
+    tensors, state = layout.read_resume(out / "0")
+    shapes = [p.shape for p in components.build_model(task, state["settings"], 0).parameters()]  # optimiser order
+    moments = {name: value for name, value in tensors.items() if name.startswith("optimizer/")
+               and not name.endswith("/step")}
+    assert moments, sorted(tensors)  # there is optimiser state to carry
+    for name, value in moments.items():  # each in its parameter's shape ((out, in)), not the batch's
+        assert value.shape == shapes[int(name.split("/")[1])], name
+    train_sweep(task, SEEDS, out, settings, threads=1, resume_interval_s=0)
+    for seed in SEEDS:
+        assert run_bytes(out / str(seed)) == run_bytes(tmp_path / "reference" / str(seed))
+
+
+def test_sgd_without_momentum_in_place_is_torchs_step_bit_for_bit(tmp_path, monkeypatch):
+    """The batch's in-place SGD step (sweep._sgd_step) against torch.optim.SGD's own."""
+    from trainmap.train import sweep
+
+    assert sweep._sgd_in_place({"optimizer": "sgd", "momentum": 0.0, "lr": 0.1, "weight_decay": 0.01}) == (0.1, 0.01)
+    assert sweep._sgd_in_place({"optimizer": "sgd", "momentum": 0.9, "lr": 0.1, "weight_decay": 0.01}) is None
+    assert sweep._sgd_in_place({"optimizer": "adamw", "momentum": 0.0, "lr": 0.1, "weight_decay": 0.01}) is None
+    settings = {**SMALL, "weight_decay": 0.05}
+    train_sweep("parities", SEEDS, tmp_path / "in-place", settings, threads=1)
+    monkeypatch.setattr(sweep, "_sgd_in_place", lambda settings: None)
+    train_sweep("parities", SEEDS, tmp_path / "torch", settings, threads=1)
+    for seed in SEEDS:
+        assert run_bytes(tmp_path / "in-place" / str(seed)) == run_bytes(tmp_path / "torch" / str(seed))
+
+
 def test_finished_seeds_are_left_alone_and_new_ones_trained(tmp_path):
     train_sweep("parities", [0, 1], tmp_path, SMALL, threads=1)
     before = run_bytes(tmp_path / "0")

@@ -289,6 +289,7 @@ class _Run:
         self.clock = _Clock()
         self.resume_interval_s = resume_interval_s
         self.pending: list[tuple[Path, bytes]] = []  # checkpoint files not written yet
+        self.pending_bytes = 0  # their size
         self.last_flush = time.perf_counter()
         self.bar = None
 
@@ -361,6 +362,7 @@ class _Run:
         with self.clock.measure("checkpoint_io_s"):
             data = layout.checkpoint_bytes(dict(self.model.named_parameters()))
             self.pending.append((layout.checkpoint_path(self.out, self.step), data))
+            self.pending_bytes += len(data)
 
     def extra_files(self) -> list[tuple[Path, bytes]]:
         """Files written at each flush after the checkpoints, before log.csv (none here)."""
@@ -382,8 +384,7 @@ class _Run:
         few seconds: one flush to disk for many small files costs a fraction of one flush
         per file, which would exceed the 10 % I/O budget on its own.
         """
-        queued = sum(len(data) for _, data in self.pending)
-        return time.perf_counter() - self.last_flush >= self.resume_interval_s or queued > _MAX_PENDING_BYTES
+        return time.perf_counter() - self.last_flush >= self.resume_interval_s or self.pending_bytes > _MAX_PENDING_BYTES
 
     def flush(self, with_resume_state: bool) -> None:
         """Write the queued checkpoints, log.csv and (optionally) the resume state.
@@ -408,6 +409,7 @@ class _Run:
     def flushed(self) -> None:
         """Note that the queued files have been written."""
         self.pending.clear()
+        self.pending_bytes = 0
         self.last_flush = time.perf_counter()
 
     def list_files(self, paths: list[Path]) -> None:
