@@ -58,7 +58,7 @@ def test_all_data_is_flushed_before_the_first_rename(tmp_path, monkeypatch):
     monkeypatch.setattr(atomic, "_write_all", lambda fd, data: (events.append("write"), real_write(fd, data)))
     monkeypatch.setattr(os, "replace", lambda s, d: (events.append("rename"), real_replace(s, d)))
     real_flush = atomic._flush_file_system
-    monkeypatch.setattr(atomic, "_flush_file_system", lambda f, d: (events.append("sync"), real_flush(f, d)))
+    monkeypatch.setattr(atomic, "_flush_file_system", lambda f, fd: (events.append("sync"), real_flush(f, fd)))
     atomic.write_files([(tmp_path / f"{i}.bin", b"data") for i in range(4)])
     if atomic._syncfs() is None:
         pytest.skip("no syncfs in this C library: the per-file fsync path is tested below")
@@ -179,3 +179,45 @@ def test_a_temporary_left_by_a_kill_is_recognised_as_the_targets(tmp_path, monke
         atomic.write_files([(tmp_path / "step00000010.safetensors", b"")])
     monkeypatch.setattr(type(tmp_path), "unlink", real_unlink)
     assert len(seen) == 1 and owner._temporary_of(seen[0]) == "step00000010.safetensors"
+
+
+def test_a_directory_that_can_be_written_but_not_listed_is_flushed(tmp_path, monkeypatch):
+    """syncfs goes through an open temporary, not a descriptor of the directory, which
+    would need read permission on it: a 0300 directory can be written, not listed. Root
+    reads any directory, so there opening one for reading is refused as the kernel refuses
+    it to anyone else."""
+    box = tmp_path / "drop"
+    box.mkdir()
+    box.chmod(0o300)
+    if os.geteuid() == 0:
+        real_open = os.open
+
+        def unreadable(path, flags, *args, **kwargs):
+            if os.path.realpath(path) == str(box) and not flags & (os.O_WRONLY | os.O_RDWR):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", unreadable)
+    try:
+        atomic.write_files([(box / "a.bin", b"a"), (box / "b.bin", b"b")])
+    finally:
+        monkeypatch.undo()
+        box.chmod(0o700)
+    assert _names(box) == ["a.bin", "b.bin"] and (box / "b.bin").read_bytes() == b"b"
+
+
+def test_syncfs_goes_through_a_file_on_each_file_system(tmp_path, monkeypatch):
+    """One descriptor per file system (found once per directory), each a file just written;
+    all of them closed after."""
+    synced = []
+
+    def syncfs(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return 0
+
+    monkeypatch.setattr(atomic, "_syncfs", lambda: syncfs)
+    files = [(tmp_path / d / f"{i}.bin", b"x") for d in ("one", "two", "three") for i in range(3)]
+    before = len(os.listdir("/proc/self/fd"))
+    atomic.write_files(files)
+    assert len(synced) == 1 and synced[0].startswith(str(tmp_path / "one" / ".0.bin."))
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -106,12 +106,15 @@ def write_files(files: Sequence[tuple[str | os.PathLike, bytes]], *, durable: bo
     """Atomically write several files, made visible (renamed into place) in the given order.
 
     Every temporary is written first; with ``durable``, their data then goes to disk before
-    the first rename, so a reader (or a restarted run) that sees file k also sees every file
-    before it, complete, even after a power loss. On Linux that is one ``syncfs`` per file
-    system written to, elsewhere one ``fsync`` per file: a parities checkpoint costs about
-    0.3 ms to fsync on its own and under 0.1 ms in a batch flushed at once (the sweep writes
-    20,000 of them). ``syncfs`` also flushes other processes' pending writes on that file
-    system, which per-file fsyncs on ext4 largely do as well (one journal commit each).
+    the first rename, so no file becomes visible before every file's data is on disk. On
+    Linux that is one ``syncfs`` per file system written to, elsewhere one ``fsync`` per
+    file: a parities checkpoint costs about 0.3 ms to fsync on its own and under 0.1 ms in a
+    batch flushed at once (the sweep writes 20,000 of them). ``syncfs`` also flushes other
+    processes' pending writes on that file system, which per-file fsyncs on ext4 largely do
+    as well (one journal commit each). The renames themselves are not synced (as in
+    :func:`atomic_path`): that a power loss keeps them in their order is the file system's
+    journal's doing (ext4, XFS), which POSIX does not promise; a killed process always
+    leaves them in order.
 
     On an error, the files already renamed stay (complete), every other temporary is
     removed, and the error names the file asked for, as :func:`atomic_path`'s does.
@@ -119,26 +122,33 @@ def write_files(files: Sequence[tuple[str | os.PathLike, bytes]], *, durable: bo
     targets = [Path(path) for path, _ in files]
     syncfs = _syncfs() if durable else None
     temporaries: list[Path] = []
+    # One open temporary per file system, to syncfs it through (a descriptor of the
+    # directory would need read permission on it, which writing a file does not).
+    through: dict[int, tuple[int, Path]] = {}  # device: (descriptor, its target)
+    seen: set[Path] = set()  # directories made and their file system looked up
     renamed = 0
     target = None  # the file being written, named in an error
     try:
         try:
-            made: set[Path] = set()
             for target, (_, data) in zip(targets, files, strict=True):
-                if target.parent not in made:
+                if target.parent not in seen:
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    made.add(target.parent)
                 tmp, fd = _new_temporary(target)
                 temporaries.append(tmp)
                 try:
                     _write_all(fd, data)
                     if durable and syncfs is None:
                         os.fsync(fd)
+                    if syncfs is not None and target.parent not in seen:
+                        device = os.fstat(fd).st_dev
+                        if device not in through:
+                            through[device], fd = (fd, target), -1  # kept open until the flush
                 finally:
-                    os.close(fd)
-            if syncfs is not None:
-                for target in _one_per_file_system(targets):
-                    _flush_file_system(syncfs, target.parent)
+                    if fd >= 0:
+                        os.close(fd)
+                seen.add(target.parent)
+            for fd, target in through.values():  # (an error names the first file written there)
+                _flush_file_system(syncfs, fd)
             for tmp, target in zip(temporaries, targets):
                 os.replace(tmp, target)
                 renamed += 1
@@ -146,6 +156,9 @@ def write_files(files: Sequence[tuple[str | os.PathLike, bytes]], *, durable: bo
             if isinstance(exc, OutputWriteError) or exc.errno not in _REMEDIES:
                 raise
             raise _write_error(target, exc) from None
+        finally:
+            for fd, _ in through.values():
+                os.close(fd)
     except BaseException:
         for tmp in temporaries[renamed:]:
             tmp.unlink(missing_ok=True)
@@ -172,14 +185,6 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _one_per_file_system(targets: Sequence[Path]) -> list[Path]:
-    """One of ``targets`` per file system (device) their directories are on."""
-    devices: dict[int, Path] = {}
-    for target in targets:
-        devices.setdefault(os.stat(target.parent).st_dev, target)
-    return list(devices.values())
-
-
 @functools.cache
 def _syncfs() -> Callable[[int], int] | None:
     """The C library's ``syncfs`` (Linux), or None where there is none."""
@@ -192,15 +197,12 @@ def _syncfs() -> Callable[[int], int] | None:
     return function
 
 
-def _flush_file_system(syncfs: Callable[[int], int], directory: Path) -> None:
-    """Write everything pending on ``directory``'s file system to disk (raises OSError)."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        if syncfs(fd) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code), str(directory))
-    finally:
-        os.close(fd)
+def _flush_file_system(syncfs: Callable[[int], int], fd: int) -> None:
+    """Write everything pending on the file system of the open file ``fd`` to disk (raises
+    OSError)."""
+    if syncfs(fd) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> None:
