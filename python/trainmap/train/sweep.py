@@ -254,8 +254,8 @@ class _Batch:
     The MLP's weights are held transposed, (seeds, in, out) rather than ``nn.Linear``'s
     (out, in): the batched matmul reads them as stored, and autograd returns their
     gradients in that layout, where a transposed view would make it copy each gradient into
-    the parameter's layout. With SGD without momentum (parities, digits, mnist) the update is
-    made in place (:meth:`train_step`). Together a parities step of 40 seeds takes about 0.9
+    the parameter's layout. With SGD without momentum (parities' default; digits and mnist
+    train with AdamW) the update is made in place (:meth:`train_step`). Together a parities step of 40 seeds takes about 0.9
     ms instead of 1.4 (benchmarks/train_sweep.py).
     """
 
@@ -412,6 +412,8 @@ def _sgd_step(params: Sequence[torch.Tensor], lr: float, weight_decay: float) ->
     the step (``zero_grad(set_to_none=True)``)."""
     for param in params:
         grad = param.grad
+        if grad is None:  # (as torch's step: a parameter the loss does not reach)
+            continue
         if weight_decay != 0:
             grad.add_(param, alpha=weight_decay)
         param.add_(grad, alpha=-lr)
