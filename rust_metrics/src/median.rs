@@ -4,7 +4,10 @@
 //! radix selection: a histogram of the top 16 key bits (built during the statistics pass),
 //! then, per pass over the data, either the keys of the one bin that holds the rank are
 //! collected and selected in memory (when few enough) or the next 16 bits are histogrammed.
-//! Memory stays bounded by [`COLLECT_LIMIT`] keys however large the checkpoint.
+//! Memory stays bounded by [`COLLECT_LIMIT`] keys however large the checkpoint. A group of
+//! at most [`KEEP_KEYS`] values (a small model's) keeps its keys instead of a histogram and
+//! selects the middle ranks from them: clearing and scanning 64K bins would cost more than
+//! the model's other statistics (a seed sweep computes them at every checkpoint step).
 
 use rayon::prelude::*;
 
@@ -16,6 +19,8 @@ pub const DIGIT_BITS: u32 = 16;
 pub const BINS: usize = 1 << DIGIT_BITS;
 /// Most keys gathered in memory at once (32 MiB).
 pub const COLLECT_LIMIT: u64 = 1 << 22;
+/// Most values whose keys a [`TopHistogram`] keeps before it counts them into bins (64 KiB).
+pub const KEEP_KEYS: usize = 1 << 13;
 
 /// Order-preserving key: `a < b` ⇔ `key(a) < key(b)` for non-NaN floats.
 #[inline]
@@ -30,34 +35,70 @@ pub fn value(key: u64) -> f64 {
     if key >> 63 == 1 { f64::from_bits(key & !(1 << 63)) } else { f64::from_bits(!key) }
 }
 
-/// Histogram of the top 16 key bits of some values.
+/// Histogram of the top 16 key bits of some values; while there are at most `limit` of
+/// them, their keys themselves.
 #[derive(Clone)]
-pub struct TopHistogram(pub Vec<u64>);
+pub struct TopHistogram {
+    limit: usize,
+    keys: Vec<u64>,
+    bins: Option<Vec<u64>>,
+}
 
 impl TopHistogram {
-    /// An empty histogram.
+    /// An empty histogram that keeps up to [`KEEP_KEYS`] keys.
     pub fn new() -> Self {
-        TopHistogram(vec![0; BINS])
+        Self::keeping(KEEP_KEYS)
     }
 
-    /// Count `values` (non-NaN) into their bins.
+    /// An empty histogram that keeps up to `limit` keys (0: a histogram from the start).
+    pub fn keeping(limit: usize) -> Self {
+        TopHistogram { limit, keys: Vec::new(), bins: None }
+    }
+
+    /// Count `values` (non-NaN).
     pub fn add(&mut self, values: &[f64]) {
+        if self.bins.is_none() && self.keys.len() + values.len() <= self.limit {
+            self.keys.extend(values.iter().map(|&x| key(x)));
+            return;
+        }
+        let bins = self.binned();
         for &x in values {
-            self.0[(key(x) >> (64 - DIGIT_BITS)) as usize] += 1;
+            bins[(key(x) >> (64 - DIGIT_BITS)) as usize] += 1;
         }
     }
 
-    /// The bin-wise sum of two histograms.
+    /// The bins, made from the kept keys if there were none yet.
+    fn binned(&mut self) -> &mut Vec<u64> {
+        let keys = &mut self.keys;
+        self.bins.get_or_insert_with(|| {
+            let mut bins = vec![0; BINS];
+            for k in keys.drain(..) {
+                bins[(k >> (64 - DIGIT_BITS)) as usize] += 1;
+            }
+            bins
+        })
+    }
+
+    /// The values of both.
     pub fn merge(mut self, other: &TopHistogram) -> Self {
-        for (a, b) in self.0.iter_mut().zip(&other.0) {
-            *a += b;
+        if self.bins.is_none() && other.bins.is_none() && self.keys.len() + other.keys.len() <= self.limit {
+            self.keys.extend_from_slice(&other.keys);
+            return self;
+        }
+        let bins = self.binned();
+        match &other.bins {
+            Some(theirs) => bins.iter_mut().zip(theirs).for_each(|(a, b)| *a += b),
+            None => other.keys.iter().for_each(|k| bins[(k >> (64 - DIGIT_BITS)) as usize] += 1),
         }
         self
     }
 
     /// Number of values counted.
     pub fn total(&self) -> u64 {
-        self.0.iter().sum()
+        match &self.bins {
+            Some(bins) => bins.iter().sum(),
+            None => self.keys.len() as u64,
+        }
     }
 }
 
@@ -122,11 +163,17 @@ pub fn median(data: &impl Rescan, top: &TopHistogram) -> Result<f64> {
         return Ok(f64::NAN);
     }
     let ranks = if n % 2 == 1 { vec![n / 2] } else { vec![n / 2 - 1, n / 2] };
+    let Some(bins) = &top.bins else {
+        // Every key is at hand: select the middle ranks from them, no pass over the data.
+        let mut keys = top.keys.clone();
+        let found: Vec<f64> = ranks.iter().map(|&r| value(*keys.select_nth_unstable(r as usize).1)).collect();
+        return Ok(found.iter().sum::<f64>() / found.len() as f64);
+    };
     let mut searches: Vec<Search> = ranks
         .iter()
         .map(|&rank| {
             let mut s = Search { prefix: 0, bits: 0, rank, count: n, found: None };
-            s.descend(&top.0);
+            s.descend(bins);
             s
         })
         .collect();
@@ -229,13 +276,39 @@ mod tests {
         if n % 2 == 1 { all[n / 2] } else { (all[n / 2 - 1] + all[n / 2]) / 2.0 }
     }
 
+    /// The median with the keys kept (when few enough), with a histogram from the start,
+    /// and with the keys kept until a part's values overflow them, all equal to sorting.
     fn check(parts: Vec<Vec<f64>>) {
-        let mut top = TopHistogram::new();
-        for p in &parts {
-            top.add(p);
-        }
         let expected = reference(&parts);
-        assert_eq!(median(&Parts(parts), &top).unwrap(), expected);
+        let largest = parts.iter().map(Vec::len).max().unwrap_or(0);
+        for limit in [KEEP_KEYS, 0, largest] {
+            let mut top = TopHistogram::keeping(limit);
+            for p in &parts {
+                top.add(p);
+            }
+            assert_eq!(median(&Parts(parts.clone()), &top).unwrap(), expected, "limit {limit}");
+            // Merging partial histograms (one per worker) gives the same.
+            let merged = parts
+                .iter()
+                .map(|p| {
+                    let mut h = TopHistogram::keeping(limit);
+                    h.add(p);
+                    h
+                })
+                .fold(TopHistogram::keeping(limit), |a, b| a.merge(&b));
+            assert_eq!(merged.total(), top.total());
+            assert_eq!(median(&Parts(parts.clone()), &merged).unwrap(), expected, "merged, limit {limit}");
+        }
+    }
+
+    #[test]
+    fn kept_keys_become_bins_when_there_are_too_many() {
+        let mut top = TopHistogram::keeping(4);
+        top.add(&[1.0, 2.0, 3.0]);
+        assert!(top.bins.is_none() && top.total() == 3);
+        top.add(&[4.0, 5.0]);
+        assert!(top.bins.is_some() && top.keys.is_empty() && top.total() == 5);
+        check(vec![vec![0.5; KEEP_KEYS - 1], vec![-2.0, 7.0, 0.25]]); // over KEEP_KEYS in all
     }
 
     #[test]
