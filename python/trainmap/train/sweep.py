@@ -76,6 +76,11 @@ __all__ = ["BATCHED_TASKS", "InLoopStatistics", "train_sweep", "parse_seeds"]
 
 # Largest seeds x examples evaluated in one batched forward pass (memory bound).
 _EVAL_ELEMENTS = 1 << 16
+# Examples per batched forward pass of the MLP's evaluation on a CPU: the seeds' hidden
+# layers of a chunk stay in the core's cache (40 parities seeds x 64 x 128 units: 1.3 MB)
+# instead of going through memory (x 1,000: 20 MB), 11 -> 9 ms per evaluation. The same
+# for any number of seeds, so a seed's numbers do not depend on its companions.
+_MLP_CPU_EVAL_CHUNK = 64
 
 
 
@@ -362,6 +367,8 @@ class _Batch:
         first = self.runs[0]
         s, seeds = first.settings, len(self.runs)
         chunk = max(1, min(s["eval_batch_size"], _EVAL_ELEMENTS // seeds))
+        if "scratch" in self._eval_options and first.device.type == "cpu":
+            chunk = min(chunk, _MLP_CPU_EVAL_CHUNK)
         values = []
         for split, limit in ((first.train, s["train_eval_size"]), (first.eval, 0)):
             n = len(split) if limit <= 0 else min(limit, len(split))
