@@ -29,7 +29,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -393,10 +393,7 @@ class _Run:
         ahead of the checkpoints it vouches for; a run killed before a flush resumes from
         the previous one and recomputes the lost checkpoints byte for byte.
         """
-        files = self.queued_files(with_resume_state)
-        self.list_files([path for path, _ in files])
-        atomic.write_files(files)
-        self.flushed()
+        _flush_runs([self], with_resume_state)
 
     def queued_files(self, with_resume_state: bool) -> list[tuple[Path, bytes]]:
         """The files a flush writes, in their order: the queued checkpoints, the extra
@@ -406,17 +403,11 @@ class _Run:
             files.append((layout.resume_path(self.out), self._resume_bytes()))
         return files
 
-    def flushed(self) -> None:
-        """Note that the queued files have been written."""
-        self.pending.clear()
-        self.pending_bytes = 0
-        self.last_flush = time.perf_counter()
-
     def list_files(self, paths: list[Path]) -> None:
         """List ``paths`` in the owner file (before they are written)."""
         owner = self.owner_listing(paths)
         if owner is not None:
-            atomic.write_files([owner])
+            atomic.write_bytes(*owner)
 
     def owner_listing(self, paths: list[Path]) -> tuple[Path, bytes] | None:
         """The owner file listing ``paths`` as well, as (path, content), or None when it
@@ -617,6 +608,21 @@ def _train_locked(task: str, seed: int, out: Path, settings: dict[str, Any], thr
                 run.bar = stack.enter_context(_progress_bar(run))
             status, diverged_at, stopped_early = run.train_until_done()
         _finish(run, status, diverged_at, stopped_early, torch_device)
+
+
+def _flush_runs(runs: Sequence[_Run], with_resume_state: bool) -> None:
+    """Write every run's queued files (:meth:`_Run.queued_files`), each run's in its order:
+    first the owner files that list them, then the files themselves, each batch with one
+    flush to disk (:func:`trainmap.io.atomic.write_files`), however many runs (a seed
+    sweep writes all its seeds' files at once)."""
+    files = [run.queued_files(with_resume_state) for run in runs]
+    owners = [run.owner_listing([path for path, _ in queued]) for run, queued in zip(runs, files)]
+    atomic.write_files([owner for owner in owners if owner is not None])
+    atomic.write_files([file for queued in files for file in queued])
+    for run in runs:
+        run.pending.clear()
+        run.pending_bytes = 0
+        run.last_flush = time.perf_counter()
 
 
 def _finish(run: _Run, status: str, diverged_at: int | None, stopped_early: bool, device: torch.device,

@@ -52,7 +52,6 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from trainmap.io import atomic
 from trainmap.io.contracts import METRICS_CSV, RUN_JSON, RunPaths
 from trainmap.io.limits import cap_workers
 from trainmap.io.runlock import RunLock
@@ -64,6 +63,7 @@ from trainmap.train.loop import (
     _check_same_run,
     _end,
     _finish,
+    _flush_runs,
     _identity,
     _Run,
     _torch_configured,
@@ -260,8 +260,8 @@ class _Batch:
     (out, in): the batched matmul reads them as stored, and autograd returns their
     gradients in that layout, where a transposed view would make it copy each gradient into
     the parameter's layout. With SGD without momentum (parities' default; digits and mnist
-    train with AdamW) the update is made in place (:meth:`train_step`). Together a parities step of 40 seeds takes about 0.9
-    ms instead of 1.4 (benchmarks/train_sweep.py).
+    train with AdamW) the update is made in place (:meth:`train_step`). Together a parities
+    step of 40 seeds takes about 0.9 ms instead of 1.4 (benchmarks/train_sweep.py).
     """
 
     def __init__(self, runs: Sequence[_Run], forward_kind: str):
@@ -545,18 +545,12 @@ def _statistics_of(runs: Sequence[_Run], group: _Batch) -> None:
 
 
 def _write_queued(runs: Sequence[_Run], with_resume_state: bool) -> None:
-    """Write every run's queued files (:meth:`_Run.queued_files`), each run's in its order:
-    first the owner files that list them, then the files themselves, each batch with one
-    flush to disk (:func:`trainmap.io.atomic.write_files`) rather than one per run. The
-    time counts as each run's checkpoint I/O, in equal shares."""
+    """Write every seed's queued files together (:func:`trainmap.train.loop._flush_runs`);
+    the time counts as each seed's checkpoint I/O, in equal shares."""
     started = time.perf_counter()
-    files = [run.queued_files(with_resume_state) for run in runs]
-    owners = [run.owner_listing([path for path, _ in queued]) for run, queued in zip(runs, files)]
-    atomic.write_files([owner for owner in owners if owner is not None])
-    atomic.write_files([file for queued in files for file in queued])
+    _flush_runs(runs, with_resume_state)
     share = (time.perf_counter() - started) / max(len(runs), 1)
     for run in runs:
-        run.flushed()
         run.clock.checkpoint_io_s += share
 
 
