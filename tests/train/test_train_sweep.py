@@ -379,3 +379,31 @@ def test_the_sweep_shows_its_progress_in_seed_steps(tmp_path, capsys):
     assert done == planned, err[-300:]
     train_sweep("parities", SEEDS, tmp_path / "quiet", SMALL, threads=1, progress=False)
     assert "seed-step" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task", ["mnist", "modular"])
+def test_the_other_batched_tasks_keep_each_seeds_identity(tmp_path, task, mnist_maker):
+    """The batched tasks the module-wide cases leave out: mnist (the MLP path with its pixel
+    pipeline, read from files) and modular (the torch.func path without LayerNorm). Initial
+    weights bit-for-bit those of single-seed training, then within TOLERANCE over the
+    rounding horizon; another seed is far."""
+    settings = {"max_steps": 20, "checkpoint_every": 10, "checkpoint_unit": "step"}
+    if task == "mnist":
+        mnist_maker(tmp_path / "data", n_train=160, n_test=40)
+        settings |= {"data_dir": str(tmp_path / "data"), "hidden": 16, "batch_size": 16, "epochs": 2,
+                     "train_eval_size": 40}
+    else:
+        settings |= {"modulus": 23, "d_model": 16, "n_heads": 2, "d_head": 8, "d_mlp": 32, "batch_size": 64}
+    train_sweep(task, SEEDS, tmp_path / "batched", settings, threads=1)
+    for seed in SEEDS:
+        train_run(task, seed, tmp_path / "single" / str(seed), settings, threads=1, progress=False)
+    for seed in SEEDS:
+        batched, single = tmp_path / "batched" / str(seed), tmp_path / "single" / str(seed)
+        assert layout.read_run_json(batched)["batch"]["batched"] == BATCHED_TASKS[task]
+        assert layout.checkpoint_steps(batched) == layout.checkpoint_steps(single) == [0, 10, 20]
+        assert layout.checkpoint_path(batched, 0).read_bytes() == layout.checkpoint_path(single, 0).read_bytes()
+        assert max(relative_difference(layout.checkpoint_path(batched, s), layout.checkpoint_path(single, s))
+                   for s in (10, 20)) <= TOLERANCE
+        assert_logs_close(batched, single, TOLERANCE)
+        other = tmp_path / "single" / str((seed + 1) % len(SEEDS))
+        assert relative_difference(layout.checkpoint_path(batched, 20), layout.checkpoint_path(other, 20)) > 0.1
